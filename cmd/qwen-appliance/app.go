@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"sort"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit codes are a stable contract with scripts; they are listed under EXIT
+// STATUS in every command's help.
+const (
+	exitOK           = 0
+	exitError        = 1
+	exitUsage        = 2
+	exitVerification = 3 // a signature, hash, expiry or rollback check failed
+	exitHostUnfit    = 4 // the host does not meet the bundle's requirements
+	exitCancelled    = 130
+)
+
+// exitStatusHelp is appended to every command's description.
+const exitStatusHelp = `EXIT STATUS:
+   0    success
+   1    error (I/O, bad input, a failed step)
+   2    usage error (unknown flag, missing argument)
+   3    verification failed (signature, hash, expiry, rollback, tampering)
+   4    host does not meet the bundle's requirements
+   130  cancelled (SIGINT/SIGTERM)`
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = ""
+
+func toolVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// commands holds every top-level command; each command's file adds its own in
+// an init function, so adding a command never edits a shared list.
+var commands []*cli.Command
+
+func register(c *cli.Command) { commands = append(commands, c) }
+
+// cliError carries the exit code and the operator's hint for an error that
+// reached the edge of the program.
+type cliError struct {
+	code int
+	hint string
+	err  error
+	json bool // the command was asked for --json output
+}
+
+func (e *cliError) Error() string { return e.err.Error() }
+func (e *cliError) Unwrap() error { return e.err }
+
+// withCode attaches an exit code and a hint naming the flag or step that fixes
+// the error. A nil err stays nil.
+func withCode(code int, err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	return &cliError{code: code, hint: hint, err: err}
+}
+
+// usagef reports a usage error (exit status 2) with a hint.
+func usagef(hint, format string, args ...any) error {
+	return &cliError{code: exitUsage, hint: hint, err: fmt.Errorf(format, args...)}
+}
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	cmds := append([]*cli.Command(nil), commands...)
+	sort.Slice(cmds, func(i, j int) bool { return cmds[i].Name < cmds[j].Name })
+	for _, c := range cmds {
+		prepare(c)
+	}
+	return &cli.App{
+		Name:    "qwen-appliance",
+		Usage:   "run a private LLM on an air-gapped GPU server, and prove it",
+		Version: toolVersion(),
+		Description: "Bundle a pinned model and inference server on a connected machine, carry it\n" +
+			"across the gap, install it on the isolated host, and verify it during audits.\n\n" + exitStatusHelp,
+		Commands:        cmds,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		OnUsageError:    onUsageError,
+		// Errors are mapped to exit codes in run, never inside the library.
+		ExitErrHandler: func(*cli.Context, error) {},
+	}
+}
+
+func onUsageError(c *cli.Context, err error, _ bool) error {
+	return &cliError{code: exitUsage, err: err, hint: fmt.Sprintf("run '%s --help'", c.Command.HelpName)}
+}
+
+// prepare adds the EXIT STATUS section and the usage-error mapping to c and its
+// subcommands, and wraps actions so that --json also applies to errors.
+func prepare(c *cli.Command) {
+	c.OnUsageError = onUsageError
+	if c.Action != nil {
+		if !strings.Contains(c.Description, "EXIT STATUS") {
+			if c.Description != "" {
+				c.Description += "\n\n"
+			}
+			c.Description += exitStatusHelp
+		}
+		act := c.Action
+		c.Action = func(ctx *cli.Context) error {
+			err := act(ctx)
+			if err != nil && ctx.Bool("json") {
+				var ce *cliError
+				if !errors.As(err, &ce) {
+					ce = &cliError{code: exitError, err: err}
+					err = ce
+				}
+				ce.json = true
+			}
+			return err
+		}
+	}
+	for _, s := range c.Subcommands {
+		prepare(s)
+	}
+}
+
+// run executes the program and maps the returned error to an exit code; it is
+// the only place that decides exit codes.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.RunContext(ctx, reorderArgs(app, args))
+	if err == nil {
+		return exitOK
+	}
+	code, hint := exitError, ""
+	var ce *cliError
+	if errors.As(err, &ce) {
+		code, hint = ce.code, ce.hint
+	}
+	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+		code = exitCancelled
+	}
+	if ce != nil && ce.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(map[string]any{"error": err.Error(), "hint": hint, "exitCode": code})
+		return code
+	}
+	fmt.Fprintf(stderr, "qwen-appliance: error: %v\n", err)
+	if hint != "" {
+		fmt.Fprintf(stderr, "qwen-appliance: hint: %s\n", hint)
+	}
+	return code
+}
+
+// reorderArgs moves flags in front of positional arguments for the command
+// being run, so that "manifest create DIR --key K" works: urfave/cli v2, like
+// the standard flag package, stops parsing flags at the first positional
+// argument.
+func reorderArgs(app *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	rest := args[1:]
+	var cmd *cli.Command
+	subs := app.Commands
+	// Walk down the command path: leading words that name (sub)commands.
+	for len(rest) > 0 {
+		var next *cli.Command
+		for _, s := range subs {
+			if s.HasName(rest[0]) {
+				next = s
+			}
+		}
+		if next == nil {
+			break
+		}
+		cmd, subs = next, next.Subcommands
+		out = append(out, rest[0])
+		rest = rest[1:]
+	}
+	if cmd == nil || len(cmd.Subcommands) > 0 {
+		return args
+	}
+	takesValue := map[string]bool{}
+	for _, f := range cmd.Flags {
+		_, isBool := f.(*cli.BoolFlag)
+		for _, n := range f.Names() {
+			takesValue[n] = !isBool
+		}
+	}
+	var flags, positional []string
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			positional = append(positional, rest[i+1:]...)
+			break
+		}
+		if len(a) > 1 && a[0] == '-' {
+			flags = append(flags, a)
+			name := strings.TrimLeft(a, "-")
+			if !strings.Contains(name, "=") && takesValue[name] && i+1 < len(rest) {
+				i++
+				flags = append(flags, rest[i])
+			}
+			continue
+		}
+		positional = append(positional, a)
+	}
+	out = append(out, flags...)
+	if len(positional) > 0 {
+		out = append(out, "--")
+		out = append(out, positional...)
+	}
+	return out
+}
+
+// printJSON writes v to w as indented JSON, the shape every --json output uses.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// isTerminal reports whether f is a character device (a terminal), where
+// progress is drawn; pipes and files stay quiet.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
