@@ -60,6 +60,10 @@ type cliError struct {
 	hint string
 	err  error
 	json bool // the command was asked for --json output
+	// reported means the command already wrote its result (a failed
+	// verification report, say) to stdout; only the exit code and a line on
+	// stderr remain to be given.
+	reported bool
 }
 
 func (e *cliError) Error() string { return e.err.Error() }
@@ -72,6 +76,15 @@ func withCode(code int, err error, hint string) error {
 		return nil
 	}
 	return &cliError{code: code, hint: hint, err: err}
+}
+
+// reportedError is an error whose details the command has already printed on
+// stdout (as JSON or a report); run only sets the exit code and logs a line.
+func reportedError(code int, err error, hint string) error {
+	if err == nil {
+		return nil
+	}
+	return &cliError{code: code, hint: hint, err: err, reported: true}
 }
 
 // usagef reports a usage error (exit status 2) with a hint.
@@ -151,7 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		code = exitCancelled
 	}
-	if ce != nil && ce.json {
+	if ce != nil && ce.json && !ce.reported {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(map[string]any{"error": err.Error(), "hint": hint, "exitCode": code})
