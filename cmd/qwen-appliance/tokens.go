@@ -1,0 +1,152 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+)
+
+func init() {
+	fileFlag := &cli.StringFlag{Name: "file", Usage: "token file (JSON, mode 0600; created when missing)", Required: true}
+	register(&cli.Command{
+		Name:  "tokens",
+		Usage: "create, list and revoke the gateway's API tokens",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "create a token and print it once",
+				UsageText: "qwen-appliance tokens create --file F --name N --role user|admin|auditor [--models M,...] [--expires 90d] [--rpm N] [--tpm N]",
+				Description: "Prints the new token on stdout exactly once; the file keeps only the SHA-256\n" +
+					"digest of its secret. Clients send it as 'Authorization: Bearer TOKEN'.",
+				Flags: []cli.Flag{
+					fileFlag,
+					&cli.StringFlag{Name: "name", Usage: "who or what the token is for", Required: true},
+					&cli.StringFlag{Name: "role", Usage: "user, admin or auditor (auditor may only list models)", Value: "user"},
+					&cli.StringSliceFlag{Name: "models", Usage: "models the token may use (default: all)"},
+					&cli.StringFlag{Name: "expires", Usage: "lifetime such as 90d, 12h (default: never)"},
+					&cli.IntFlag{Name: "rpm", Usage: "requests per minute (0: unlimited)"},
+					&cli.IntFlag{Name: "tpm", Usage: "prompt+completion tokens per minute (0: unlimited)"},
+					&cli.BoolFlag{Name: "json", Usage: "print the token and its entry as JSON"},
+				},
+				Action: tokensCreate,
+			},
+			{
+				Name:   "list",
+				Usage:  "list tokens (never their secrets)",
+				Flags:  []cli.Flag{fileFlag, &cli.BoolFlag{Name: "json", Usage: "JSON output"}},
+				Action: tokensList,
+			},
+			{
+				Name:        "revoke",
+				Usage:       "revoke a token by ID or name",
+				UsageText:   "qwen-appliance tokens revoke --file F ID|NAME",
+				Description: "A running 'serve' picks the change up within seconds (or at once on SIGHUP).",
+				Flags:       []cli.Flag{fileFlag, &cli.BoolFlag{Name: "json", Usage: "JSON output"}},
+				Action:      tokensRevoke,
+			},
+		},
+	})
+}
+
+func tokensCreate(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("pass the name with --name", "unexpected argument %q", c.Args().First())
+	}
+	role, err := tokens.ParseRole(c.String("role"))
+	if err != nil {
+		return usagef("pass --role user, admin or auditor", "%v", err)
+	}
+	var expires time.Duration
+	if e := c.String("expires"); e != "" {
+		if expires, err = tokens.ParseDuration(e); err != nil {
+			return usagef("pass --expires like 90d or 12h", "%v", err)
+		}
+	}
+	var models []string
+	for _, m := range c.StringSlice("models") {
+		for _, p := range strings.Split(m, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				models = append(models, p)
+			}
+		}
+	}
+	path := c.String("file")
+	s, err := tokens.Load(path)
+	if err != nil {
+		return err
+	}
+	tok, entry, err := s.Create(tokens.CreateOptions{Name: c.String("name"), Role: role, Models: models,
+		Expires: expires, RPM: c.Int("rpm"), TPM: c.Int("tpm")})
+	if err != nil {
+		return usagef("check --name, --rpm and --tpm", "%v", err)
+	}
+	if err := s.Save(path); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, map[string]any{"token": tok, "entry": entry})
+	}
+	fmt.Fprintln(c.App.Writer, tok)
+	fmt.Fprintf(c.App.ErrWriter, "created token %s (%s, role %s); it is shown only this once\n", entry.ID, entry.Name, entry.Role)
+	return nil
+}
+
+func tokensList(c *cli.Context) error {
+	s, err := tokens.Load(c.String("file"))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	if c.Bool("json") {
+		type row struct {
+			*tokens.Token
+			State string `json:"state"`
+		}
+		rows := []row{}
+		for _, t := range s.Tokens {
+			rows = append(rows, row{t, t.State(now)})
+		}
+		return printJSON(c.App.Writer, rows)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tROLE\tMODELS\tRPM\tTPM\tEXPIRES\tSTATE")
+	for _, t := range s.Tokens {
+		models, exp := "*", "never"
+		if len(t.Models) > 0 {
+			models = strings.Join(t.Models, ",")
+		}
+		if t.Expires != nil {
+			exp = t.Expires.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", t.ID, t.Name, t.Role, models, t.RPM, t.TPM, exp, t.State(now))
+	}
+	return tw.Flush()
+}
+
+func tokensRevoke(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("name one token: tokens revoke --file F ID|NAME", "want one token ID or name, got %d arguments", c.NArg())
+	}
+	path := c.String("file")
+	s, err := tokens.Load(path)
+	if err != nil {
+		return err
+	}
+	t, err := s.Revoke(c.Args().First(), time.Now())
+	if err != nil {
+		return withCode(exitError, err, "see 'qwen-appliance tokens list --file "+path+"'")
+	}
+	if err := s.Save(path); err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, t)
+	}
+	fmt.Fprintf(c.App.Writer, "revoked %s (%s)\n", t.ID, t.Name)
+	return nil
+}
