@@ -210,9 +210,13 @@ func TestFileProblemsAreEachNamed(t *testing.T) {
 		kind   string
 	}{
 		{"missing", func(t *testing.T, dir string) { must(t, os.Remove(filepath.Join(dir, "bin/server"))) }, "bin/server", ProblemMissing},
-		{"extra", func(t *testing.T, dir string) { must(t, os.WriteFile(filepath.Join(dir, "model/extra"), []byte("x"), 0o644)) }, "model/extra", ProblemExtra},
+		{"extra", func(t *testing.T, dir string) {
+			must(t, os.WriteFile(filepath.Join(dir, "model/extra"), []byte("x"), 0o644))
+		}, "model/extra", ProblemExtra},
 		{"mode", func(t *testing.T, dir string) { must(t, os.Chmod(filepath.Join(dir, "bin/server"), 0o777)) }, "bin/server", ProblemMode},
-		{"setuid", func(t *testing.T, dir string) { must(t, os.Chmod(filepath.Join(dir, "bin/server"), 0o755|os.ModeSetuid)) }, "bin/server", ProblemMode},
+		{"setuid", func(t *testing.T, dir string) {
+			must(t, os.Chmod(filepath.Join(dir, "bin/server"), 0o755|os.ModeSetuid))
+		}, "bin/server", ProblemMode},
 		{"size", func(t *testing.T, dir string) {
 			must(t, os.Truncate(filepath.Join(dir, "model/config.json"), testChunk-1))
 		}, "model/config.json", ProblemSize},
