@@ -1,0 +1,304 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+)
+
+// Options configure a Log.
+type Options struct {
+	Path string
+	// Key signs checkpoints; nil leaves the log chained but unsigned, so
+	// that truncation at its end cannot be detected.
+	Key *manifests.PrivateKey
+	// CheckpointEvery and CheckpointLines bound how much of the chain is
+	// unsigned at any time (defaults 30s and 1000 lines).
+	CheckpointEvery time.Duration
+	CheckpointLines int
+	// MaxBytes rotates the file when it grows past this size (0: never).
+	MaxBytes int64
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Log appends records from one goroutine, fsyncing each batch. Appends never
+// block on the disk unless its queue is full; they are never dropped.
+type Log struct {
+	o      Options
+	f      *os.File
+	size   int64
+	seq    int64 // of the last line written
+	prev   string
+	unsign int // lines since the last checkpoint
+
+	ch   chan item
+	done chan struct{}
+
+	mu  sync.Mutex
+	err error
+}
+
+type item struct {
+	rec   *Record
+	flush chan error
+}
+
+// Open opens (or creates) the log at o.Path, continuing the chain of what is
+// there, and writes a start record. It refuses a file whose last line is
+// incomplete or not valid: run "audit verify" on it and move it aside.
+func Open(o Options) (*Log, error) {
+	if o.CheckpointEvery <= 0 {
+		o.CheckpointEvery = 30 * time.Second
+	}
+	if o.CheckpointLines <= 0 {
+		o.CheckpointLines = 1000
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	l := &Log{o: o, seq: -1, ch: make(chan item, 4096), done: make(chan struct{})}
+	if err := l.openFile(); err != nil {
+		return nil, err
+	}
+	start := &Record{Kind: KindStart}
+	l.describeKey(start)
+	if err := l.write(start); err != nil {
+		l.f.Close()
+		return nil, err
+	}
+	if err := l.f.Sync(); err != nil {
+		l.f.Close()
+		return nil, fmt.Errorf("audit log %s: %w", o.Path, err)
+	}
+	go l.loop()
+	return l, nil
+}
+
+func (l *Log) describeKey(r *Record) {
+	if l.o.Key != nil {
+		r.KeyID = l.o.Key.ID
+		r.PublicKey = string(bytes.TrimSpace(l.o.Key.Public().MarshalText()))
+	}
+}
+
+// openFile opens o.Path for appending and recovers seq and prev from its
+// last line.
+func (l *Log) openFile() error {
+	f, err := os.OpenFile(l.o.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open audit log: %w", err)
+	}
+	last, size, err := lastLine(f)
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit log %s: %w; check it with 'qwen-appliance audit verify' and move it aside", l.o.Path, err)
+	}
+	l.f, l.size = f, size
+	if last != nil {
+		var r Record
+		if err := json.Unmarshal(last, &r); err != nil {
+			f.Close()
+			return fmt.Errorf("audit log %s: last line is not a record: %v; move it aside", l.o.Path, err)
+		}
+		l.seq, l.prev = r.Seq, lineHash(last)
+	}
+	return nil
+}
+
+// lastLine returns the last line of f (nil when f is empty) and f's size.
+func lastLine(f *os.File) ([]byte, int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	size := st.Size()
+	if size == 0 {
+		return nil, 0, nil
+	}
+	const chunk = 64 << 10
+	var buf []byte
+	for off := size; ; {
+		n := int64(chunk)
+		if off < n {
+			n = off
+		}
+		off -= n
+		b := make([]byte, n)
+		if _, err := f.ReadAt(b, off); err != nil && err != io.EOF {
+			return nil, 0, err
+		}
+		buf = append(b, buf...)
+		if buf[len(buf)-1] != '\n' {
+			return nil, 0, errors.New("ends with an incomplete line (crash during a write, or truncated)")
+		}
+		if i := bytes.LastIndexByte(buf[:len(buf)-1], '\n'); i >= 0 {
+			return buf[i+1 : len(buf)-1], size, nil
+		}
+		if off == 0 {
+			return buf[:len(buf)-1], size, nil
+		}
+	}
+}
+
+// Append queues r; the log fills in Seq, Time (when zero), Kind and Prev.
+func (l *Log) Append(r Record) {
+	if r.Kind == "" {
+		r.Kind = KindRequest
+	}
+	l.ch <- item{rec: &r}
+}
+
+// Flush waits until everything appended so far is on disk.
+func (l *Log) Flush() error {
+	c := make(chan error, 1)
+	l.ch <- item{flush: c}
+	return <-c
+}
+
+// Err reports the first write error; the gateway refuses requests once the
+// log cannot be written, rather than serve them unaudited.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Close writes a signed stop record and closes the file. Append must not be
+// called after Close.
+func (l *Log) Close() error {
+	close(l.ch)
+	<-l.done
+	return l.Err()
+}
+
+func (l *Log) setErr(err error) {
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.mu.Unlock()
+}
+
+func (l *Log) loop() {
+	defer close(l.done)
+	tick := time.NewTicker(l.o.CheckpointEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case it, ok := <-l.ch:
+			if !ok {
+				l.setErr(l.finish())
+				return
+			}
+			l.batch(it)
+		case <-tick.C:
+			if l.unsign > 0 && l.o.Key != nil {
+				l.setErr(l.checkpoint(KindCheckpoint))
+				l.setErr(l.f.Sync())
+			}
+		}
+	}
+}
+
+// batch writes it and whatever else is queued, then fsyncs once: under load
+// one fsync covers many requests.
+func (l *Log) batch(it item) {
+	var waiters []chan error
+	for more := true; more; {
+		if it.rec != nil {
+			l.setErr(l.write(it.rec))
+		}
+		if it.flush != nil {
+			waiters = append(waiters, it.flush)
+		}
+		if l.unsign >= l.o.CheckpointLines && l.o.Key != nil {
+			l.setErr(l.checkpoint(KindCheckpoint))
+		}
+		select {
+		case it, more = <-l.ch:
+		default:
+			more = false
+		}
+	}
+	l.setErr(l.f.Sync())
+	l.setErr(l.maybeRotate())
+	err := l.Err()
+	for _, c := range waiters {
+		c <- err
+	}
+}
+
+func (l *Log) finish() error {
+	err := l.checkpoint(KindStop)
+	return errors.Join(err, l.f.Sync(), l.f.Close())
+}
+
+// write appends one record as one line.
+func (l *Log) write(r *Record) error {
+	r.Seq = l.seq + 1
+	r.Prev = l.prev
+	if r.Time.IsZero() {
+		r.Time = l.o.Now()
+	}
+	r.Time = r.Time.UTC()
+	line, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("audit record: %w", err)
+	}
+	if _, err := l.f.Write(append(line, '\n')); err != nil {
+		return fmt.Errorf("write audit log %s: %w", l.o.Path, err)
+	}
+	l.seq, l.prev = r.Seq, lineHash(line)
+	l.size += int64(len(line)) + 1
+	l.unsign++
+	return nil
+}
+
+// checkpoint writes a checkpoint (or stop) record, signed when there is a key.
+func (l *Log) checkpoint(kind string) error {
+	r := &Record{Kind: kind, Seq: l.seq + 1, Prev: l.prev, Time: l.o.Now().UTC()}
+	if l.o.Key != nil {
+		sig := manifests.Sign(*l.o.Key, Purpose, signedText(r))
+		r.Signature = &sig
+	}
+	if err := l.write(r); err != nil {
+		return err
+	}
+	l.unsign = 0
+	return nil
+}
+
+// maybeRotate moves a full file aside and starts a new one whose first line
+// links to the old file's last line.
+func (l *Log) maybeRotate() error {
+	if l.o.MaxBytes <= 0 || l.size < l.o.MaxBytes {
+		return nil
+	}
+	if err := l.checkpoint(KindCheckpoint); err != nil {
+		return err
+	}
+	if err := errors.Join(l.f.Sync(), l.f.Close()); err != nil {
+		return fmt.Errorf("rotate audit log: %w", err)
+	}
+	old := l.o.Path + "." + l.o.Now().UTC().Format("20060102T150405.000000000Z")
+	if err := os.Rename(l.o.Path, old); err != nil {
+		return fmt.Errorf("rotate audit log: %w", err)
+	}
+	f, err := os.OpenFile(l.o.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("rotate audit log: %w", err)
+	}
+	l.f, l.size = f, 0
+	r := &Record{Kind: KindRotate, Previous: filepath.Base(old)}
+	l.describeKey(r)
+	return l.write(r)
+}

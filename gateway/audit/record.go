@@ -1,0 +1,78 @@
+// Package audit writes and verifies the gateway's audit log: one JSON line
+// per request, fsynced, each line carrying the SHA-256 of the line before it,
+// with ed25519-signed checkpoints over the chain head. It records who asked
+// for what and how it went; it must never record a token's secret, and it
+// records prompt or completion text only when the operator asks for it.
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+)
+
+// Purpose is the signature purpose of checkpoints, so a checkpoint signature
+// can never pass as a manifest signature or the other way round.
+const Purpose = "audit-checkpoint"
+
+// Record kinds.
+const (
+	KindStart      = "start"      // the gateway opened the log
+	KindRequest    = "request"    // one API request
+	KindCheckpoint = "checkpoint" // a signature over the chain so far
+	KindRotate     = "rotate"     // first line of a file after rotation
+	KindStop       = "stop"       // the gateway closed the log cleanly
+)
+
+// Record is one line of the audit log. Request fields are empty for the
+// other kinds.
+type Record struct {
+	Seq  int64     `json:"seq"`
+	Kind string    `json:"kind"`
+	Time time.Time `json:"time"`
+	Prev string    `json:"prev"` // hex SHA-256 of the previous line; "" on the very first
+
+	RequestID        string  `json:"requestId,omitempty"`
+	TokenID          string  `json:"tokenId,omitempty"`
+	Client           string  `json:"client,omitempty"`
+	Method           string  `json:"method,omitempty"`
+	Route            string  `json:"route,omitempty"`
+	Model            string  `json:"model,omitempty"`
+	Stream           bool    `json:"stream,omitempty"`
+	Status           int     `json:"status,omitempty"`
+	Error            string  `json:"error,omitempty"` // the error code answered, never internals
+	LatencyMs        float64 `json:"latencyMs,omitempty"`
+	TTFTMs           float64 `json:"ttftMs,omitempty"`
+	PromptTokens     int     `json:"promptTokens,omitempty"`
+	CompletionTokens int     `json:"completionTokens,omitempty"`
+	// Content is the request body (and a non-streamed response body), kept
+	// only when the operator turned content logging on.
+	Content *Content `json:"content,omitempty"`
+
+	KeyID     string               `json:"keyId,omitempty"`     // start, rotate: the checkpoint key
+	PublicKey string               `json:"publicKey,omitempty"` // start, rotate: its public key text
+	Previous  string               `json:"previous,omitempty"`  // rotate: the file this one follows
+	Signature *manifests.Signature `json:"signature,omitempty"` // checkpoint, stop
+}
+
+// Content is prompt and completion text, logged only on request.
+type Content struct {
+	Request  json.RawMessage `json:"request,omitempty"`
+	Response json.RawMessage `json:"response,omitempty"`
+}
+
+// lineHash is the chain hash of one line, without its newline.
+func lineHash(line []byte) string {
+	sum := sha256.Sum256(line)
+	return hex.EncodeToString(sum[:])
+}
+
+// signedText is what a checkpoint signs: its place in the chain and the hash
+// of every line before it (through Prev).
+func signedText(r *Record) []byte {
+	return fmt.Appendf(nil, "kind=%s seq=%d prev=%s time=%s", r.Kind, r.Seq, r.Prev, r.Time.UTC().Format(time.RFC3339Nano))
+}
