@@ -473,3 +473,42 @@ func TestCancelledCreateStops(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func benchFile(b *testing.B, size int64) string {
+	dir := b.TempDir()
+	data := make([]byte, size)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range data {
+		data[i] = byte(r.Uint32())
+	}
+	if err := os.WriteFile(filepath.Join(dir, "model.bin"), data, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return dir
+}
+
+// BenchmarkCreate hashes one 256 MiB file (whole-file and chunk hashes).
+func BenchmarkCreate(b *testing.B) {
+	dir := benchFile(b, 256<<20)
+	b.SetBytes(256 << 20)
+	for b.Loop() {
+		if _, err := Create(context.Background(), dir, createOpts()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCheckFiles verifies one 256 MiB file chunk by chunk on all cores.
+func BenchmarkCheckFiles(b *testing.B) {
+	dir := benchFile(b, 256<<20)
+	m, err := Create(context.Background(), dir, createOpts())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(256 << 20)
+	for b.Loop() {
+		if err := CheckFiles(context.Background(), dir, m, CheckOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
