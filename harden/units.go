@@ -1,0 +1,165 @@
+package harden
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// ServiceUser is the system user and group the inference server and the
+// gateway run as: no login shell, no home.
+const ServiceUser = "qwen-appliance"
+
+// Unit names install starts.
+const (
+	RuntimeUnit = "qwen-appliance-runtime.service"
+	GatewayUnit = "qwen-appliance-gateway.service"
+)
+
+// NVIDIADevices are the device groups a GPU runtime needs; without
+// nvidia-frontend the GPU is invisible, and nvidia_uvm must already be
+// loaded because the unit cannot load modules.
+var NVIDIADevices = []string{"char-nvidiactl", "char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps"}
+
+// Service describes one long-running unit; Unit adds the hardening.
+type Service struct {
+	Description string
+	ExecStart   string   // absolute path and arguments
+	Environment []string // KEY=VALUE, no spaces in values
+	// GPU opens the NVIDIA devices (and only those) and relaxes what CUDA
+	// needs: /proc/driver, writable-executable memory for JIT runtimes.
+	GPU bool
+	// AllowCIDRs are peers the unit may exchange packets with besides
+	// localhost (the gateway's client CIDRs); everything else is denied by
+	// the cgroup's IP filter in both directions.
+	AllowCIDRs     []netip.Prefix
+	ReadOnlyPaths  []string
+	ReadWritePaths []string
+	After          []string // ordering, besides the firewall
+}
+
+// RuntimeEnv turns off the inference servers' phone-home paths (vLLM usage
+// statistics, Hugging Face downloads) on top of the firewall.
+var RuntimeEnv = []string{"VLLM_NO_USAGE_STATS=1", "DO_NOT_TRACK=1", "HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1"}
+
+// Unit renders s as a systemd service with the hardening that applies to
+// it; it requires the firewall unit, so it never runs on an open host.
+// It returns an error naming the field at fault.
+func Unit(s Service) (string, error) {
+	if !strings.HasPrefix(s.ExecStart, "/") {
+		return "", fmt.Errorf("unit: ExecStart %q must start with an absolute path", s.ExecStart)
+	}
+	for _, v := range [][]string{s.Environment, s.ReadOnlyPaths, s.ReadWritePaths, s.After, {s.Description, s.ExecStart}} {
+		for _, x := range v {
+			if strings.ContainsAny(x, "\n\r") {
+				return "", fmt.Errorf("unit: %q contains a line break", x)
+			}
+		}
+	}
+	for _, e := range s.Environment {
+		if !strings.Contains(e, "=") || strings.ContainsAny(e, " \t\"'\\") {
+			return "", fmt.Errorf("unit: environment entry %q must be KEY=VALUE without spaces or quotes", e)
+		}
+	}
+	for _, p := range append(append([]string(nil), s.ReadOnlyPaths...), s.ReadWritePaths...) {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " \t") {
+			return "", fmt.Errorf("unit: path %q must be absolute, without spaces", p)
+		}
+	}
+	var b strings.Builder
+	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	w("[Unit]")
+	w("Description=%s", s.Description)
+	w("Requires=%s", FirewallUnit)
+	w("After=%s", strings.Join(append([]string{FirewallUnit}, s.After...), " "))
+	w("")
+	w("[Service]")
+	w("Type=exec")
+	w("ExecStart=%s", s.ExecStart)
+	w("User=%s", ServiceUser)
+	w("Group=%s", ServiceUser)
+	for _, e := range s.Environment {
+		w("Environment=%s", e)
+	}
+	w("Restart=on-failure")
+	w("UMask=0077")
+	w("")
+	w("# Privileges: none, and no way to gain any.")
+	w("NoNewPrivileges=yes")
+	w("CapabilityBoundingSet=")
+	w("AmbientCapabilities=")
+	w("PrivateUsers=%s", yes(!s.GPU))
+	w("RestrictSUIDSGID=yes")
+	w("LockPersonality=yes")
+	w("RestrictRealtime=yes")
+	w("RestrictNamespaces=yes")
+	w("RemoveIPC=yes")
+	w("KeyringMode=private")
+	w("MemoryDenyWriteExecute=%s", yes(!s.GPU))
+	w("")
+	w("# Filesystem: read-only system, no homes, private /tmp.")
+	w("ProtectSystem=strict")
+	w("ProtectHome=yes")
+	w("PrivateTmp=yes")
+	w("PrivateMounts=yes")
+	w("ProtectProc=invisible")
+	if !s.GPU {
+		w("ProcSubset=pid")
+	}
+	if len(s.ReadOnlyPaths) > 0 {
+		w("ReadOnlyPaths=%s", strings.Join(s.ReadOnlyPaths, " "))
+	}
+	if len(s.ReadWritePaths) > 0 {
+		w("ReadWritePaths=%s", strings.Join(s.ReadWritePaths, " "))
+	}
+	w("")
+	w("# Kernel and host: hands off.")
+	w("ProtectKernelTunables=yes")
+	w("ProtectKernelModules=yes")
+	w("ProtectKernelLogs=yes")
+	w("ProtectControlGroups=yes")
+	w("ProtectClock=yes")
+	w("ProtectHostname=yes")
+	w("")
+	if s.GPU {
+		w("# Devices: the NVIDIA devices only.")
+		w("DevicePolicy=closed")
+		for _, d := range NVIDIADevices {
+			w("DeviceAllow=%s rw", d)
+		}
+	} else {
+		w("# Devices: none.")
+		w("PrivateDevices=yes")
+		w("DevicePolicy=closed")
+	}
+	w("")
+	w("# Network: IP only, to localhost%s; the firewall table is the second wall.", map[bool]string{true: " and the client CIDRs", false: ""}[len(s.AllowCIDRs) > 0])
+	w("RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6")
+	w("IPAddressDeny=any")
+	allow := []string{"localhost"}
+	for _, c := range s.AllowCIDRs {
+		allow = append(allow, c.String())
+	}
+	w("IPAddressAllow=%s", strings.Join(allow, " "))
+	w("")
+	w("# System calls: the ordinary service set, native ABI only.")
+	w("SystemCallArchitectures=native")
+	w("SystemCallFilter=@system-service")
+	w("SystemCallFilter=~@privileged @resources")
+	if s.GPU {
+		// CUDA and PyTorch pin threads and raise limits.
+		w("SystemCallFilter=sched_setaffinity setrlimit")
+	}
+	w("SystemCallErrorNumber=EPERM")
+	w("")
+	w("[Install]")
+	w("WantedBy=multi-user.target")
+	return b.String(), nil
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
