@@ -1,0 +1,256 @@
+package storage
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"slices"
+	"syscall"
+
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+)
+
+// CopyOptions tune CopyIn.
+type CopyOptions struct {
+	Owner Owner // who owns the copied files and the directories made for them
+	// Progress is called with the bytes just copied.
+	Progress manifests.Progress
+	// Signature is written beside the manifest in the store (the bundle's
+	// manifest.sig), so the store can be verified later on its own; nil
+	// writes none.
+	Signature []byte
+}
+
+// CopyIn streams every file m lists from bundleDir into storeDir, hashing
+// while writing (each byte is read once): the chunk hashes and the whole-file
+// SHA-256 are compared with m, the file is made 0400 and owned by
+// opts.Owner, synced, and renamed into place only when it matched. The
+// manifest itself (m's canonical bytes, with opts.Signature) is written last,
+// so its presence in the store means every file was confirmed. m must come
+// from a manifests.Verifier. Paths never leave either directory.
+//
+// It returns a *manifests.FilesError (matching manifests.ErrVerification)
+// naming each file whose bytes differ, ErrLocked when the store's key is not
+// loaded, and other errors for I/O failures.
+func CopyIn(ctx context.Context, bundleDir, storeDir string, m *manifests.Manifest, opts CopyOptions) (err error) {
+	canon, err := manifests.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("copy in: %w", err)
+	}
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	src, err := os.OpenRoot(bundleDir)
+	if err != nil {
+		return fmt.Errorf("copy in: %w", err)
+	}
+	defer src.Close()
+	dst, err := os.OpenRoot(storeDir)
+	if err != nil {
+		return fmt.Errorf("copy in: %w", err)
+	}
+	defer dst.Close()
+	// Whatever was installed before no longer counts until this copy is done.
+	for _, name := range []string{manifests.ManifestFile, manifests.SignatureFile} {
+		if err := dst.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("copy in: %w", lockedErr(storeDir, err))
+		}
+	}
+	c := copier{src: src, dst: dst, owner: opts.Owner, progress: opts.Progress, synced: map[string]bool{}}
+	var problems []manifests.FileProblem
+	for _, f := range m.Files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p, err := c.file(ctx, f)
+		if err != nil {
+			return fmt.Errorf("copy in %s: %w", f.Path, lockedErr(storeDir, err))
+		}
+		problems = append(problems, p...)
+	}
+	if len(problems) > 0 {
+		return &manifests.FilesError{Problems: problems}
+	}
+	if opts.Signature != nil {
+		if err := c.write(manifests.SignatureFile, opts.Signature); err != nil {
+			return fmt.Errorf("copy in: %w", err)
+		}
+	}
+	if err := c.write(manifests.ManifestFile, canon); err != nil {
+		return fmt.Errorf("copy in: %w", err)
+	}
+	return c.syncDirs()
+}
+
+// lockedErr names a locked fscrypt store (the kernel says ENOKEY).
+func lockedErr(dir string, err error) error {
+	if errors.Is(err, syscall.ENOKEY) {
+		return fmt.Errorf("%w: %s (unlock it first): %v", ErrLocked, dir, err)
+	}
+	return err
+}
+
+type copier struct {
+	src, dst *os.Root
+	owner    Owner
+	progress manifests.Progress
+	synced   map[string]bool // directories written into, synced at the end
+}
+
+// file copies one file; a mismatch is returned as problems, not an error.
+func (c *copier) file(ctx context.Context, f manifests.File) ([]manifests.FileProblem, error) {
+	if err := manifests.ValidatePath(f.Path); err != nil {
+		return nil, err
+	}
+	fi, err := c.src.Lstat(f.Path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return []manifests.FileProblem{{Path: f.Path, Kind: manifests.ProblemMissing, Detail: "missing from the bundle"}}, nil
+		}
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return []manifests.FileProblem{{Path: f.Path, Kind: manifests.ProblemType, Detail: "is a " + typeName(fi.Mode()) + " in the bundle, not a regular file"}}, nil
+	}
+	in, err := c.src.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	if st, err := in.Stat(); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() || st.Size() != f.Size {
+		return []manifests.FileProblem{{Path: f.Path, Kind: manifests.ProblemSize,
+			Detail: fmt.Sprintf("size is %d bytes in the bundle, the manifest says %d", st.Size(), f.Size)}}, nil
+	}
+	dir := path.Dir(f.Path)
+	if err := c.mkdirs(dir); err != nil {
+		return nil, err
+	}
+	tmp := path.Join(dir, "."+path.Base(f.Path)+".partial-"+randomSuffix())
+	out, err := c.dst.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			out.Close()
+			c.dst.Remove(tmp)
+		}
+	}()
+	sum, chunks, err := manifests.HashFile(ctx, io.TeeReader(in, out), f.Size, f.ChunkSize, c.progress)
+	if err != nil {
+		return nil, err
+	}
+	if problems := compare(f, sum, chunks); len(problems) > 0 {
+		return problems, nil
+	}
+	if err := out.Chmod(FileMode); err != nil {
+		return nil, err
+	}
+	if err := out.Chown(c.owner.UID, c.owner.GID); err != nil {
+		return nil, err
+	}
+	if err := out.Sync(); err != nil {
+		return nil, err
+	}
+	if err := out.Close(); err != nil {
+		return nil, err
+	}
+	keep = true
+	if err := c.dst.Rename(tmp, f.Path); err != nil {
+		c.dst.Remove(tmp)
+		return nil, err
+	}
+	c.synced[dir] = true
+	return nil, nil
+}
+
+// compare lists each chunk whose hash differs from the manifest, and the
+// whole file when only its hash differs.
+func compare(f manifests.File, sum string, chunks []string) []manifests.FileProblem {
+	var out []manifests.FileProblem
+	for i, want := range f.Chunks {
+		if i >= len(chunks) || chunks[i] != want {
+			off, n := f.ChunkRange(i)
+			out = append(out, manifests.FileProblem{Path: f.Path, Kind: manifests.ProblemChunk, Chunk: i, Offset: off, Length: n,
+				Detail: fmt.Sprintf("bytes %d-%d (chunk %d) differ from the manifest; not installed", off, off+n-1, i)})
+		}
+	}
+	if len(out) == 0 && (sum != f.SHA256 || !slices.Equal(chunks, f.Chunks)) {
+		out = append(out, manifests.FileProblem{Path: f.Path, Kind: manifests.ProblemChunk,
+			Detail: "SHA-256 differs from the manifest; not installed"})
+	}
+	return out
+}
+
+// mkdirs makes each missing directory of rel with DirMode and the owner.
+func (c *copier) mkdirs(rel string) error {
+	if rel == "." {
+		return nil
+	}
+	if err := c.mkdirs(path.Dir(rel)); err != nil {
+		return err
+	}
+	err := c.dst.Mkdir(rel, DirMode)
+	if errors.Is(err, fs.ErrExist) {
+		fi, err := c.dst.Lstat(rel)
+		if err != nil {
+			return err
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("%s is a %s in the store, not a directory", rel, typeName(fi.Mode()))
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	c.synced[path.Dir(rel)] = true
+	return c.dst.Chown(rel, c.owner.UID, c.owner.GID)
+}
+
+// write puts a small file into the store root atomically.
+func (c *copier) write(name string, data []byte) error {
+	tmp := "." + name + ".partial-" + randomSuffix()
+	f, err := c.dst.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	err = errors.Join(err, f.Chmod(FileMode), f.Chown(c.owner.UID, c.owner.GID), f.Sync(), f.Close())
+	if err == nil {
+		err = c.dst.Rename(tmp, name)
+	}
+	if err != nil {
+		c.dst.Remove(tmp)
+		return err
+	}
+	c.synced["."] = true
+	return nil
+}
+
+func (c *copier) syncDirs() error {
+	for dir := range c.synced {
+		d, err := c.dst.Open(dir)
+		if err != nil {
+			return err
+		}
+		if err := errors.Join(d.Sync(), d.Close()); err != nil {
+			return fmt.Errorf("sync %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
