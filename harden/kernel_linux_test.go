@@ -90,3 +90,32 @@ func TestReplaceCompareAndSwap(t *testing.T) {
 		t.Fatalf("fresh generation: %v", err)
 	}
 }
+
+func TestConfirmWindowKernel(t *testing.T) {
+	requireNetns(t)
+	confirmWindow(t, newNetns(t, "confirm").kernel(t))
+}
+
+// TestReplaceFailsAtomically sends a batch the kernel must reject halfway
+// (a chain of an unknown type after valid rules) and checks that the table
+// from before is untouched: one batch, all or nothing.
+func TestReplaceFailsAtomically(t *testing.T) {
+	requireNetns(t)
+	ns := newNetns(t, "atomic")
+	k := ns.kernel(t)
+	st, _ := k.Live()
+	good := Build(testPolicy()).Table()
+	if err := k.Replace(st.Gen, good); err != nil {
+		t.Fatal(err)
+	}
+	before := nftList(t, ns, "list", "table", "inet", TableName)
+	bad := Build(simplePolicy()).Table()
+	bad.Chains = append(bad.Chains, TableChain{Name: "broken", Hook: "output", Type: "no-such-type", Policy: "drop"})
+	st, _ = k.Live()
+	if err := k.Replace(st.Gen, bad); err == nil {
+		t.Fatal("kernel accepted a chain of unknown type")
+	}
+	if after := nftList(t, ns, "list", "table", "inet", TableName); after != before {
+		t.Fatalf("failed batch changed the table:\n%s\nwas:\n%s", after, before)
+	}
+}
