@@ -21,7 +21,7 @@ var (
 	// data) already is.
 	ErrExists = errors.New("store already exists")
 	// ErrNoDeviceMapper means the kernel cannot open a LUKS volume here.
-	ErrNoDeviceMapper = errors.New("device-mapper is not available (/dev/mapper/control is missing)")
+	ErrNoDeviceMapper = errors.New("device-mapper is not available (no device-mapper in /proc/misc: the kernel lacks CONFIG_BLK_DEV_DM or dm_mod is not loaded)")
 )
 
 // NotEncryptableError reports a filesystem that cannot hold an fscrypt

@@ -28,8 +28,10 @@ const (
 // ext4 filesystem.
 const minVolumeSize = 32 << 20
 
-// deviceMapperControl is the node cryptsetup needs to open a volume.
-var deviceMapperControl = "/dev/mapper/control"
+// procMisc lists the kernel's misc devices; device-mapper registers there.
+// (libdevmapper creates /dev/mapper/control on demand even when the kernel
+// has no device-mapper, so the node alone proves nothing.)
+var procMisc = "/proc/misc"
 
 var mapperRE = regexp.MustCompile(`^qwen-store-[0-9a-f]{16}$`)
 
@@ -52,8 +54,10 @@ func luksSecret(c Credential) ([]byte, error) {
 	return c.secret()
 }
 
+// pbkdfArgs sets the argon2id cost of new key slots; cryptsetup refuses
+// fewer than 4 passes.
 func pbkdfArgs(k KDF) []string {
-	return []string{"--pbkdf", LUKSPBKDF, "--pbkdf-force-iterations", strconv.Itoa(int(k.Time)),
+	return []string{"--pbkdf", LUKSPBKDF, "--pbkdf-force-iterations", strconv.Itoa(int(max(k.Time, 4))),
 		"--pbkdf-memory", strconv.Itoa(int(k.MemoryKiB)), "--pbkdf-parallel", strconv.Itoa(int(k.Threads))}
 }
 
@@ -185,8 +189,9 @@ func (l *luksBackend) create(ctx context.Context, s *ModelStore, opts InitOption
 	if err := writeMetadata(s.Dir, s.Meta); err != nil {
 		return err
 	}
-	// The header is written and the metadata names it; what follows needs
-	// device-mapper.
+	// The header is written and the metadata names it, so the volume is kept
+	// from here on; what follows needs device-mapper.
+	madeVolume = false
 	if err := l.open(ctx, s, secrets[0]); err != nil {
 		return fmt.Errorf("formatted %s, but: %w", volume, err)
 	}
@@ -220,7 +225,8 @@ func createVolumeFile(path string, size int64) error {
 
 // haveDeviceMapper reports whether the kernel can open a LUKS volume.
 func haveDeviceMapper() error {
-	if _, err := os.Stat(deviceMapperControl); err != nil {
+	data, err := os.ReadFile(procMisc)
+	if err != nil || !regexp.MustCompile(`(?m)^\s*\d+ device-mapper$`).Match(data) {
 		return ErrNoDeviceMapper
 	}
 	return nil

@@ -72,13 +72,13 @@ type LUKSInfo struct {
 // Protector is one way to unlock the store. For fscrypt it holds the master
 // key wrapped in AES-256-GCM; for LUKS the key slot that the credential opens.
 type Protector struct {
-	ID         string `json:"id"`
-	Kind       string `json:"kind"`
-	KDF        *KDF   `json:"kdf,omitempty"` // argon2id cost, passphrases only
-	Salt       []byte `json:"salt,omitempty"`
-	Nonce      []byte `json:"nonce,omitempty"`
-	WrappedKey []byte `json:"wrappedKey,omitempty"`
-	KeySlot    *int   `json:"keySlot,omitempty"`
+	ID         string    `json:"id"`
+	Kind       string    `json:"kind"`
+	KDF        *KDF      `json:"kdf,omitempty"` // argon2id cost, passphrases only
+	Salt       []byte    `json:"salt,omitempty"`
+	Nonce      []byte    `json:"nonce,omitempty"`
+	WrappedKey []byte    `json:"wrappedKey,omitempty"`
+	KeySlot    *int      `json:"keySlot,omitempty"`
 	Created    time.Time `json:"created"`
 }
 

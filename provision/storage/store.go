@@ -100,7 +100,8 @@ type InitOptions struct {
 // store is left unlocked. It returns ErrExists when a store or other data
 // is already there, a *NotEncryptableError when the filesystem cannot hold
 // an fscrypt store, and ErrNoDeviceMapper when a LUKS volume was formatted
-// but cannot be opened on this kernel.
+// but cannot be opened on this kernel; with that error the store and its
+// recovery key are returned too, as the store exists.
 func Init(ctx context.Context, opts InitOptions) (s *ModelStore, recoveryKey string, err error) {
 	if len(opts.Credentials) == 0 {
 		return nil, "", errors.New("init store: no key file or passphrase given")
@@ -140,6 +141,11 @@ func Init(ctx context.Context, opts InitOptions) (s *ModelStore, recoveryKey str
 	recoveryKey = newRecoveryKey()
 	creds := append(append([]Credential(nil), opts.Credentials...), Credential{RecoveryKey: recoveryKey})
 	if err := b.create(ctx, s, opts, creds); err != nil {
+		if _, serr := os.Lstat(MetadataPath(dir)); serr == nil {
+			// The store exists (a LUKS volume formatted where it cannot be
+			// opened): its recovery key must still reach the operator.
+			return s, recoveryKey, fmt.Errorf("init store %s: %w", dir, err)
+		}
 		return nil, "", fmt.Errorf("init store %s: %w", dir, err)
 	}
 	return s, recoveryKey, nil
