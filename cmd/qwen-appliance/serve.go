@@ -1,0 +1,83 @@
+package main
+
+import (
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/qwen-appliance/qwen-appliance/gateway"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "serve",
+		Usage: "run the authenticated, audited, TLS gateway in front of the model server",
+		UsageText: "qwen-appliance serve --upstream URL --listen ADDR --tokens FILE --audit-log FILE [--audit-key K]\n" +
+			"   [--tls-cert F --tls-key F [--client-ca F] [--tls13-only]] [--metrics-listen ADDR]",
+		Description: "Forwards only /v1/chat/completions, /v1/completions, /v1/embeddings and\n" +
+			"/v1/models to the model server on loopback or a Unix socket. Every request is\n" +
+			"authenticated with a token from --tokens and recorded in --audit-log. SIGHUP\n" +
+			"reloads the token file and the TLS certificate; the token file is also\n" +
+			"re-read within seconds of a change. Metrics, /healthz and /readyz are served\n" +
+			"on --metrics-listen only.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT or unix:///path.sock", Required: true},
+			&cli.StringFlag{Name: "listen", Usage: "API address", Value: "127.0.0.1:8443"},
+			&cli.StringFlag{Name: "tokens", Usage: "token file made by 'tokens create'", Required: true},
+			&cli.StringFlag{Name: "audit-log", Usage: "audit log file (appended; hash-chained)", Required: true},
+			&cli.StringFlag{Name: "audit-key", Usage: "private key that signs audit checkpoints ('keys generate')"},
+			&cli.BoolFlag{Name: "audit-content", Usage: "also log prompts and non-streamed answers (off: never)"},
+			&cli.Int64Flag{Name: "audit-max-bytes", Usage: "rotate the audit log past this size", Value: 256 << 20},
+			&cli.DurationFlag{Name: "audit-checkpoint", Usage: "longest time between signed checkpoints", Value: 30 * time.Second},
+			&cli.StringFlag{Name: "tls-cert", Usage: "server certificate (PEM); with --tls-key turns TLS on"},
+			&cli.StringFlag{Name: "tls-key", Usage: "server key (PEM)"},
+			&cli.StringFlag{Name: "client-ca", Usage: "require client certificates signed by this CA (mTLS)"},
+			&cli.BoolFlag{Name: "tls13-only", Usage: "refuse TLS 1.2"},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "address for /metrics, /healthz, /readyz (empty: off)", Value: "127.0.0.1:9464"},
+			&cli.Int64Flag{Name: "max-body", Usage: "request body limit in bytes", Value: 1 << 20},
+			&cli.IntFlag{Name: "max-tokens", Usage: "cap on max_tokens (filled in when absent)", Value: 4096},
+			&cli.IntFlag{Name: "max-n", Usage: "cap on n", Value: 4},
+			&cli.IntFlag{Name: "max-concurrent", Usage: "requests forwarded at once; more get 503", Value: 64},
+			&cli.IntFlag{Name: "auth-failures", Usage: "failed authentications per minute per address before it is throttled", Value: 10},
+			&cli.DurationFlag{Name: "read-header-timeout", Usage: "time allowed for a request's headers", Value: 5 * time.Second},
+			&cli.DurationFlag{Name: "upstream-timeout", Usage: "time allowed for one upstream exchange", Value: 10 * time.Minute},
+		},
+		Action: serve,
+	})
+}
+
+func serve(c *cli.Context) error {
+	o := gateway.Options{
+		Upstream: c.String("upstream"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
+		TokensFile: c.String("tokens"), AuditLog: c.String("audit-log"), AuditContent: c.Bool("audit-content"),
+		AuditMaxBytes: c.Int64("audit-max-bytes"), AuditEvery: c.Duration("audit-checkpoint"),
+		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), ClientCA: c.String("client-ca"), TLS13Only: c.Bool("tls13-only"),
+		MaxBodyBytes: c.Int64("max-body"), MaxTokens: c.Int("max-tokens"), MaxN: c.Int("max-n"),
+		MaxConcurrent: c.Int("max-concurrent"), AuthFailures: c.Int("auth-failures"),
+		ReadHeaderTimeout: c.Duration("read-header-timeout"), UpstreamTimeout: c.Duration("upstream-timeout"),
+		Log: slog.New(slog.NewTextHandler(c.App.ErrWriter, nil)),
+	}
+	if p := c.String("audit-key"); p != "" {
+		k, err := manifests.LoadPrivateKey(p)
+		if err != nil {
+			return withCode(exitError, err, "check --audit-key (a key from 'qwen-appliance keys generate', mode 0600)")
+		}
+		o.AuditKey = &k
+	} else {
+		o.Log.Warn("no --audit-key: the audit log is hash-chained but unsigned, so lines removed from its end cannot be detected")
+	}
+	err := gateway.Run(c.Context, o, func(api, metrics net.Addr) {
+		args := []any{"api", api.String(), "tls", o.TLSCert != "", "upstream", o.Upstream}
+		if metrics != nil {
+			args = append(args, "metrics", metrics.String())
+		}
+		o.Log.Info("serving", args...)
+	})
+	if err != nil && c.Context.Err() == nil {
+		return withCode(exitError, err, "check --upstream, --tokens, --audit-log and the TLS flags")
+	}
+	return err
+}

@@ -1,0 +1,227 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+)
+
+// Options configure the gateway. Zero limits take the defaults in
+// withDefaults.
+type Options struct {
+	Upstream      string // http://127.0.0.1:PORT or unix:///path.sock
+	Listen        string // API address, e.g. 0.0.0.0:8443
+	MetricsListen string // metrics, health and readiness; "" disables (default 127.0.0.1:9464 in the CLI)
+	TokensFile    string
+
+	AuditLog      string
+	AuditKey      *manifests.PrivateKey // signs checkpoints; nil: chained but unsigned
+	AuditContent  bool                  // also log request and response bodies
+	AuditMaxBytes int64                 // rotate past this size (0: never)
+	AuditEvery    time.Duration         // checkpoint interval
+
+	TLSCert, TLSKey string
+	ClientCA        string // require client certificates signed by this CA
+	TLS13Only       bool
+
+	MaxBodyBytes      int64 // request body limit (default 1 MiB)
+	MaxTokens         int   // cap on max_tokens; also filled in when absent (default 4096)
+	MaxN              int   // cap on n (default 4)
+	MaxConcurrent     int   // requests forwarded at once (default 64)
+	AuthFailures      int   // failed authentications per minute per client address before it is throttled (default 10)
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration // whole request, body included
+	WriteTimeout      time.Duration // each write to a client; streams renew it per event
+	IdleTimeout       time.Duration
+	UpstreamTimeout   time.Duration // whole upstream exchange
+
+	Log *slog.Logger // operational log (never request content); discarded when nil
+}
+
+func (o *Options) withDefaults() {
+	def := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.MaxTokens <= 0 {
+		o.MaxTokens = 4096
+	}
+	if o.MaxN <= 0 {
+		o.MaxN = 4
+	}
+	if o.MaxConcurrent <= 0 {
+		o.MaxConcurrent = 64
+	}
+	if o.AuthFailures <= 0 {
+		o.AuthFailures = 10
+	}
+	def(&o.ReadHeaderTimeout, 5*time.Second)
+	def(&o.ReadTimeout, 30*time.Second)
+	def(&o.WriteTimeout, 30*time.Second)
+	def(&o.IdleTimeout, 120*time.Second)
+	def(&o.UpstreamTimeout, 10*time.Minute)
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+}
+
+// Gateway is a configured gateway; Serve runs it.
+type Gateway struct {
+	o        Options
+	upstream *upstream
+	audit    *audit.Log
+	metrics  *metrics
+	tls      *tls.Config
+	certs    *certStore
+
+	tokens     atomic.Pointer[tokens.Store]
+	tokensStat os.FileInfo
+	tokensMu   sync.Mutex
+
+	rate     *limiter // per token: requests
+	tpm      *limiter // per token: tokens
+	failures *limiter // per client address: failed authentications
+	slots    chan struct{}
+}
+
+// New checks the options, loads tokens and certificates and opens the audit
+// log. Close releases what New opened.
+func New(o Options) (*Gateway, error) {
+	o.withDefaults()
+	if o.TokensFile == "" || o.AuditLog == "" {
+		return nil, errors.New("gateway: a token file and an audit log are required")
+	}
+	up, err := newUpstream(o.Upstream, o.UpstreamTimeout, o.MaxConcurrent)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{o: o, upstream: up, metrics: newMetrics(), rate: newLimiter(), tpm: newLimiter(),
+		failures: newLimiter(), slots: make(chan struct{}, o.MaxConcurrent)}
+	if err := g.reloadTokens(true); err != nil {
+		return nil, err
+	}
+	if g.tls, g.certs, err = tlsConfig(&o); err != nil {
+		return nil, err
+	}
+	g.audit, err = audit.Open(audit.Options{Path: o.AuditLog, Key: o.AuditKey, MaxBytes: o.AuditMaxBytes, CheckpointEvery: o.AuditEvery})
+	if err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// Close flushes and signs the audit log.
+func (g *Gateway) Close() error { return g.audit.Close() }
+
+// Reload re-reads the token file and the TLS certificate (on SIGHUP).
+func (g *Gateway) Reload() error {
+	err := g.reloadTokens(true)
+	if g.certs != nil {
+		err = errors.Join(err, g.certs.load())
+	}
+	return err
+}
+
+// reloadTokens re-reads the token file when it changed (or always, when
+// forced). A file that fails to parse leaves the old tokens in force.
+func (g *Gateway) reloadTokens(force bool) error {
+	g.tokensMu.Lock()
+	defer g.tokensMu.Unlock()
+	st, err := os.Stat(g.o.TokensFile)
+	if err != nil {
+		return fmt.Errorf("token file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("token file %s: mode %04o lets others read it; chmod 600 it", g.o.TokensFile, st.Mode().Perm())
+	}
+	if !force && g.tokensStat != nil && st.ModTime().Equal(g.tokensStat.ModTime()) && st.Size() == g.tokensStat.Size() && os.SameFile(st, g.tokensStat) {
+		return nil
+	}
+	s, err := tokens.Load(g.o.TokensFile)
+	if err != nil {
+		return err
+	}
+	g.tokens.Store(s)
+	g.tokensStat = st
+	return nil
+}
+
+// Handler is the API handler, for tests and embedding.
+func (g *Gateway) Handler() http.Handler { return http.HandlerFunc(g.serveAPI) }
+
+// Serve answers the API on ln (TLS is added here when configured) and the
+// metrics endpoints on mln (nil: none) until ctx ends, then shuts down
+// gracefully.
+func (g *Gateway) Serve(ctx context.Context, ln, mln net.Listener) error {
+	srv := &http.Server{
+		Handler:           g.Handler(),
+		ReadHeaderTimeout: g.o.ReadHeaderTimeout,
+		ReadTimeout:       g.o.ReadTimeout,
+		IdleTimeout:       g.o.IdleTimeout,
+		MaxHeaderBytes:    32 << 10,
+		ErrorLog:          slog.NewLogLogger(g.o.Log.Handler(), slog.LevelDebug),
+	}
+	if g.tls != nil {
+		srv.TLSConfig = g.tls
+		ln = tls.NewListener(ln, g.tls)
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	var msrv *http.Server
+	if mln != nil {
+		msrv = &http.Server{Handler: g.metricsHandler(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second}
+		go func() { errc <- msrv.Serve(mln) }()
+	}
+	go g.housekeeping(ctx)
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = errors.Join(err, srv.Shutdown(sctx))
+	if msrv != nil {
+		err = errors.Join(err, msrv.Shutdown(sctx))
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// housekeeping picks up token file changes and forgets idle rate buckets.
+func (g *Gateway) housekeeping(ctx context.Context) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if err := g.reloadTokens(false); err != nil {
+				g.o.Log.Warn("token file not reloaded; the previous tokens stay in force", "err", err)
+			}
+			if n%30 == 0 {
+				g.failures.forget(float64(g.o.AuthFailures), now)
+			}
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the gateway's Prometheus series. Token IDs (never names or
+// secrets) label per-token series; their number is bounded by the token file.
+type metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	ttft        *prometheus.HistogramVec
+	tokens      *prometheus.CounterVec
+	tokenRate   *prometheus.HistogramVec
+	upstreamErr *prometheus.CounterVec
+	authFail    *prometheus.CounterVec
+	limited     *prometheus.CounterVec
+	inflight    prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	const ns = "qwen_gateway"
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "requests_total",
+			Help: "Requests answered, by route, HTTP status and token ID."}, []string{"route", "status", "token"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "request_duration_seconds",
+			Help: "Time from request to the end of the answer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)}, []string{"route"}),
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "time_to_first_token_seconds",
+			Help: "Time from request to the first byte of the upstream's answer.", Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 14)}, []string{"route"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "tokens_total",
+			Help: "Prompt and completion tokens, from the upstream's usage figures.", ConstLabels: nil}, []string{"token", "kind"}),
+		tokenRate: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "completion_tokens_per_second",
+			Help: "Completion tokens per second of each answer after its first token.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}, []string{"route"}),
+		upstreamErr: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "upstream_errors_total",
+			Help: "Upstream failures: connect, timeout, status (5xx)."}, []string{"reason"}),
+		authFail: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total",
+			Help: "Rejected tokens by reason: missing, malformed, unknown, revoked, expired, throttled."}, []string{"reason"}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "rate_limited_total",
+			Help: "Requests answered 429/503 by a limit: rpm, tpm, concurrency."}, []string{"token", "limit"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "inflight_requests",
+			Help: "Requests being forwarded now."}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.ttft, m.tokens, m.tokenRate, m.upstreamErr, m.authFail, m.limited, m.inflight,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// observe records one finished request.
+func (m *metrics) observe(ex *exchange) {
+	tok := ex.tokenID
+	if tok == "" {
+		tok = "none"
+	}
+	m.requests.WithLabelValues(ex.route, strconv.Itoa(ex.status), tok).Inc()
+	m.latency.WithLabelValues(ex.route).Observe(ex.latency.Seconds())
+	if ex.ttft > 0 {
+		m.ttft.WithLabelValues(ex.route).Observe(ex.ttft.Seconds())
+	}
+	if ex.promptTokens > 0 {
+		m.tokens.WithLabelValues(tok, "prompt").Add(float64(ex.promptTokens))
+	}
+	if ex.completionTokens > 0 {
+		m.tokens.WithLabelValues(tok, "completion").Add(float64(ex.completionTokens))
+		if gen := ex.latency - ex.ttft; ex.ttft > 0 && gen > time.Millisecond {
+			m.tokenRate.WithLabelValues(ex.route).Observe(float64(ex.completionTokens) / gen.Seconds())
+		}
+	}
+}
+
+// metricsHandler serves /metrics, /healthz and /readyz.
+func (g *Gateway) metricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := g.audit.Err(); err != nil {
+			http.Error(w, "audit log failing", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		if n, err := g.upstreamModels(ctx); err != nil || n == 0 {
+			http.Error(w, "upstream has no model loaded", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// upstreamModels asks the upstream how many models it serves.
+func (g *Gateway) upstreamModels(ctx context.Context) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.upstream.url("/v1/models"), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := g.upstream.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var list struct {
+		Data []json.RawMessage `json:"data"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, nil
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 1<<20)).Decode(&list); err != nil {
+		return 0, err
+	}
+	return len(list.Data), nil
+}

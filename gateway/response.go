@@ -1,0 +1,158 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+)
+
+// usage is the OpenAI usage object the upstream reports.
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+}
+
+// passHeaders are the upstream response headers a client sees; everything
+// else (Server, X-Powered-By, cookies, upstream debugging) is dropped.
+var passHeaders = []string{"Content-Type", "Cache-Control", "Openai-Processing-Ms", "Openai-Model"}
+
+const maxResponseBytes = 64 << 20
+
+// copyHeaders sets the allowed upstream headers on w.
+func copyHeaders(w http.ResponseWriter, resp *http.Response) {
+	for _, h := range passHeaders {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+}
+
+// relayStream passes an SSE response through event by event, flushing after
+// each, and reads usage from the chunk that carries it (the last one when
+// the client asked for stream_options.include_usage). Without usage it
+// counts content chunks as completion tokens, which is what llama.cpp and
+// vLLM send one of per token.
+func (g *Gateway) relayStream(w http.ResponseWriter, resp *http.Response, ex *exchange) error {
+	rc := http.NewResponseController(w)
+	copyHeaders(w, resp)
+	w.Header().Del("Content-Length")
+	w.WriteHeader(resp.StatusCode)
+	br := bufio.NewReaderSize(resp.Body, 32<<10)
+	chunks := 0
+	var u *usage
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// An event longer than the buffer: pass it on in pieces.
+			err = nil
+		}
+		if len(line) > 0 {
+			if ex.ttft == 0 {
+				ex.ttft = time.Since(ex.start)
+			}
+			if data, ok := bytes.CutPrefix(line, []byte("data:")); ok {
+				data = bytes.TrimSpace(data)
+				if len(data) > 0 && !bytes.Equal(data, []byte("[DONE]")) {
+					chunks++
+					if bytes.Contains(data, []byte(`"usage"`)) {
+						var c struct {
+							Usage *usage `json:"usage"`
+						}
+						if json.Unmarshal(data, &c) == nil && c.Usage != nil {
+							u = c.Usage
+						}
+					}
+				}
+			}
+			_ = rc.SetWriteDeadline(time.Now().Add(g.o.WriteTimeout))
+			if _, werr := w.Write(line); werr != nil {
+				return werr // the client went away: the caller cancels upstream
+			}
+			if len(line) <= 2 && (line[0] == '\n' || line[0] == '\r') {
+				if ferr := rc.Flush(); ferr != nil {
+					return ferr
+				}
+			}
+		}
+		if err == io.EOF {
+			_ = rc.Flush()
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if u != nil {
+		ex.promptTokens, ex.completionTokens = u.PromptTokens, u.CompletionTokens
+	} else {
+		ex.completionTokens = chunks
+	}
+	return nil
+}
+
+// relayBody passes a whole JSON response through, reading usage from it and
+// narrowing a model list to the models the token may use.
+func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exchange, rt route, tok *tokens.Token) error {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return err
+	}
+	if len(body) > maxResponseBytes {
+		return errors.New("upstream answer larger than 64 MiB")
+	}
+	ex.ttft = time.Since(ex.start)
+	if resp.StatusCode == http.StatusOK {
+		var c struct {
+			Usage *usage `json:"usage"`
+		}
+		if json.Unmarshal(body, &c) == nil && c.Usage != nil {
+			ex.promptTokens, ex.completionTokens = c.Usage.PromptTokens, c.Usage.CompletionTokens
+		}
+		if rt.filters && tok != nil && len(tok.Models) > 0 {
+			body = filterModels(body, tok.Models)
+		}
+		if g.o.AuditContent {
+			ex.response = body
+		}
+	}
+	copyHeaders(w, resp)
+	w.WriteHeader(resp.StatusCode)
+	_, err = w.Write(body)
+	return err
+}
+
+// filterModels keeps the entries of an OpenAI model list whose id is
+// allowed; a body it cannot read is replaced by an empty list.
+func filterModels(body []byte, allowed []string) []byte {
+	var list struct {
+		Object string            `json:"object"`
+		Data   []json.RawMessage `json:"data"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return []byte(`{"object":"list","data":[]}`)
+	}
+	kept := []json.RawMessage{}
+	for _, m := range list.Data {
+		var id struct {
+			ID string `json:"id"`
+		}
+		if json.Unmarshal(m, &id) == nil && slices.Contains(allowed, id.ID) {
+			kept = append(kept, m)
+		}
+	}
+	out, _ := json.Marshal(map[string]any{"object": "list", "data": kept})
+	return out
+}
+
+// isEventStream reports whether the upstream answers with SSE.
+func isEventStream(resp *http.Response) bool {
+	return strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+}
