@@ -22,7 +22,7 @@ func Diff(live, want *Table) []string {
 			for _, r := range c.Rules {
 				fp := r.fingerprint()
 				if _, ok := names[fp]; !ok {
-					names[fp] = fmt.Sprintf("  rule %q (expressions differ from every intended rule)", r.Comment)
+					names[fp] = fmt.Sprintf("rule %q (not an intended rule)", r.Comment)
 				}
 				out = append(out, c.Name+"\x00"+fp)
 			}
@@ -32,14 +32,14 @@ func Diff(live, want *Table) []string {
 	names := map[string]string{}
 	for _, c := range want.Chains {
 		for _, r := range c.Rules {
-			names[r.fingerprint()] = "  " + ruleLine(r)
+			names[r.fingerprint()] = fmt.Sprintf("rule %q", r.Comment)
 		}
 	}
 	a, b := lines(live, names), lines(want, names)
 	show := func(s string) string {
 		for i := 0; i < len(s); i++ {
 			if s[i] == 0 {
-				return names[s[i+1:]] + " [chain " + s[:i] + "]"
+				return s[:i] + ": " + names[s[i+1:]]
 			}
 		}
 		return s
@@ -49,10 +49,6 @@ func Diff(live, want *Table) []string {
 		out = append(out, e.op+" "+show(e.line))
 	}
 	return out
-}
-
-func ruleLine(r TableRule) string {
-	return fmt.Sprintf("rule %q", r.Comment)
 }
 
 type edit struct {
@@ -82,12 +78,12 @@ func lcsDiff(a, b []string) []edit {
 		switch {
 		case i < n && j < m && a[i] == b[j]:
 			i, j = i+1, j+1
-		case j < m && (i == n || l[i][j+1] >= l[i+1][j]):
-			out = append(out, edit{"+", b[j]})
-			j++
-		default:
+		case i < n && (j == m || l[i+1][j] >= l[i][j+1]):
 			out = append(out, edit{"-", a[i]})
 			i++
+		default:
+			out = append(out, edit{"+", b[j]})
+			j++
 		}
 	}
 	return out

@@ -1,0 +1,156 @@
+package harden
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./harden -run %s -update)", err, t.Name())
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from the golden file (go test ./harden -run %s -update to accept):\n%s", path, t.Name(), got)
+	}
+}
+
+func TestGoldenRuleset(t *testing.T) {
+	golden(t, "ruleset-minimal.nft", Build(EgressPolicy{APIPort: 8443, SSHPort: 22}).Text())
+	golden(t, "ruleset-full.nft", Build(testPolicyPortable()).Text())
+}
+
+func TestGoldenUnits(t *testing.T) {
+	golden(t, FirewallUnit, FirewallUnitText())
+	golden(t, RuntimeUnit, mustUnit(t, exampleRuntime()))
+	golden(t, GatewayUnit, mustUnit(t, exampleGateway()))
+}
+
+func testPolicyPortable() EgressPolicy {
+	return EgressPolicy{
+		APIPort:     8443,
+		SSHPort:     2222,
+		ClientCIDRs: []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("10.1.2.0/23"), netip.MustParsePrefix("fd00:10::/48"), netip.MustParsePrefix("192.0.2.7/32")},
+		AdminCIDRs:  []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24"), netip.MustParsePrefix("fd00:99::/61")},
+		Egress: []EgressRule{
+			{Proto: "udp", Prefix: netip.MustParsePrefix("10.20.0.5/32"), Port: 123},
+			{Proto: "tcp", Prefix: netip.MustParsePrefix("10.20.0.6/32"), Port: 6514},
+			{Proto: "udp", Prefix: netip.MustParsePrefix("fd00:10::53/128"), Port: 514},
+		},
+	}
+}
+
+func exampleRuntime() Service {
+	return Service{
+		Description:    "qwen-appliance inference server (vLLM)",
+		ExecStart:      "/opt/qwen-appliance/runtime/bin/vllm serve /var/lib/qwen-appliance/models/qwen2.5-7b-instruct --host 127.0.0.1 --port 8000",
+		Environment:    RuntimeEnv,
+		GPU:            true,
+		ReadOnlyPaths:  []string{"/var/lib/qwen-appliance/models"},
+		ReadWritePaths: []string{"/var/lib/qwen-appliance/state"},
+	}
+}
+
+func exampleGateway() Service {
+	return Service{
+		Description:    "qwen-appliance API gateway",
+		ExecStart:      "/usr/local/bin/qwen-appliance gateway serve --listen :8443",
+		AllowCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.20.0.0/16"), netip.MustParsePrefix("fd00:10::/48")},
+		ReadWritePaths: []string{"/var/log/qwen-appliance"},
+		After:          []string{RuntimeUnit},
+	}
+}
+
+func mustUnit(t *testing.T, s Service) string {
+	t.Helper()
+	u, err := Unit(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// Exposure scores systemd-analyze gives the units (0 best … 10 worst); the
+// README records them.
+const (
+	maxGatewayExposure = 2.0
+	maxRuntimeExposure = 4.0
+)
+
+var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
+
+// exposure scores a unit file with systemd's own offline analysis.
+func exposure(t *testing.T, name, text string) float64 {
+	t.Helper()
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("systemd-analyze", "security", "--offline=yes", "--no-pager", path)
+	cmd.Env = append(os.Environ(), "SYSTEMD_COLORS=0")
+	out, _ := cmd.CombinedOutput() // exits non-zero above its threshold; the score is what counts
+	m := exposureRE.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no exposure level in systemd-analyze output:\n%s", out)
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestUnitExposure(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		svc  Service
+		max  float64
+	}{
+		{GatewayUnit, exampleGateway(), maxGatewayExposure},
+		{RuntimeUnit, exampleRuntime(), maxRuntimeExposure},
+	} {
+		got := exposure(t, c.name, mustUnit(t, c.svc))
+		t.Logf("%s: exposure %.1f (limit %.1f)", c.name, got, c.max)
+		if got > c.max {
+			t.Errorf("%s: exposure %.1f, want ≤ %.1f", c.name, got, c.max)
+		}
+	}
+	// The score is real: a bare unit scores badly.
+	if bare := exposure(t, "bare.service", "[Service]\nExecStart=/bin/true\n"); bare < 9 {
+		t.Errorf("bare unit scored %.1f; the scoring is not doing its job", bare)
+	}
+}
+
+func TestUnitRejectsBadInput(t *testing.T) {
+	for _, s := range []Service{
+		{ExecStart: "vllm serve"},
+		{ExecStart: "/bin/x\nExecStartPre=/bin/sh"},
+		{ExecStart: "/bin/x", Environment: []string{"A=b c"}},
+		{ExecStart: "/bin/x", Environment: []string{"NOEQUALS"}},
+		{ExecStart: "/bin/x", ReadOnlyPaths: []string{"relative"}},
+	} {
+		if _, err := Unit(s); err == nil {
+			t.Errorf("Unit(%+v) accepted bad input", s)
+		}
+	}
+}
