@@ -1,0 +1,70 @@
+package runtime
+
+import (
+	"context"
+	"io"
+	"path/filepath"
+	"strconv"
+)
+
+// llamaCpp runs llama.cpp's llama-server. The bundle carries the server
+// binary with its shared libraries beside it; the model is a GGUF file in the
+// store.
+type llamaCpp struct{}
+
+// LlamaCppEntrypoint is where a bundle carries llama-server by default.
+const LlamaCppEntrypoint = "runtime/llama.cpp/bin/llama-server"
+
+func (llamaCpp) Kind() string                      { return KindLlamaCpp }
+func (llamaCpp) DefaultPort() int                  { return 8080 }
+func (llamaCpp) Install(Config) ([]Command, error) { return nil, nil }
+
+// Endpoints: /health answers 503 while the model loads and 200 once ready.
+func (llamaCpp) Endpoints() Endpoints {
+	return Endpoints{Health: "/health", Models: "/v1/models", Metrics: "/metrics", Chat: "/v1/chat/completions"}
+}
+
+func (llamaCpp) Prepare(context.Context, Config, io.Writer) error { return nil }
+
+func (l llamaCpp) Command(c Config) (Command, error) {
+	host, port, err := c.Listen(l.DefaultPort())
+	if err != nil {
+		return Command{}, err
+	}
+	bin, err := c.bundlePath(c.Runtime.Entrypoint, LlamaCppEntrypoint)
+	if err != nil {
+		return Command{}, err
+	}
+	model, err := c.ModelPath()
+	if err != nil {
+		return Command{}, err
+	}
+	args := []string{
+		"--model", model,
+		"--alias", c.ServedModelName(),
+		"--host", host,
+		"--port", strconv.Itoa(port),
+		"--offline", // never download anything, even when asked for a remote model
+		"--metrics",
+		"--no-slots", // /slots shows other users' prompts
+		"--n-gpu-layers", strconv.Itoa(gpuLayers(c.GPULayers)),
+	}
+	if n := c.context(); n > 0 {
+		args = append(args, "--ctx-size", strconv.Itoa(n))
+	}
+	state := c.StateDir(KindLlamaCpp)
+	env := baseEnv(filepath.Join(state, "home"))
+	env["LD_LIBRARY_PATH"] = filepath.Dir(bin)
+	// llama.cpp's own download cache, in case anything ever asks for one.
+	env["LLAMA_CACHE"] = filepath.Join(state, "cache")
+	return Command{Path: bin, Args: args, Env: envList(env), Dir: state}, nil
+}
+
+// gpuLayers maps Config.GPULayers to llama-server's --n-gpu-layers: negative
+// means every layer (llama.cpp caps a large count at the model's layers).
+func gpuLayers(n int) int {
+	if n < 0 {
+		return 999
+	}
+	return n
+}
