@@ -37,7 +37,7 @@ func (e *NotEncryptableError) Error() string {
 	if e.FSType == "ext4" {
 		why += " (an ext4 filesystem needs the 'encrypt' feature: tune2fs -O encrypt)"
 	}
-	return fmt.Sprintf("%s is on a %s filesystem that %s: %v", e.Dir, e.FSType, why, e.Err)
+	return fmt.Sprintf("%s is on a filesystem (%s) that %s: %v", e.Dir, e.FSType, why, e.Err)
 }
 
 func (e *NotEncryptableError) Unwrap() error { return e.Err }

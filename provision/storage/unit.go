@@ -21,7 +21,8 @@ var unitNameRE = regexp.MustCompile(`^[A-Za-z0-9:_.\\@-]+\.service$`)
 // the runtime unit starts and locks it when stopped. The runtime unit
 // Requires it (RequiredBy=), so when the key file is absent or wrong the
 // unlock fails, systemd does not start the runtime ("dependency failed"),
-// and the journal carries the reason the unlock gave.
+// and the journal carries the reason the unlock gave. (No Condition*= on
+// the key: a skipped unit would let the runtime start on a locked store.)
 func UnlockUnit(o UnitOptions) (string, error) {
 	for name, p := range map[string]string{"binary": o.Binary, "store directory": o.Dir, "key file": o.KeyFile} {
 		if !filepath.IsAbs(p) || strings.ContainsAny(p, " \t\n\"'\\%$;") {
@@ -41,7 +42,6 @@ DefaultDependencies=no
 After=local-fs.target
 Before=%[4]s
 RequiresMountsFor=%[2]s %[3]s
-ConditionPathExists=%[2]s%[5]s
 
 [Service]
 Type=oneshot
@@ -67,6 +67,6 @@ StandardError=journal
 [Install]
 RequiredBy=%[4]s
 WantedBy=multi-user.target
-`, o.Binary, o.Dir, o.KeyFile, o.RuntimeUnit, MetadataSuffix)
+`, o.Binary, o.Dir, o.KeyFile, o.RuntimeUnit)
 	return b.String(), nil
 }
