@@ -26,7 +26,7 @@ func configs() map[string]Config {
 		},
 		KindLlamaCpp: {
 			Bundle: "/srv/qwen-appliance/bundle", Store: "/var/lib/qwen-appliance/store",
-			Runtime: manifests.Runtime{Kind: KindLlamaCpp, Devices: []string{"cuda", "cpu"},
+			Runtime: manifests.Runtime{Kind: KindLlamaCpp, Version: "b6500", Devices: []string{"cuda", "cpu"},
 				ModelPath: "model/qwen2.5-7b-instruct-q4_k_m.gguf", ServedModelName: "qwen2.5-7b-instruct", DefaultContext: 8192},
 			Model:     manifests.Model{Dtype: "q4_k_m", KVCacheDtype: "f16"},
 			GPULayers: -1,
@@ -114,7 +114,7 @@ func TestTelemetryAlwaysOff(t *testing.T) {
 			t.Errorf("vllm: VLLM_NO_USAGE_STATS=1 missing")
 		}
 		if kind == KindLlamaCpp {
-			for _, f := range []string{"--offline", "--no-slots", "--metrics"} {
+			for _, f := range []string{"--no-slots", "--metrics"} {
 				if !slices.Contains(cmd.Args, f) {
 					t.Errorf("llama.cpp: %s missing from %v", f, cmd.Args)
 				}
@@ -232,5 +232,35 @@ func TestUnit(t *testing.T) {
 	c.Store = "/var/lib/store with space"
 	if _, err := Unit(c); err == nil {
 		t.Error("a store path with a space was accepted into ExecStart")
+	}
+}
+
+// TestVersionedFlags: flags that older releases lack are left out, and the
+// request log is turned off where it defaults to on.
+func TestVersionedFlags(t *testing.T) {
+	v := configs()[KindVLLM]
+	for version, want := range map[string]bool{"0.6.3.post1": true, "0.10.1.1": true, "0.10.2": false, "0.11.0": false, "": false} {
+		v.Runtime.Version = version
+		cmd, err := (vllm{}).Command(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Contains(cmd.Args, "--disable-log-requests"); got != want {
+			t.Errorf("vllm %q: --disable-log-requests %v, want %v", version, got, want)
+		}
+	}
+	l := configs()[KindLlamaCpp]
+	for version, want := range map[string]bool{"b4698": false, "b5500": true, "b6500": true, "": true} {
+		l.Runtime.Version = version
+		cmd, err := (llamaCpp{}).Command(l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Contains(cmd.Args, "--offline"); got != want {
+			t.Errorf("llama.cpp %q: --offline %v, want %v", version, got, want)
+		}
+		if !slices.Contains(cmd.Args, "--no-slots") {
+			t.Errorf("llama.cpp %q: --no-slots missing", version)
+		}
 	}
 }

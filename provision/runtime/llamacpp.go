@@ -5,6 +5,7 @@ import (
 	"io"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // llamaCpp runs llama.cpp's llama-server. The bundle carries the server
@@ -13,7 +14,7 @@ import (
 type llamaCpp struct{}
 
 // LlamaCppEntrypoint is where a bundle carries llama-server by default.
-const LlamaCppEntrypoint = "runtime/llama.cpp/bin/llama-server"
+const LlamaCppEntrypoint = "runtime/llama-server"
 
 func (llamaCpp) Kind() string                      { return KindLlamaCpp }
 func (llamaCpp) DefaultPort() int                  { return 8080 }
@@ -44,13 +45,17 @@ func (l llamaCpp) Command(c Config) (Command, error) {
 		"--alias", c.ServedModelName(),
 		"--host", host,
 		"--port", strconv.Itoa(port),
-		"--offline", // never download anything, even when asked for a remote model
 		"--metrics",
 		"--no-slots", // /slots shows other users' prompts
 		"--n-gpu-layers", strconv.Itoa(gpuLayers(c.GPULayers)),
 	}
 	if n := c.context(); n > 0 {
 		args = append(args, "--ctx-size", strconv.Itoa(n))
+	}
+	// --offline (build b5500 on) refuses any download; older builds have no
+	// such flag, and with a local --model path download nothing anyway.
+	if n, ok := buildNumber(c.Runtime.Version); !ok || n >= offlineSince {
+		args = append(args, "--offline")
 	}
 	state := c.StateDir(KindLlamaCpp)
 	env := baseEnv(filepath.Join(state, "home"))
@@ -67,4 +72,16 @@ func gpuLayers(n int) int {
 		return 999
 	}
 	return n
+}
+
+// offlineSince is the first llama.cpp build with --offline (May 2025).
+const offlineSince = 5500
+
+// buildNumber reads a llama.cpp release tag such as "b4698".
+func buildNumber(v string) (int, bool) {
+	n, err := strconv.Atoi(strings.TrimPrefix(v, "b"))
+	if err != nil || !strings.HasPrefix(v, "b") {
+		return 0, false
+	}
+	return n, true
 }

@@ -21,7 +21,7 @@ import (
 type ollama struct{}
 
 // OllamaEntrypoint is where a bundle carries the ollama binary by default.
-const OllamaEntrypoint = "runtime/ollama/bin/ollama"
+const OllamaEntrypoint = "runtime/ollama"
 
 func (ollama) Kind() string                      { return KindOllama }
 func (ollama) DefaultPort() int                  { return 11434 }

@@ -11,21 +11,18 @@ import (
 
 // vllm runs vLLM's OpenAI-compatible server.
 //
-// The bundle carries vLLM as an offline wheelhouse: runtime/vllm/wheels holds
-// every wheel vLLM needs for the target Python and CUDA, and
-// runtime/vllm/requirements.txt pins each one by version and SHA-256. Install
-// creates a virtual environment inside the store and installs from the
-// wheelhouse with pip's --no-index, so nothing is fetched; --require-hashes
-// makes pip refuse any wheel whose hash differs from the pinned one. The
-// wheelhouse needs only the host's python3 (with venv), not a container
-// runtime.
+// The bundle carries vLLM as an offline wheelhouse: one tar archive
+// (VLLMWheelhouse) holding every wheel vLLM needs for the target Python and
+// CUDA, and a requirements.txt at its root that pins each one by version and
+// SHA-256. Install unpacks it inside the store, creates a virtual environment
+// there and installs from the wheelhouse with pip's --no-index, so nothing is
+// fetched; --require-hashes makes pip refuse any wheel whose hash differs
+// from the pinned one. It needs only the host's python3 (with venv) of the
+// version the wheels were built for, not a container runtime.
 type vllm struct{}
 
-// Bundle-relative paths of vLLM's wheelhouse.
-const (
-	VLLMWheels       = "runtime/vllm/wheels"
-	VLLMRequirements = "runtime/vllm/requirements.txt"
-)
+// VLLMWheelhouse is where a bundle carries vLLM's wheelhouse archive.
+const VLLMWheelhouse = "runtime/vllm-wheelhouse.tar"
 
 func (vllm) Kind() string     { return KindVLLM }
 func (vllm) DefaultPort() int { return 8000 }
@@ -39,25 +36,24 @@ func (vllm) Prepare(context.Context, Config, io.Writer) error { return nil }
 
 func (v vllm) venv(c Config) string { return filepath.Join(c.StateDir(KindVLLM), "venv") }
 
-// Install creates the virtual environment and installs the wheelhouse into
-// it, offline.
+// Install unpacks the wheelhouse, creates the virtual environment and
+// installs vLLM into it, offline.
 func (v vllm) Install(c Config) ([]Command, error) {
-	wheels, err := c.bundlePath(VLLMWheels, "")
-	if err != nil {
-		return nil, err
-	}
-	reqs, err := c.bundlePath(VLLMRequirements, "")
+	archive, err := c.bundlePath(VLLMWheelhouse, "")
 	if err != nil {
 		return nil, err
 	}
 	state := c.StateDir(KindVLLM)
+	wheels := filepath.Join(state, "wheelhouse")
 	env := envList(v.env(c, state))
 	venv := v.venv(c)
 	return []Command{
+		{Path: "/usr/bin/mkdir", Args: []string{"-p", wheels}, Env: env, Dir: state},
+		{Path: "/usr/bin/tar", Args: []string{"-x", "-f", archive, "-C", wheels, "--no-same-owner", "--no-same-permissions"}, Env: env, Dir: state},
 		{Path: "/usr/bin/python3", Args: []string{"-m", "venv", venv}, Env: env, Dir: state},
 		{Path: filepath.Join(venv, "bin", "python"), Args: []string{
 			"-m", "pip", "install", "--no-index", "--no-cache-dir", "--disable-pip-version-check",
-			"--find-links", wheels, "--require-hashes", "--requirement", reqs,
+			"--find-links", wheels, "--require-hashes", "--requirement", filepath.Join(wheels, "requirements.txt"),
 		}, Env: env, Dir: state},
 	}, nil
 }
@@ -99,8 +95,14 @@ func (v vllm) Command(c Config) (Command, error) {
 		"--port", strconv.Itoa(port),
 		"--tensor-parallel-size", strconv.Itoa(tp),
 		"--dtype", vllmDtype(c.Model.Dtype),
-		"--disable-uvicorn-access-log",
-		"--disable-fastapi-docs",
+		// The HTTP access log names every request's client and path;
+		// warnings and errors still reach the log.
+		"--uvicorn-log-level", "warning",
+	}
+	// Request logging (prompts included) is on by default before 0.10.2 and
+	// off after, when --disable-log-requests went away.
+	if versionBefore(c.Runtime.Version, 0, 10, 2) {
+		args = append(args, "--disable-log-requests")
 	}
 	if n := c.context(); n > 0 {
 		args = append(args, "--max-model-len", strconv.Itoa(n))
@@ -127,4 +129,28 @@ func vllmDtype(d string) string {
 		return "float32"
 	}
 	return "auto"
+}
+
+// versionBefore reports whether a dotted version (e.g. "0.6.3.post1") is
+// older than major.minor.patch; versions it cannot read count as new.
+func versionBefore(v string, major, minor, patch int) bool {
+	var got [3]int
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 4)
+	if len(parts) < 3 {
+		return false
+	}
+	for i := range 3 {
+		n, err := strconv.Atoi(parts[i])
+		if err != nil {
+			return false
+		}
+		got[i] = n
+	}
+	want := [3]int{major, minor, patch}
+	for i := range 3 {
+		if got[i] != want[i] {
+			return got[i] < want[i]
+		}
+	}
+	return false
 }
