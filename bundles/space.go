@@ -1,0 +1,43 @@
+package bundles
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoSpace is matched by the error of CheckSpace when the filesystem is too
+// small for the work about to start.
+var ErrNoSpace = errors.New("not enough free space")
+
+// CheckSpace fails with ErrNoSpace, naming both figures, when the filesystem
+// holding path (or its nearest existing parent) has fewer than need bytes
+// available to this user. what says what the space is for.
+func CheckSpace(path string, need int64, what string) error {
+	p, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := os.Stat(p); err == nil {
+			break
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			break
+		}
+		p = parent
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return fmt.Errorf("check free space on %s: %w", p, err)
+	}
+	have := int64(st.Bavail) * int64(st.Bsize)
+	if have < need {
+		return fmt.Errorf("%w on %s for %s: need %s (%d bytes), have %s (%d bytes)", ErrNoSpace, p, what, FormatSize(need), need, FormatSize(have), have)
+	}
+	return nil
+}
