@@ -226,6 +226,12 @@ func scan(dir string) ([]File, error) {
 // DIR/manifest.json and DIR/manifest.sig, each atomically (temporary file,
 // fsync, rename).
 func Write(dir string, m *Manifest, keys ...PrivateKey) error {
+	return WriteFor(PurposeManifest, dir, m, keys...)
+}
+
+// WriteFor is Write for a manifest signed for another purpose (a signed
+// verify report, say), so that it can never pass as a bundle manifest.
+func WriteFor(purpose, dir string, m *Manifest, keys ...PrivateKey) error {
 	if len(keys) == 0 {
 		return errors.New("write manifest: no signing key")
 	}
@@ -235,7 +241,7 @@ func Write(dir string, m *Manifest, keys ...PrivateKey) error {
 	}
 	var sigs Signatures
 	for _, k := range keys {
-		sigs.Add(Sign(k, PurposeManifest, data))
+		sigs.Add(Sign(k, purpose, data))
 	}
 	if err := WriteFileAtomic(filepath.Join(dir, ManifestFile), data, 0o644); err != nil {
 		return fmt.Errorf("write manifest: %w", err)

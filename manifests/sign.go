@@ -13,7 +13,8 @@ import (
 // data, so a signature made for one kind of document cannot be replayed as
 // another.
 const (
-	PurposeManifest = "manifest"
+	PurposeManifest     = "manifest"
+	PurposeVerifyReport = "verify-report"
 )
 
 // Signature is one detached ed25519 signature.

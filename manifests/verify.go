@@ -31,6 +31,9 @@ type Verifier struct {
 	// AllowExpired accepts an expired manifest; callers must log that they did.
 	AllowExpired bool
 	Now          func() time.Time // time.Now when nil
+	// Purpose is what the signatures must have been made for;
+	// PurposeManifest when empty.
+	Purpose string
 }
 
 // Signed is a manifest whose signature has been checked.
@@ -68,7 +71,11 @@ func (v Verifier) verify(data []byte, sigs *Signatures) (*Signed, error) {
 	if len(v.Trusted) == 0 {
 		return nil, fmt.Errorf("%w: no trusted public key given", ErrUntrustedKey)
 	}
-	ids, err := Check(sigs, PurposeManifest, data, v.Trusted, v.Threshold)
+	purpose := v.Purpose
+	if purpose == "" {
+		purpose = PurposeManifest
+	}
+	ids, err := Check(sigs, purpose, data, v.Trusted, v.Threshold)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,88 @@
+//go:build linux
+
+package verify
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
+)
+
+// netPair makes a "host" and an "internet" network namespace joined by a veth
+// pair (10.231.N.1 on host, .2 on internet) and deletes both when the test
+// ends. It skips when not root or without iproute2.
+func netPair(t *testing.T) (host, peerIP string) {
+	t.Helper()
+	if os.Getuid() != 0 {
+		t.Skip("network namespace tests need root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("network namespace tests need iproute2 (ip)")
+	}
+	n := rand.IntN(200) + 20
+	host, inet := fmt.Sprintf("qa-vh-%d-%d", os.Getpid(), n), fmt.Sprintf("qa-vi-%d-%d", os.Getpid(), n)
+	vh, vi := fmt.Sprintf("qavh%d", n), fmt.Sprintf("qavi%d", n)
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", host).Run()
+		exec.Command("ip", "netns", "del", inet).Run()
+	})
+	sh(t, "ip", "netns", "add", host)
+	sh(t, "ip", "netns", "add", inet)
+	sh(t, "ip", "link", "add", vh, "netns", host, "type", "veth", "peer", "name", vi, "netns", inet)
+	sh(t, "ip", "-n", host, "addr", "add", fmt.Sprintf("10.231.%d.1/24", n), "dev", vh)
+	sh(t, "ip", "-n", inet, "addr", "add", fmt.Sprintf("10.231.%d.2/24", n), "dev", vi)
+	for _, ns := range []string{host, inet} {
+		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	sh(t, "ip", "-n", host, "link", "set", vh, "up")
+	sh(t, "ip", "-n", inet, "link", "set", vi, "up")
+	return host, fmt.Sprintf("10.231.%d.2", n)
+}
+
+func sh(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+const denyEgress = `table inet qa_verify_test {
+	chain output { type filter hook output priority 0; policy drop; oif "lo" accept; }
+}
+`
+
+func TestEgressProbeInNamespaces(t *testing.T) {
+	host, peer := netPair(t)
+	tg := &Target{State: &state.State{Firewall: state.Firewall{NetNS: host, ProbeTargets: []string{peer}}}}
+
+	// No firewall: the probes reach the peer.
+	expect(t, runOne(t, "network.egress-probe", tg), Fail, "left the host")
+
+	cmd := exec.Command("ip", "netns", "exec", host, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(denyEgress)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("nft unavailable: %v %s", err, out)
+	}
+	r := runOne(t, "network.egress-probe", tg)
+	expect(t, r, Pass, "tcp/443 blocked")
+	if !strings.Contains(evidenceText(r), "udp/53 blocked") {
+		t.Fatalf("udp not shown blocked: %v", r.Evidence)
+	}
+}
+
+func TestListenersInNamespace(t *testing.T) {
+	host, _ := netPair(t)
+	var ln net.Listener
+	must(t, inNetNS(host, func() (err error) { ln, err = net.Listen("tcp", "0.0.0.0:18443"); return err }))
+	defer ln.Close()
+	tg := &Target{State: &state.State{Firewall: state.Firewall{NetNS: host}}}
+	expect(t, runOne(t, "network.listeners", tg), Fail, ":18443")
+	tg.State.Gateway.Listen = []string{"0.0.0.0:18443"}
+	expect(t, runOne(t, "network.listeners", tg), Pass, "expected: tcp [::]:18443")
+}
