@@ -512,3 +512,21 @@ func BenchmarkCheckFiles(b *testing.B) {
 		}
 	}
 }
+
+func TestStoreModes(t *testing.T) {
+	dir, m := signedTree(t)
+	must(t, os.Chmod(filepath.Join(dir, "bin/server"), 0o500))
+	must(t, os.Chmod(filepath.Join(dir, "model/config.json"), 0o400))
+	opts := CheckOptions{StoreModes: true}
+	if err := CheckFiles(context.Background(), dir, m, opts); err != nil {
+		t.Fatalf("store modes refused: %v", err)
+	}
+	// Still refused: a mode that is neither the signed one nor the store's.
+	must(t, os.Chmod(filepath.Join(dir, "model/config.json"), 0o440))
+	if err := CheckFiles(context.Background(), dir, m, opts); !errors.Is(err, ErrVerification) {
+		t.Fatalf("got %v", err)
+	}
+	if err := CheckFiles(context.Background(), dir, m, CheckOptions{}); err == nil {
+		t.Fatal("store modes accepted without StoreModes")
+	}
+}

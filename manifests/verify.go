@@ -149,6 +149,18 @@ type CheckOptions struct {
 	Select func(f File) []int
 	// IgnoreExtra lists extra top-level names that are not problems.
 	IgnoreExtra []string
+	// StoreModes also accepts the strict modes an encrypted model store
+	// gives its copies: 0400, or 0500 where the signed mode lets the owner
+	// execute. A stricter copy is never a weaker one.
+	StoreModes bool
+}
+
+// StoreMode is the mode a model store gives its copy of f.
+func StoreMode(f File) os.FileMode {
+	if f.FileMode()&0o100 != 0 {
+		return 0o500
+	}
+	return 0o400
 }
 
 // CheckFiles compares the files under dir with m: every listed file must be a
@@ -219,7 +231,7 @@ func CheckFiles(ctx context.Context, dir string, m *Manifest, opts CheckOptions)
 		if ctx.Err() != nil {
 			break
 		}
-		fh, problem := openChecked(dir, f)
+		fh, problem := openChecked(dir, f, opts.StoreModes)
 		if problem != nil {
 			report(*problem)
 			if problem.Kind != ProblemMode {
@@ -274,7 +286,7 @@ func allChunks(f File) []int {
 // openChecked opens a listed file and checks type, size and mode. A size
 // problem returns no handle (its chunks cannot be compared); a mode problem is
 // reported through the returned problem with the handle closed by the caller.
-func openChecked(dir string, f File) (*os.File, *FileProblem) {
+func openChecked(dir string, f File, storeModes bool) (*os.File, *FileProblem) {
 	fh, err := openInRoot(dir, f.Path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -295,7 +307,8 @@ func openChecked(dir string, f File) (*os.File, *FileProblem) {
 	if st.Size() != f.Size {
 		return fh, &FileProblem{Path: f.Path, Kind: ProblemSize, Detail: fmt.Sprintf("size is %d bytes, the manifest says %d", st.Size(), f.Size)}
 	}
-	if got := fmt.Sprintf("%04o", st.Mode().Perm()); got != f.Mode || st.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky) != 0 {
+	storeOK := storeModes && st.Mode().Perm() == StoreMode(f)
+	if got := fmt.Sprintf("%04o", st.Mode().Perm()); (got != f.Mode && !storeOK) || st.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky) != 0 {
 		// Reported, and the contents are still compared.
 		return fh, &FileProblem{Path: f.Path, Kind: ProblemMode, Detail: fmt.Sprintf("mode is %s (%s), the manifest says %s", got, st.Mode(), f.Mode)}
 	}
