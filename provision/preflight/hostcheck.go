@@ -127,7 +127,7 @@ func checkKernel(r *Report, h host.Facts) {
 		fix            string
 	}{
 		{"fscrypt", "available (encrypted model store), or device-mapper", fscrypt, "the store can use LUKS instead; for fscrypt, use a kernel with CONFIG_FS_ENCRYPTION and ext4"},
-		{"device-mapper", "available (LUKS model store), or fscrypt", dm, "the store can use fscrypt instead; for LUKS, load dm_mod (modprobe dm_mod)"},
+		{"device-mapper", "available (LUKS model store), or fscrypt", dm, "the store can use fscrypt instead; LUKS needs device-mapper (CONFIG_BLK_DEV_DM, or modprobe dm_mod where it is a module)"},
 	} {
 		c := Check{Name: e.name, Required: e.required, Found: describeFeature(e.f), Status: Pass}
 		if !e.f.Usable() {

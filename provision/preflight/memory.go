@@ -114,8 +114,8 @@ func memoryCheck(m *manifests.Manifest, res sizing.Result, req sizing.Request, m
 	}
 	c := Check{
 		Name: "model memory",
-		Required: fmt.Sprintf("%s%s for %s (weights %.1f + KV %.1f + overhead %.1f)",
-			sizing.Bytes(res.Need), per, seqs, gib(res.Weights), gib(res.Need-res.Weights-res.Overhead), gib(res.Overhead)),
+		Required: fmt.Sprintf("%s%s for %s (weights %s + KV %s + overhead %s)",
+			sizing.Bytes(res.Need), per, seqs, sizing.Bytes(res.Weights), sizing.Bytes(res.Need-res.Weights-res.Overhead), sizing.Bytes(res.Overhead)),
 		Found: fmt.Sprintf("%s has %s usable (%.0f%% of %s, %s in use)", deviceName, sizing.Bytes(res.Budget),
 			res.Utilization*100, sizing.Bytes(deviceTotal), sizing.Bytes(deviceUsed)),
 	}
@@ -157,5 +157,3 @@ func memoryCheck(m *manifests.Manifest, res sizing.Result, req sizing.Request, m
 	}
 	return c
 }
-
-func gib(n int64) float64 { return float64(n) / sizing.GiB }

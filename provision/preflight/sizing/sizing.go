@@ -310,7 +310,11 @@ func RoundContext(tokens int) int {
 	return tokens - tokens%blockTokens
 }
 
-// Bytes formats n as GiB with one decimal, the unit every message uses.
+// Bytes formats n as GiB with one decimal, the unit every message uses, or
+// as whole MiB below 1 GiB so small figures do not read "0.0 GiB".
 func Bytes(n int64) string {
+	if n < GiB && n > -GiB {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
 	return fmt.Sprintf("%.1f GiB", float64(n)/GiB)
 }
