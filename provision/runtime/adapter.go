@@ -129,9 +129,33 @@ func hostPort(host string, port int) string {
 // BaseURL is the server's HTTP root for a host and port from Listen.
 func BaseURL(host string, port int) string { return "http://" + hostPort(host, port) }
 
+// checkPaths requires absolute bundle and store paths: the server runs in its
+// state directory, where relative paths would point elsewhere.
+func (c Config) checkPaths() error {
+	for name, p := range map[string]string{"bundle": c.Bundle, "store": c.Store} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("%s directory %q: not an absolute path", name, p)
+		}
+	}
+	return nil
+}
+
+// Abs returns c with absolute bundle and store paths.
+func (c Config) Abs() (Config, error) {
+	var err error
+	if c.Bundle, err = filepath.Abs(c.Bundle); err != nil {
+		return c, err
+	}
+	c.Store, err = filepath.Abs(c.Store)
+	return c, err
+}
+
 // bundlePath resolves a bundle-relative artefact path, refusing paths that
 // would leave the bundle.
 func (c Config) bundlePath(rel, def string) (string, error) {
+	if err := c.checkPaths(); err != nil {
+		return "", err
+	}
 	if rel == "" {
 		rel = def
 	}
@@ -143,6 +167,9 @@ func (c Config) bundlePath(rel, def string) (string, error) {
 
 // ModelPath is the model's path inside the store.
 func (c Config) ModelPath() (string, error) {
+	if err := c.checkPaths(); err != nil {
+		return "", err
+	}
 	rel := c.Runtime.ModelPath
 	if rel == "" {
 		return "", errors.New("runtime.modelPath: empty in the manifest")

@@ -126,7 +126,11 @@ type proc struct {
 // ErrNoBinary, ErrPortInUse or ErrNotLoopback where those apply.
 func Start(ctx context.Context, opts Options) (*Server, error) {
 	opts.defaults()
-	c := opts.Config
+	c, err := opts.Config.Abs()
+	if err != nil {
+		return nil, err
+	}
+	opts.Config = c
 	a, err := For(c.Runtime.Kind)
 	if err != nil {
 		return nil, err
