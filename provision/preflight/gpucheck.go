@@ -131,7 +131,7 @@ func tpCheck(model sizing.Model, res sizing.Result, usable int) Check {
 	}
 	return Check{
 		Name: "tensor parallel",
-		Required: fmt.Sprintf("%s (divides %d heads and %d KV heads; %d usable GPUs)",
+		Required: fmt.Sprintf("%s (divides %d heads and %d KV heads; %d usable GPU(s))",
 			strings.Join(degrees, " or "), model.AttentionHeads, model.KVHeads, usable),
 		Found:  fmt.Sprintf("%d on CUDA_VISIBLE_DEVICES=%s", res.TP, strings.Join(ids, ",")),
 		Status: Pass,
