@@ -132,7 +132,7 @@ func fakeBundle(t *testing.T, mode string) Config {
 	return c
 }
 
-func writeFile(t *testing.T, path, data string, mode os.FileMode) {
+func writeFile(t testing.TB, path, data string, mode os.FileMode) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		t.Fatal(err)

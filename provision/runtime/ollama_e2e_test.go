@@ -17,7 +17,7 @@ import (
 
 // ollamaBinary finds the Ollama v0.6.5 that scripts/build-ollama.sh builds,
 // or skips the test saying how to get it.
-func ollamaBinary(t *testing.T) string {
+func ollamaBinary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("QWA_OLLAMA"); p != "" {
 		if _, err := os.Stat(p); err != nil {
@@ -41,7 +41,7 @@ func ollamaBinary(t *testing.T) string {
 // binary), pins it with a manifest, checks it as install would, and copies
 // the model into a fresh store. model, when not nil, replaces the model's
 // bytes (to test a model that fails to load).
-func demoBundle(t *testing.T, model []byte) Config {
+func demoBundle(t testing.TB, model []byte) Config {
 	t.Helper()
 	bin := ollamaBinary(t)
 	dir := t.TempDir()
@@ -73,7 +73,7 @@ func demoBundle(t *testing.T, model []byte) Config {
 	return Config{Bundle: bundle, Store: store, Runtime: m.Runtime, Model: m.Model, Port: freePort(t)}
 }
 
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	t.Helper()
 	in, err := os.Open(src)
 	if err != nil {
@@ -182,4 +182,34 @@ func TestOllamaPortTaken(t *testing.T) {
 	if _, err := Start(context.Background(), Options{Config: c2}); !errors.Is(err, ErrPortInUse) {
 		t.Errorf("err = %v, want ErrPortInUse", err)
 	}
+}
+
+// BenchmarkOllamaDemo measures the demo path on this machine's CPU: the time
+// from launch to ready (import, load, both smoke tests) once, then the
+// latency of one 8-token chat completion per iteration, and the streamed
+// first-token latency.
+func BenchmarkOllamaDemo(b *testing.B) {
+	c := demoBundle(b, nil)
+	start := time.Now()
+	s, err := Start(context.Background(), Options{Config: c, ReadyTimeout: 60 * time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Stop()
+	ready := time.Since(start)
+	var first time.Duration
+	n := 0
+	for b.Loop() {
+		if _, err := Smoke(context.Background(), s.BaseURL, s.Model); err != nil {
+			b.Fatal(err)
+		}
+		st, err := SmokeStream(context.Background(), s.BaseURL, s.Model)
+		if err != nil {
+			b.Fatal(err)
+		}
+		first += st.FirstToken
+		n++
+	}
+	b.ReportMetric(float64(ready.Milliseconds()), "ms-to-ready")
+	b.ReportMetric(float64(first.Microseconds())/float64(n)/1000, "ms-first-token")
 }
