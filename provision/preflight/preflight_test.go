@@ -2,6 +2,7 @@ package preflight
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -477,5 +478,48 @@ func TestCompareVersions(t *testing.T) {
 		if got := compareVersions(tc.a, tc.b); got != tc.want {
 			t.Errorf("compareVersions(%s, %s) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
+	}
+}
+
+// TestJSON pins the machine-readable shape: unknown GPU facts are null, not
+// false or zero, and the plan carries the numbers behind the verdict.
+func TestJSON(t *testing.T) {
+	r := run(t, qwen7B(), gputest.Host(gputest.RTX4090), hostTree(t, 1, nil), Options{})
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Verdict string `json:"verdict"`
+		Mode    string `json:"mode"`
+		Plan    struct {
+			TP         int   `json:"tensorParallel"`
+			Context    int   `json:"context"`
+			KVPerToken int64 `json:"kvBytesPerToken"`
+		} `json:"plan"`
+		GPU struct {
+			Driver  string           `json:"driverVersion"`
+			Devices []map[string]any `json:"devices"`
+		} `json:"gpu"`
+		Host struct {
+			Features map[string]struct{ State, Source string } `json:"features"`
+		} `json:"host"`
+		Checks []Check `json:"checks"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Verdict != "pass" || got.Mode != "gpu" || got.Plan.TP != 1 || got.Plan.Context != 32768 || got.Plan.KVPerToken != 57344 {
+		t.Fatalf("%s", b)
+	}
+	d := got.GPU.Devices[0]
+	if v, ok := d["eccEnabled"]; !ok || v != nil {
+		t.Errorf("eccEnabled = %v (present %v), want null for a GeForce card", v, ok)
+	}
+	if d["persistenceMode"] != true || d["computeCapability"] != "8.9" || got.GPU.Driver != "550.54.15" {
+		t.Errorf("device %v", d)
+	}
+	if got.Host.Features["nf_tables"].State != "loaded" || len(got.Checks) == 0 {
+		t.Errorf("features %v", got.Host.Features)
 	}
 }
