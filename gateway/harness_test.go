@@ -37,7 +37,7 @@ func TestMain(m *testing.M) {
 // testUpstream builds gateway/internal/testupstream (once per test binary)
 // and starts it as a real process on a loopback port, or on a Unix socket
 // when sock is not empty. It returns the gateway's --upstream URL.
-func testUpstream(t *testing.T, sock string) (upstreamURL string, direct string, stop func()) {
+func testUpstream(t testing.TB, sock string) (upstreamURL string, direct string, stop func()) {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "testupstream-")
@@ -82,7 +82,7 @@ func testUpstream(t *testing.T, sock string) (upstreamURL string, direct string,
 
 // harness is a gateway in front of a real test upstream process.
 type harness struct {
-	t          *testing.T
+	t          testing.TB
 	g          *Gateway
 	url        string // API base, http(s)://127.0.0.1:PORT
 	metricsURL string
@@ -101,7 +101,7 @@ type harness struct {
 // newHarness starts the gateway with tokens: "user" (all models), "qwen"
 // (model qwen only), "rpm" (2 per minute), "tpm" (10 tokens per minute),
 // "auditor", "revoked" and "expired".
-func newHarness(t *testing.T, edit func(*Options)) *harness {
+func newHarness(t testing.TB, edit func(*Options)) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), tok: map[string]string{}, client: &http.Client{Timeout: 20 * time.Second}}
 	up, direct, stop := testUpstream(t, "")

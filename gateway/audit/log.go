@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -35,6 +36,7 @@ type Options struct {
 type Log struct {
 	o      Options
 	f      *os.File
+	w      *bufio.Writer // batches a burst of lines into one write
 	size   int64
 	seq    int64 // of the last line written
 	prev   string
@@ -75,7 +77,7 @@ func Open(o Options) (*Log, error) {
 		l.f.Close()
 		return nil, err
 	}
-	if err := l.f.Sync(); err != nil {
+	if err := l.sync(); err != nil {
 		l.f.Close()
 		return nil, fmt.Errorf("audit log %s: %w", o.Path, err)
 	}
@@ -103,6 +105,7 @@ func (l *Log) openFile() error {
 		return fmt.Errorf("audit log %s: %w; check it with 'qwen-appliance audit verify' and move it aside", l.o.Path, err)
 	}
 	l.f, l.size = f, size
+	l.w = bufio.NewWriterSize(f, 256<<10)
 	if last != nil {
 		var r Record
 		if err := json.Unmarshal(last, &r); err != nil {
@@ -203,7 +206,7 @@ func (l *Log) loop() {
 		case <-tick.C:
 			if l.unsign > 0 && l.o.Key != nil {
 				l.setErr(l.checkpoint(KindCheckpoint))
-				l.setErr(l.f.Sync())
+				l.setErr(l.sync())
 			}
 		}
 	}
@@ -229,7 +232,7 @@ func (l *Log) batch(it item) {
 			more = false
 		}
 	}
-	l.setErr(l.f.Sync())
+	l.setErr(l.sync())
 	l.setErr(l.maybeRotate())
 	err := l.Err()
 	for _, c := range waiters {
@@ -239,7 +242,7 @@ func (l *Log) batch(it item) {
 
 func (l *Log) finish() error {
 	err := l.checkpoint(KindStop)
-	return errors.Join(err, l.f.Sync(), l.f.Close())
+	return errors.Join(err, l.sync(), l.f.Close())
 }
 
 // write appends one record as one line.
@@ -254,7 +257,7 @@ func (l *Log) write(r *Record) error {
 	if err != nil {
 		return fmt.Errorf("audit record: %w", err)
 	}
-	if _, err := l.f.Write(append(line, '\n')); err != nil {
+	if _, err := l.w.Write(append(line, '\n')); err != nil {
 		return fmt.Errorf("write audit log %s: %w", l.o.Path, err)
 	}
 	l.seq, l.prev = r.Seq, lineHash(line)
@@ -286,7 +289,7 @@ func (l *Log) maybeRotate() error {
 	if err := l.checkpoint(KindCheckpoint); err != nil {
 		return err
 	}
-	if err := errors.Join(l.f.Sync(), l.f.Close()); err != nil {
+	if err := errors.Join(l.sync(), l.f.Close()); err != nil {
 		return fmt.Errorf("rotate audit log: %w", err)
 	}
 	old := l.o.Path + "." + l.o.Now().UTC().Format("20060102T150405.000000000Z")
@@ -298,7 +301,16 @@ func (l *Log) maybeRotate() error {
 		return fmt.Errorf("rotate audit log: %w", err)
 	}
 	l.f, l.size = f, 0
+	l.w.Reset(f)
 	r := &Record{Kind: KindRotate, Previous: filepath.Base(old)}
 	l.describeKey(r)
 	return l.write(r)
+}
+
+// sync writes out buffered lines and fsyncs the file.
+func (l *Log) sync() error {
+	if err := l.w.Flush(); err != nil {
+		return fmt.Errorf("write audit log %s: %w", l.o.Path, err)
+	}
+	return l.f.Sync()
 }

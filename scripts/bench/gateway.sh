@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Gateway benchmark: the same load, in the same run, against (a) the upstream
+# directly, (b) qwen-appliance serve in front of it, (c) nginx proxy_pass in
+# front of it; over plain HTTP and over TLS (b and c). Loopback only.
+# Reports added latency p50/p99 at a fixed rate (open-loop, our loadgen),
+# highest requests/s (wrk), streamed tokens/s (loadgen stream mode), and the
+# serve/nginx throughput ratio. Skips when wrk or nginx is missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+for tool in wrk nginx openssl; do
+  if ! command -v "$tool" >/dev/null; then echo "gateway bench: $tool not installed; skipping"; exit 0; fi
+done
+RATE=${RATE:-1000}      # requests per second for the latency runs
+DUR=${DUR:-6}           # seconds per run
+CONNS=${CONNS:-16}      # wrk connections
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+go build -o "$work/qwen-appliance" ./cmd/qwen-appliance
+go build -o "$work/upstream" ./gateway/internal/testupstream
+go build -o "$work/loadgen" ./gateway/internal/loadgen
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
+
+UP=$(port); "$work/upstream" -listen 127.0.0.1:"$UP" >/dev/null & pids+=($!)
+wait_port "$UP"
+
+Q="$work/qwen-appliance"
+TOKEN=$("$Q" tokens create --file "$work/tokens.json" --name bench 2>/dev/null)
+"$Q" keys generate --out "$work/audit" >/dev/null 2>&1 || true
+"$Q" tls init --dir "$work/tls" --host 127.0.0.1 >/dev/null
+AUDITKEY=()
+[ -f "$work/audit.key" ] && AUDITKEY=(--audit-key "$work/audit.key")
+
+GW=$(port); GWS=$(port)
+"$Q" serve --upstream "http://127.0.0.1:$UP" --listen "127.0.0.1:$GW" --metrics-listen "" \
+  --tokens "$work/tokens.json" --audit-log "$work/audit.log" "${AUDITKEY[@]}" --max-concurrent 1024 2>"$work/serve.log" & pids+=($!)
+"$Q" serve --upstream "http://127.0.0.1:$UP" --listen "127.0.0.1:$GWS" --metrics-listen "" \
+  --tokens "$work/tokens.json" --audit-log "$work/audit-tls.log" "${AUDITKEY[@]}" --max-concurrent 1024 \
+  --tls-cert "$work/tls/server.crt" --tls-key "$work/tls/server.key" 2>"$work/serve-tls.log" & pids+=($!)
+
+NG=$(port); NGS=$(port)
+mkdir -p "$work/nginx"
+cat >"$work/nginx/nginx.conf" <<NGINX
+worker_processes auto;
+pid $work/nginx/nginx.pid;
+error_log $work/nginx/error.log;
+$( [ "$(id -u)" = 0 ] && echo "user root;" )
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx/body; proxy_temp_path $work/nginx/proxy;
+  fastcgi_temp_path $work/nginx/fcgi; uwsgi_temp_path $work/nginx/uwsgi; scgi_temp_path $work/nginx/scgi;
+  upstream model { server 127.0.0.1:$UP; keepalive 256; }
+  server {
+    listen 127.0.0.1:$NG;
+    listen 127.0.0.1:$NGS ssl;
+    ssl_certificate $work/tls/server.crt; ssl_certificate_key $work/tls/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {
+      proxy_pass http://model; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_buffering off;
+    }
+  }
+}
+NGINX
+nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" -g 'daemon off;' & pids+=($!)
+for p in "$GW" "$GWS" "$NG" "$NGS"; do wait_port "$p"; done
+
+declare -A URL=(
+  [direct]="http://127.0.0.1:$UP" [serve]="http://127.0.0.1:$GW" [nginx]="http://127.0.0.1:$NG"
+  [serve-tls]="https://127.0.0.1:$GWS" [nginx-tls]="https://127.0.0.1:$NGS"
+)
+order=(direct serve nginx serve-tls nginx-tls)
+STREAM_BODY='{"model":"qwen","stream":true,"max_tokens":200,"messages":[{"role":"user","content":"hi"}]}'
+
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d[sys.argv[1]])" "$1"; }
+declare -A P50 P99 RPS TPS
+for name in "${order[@]}"; do
+  u=${URL[$name]}
+  out=$("$work/loadgen" -url "$u/v1/models" -token "$TOKEN" -rate "$RATE" -duration "${DUR}s")
+  P50[$name]=$(json p50ms <<<"$out"); P99[$name]=$(json p99ms <<<"$out")
+  errs=$(json errors <<<"$out"); [ "$errs" = 0 ] || echo "warning: $name: $errs errors at $RATE req/s" >&2
+  RPS[$name]=$(wrk -t2 -c"$CONNS" -d"${DUR}s" -H "Authorization: Bearer $TOKEN" "$u/v1/models" | awk '/Requests\/sec/ {print $2}')
+  TPS[$name]=$("$work/loadgen" -url "$u/v1/chat/completions" -token "$TOKEN" -body "$STREAM_BODY" -streams 8 -duration "${DUR}s" | json tokensPerSec)
+done
+
+printf '\ngateway benchmark (loopback, %s req/s open-loop for latency, wrk -c%s for throughput, %ss runs, %s cores)\n' "$RATE" "$CONNS" "$DUR" "$(nproc)"
+printf '%-10s %9s %9s %10s %10s %12s %12s\n' target p50_ms p99_ms added_p50 added_p99 max_req/s stream_tok/s
+for name in "${order[@]}"; do
+  base=direct
+  printf '%-10s %9.3f %9.3f %10.3f %10.3f %12.0f %12.0f\n' "$name" "${P50[$name]}" "${P99[$name]}" \
+    "$(python3 -c "print(${P50[$name]}-${P50[$base]})")" "$(python3 -c "print(${P99[$name]}-${P99[$base]})")" \
+    "${RPS[$name]}" "${TPS[$name]}"
+done
+python3 - "${RPS[serve]}" "${RPS[nginx]}" "${RPS[serve-tls]}" "${RPS[nginx-tls]}" <<'PY'
+import sys
+s, n, st, nt = map(float, sys.argv[1:])
+print(f"throughput ratio serve/nginx: plain {s/n:.2f}, TLS {st/nt:.2f} (target >= 1.00)")
+PY
+echo "targets: added p50 <= 0.3 ms, added p99 <= 2 ms at 1000 req/s"
