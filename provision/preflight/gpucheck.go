@@ -3,6 +3,7 @@ package preflight
 import (
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -84,6 +85,9 @@ func checkGPUs(r *Report, m *manifests.Manifest, f Facts, model sizing.Model, re
 	lim := byIndex[res.Limiting]
 	r.add(memoryCheck(m, res, req, GPU, fmt.Sprintf("GPU%d", lim.Index), lim.MemoryTotal, lim.MemoryUsed))
 	r.add(tpCheck(model, res, len(usable)))
+	if strings.EqualFold(m.Runtime.Kind, "vllm") {
+		r.add(vllmStartCheck(model, req, res, byIndex))
+	}
 	if req2.MinVRAMBytes > 0 {
 		var total int64
 		for _, i := range res.Devices {
@@ -97,6 +101,43 @@ func checkGPUs(r *Report, m *manifests.Manifest, f Facts, model sizing.Model, re
 		r.add(c)
 	}
 	return nil
+}
+
+// vllmStartCheck applies vLLM's start-up rule (vllm/v1/worker/gpu_worker.py,
+// init_device): it refuses to start when a GPU's free memory is below
+// gpu-memory-utilization × total, however small the model. Other processes
+// on a planned GPU can therefore stop vLLM even when the model would fit.
+func vllmStartCheck(model sizing.Model, req sizing.Request, res sizing.Result, byIndex map[int]gpu.Device) Check {
+	c := Check{Name: "vLLM start-up", Required: fmt.Sprintf("free memory ≥ %.0f%% of total on each planned GPU", res.Utilization*100), Status: Pass}
+	var found []string
+	lowest := 1.0
+	for _, i := range res.Devices {
+		d := byIndex[i]
+		found = append(found, fmt.Sprintf("GPU%d %s of %s free", i, sizing.Bytes(d.MemoryFree), sizing.Bytes(d.MemoryTotal)))
+		if d.MemoryTotal > 0 {
+			share := float64(d.MemoryFree) / float64(d.MemoryTotal)
+			lowest = min(lowest, share)
+			if share < res.Utilization {
+				c.Status = Fail
+			}
+		}
+	}
+	c.Found = strings.Join(found, ", ")
+	if c.Status == Fail {
+		c.Fix = "vLLM refuses to start below that: stop the other processes on these GPUs"
+		lower := math.Floor(lowest*100) / 100
+		req.Utilization = lower
+		devs := make([]sizing.Device, 0, len(res.Devices))
+		for _, i := range res.Devices {
+			devs = append(devs, sizing.Device{Index: i, Total: byIndex[i].MemoryTotal, Used: byIndex[i].MemoryUsed})
+		}
+		if lower > 0 {
+			if alt, err := sizing.Plan(model, req, devs); err == nil && alt.Verdict == sizing.Fits {
+				c.Fix += fmt.Sprintf(", or run vLLM with --gpu-memory-utilization %.2f (the model still fits)", lower)
+			}
+		}
+	}
+	return c
 }
 
 // excludeFailed turns the failures of GPUs the plan does not use into

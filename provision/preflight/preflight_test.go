@@ -250,6 +250,17 @@ func TestFaults(t *testing.T) {
 			check: "GPU0 other processes", status: Warn, found: "1 process(es) hold 8.0 GiB (pid 31337)", verdict: Fail,
 		},
 		{
+			// 3 GiB held by another process: the model fits in what is
+			// left, but vLLM refuses to start with less than 90% free.
+			name: "vLLM start-up rule",
+			host: func() *server.Server {
+				s := gputest.Host(gputest.RTX4090)
+				gputest.Busy(s.Devices[0].(*server.Device), 4711, 3<<30)
+				return s
+			},
+			check: "vLLM start-up", status: Fail, found: "GPU0 21.0 GiB of 24.0 GiB free", verdict: Fail,
+		},
+		{
 			name: "NVML memory query fails",
 			host: func() *server.Server {
 				s := gputest.Host(gputest.A10)
@@ -521,5 +532,27 @@ func TestJSON(t *testing.T) {
 	}
 	if got.Host.Features["nf_tables"].State != "loaded" || len(got.Checks) == 0 {
 		t.Errorf("features %v", got.Host.Features)
+	}
+}
+
+func TestVLLMStartFix(t *testing.T) {
+	s := gputest.Host(gputest.RTX4090)
+	gputest.Busy(s.Devices[0].(*server.Device), 4711, 3<<30)
+	r := run(t, qwen7B(), s, hostTree(t, 1, nil), Options{})
+	if c := check(t, r, "model memory"); c.Status != Pass {
+		t.Fatalf("%+v", c)
+	}
+	c := check(t, r, "vLLM start-up")
+	if want := "vLLM refuses to start below that: stop the other processes on these GPUs, or run vLLM with --gpu-memory-utilization 0.87 (the model still fits)"; c.Fix != want {
+		t.Fatalf("fix %q, want %q", c.Fix, want)
+	}
+	// Other runtimes have no such rule.
+	m := qwen7B()
+	m.Runtime.Kind = "llama.cpp"
+	r = run(t, m, gputest.Host(gputest.RTX4090), hostTree(t, 1, nil), Options{})
+	for _, c := range r.Checks {
+		if c.Name == "vLLM start-up" {
+			t.Fatalf("llama.cpp bundle got %+v", c)
+		}
 	}
 }
