@@ -58,9 +58,13 @@ const (
 	NVIDIA       = "nvidia"        // the NVIDIA kernel driver
 	NVIDIAUVM    = "nvidia_uvm"    // CUDA unified memory, needed by every CUDA program
 	Nouveau      = "nouveau"       // the open driver that blocks nvidia
-	nvidiaDevDir = "dev"           // where /dev/nvidia* are looked for
-	procMeminfo  = "proc/meminfo"  // memory
-	procCPUInfo  = "proc/cpuinfo"  // CPU model and flags
+)
+
+// Files Probe reads, relative to the root.
+const (
+	nvidiaDevDir = "dev"
+	procMeminfo  = "proc/meminfo"
+	procCPUInfo  = "proc/cpuinfo"
 	procRelease  = "proc/sys/kernel/osrelease"
 )
 
