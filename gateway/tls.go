@@ -60,7 +60,9 @@ func tlsConfig(o *Options) (*tls.Config, *certStore, error) {
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   aeadSuites,
 		GetCertificate: cs.get,
-		NextProtos:     []string{"h2", "http/1.1"},
+		// HTTP/1.1 only: the server is not set up for HTTP/2, and OpenAI
+		// clients need nothing more.
+		NextProtos: []string{"http/1.1"},
 	}
 	if o.TLS13Only {
 		cfg.MinVersion = tls.VersionTLS13

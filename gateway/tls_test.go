@@ -205,3 +205,15 @@ func TestCertificateReloadOnSIGHUP(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTLSOffersOnlyHTTP11(t *testing.T) {
+	dir, pool := tlsDir(t)
+	h := newHarness(t, withTLS(dir))
+	st, err := handshake(h.url[len("https://"):], &tls.Config{RootCAs: pool, NextProtos: []string{"h2", "http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.NegotiatedProtocol == "h2" {
+		t.Fatal("ALPN chose h2: a client offering it would speak HTTP/2 to an HTTP/1.1 server")
+	}
+}
