@@ -211,7 +211,6 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, field string) erro
 		if err := d.decode(val, v.Field(idx), sub); err != nil {
 			return err
 		}
-		d.pos[sub] = position{k.Line, k.Column}
 	}
 	return nil
 }

@@ -203,16 +203,14 @@ func (c *Client) transfer(ctx context.Context, f *os.File, h *hasher, w Want, of
 		if w.Size >= 0 && off == w.Size && off > 0 {
 			return off, h, nil
 		}
-		got, restart, done, err := c.attempt(ctx, f, h, w, off)
-		if restart {
+		restart := func() error {
 			c.Progress.Rewind(w.Name, off)
 			h.finish()
 			h = newHasher(c.chunkSize(), gitSizeOf(w))
-			if terr := f.Truncate(0); terr != nil {
-				return 0, h, terr
-			}
 			off = 0
+			return f.Truncate(0)
 		}
+		got, done, err := c.attempt(ctx, f, &h, w, off, restart)
 		if got > 0 {
 			failures = 0
 		}
@@ -255,13 +253,14 @@ func (c *Client) retries() int {
 	return 6
 }
 
-// attempt makes one request from off. It returns the bytes written, whether
-// the file must start over (the server sent it whole), whether it is complete,
+// attempt makes one request from off. A server that sends the whole file
+// instead of the range makes it call restart (file and hash from zero)
+// before writing. It returns the bytes written, whether the file is complete,
 // and the error that ended the attempt.
-func (c *Client) attempt(ctx context.Context, f *os.File, h *hasher, w Want, off int64) (got int64, restart, done bool, err error) {
+func (c *Client) attempt(ctx context.Context, f *os.File, hp **hasher, w Want, off int64, restart func() error) (got int64, done bool, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, w.URL, nil)
 	if err != nil {
-		return 0, false, false, &permanentError{err}
+		return 0, false, &permanentError{err}
 	}
 	for k, v := range w.Header {
 		req.Header[k] = v
@@ -273,42 +272,48 @@ func (c *Client) attempt(ctx context.Context, f *os.File, h *hasher, w Want, off
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return 0, false, false, err
+		return 0, false, err
 	}
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
 		start, err := contentRangeStart(resp.Header.Get("Content-Range"))
 		if err != nil || start != off {
-			return 0, false, false, fmt.Errorf("server answered range %d- with %q", off, resp.Header.Get("Content-Range"))
+			return 0, false, fmt.Errorf("server answered range %d- with %q", off, resp.Header.Get("Content-Range"))
 		}
 	case resp.StatusCode == http.StatusOK:
 		if off > 0 {
-			restart = true
+			if err := restart(); err != nil {
+				return 0, false, &permanentError{err}
+			}
 			off = 0
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && off > 0:
 		// The partial file is as long as the remote one, or longer.
-		return 0, true, false, errors.New("range not satisfiable; starting over")
+		if err := restart(); err != nil {
+			return 0, false, err
+		}
+		return 0, false, errors.New("range not satisfiable; starting over")
 	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-		return 0, false, false, fmt.Errorf("server answered %s", resp.Status)
+		return 0, false, fmt.Errorf("server answered %s", resp.Status)
 	default:
-		return 0, false, false, &permanentError{&StatusError{URL: w.URL, Status: resp.StatusCode}}
+		return 0, false, &permanentError{&StatusError{URL: w.URL, Status: resp.StatusCode}}
 	}
 	if _, err := f.Seek(off, io.SeekStart); err != nil {
-		return 0, restart, false, err
+		return 0, false, err
 	}
+	h := *hp
 	for {
 		b := h.get()
 		n, rerr := io.ReadFull(resp.Body, b.buf)
 		if n > 0 {
 			if w.Size >= 0 && off+got+int64(n) > w.Size {
 				h.abandon(b)
-				return got, restart, false, &permanentError{&MismatchError{Name: w.Name, URL: w.URL, What: "size", Want: strconv.FormatInt(w.Size, 10), Got: "more than that"}}
+				return got, false, &permanentError{&MismatchError{Name: w.Name, URL: w.URL, What: "size", Want: strconv.FormatInt(w.Size, 10), Got: "more than that"}}
 			}
 			if _, werr := f.Write(b.buf[:n]); werr != nil {
 				h.abandon(b)
-				return got, restart, false, &permanentError{werr}
+				return got, false, &permanentError{werr}
 			}
 			b.n = n
 			h.submit(b)
@@ -319,12 +324,12 @@ func (c *Client) attempt(ctx context.Context, f *os.File, h *hasher, w Want, off
 		}
 		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 			if resp.ContentLength >= 0 && got < resp.ContentLength {
-				return got, restart, false, fmt.Errorf("connection ended after %d of %d bytes", got, resp.ContentLength)
+				return got, false, fmt.Errorf("connection ended after %d of %d bytes", got, resp.ContentLength)
 			}
-			return got, restart, true, nil
+			return got, true, nil
 		}
 		if rerr != nil {
-			return got, restart, false, rerr
+			return got, false, rerr
 		}
 	}
 }

@@ -38,7 +38,14 @@ func Get(ctx context.Context, src, dst string, dir bool) error {
 	if dir {
 		mode = getter.ClientModeDir
 	}
+	getters := map[string]getter.Getter{}
+	for k, g := range getter.Getters {
+		getters[k] = g
+	}
+	// go-getter links local files by default; a bundle needs the bytes.
+	getters["file"] = &getter.FileGetter{Copy: true}
 	c := &getter.Client{
+		Getters:         getters,
 		Ctx:             ctx,
 		Src:             src,
 		Dst:             dst,
