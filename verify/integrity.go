@@ -132,7 +132,9 @@ func checkModelFiles(ctx context.Context, t *Target) Outcome {
 	if err != nil {
 		return errored(fmt.Errorf("cannot trust the manifest to compare against: %w", err))
 	}
-	opts := manifests.CheckOptions{}
+	// The installed copy has the store's strict modes, and the runtime keeps
+	// its own state beside the bundle's files.
+	opts := manifests.CheckOptions{StoreModes: true, IgnoreExtra: []string{"state"}}
 	mode := "full: every chunk"
 	if !t.Full {
 		opts.Select = sampleChunks

@@ -88,6 +88,9 @@ func (t *Target) serviceUID() (int, error) {
 	if t.State == nil || t.State.ServiceUser == "" {
 		return -1, nil
 	}
+	if t.State.ServiceUID > 0 {
+		return t.State.ServiceUID, nil
+	}
 	u, err := user.Lookup(t.State.ServiceUser)
 	if err != nil {
 		return 0, fmt.Errorf("service user %q: %w", t.State.ServiceUser, err)

@@ -9,6 +9,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"flag"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -183,6 +184,13 @@ func startProcess(t *testing.T, env []string, uid int) int {
 	}
 	must(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Until exec, /proc/PID shows the forked test process, not sleep.
+	for range 500 {
+		if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid)); bytes.HasPrefix(b, []byte("sleep")) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	return cmd.Process.Pid
 }
 

@@ -23,7 +23,7 @@ func init() {
 manifest names (vLLM, a llama.cpp server or Ollama) in the foreground, listening
 on --host (loopback only) with telemetry and downloads turned off. The model is
 read from --store (the encrypted model store, where 'storage copy-in' put it);
-the server's own state and log go to STORE/runtime/KIND.
+the server's own state and log go to STORE/state/KIND.
 
 "ready" is printed only after the model answered a fixed prompt with tokens,
 once plainly and once streamed. When the server exits it is restarted after a
@@ -159,6 +159,7 @@ func runServer(c *cli.Context) error {
 // read from the store; install and 'audit verify' hash it.
 func checkRuntimeFiles(c *cli.Context, bundle string, m *manifests.Manifest) error {
 	err := manifests.CheckFiles(c.Context, bundle, m, manifests.CheckOptions{
+		StoreModes: true, // an installed bundle is the store's strict 0400/0500 copy
 		Select: func(f manifests.File) []int {
 			if !strings.HasPrefix(f.Path, "runtime/") {
 				return []int{}

@@ -181,8 +181,10 @@ func (c Config) ModelPath() (string, error) {
 }
 
 // StateDir is where a server keeps its own state and logs, inside the store.
+// It is "state/KIND", apart from the bundle's own runtime/ artefacts, so an
+// installed release can be both the bundle and the store.
 func (c Config) StateDir(kind string) string {
-	return filepath.Join(c.Store, "runtime", strings.ReplaceAll(kind, ".", ""))
+	return filepath.Join(c.Store, "state", strings.ReplaceAll(kind, ".", ""))
 }
 
 // ServedModelName is the name clients ask for; "model" when the manifest has none.

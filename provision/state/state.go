@@ -42,6 +42,7 @@ type State struct {
 	TrustedKeys []string `json:"trustedKeys,omitempty"`
 
 	ServiceUser string   `json:"serviceUser,omitempty"`
+	ServiceUID  int      `json:"serviceUid,omitempty"` // as created under Root (a sandbox's passwd is not the host's)
 	Store       Store    `json:"store"`
 	Firewall    Firewall `json:"firewall"`
 	// Files maps configuration and unit files (absolute, inside Root) to the
@@ -145,7 +146,10 @@ func Save(root string, s *State) error {
 	if err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(Path(root)), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(filepath.Dir(Path(root))), 0o755); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := os.Mkdir(filepath.Dir(Path(root)), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("save state: %w", err)
 	}
 	if err := manifests.WriteFileAtomic(Path(root), append(data, '\n'), 0o600); err != nil {

@@ -29,7 +29,8 @@ type CopyOptions struct {
 
 // CopyIn streams every file m lists from bundleDir into storeDir, hashing
 // while writing (each byte is read once): the chunk hashes and the whole-file
-// SHA-256 are compared with m, the file is made 0400 and owned by
+// SHA-256 are compared with m, the file is made 0400 (0500 when the manifest lets its owner
+// execute it) and owned by
 // opts.Owner, synced, and renamed into place only when it matched. The
 // manifest itself (m's canonical bytes, with opts.Signature) is written last,
 // so its presence in the store means every file was confirmed. m must come
@@ -138,20 +139,24 @@ func (c *copier) file(ctx context.Context, f manifests.File) ([]manifests.FilePr
 		return nil, err
 	}
 	keep := false
+	fw := newFlushingWriter(out)
 	defer func() {
+		fw.finish()
 		if !keep {
 			out.Close()
 			c.dst.Remove(tmp)
 		}
 	}()
-	sum, chunks, err := manifests.HashFile(ctx, io.TeeReader(in, out), f.Size, f.ChunkSize, c.progress)
+	sum, chunks, err := manifests.HashFile(ctx, io.TeeReader(in, fw), f.Size, f.ChunkSize, c.progress)
+	fw.finish()
 	if err != nil {
 		return nil, err
 	}
 	if problems := compare(f, sum, chunks); len(problems) > 0 {
 		return problems, nil
 	}
-	if err := out.Chmod(FileMode); err != nil {
+	// 0400, or 0500 for the bundle's executables (the runtime's server).
+	if err := out.Chmod(manifests.StoreMode(f)); err != nil {
 		return nil, err
 	}
 	if err := out.Chown(c.owner.UID, c.owner.GID); err != nil {
@@ -170,6 +175,51 @@ func (c *copier) file(ctx context.Context, f manifests.File) ([]manifests.FilePr
 	}
 	c.synced[dir] = true
 	return nil, nil
+}
+
+// writebackStep is how much is written before writeback of it is started.
+const writebackStep = 8 << 20
+
+// flushingWriter writes to f and, every writebackStep bytes, has a second
+// goroutine start writeback of what was written. On an fscrypt store the
+// kernel encrypts during writeback in the calling thread, so this moves the
+// encryption onto another core, overlapping it with reading and hashing,
+// and fsync at the end finds little left to do.
+type flushingWriter struct {
+	f          *os.File
+	off, start int64
+	ranges     chan [2]int64
+	done       chan struct{}
+}
+
+func newFlushingWriter(f *os.File) *flushingWriter {
+	w := &flushingWriter{f: f, ranges: make(chan [2]int64, 4), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for r := range w.ranges {
+			startWriteback(w.f, r[0], r[1])
+		}
+	}()
+	return w
+}
+
+func (w *flushingWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.off += int64(n)
+	if w.off-w.start >= writebackStep {
+		w.ranges <- [2]int64{w.start, w.off - w.start}
+		w.start = w.off
+	}
+	return n, err
+}
+
+// finish waits for the writeback goroutine; call it before closing f.
+func (w *flushingWriter) finish() {
+	if w.ranges != nil {
+		close(w.ranges)
+		w.ranges = nil
+		<-w.done
+	}
 }
 
 // compare lists each chunk whose hash differs from the manifest, and the

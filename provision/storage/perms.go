@@ -51,7 +51,9 @@ func CheckPermissions(dir string, owner Owner) error {
 				add(path, "directory mode %04o is looser than %04o", mode.Perm(), DirMode)
 			}
 		case mode.IsRegular():
-			if mode.Perm()&^FileMode != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid) != 0 {
+			// Owner-execute is allowed for the runtime's own binaries; it
+			// lets nobody else read anything.
+			if mode.Perm()&^(FileMode|0o100) != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid) != 0 {
 				add(path, "file mode %04o is looser than %04o", mode.Perm(), FileMode)
 			}
 		default:

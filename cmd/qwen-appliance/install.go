@@ -1,0 +1,150 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision"
+	"github.com/qwen-appliance/qwen-appliance/provision/storage"
+	"github.com/urfave/cli/v2"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:      "install",
+		Usage:     "turn a signed bundle into a serving, hardened appliance",
+		ArgsUsage: "BUNDLE",
+		Description: `BUNDLE is an unpacked bundle directory or a directory of packed volumes. In
+order: verify the signed manifest and every byte (nothing on the host changes
+before this passes), preflight (GPU or CPU, memory, disk, kernel), the service
+user, the nftables egress-deny table, the encrypted model store, a copy-in that
+re-hashes every byte, the runtime on 127.0.0.1, the TLS gateway with a first
+admin token (printed once), a chat completion through the gateway, and the state
+record under ROOT/var/lib/qwen-appliance. A failed step undoes what this attempt
+did; running install again after a crash cleans up and carries on; installing
+the same bundle again changes nothing. A version lower than the last one
+accepted is refused unless --allow-downgrade.
+
+Where systemd is not PID 1 (containers, CI, the demo) the runtime and gateway
+run as detached processes under this program's supervisor; their PIDs and logs
+are in the state record.
+
+Examples:
+   qwen-appliance install ./qwen2.5-7b --trust release.pub --allow-cidr 10.20.0.0/16 --listen 0.0.0.0:8443
+   qwen-appliance install /media/usb --trust release.pub --dry-run
+   ip netns exec sandbox qwen-appliance install ./demo --trust release.pub --root /tmp/sandbox --store /mnt/enc/store`,
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "trust", Usage: "public key the bundle must be signed by (repeatable)"},
+			&cli.IntFlag{Name: "threshold", Value: 1, Usage: "signatures by distinct trusted keys required (k of n)"},
+			&cli.StringFlag{Name: "root", Value: "/", Usage: "write every file under this PREFIX (sandboxes, tests)"},
+			&cli.StringFlag{Name: "store", Usage: "encrypted model store directory (default ROOT/var/lib/qwen-appliance/store)"},
+			&cli.StringFlag{Name: "storage", Value: "fscrypt", Usage: "store encryption: fscrypt, luks, or none (unencrypted; verify will fail it)"},
+			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8443", Usage: "gateway API address (use 0.0.0.0:8443 to serve the network)"},
+			&cli.StringFlag{Name: "metrics-listen", Value: "127.0.0.1:9464", Usage: "gateway metrics, /healthz and /readyz address"},
+			&cli.StringFlag{Name: "host", Value: "localhost", Usage: "host name in the gateway's TLS certificate"},
+			&cli.StringSliceFlag{Name: "allow-cidr", Usage: "client CIDR allowed to reach the API port (repeatable)"},
+			&cli.StringSliceFlag{Name: "admin-cidr", Usage: "admin CIDR allowed to reach SSH (repeatable)"},
+			&cli.StringSliceFlag{Name: "allow-egress", Usage: "allowed outbound PROTO:CIDR:PORT, e.g. udp:10.0.0.5/32:123 (repeatable)"},
+			&cli.StringSliceFlag{Name: "probe", Usage: "address verify's egress probe must fail to reach (repeatable)"},
+			&cli.IntFlag{Name: "context", Usage: "context length to serve (default: what preflight chose)"},
+			&cli.BoolFlag{Name: "allow-downgrade", Usage: "install a version lower than the last accepted one (logged)"},
+			&cli.BoolFlag{Name: "dry-run", Usage: "verify and preflight, print the plan, change nothing"},
+			&cli.DurationFlag{Name: "ready-timeout", Usage: "how long each service may take to become ready (default 5m)"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
+		},
+		Action: installAction,
+	})
+}
+
+func installAction(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("pass the bundle directory, e.g. 'qwen-appliance install ./bundle --trust release.pub'", "want exactly one BUNDLE argument, got %d", c.NArg())
+	}
+	if len(c.StringSlice("trust")) == 0 {
+		return usagef("pass --trust NAME.pub, the public key of whoever signed the bundle", "no trusted key given")
+	}
+	o := provision.Options{
+		Bundle: c.Args().First(), TrustedKeys: c.StringSlice("trust"), Threshold: c.Int("threshold"),
+		Root: c.String("root"), Store: c.String("store"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
+		Host: c.String("host"), ProbeTargets: c.StringSlice("probe"), Context: c.Int("context"),
+		AllowDowngrade: c.Bool("allow-downgrade"), DryRun: c.Bool("dry-run"), ReadyTimeout: c.Duration("ready-timeout"),
+		Log: c.App.ErrWriter,
+	}
+	switch b := c.String("storage"); b {
+	case "none":
+		o.Backend = provision.BackendNone
+	default:
+		backend, err := storage.ParseBackend(b)
+		if err != nil {
+			return usagef("--storage takes fscrypt, luks or none", "--storage: %v", err)
+		}
+		o.Backend = backend
+	}
+	for _, flag := range []struct {
+		name string
+		dst  *[]netip.Prefix
+	}{{"allow-cidr", &o.ClientCIDRs}, {"admin-cidr", &o.AdminCIDRs}} {
+		for _, s := range c.StringSlice(flag.name) {
+			p, err := harden.ParsePrefix(s)
+			if err != nil {
+				return usagef("--"+flag.name+" takes a CIDR such as 10.20.0.0/16", "--%s %q: %v", flag.name, s, err)
+			}
+			*flag.dst = append(*flag.dst, p)
+		}
+	}
+	for _, s := range c.StringSlice("allow-egress") {
+		r, err := harden.ParseEgress(s)
+		if err != nil {
+			return usagef("--allow-egress takes PROTO:CIDR:PORT, e.g. udp:10.0.0.5/32:123", "--allow-egress %q: %v", s, err)
+		}
+		o.Egress = append(o.Egress, r)
+	}
+	res, err := provision.Install(c.Context, o)
+	if err != nil {
+		switch {
+		case errors.Is(err, manifests.ErrVerification):
+			return withCode(exitVerification, err, verificationHint(err))
+		case errors.Is(err, provision.ErrHostUnfit):
+			if res != nil && res.Preflight != nil {
+				res.Preflight.WriteTable(c.App.ErrWriter)
+			}
+			return withCode(exitHostUnfit, err, "run 'qwen-appliance preflight' for the full table and the way out it suggests")
+		}
+		return withCode(exitError, err, "read the step's message above; the host was returned to its state before this attempt")
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, res)
+	}
+	w := c.App.Writer
+	if o.DryRun {
+		fmt.Fprintln(w, "dry run: the bundle verified and preflight passed; install would create:")
+		for _, p := range res.Plan {
+			fmt.Fprintln(w, "  - "+p)
+		}
+		return nil
+	}
+	if !res.Changed {
+		fmt.Fprintf(w, "%s version %d is already installed and serving at %s; nothing changed\n", res.State.Bundle.Name, res.State.Bundle.Version, res.State.Gateway.URL)
+		return nil
+	}
+	st := res.State
+	fmt.Fprintf(w, "installed %s version %d\n", st.Bundle.Name, st.Bundle.Version)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "gateway\t%s (CA %s)\n", st.Gateway.URL, st.Gateway.CACert)
+	fmt.Fprintf(tw, "runtime\t%s on %s (pid %d)\n", st.Runtime.Kind, strings.Join(st.Runtime.Listen, ", "), st.Runtime.PID)
+	fmt.Fprintf(tw, "store\t%s (%s)\n", st.Store.Dir, st.Store.Backend)
+	fmt.Fprintf(tw, "firewall\ttable %s, ruleset sha256 %s\n", st.Firewall.Table, st.Firewall.RulesetSHA256)
+	tw.Flush()
+	if res.AdminToken != "" {
+		fmt.Fprintf(w, "\nadmin token (shown once, store it now):\n  %s\n", res.AdminToken)
+	}
+	if res.RecoveryKey != "" {
+		fmt.Fprintf(w, "\nstore recovery key (shown once, keep it offline):\n  %s\n", res.RecoveryKey)
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/qwen-appliance/qwen-appliance/provision"
+	"github.com/urfave/cli/v2"
+)
+
+func init() {
+	register(&cli.Command{
+		Name:  "status",
+		Usage: "show what is installed, running and healthy",
+		Description: `Reads the state record under ROOT/var/lib/qwen-appliance and checks that the
+runtime and gateway processes run and that the gateway is ready (its model is
+loaded). Exit status 1 when installed but not healthy.
+
+Example:
+   qwen-appliance status --json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "root", Value: "/", Usage: "install root"},
+			&cli.BoolFlag{Name: "json", Usage: "print the status as JSON"},
+		},
+		Action: func(c *cli.Context) error {
+			s, err := provision.GetStatus(c.String("root"))
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				if err := printJSON(c.App.Writer, s); err != nil {
+					return err
+				}
+			} else if !s.Installed {
+				fmt.Fprintln(c.App.Writer, "nothing installed")
+			} else {
+				fmt.Fprintf(c.App.Writer, "%s version %d, installed %s\ngateway %s ready=%v\nstore %s (%s)\n",
+					s.Bundle, s.Version, s.Updated.Format("2006-01-02 15:04:05Z07:00"), s.Gateway, s.Ready, s.Store, s.Backend)
+				for _, svc := range s.Services {
+					fmt.Fprintf(c.App.Writer, "%-8s pid %-7d running=%-5v %s  log %s\n", svc.Name, svc.PID, svc.Running, strings.Join(svc.Listen, ","), svc.Log)
+				}
+			}
+			if s.Installed && !s.Healthy {
+				return reportedError(exitError, fmt.Errorf("installed but not healthy"), "see the service logs named above; re-run install to restart the services")
+			}
+			return nil
+		},
+	})
+	register(&cli.Command{
+		Name:  "uninstall",
+		Usage: "remove the services, firewall table, store, configuration and service user",
+		Description: `Stops the runtime and gateway, deletes only our nftables table and its boot
+unit, removes the model store (with --crypto-erase its key material is destroyed
+first, so the data is unrecoverable even from a disk image), configuration,
+logs, the service user and the state record.
+
+Example:
+   qwen-appliance uninstall --crypto-erase`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "root", Value: "/", Usage: "install root"},
+			&cli.BoolFlag{Name: "crypto-erase", Usage: "destroy the store's keys before removing it"},
+		},
+		Action: func(c *cli.Context) error {
+			err := provision.Uninstall(c.Context, provision.UninstallOptions{Root: c.String("root"), CryptoErase: c.Bool("crypto-erase"),
+				Log: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: uninstall: "+f+"\n", a...) }})
+			if err != nil {
+				return withCode(exitError, err, "fix what is named and run uninstall again; it carries on past what is already gone")
+			}
+			fmt.Fprintln(c.App.Writer, "uninstalled")
+			return nil
+		},
+	})
+}

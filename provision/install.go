@@ -1,0 +1,337 @@
+package provision
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
+	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
+	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/preflight"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
+	"github.com/qwen-appliance/qwen-appliance/provision/storage"
+)
+
+// ErrHostUnfit is returned (wrapped) when preflight finds the host cannot run
+// the bundle.
+var ErrHostUnfit = errors.New("host does not meet the bundle's requirements")
+
+// Options say what to install and how.
+type Options struct {
+	Bundle      string   // an unpacked bundle directory, or a directory of packed volumes
+	TrustedKeys []string // public-key files the bundle must be signed by
+	Threshold   int      // distinct trusted signatures required; 1 when 0
+	Root        string   // prefix for every file written; "/" for the real host
+
+	Store   string          // the encrypted model store; Root/var/lib/qwen-appliance/store when empty
+	Backend storage.Backend // fscrypt when empty; "none" stores unencrypted and is recorded as such
+	KDF     storage.KDF     // argon2id cost for the store's protectors (tests lower it)
+
+	Listen        string // gateway API address; 127.0.0.1:8443 when empty
+	MetricsListen string // gateway metrics address; 127.0.0.1:9464 when empty
+	Host          string // name in the gateway's certificate; "localhost" when empty
+	ClientCIDRs   []netip.Prefix
+	AdminCIDRs    []netip.Prefix
+	Egress        []harden.EgressRule
+	ProbeTargets  []string // addresses verify's egress probe must fail to reach
+
+	AllowDowngrade bool // install a version lower than the last accepted one (logged)
+	DryRun         bool // print the plan, change nothing
+	Context        int  // context length to serve; preflight's choice when 0
+
+	NVML         nvml.Interface   // nvml.New() when nil
+	Netfilter    harden.Netfilter // the kernel in the current network namespace when nil
+	Executable   string           // this program, run detached for the services; os.Executable() when empty
+	ReadyTimeout time.Duration    // per service; 5 minutes when 0
+	Log          io.Writer        // progress; discarded when nil
+	Now          func() time.Time
+}
+
+// Result is what install did.
+type Result struct {
+	State       *state.State
+	Changed     bool   // false when the same bundle was already installed and serving
+	AdminToken  string // the first admin token, printed once (empty when none was made)
+	RecoveryKey string // the store's recovery key, printed once when the store was created
+	Plan        []string
+	Preflight   *preflight.Report
+}
+
+type installer struct {
+	o     Options
+	l     layout
+	log   io.Writer
+	prev  *state.State // the installation before this attempt, if any
+	j     *journal
+	res   Result
+	undos []func() error
+}
+
+func (in *installer) logf(format string, args ...any) {
+	fmt.Fprintf(in.log, "qwen-appliance: install: "+format+"\n", args...)
+}
+
+// Install turns the bundle into a serving appliance. It verifies the bundle's
+// signature and every byte before it changes anything; when a later step
+// fails, it undoes what this attempt did, leaving a previous installation as
+// it was. A crashed attempt is cleaned up by the next one. Errors match
+// manifests.ErrVerification for a refused bundle and ErrHostUnfit when
+// preflight fails.
+func Install(ctx context.Context, o Options) (res *Result, err error) {
+	in, err := newInstaller(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := in.recover(); err != nil {
+		return nil, err
+	}
+
+	// 1. Verify everything before touching the host.
+	bundleDir, signed, sig, err := in.verify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := signed.Manifest
+	sum := sha256.Sum256(signed.Raw)
+	manifestSHA := hex.EncodeToString(sum[:])
+	if in.prev != nil && in.prev.Bundle.ManifestSHA256 == manifestSHA && in.healthy(in.prev) {
+		in.logf("%s version %d is already installed and serving; nothing to do", m.Name, m.Version)
+		return &Result{State: in.prev}, nil
+	}
+
+	// 2. Preflight.
+	pre, err := preflight.Run(ctx, m, preflight.Options{NVML: o.NVML, HostRoot: "/", Store: o.Store, Context: o.Context})
+	if err != nil {
+		return nil, fmt.Errorf("preflight: %w", err)
+	}
+	in.res.Preflight = pre
+	if failed := pre.Failed(); len(failed) > 0 {
+		return &in.res, fmt.Errorf("%w: %s: needs %s, found %s; %s", ErrHostUnfit, failed[0].Name, failed[0].Required, failed[0].Found, failed[0].Fix)
+	}
+	in.logf("preflight passed (%s mode)", pre.Mode)
+
+	if o.DryRun {
+		in.res.Plan = in.plan(m)
+		return &in.res, nil
+	}
+
+	if err := in.j.begin(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			in.logf("failed: %v; undoing this attempt", err)
+			err = errors.Join(err, in.undo())
+			return
+		}
+		err = in.j.finish()
+	}()
+
+	st := &state.State{Root: string(in.l.root), TrustedKeys: nil, Files: map[string]string{}}
+	if err := in.trust(st); err != nil {
+		return nil, err
+	}
+	id, err := in.identity(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	if err := in.firewall(ctx, st); err != nil {
+		return nil, err
+	}
+	if err := in.store(ctx, st, id); err != nil {
+		return nil, err
+	}
+	rel, err := in.copyIn(ctx, st, bundleDir, signed, sig, id)
+	if err != nil {
+		return nil, err
+	}
+	st.Bundle = state.Bundle{Name: m.Name, Version: m.Version, ManifestSHA256: manifestSHA, Dir: rel}
+	st.LastAcceptedVersion = max(m.Version, in.lastAccepted())
+	if err := in.stopPrevious(); err != nil {
+		return nil, err
+	}
+	if err := in.runtime(ctx, st, m, id); err != nil {
+		return nil, err
+	}
+	if err := in.gateway(ctx, st, id); err != nil {
+		return nil, err
+	}
+	if err := in.smoke(ctx, st, m); err != nil {
+		return nil, err
+	}
+	st.Updated = in.now()
+	st.Firewall.ProbeTargets = o.ProbeTargets
+	if err := state.Save(string(in.l.root), st); err != nil {
+		return nil, err
+	}
+	in.logf("installed %s version %d; gateway at %s", m.Name, m.Version, st.Gateway.URL)
+	in.res.State, in.res.Changed = st, true
+	return &in.res, nil
+}
+
+func newInstaller(o Options) (*installer, error) {
+	if o.Bundle == "" {
+		return nil, errors.New("install: no bundle given")
+	}
+	if len(o.TrustedKeys) == 0 {
+		return nil, fmt.Errorf("install: %w: no trusted public key given", manifests.ErrUntrustedKey)
+	}
+	if o.Root == "" {
+		o.Root = "/"
+	}
+	root, err := filepath.Abs(o.Root)
+	if err != nil {
+		return nil, err
+	}
+	l := layout{root: harden.Root(root)}
+	if root == "/" {
+		l.root = ""
+	}
+	if o.Store == "" {
+		o.Store = l.path(StoreDir)
+	}
+	if o.Store, err = filepath.Abs(o.Store); err != nil {
+		return nil, err
+	}
+	if o.Backend == "" {
+		o.Backend = storage.BackendFscrypt
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:8443"
+	}
+	if o.MetricsListen == "" {
+		o.MetricsListen = "127.0.0.1:9464"
+	}
+	if o.Host == "" {
+		o.Host = "localhost"
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 5 * time.Minute
+	}
+	if o.Executable == "" {
+		if o.Executable, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("install: find this program: %w", err)
+		}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	log := o.Log
+	if log == nil {
+		log = io.Discard
+	}
+	in := &installer{o: o, l: l, log: log}
+	in.j = &journal{path: l.journal()}
+	prev, err := state.Load(root)
+	switch {
+	case err == nil:
+		in.prev = prev
+	case errors.Is(err, state.ErrNotInstalled):
+	default:
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	return in, nil
+}
+
+func (in *installer) now() time.Time { return in.o.Now().UTC().Truncate(time.Second) }
+
+func (in *installer) lastAccepted() uint64 {
+	if in.prev == nil {
+		return 0
+	}
+	return in.prev.LastAcceptedVersion
+}
+
+// verify opens the bundle (unpacking packed volumes into a staging directory
+// after checking every volume), checks its signature, expiry and rollback, and
+// hashes every file.
+func (in *installer) verify(ctx context.Context) (dir string, s *manifests.Signed, sig []byte, err error) {
+	keys, err := manifests.LoadPublicKeys(in.o.TrustedKeys...)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("install: %w", err)
+	}
+	dir = in.o.Bundle
+	if _, err := volume.FindIndex(dir); err == nil {
+		staging := in.l.path(filepath.Join(StateDir, "incoming"))
+		os.RemoveAll(staging)
+		if err := mkdirPrivate(filepath.Dir(staging)); err != nil {
+			return "", nil, nil, err
+		}
+		in.logf("unpacking volumes from %s", dir)
+		if _, err := volume.Unpack(ctx, dir, volume.UnpackOptions{Out: staging, Verifier: manifests.Verifier{Trusted: keys, Threshold: in.o.Threshold}}); err != nil {
+			return "", nil, nil, fmt.Errorf("unpack %s: %w", dir, err)
+		}
+		dir = staging
+	}
+	v := manifests.Verifier{Trusted: keys, Threshold: in.o.Threshold, MinVersion: in.lastAccepted()}
+	if in.o.AllowDowngrade && v.MinVersion > 0 {
+		in.logf("warning: --allow-downgrade: versions below %d are accepted", v.MinVersion)
+		v.MinVersion = 0
+	}
+	s, err = v.Open(dir)
+	if err != nil {
+		return "", nil, nil, fmt.Errorf("verify bundle %s: %w", dir, err)
+	}
+	in.logf("signature by %v valid: %s version %d", s.KeyIDs, s.Manifest.Name, s.Manifest.Version)
+	if err := manifests.CheckFiles(ctx, dir, s.Manifest, manifests.CheckOptions{}); err != nil {
+		return "", nil, nil, fmt.Errorf("verify bundle %s: %w", dir, err)
+	}
+	in.logf("all %d files match the manifest (%d bytes)", len(s.Manifest.Files), s.Manifest.TotalSize())
+	sig, err = os.ReadFile(filepath.Join(dir, manifests.SignatureFile))
+	return dir, s, sig, err
+}
+
+// plan lists what install would create, for --dry-run.
+func (in *installer) plan(m *manifests.Manifest) []string {
+	return []string{
+		"service user " + harden.ServiceUser + " (no login shell, no home) and its directories",
+		"nftables table inet " + harden.TableName + " (policy drop on input, output, forward), rules file " + in.l.path(harden.RulesPath) + " and its boot unit",
+		fmt.Sprintf("encrypted model store %s (%s), key file %s", in.o.Store, in.o.Backend, in.l.storeKey()),
+		fmt.Sprintf("verified copy of %s version %d (%d files, %d bytes) in %s", m.Name, m.Version, len(m.Files), m.TotalSize(), release(in.o.Store, m.Name, m.Version)),
+		fmt.Sprintf("%s runtime on 127.0.0.1 as %s, log %s", m.Runtime.Kind, harden.ServiceUser, in.l.log("runtime")),
+		"gateway on " + in.o.Listen + " (TLS from " + in.l.tlsDir() + ", tokens " + in.l.tokens() + ", audit log " + in.l.auditLog() + "), metrics on " + in.o.MetricsListen,
+		"a first admin token (printed once) and a smoke test through the gateway",
+		"state record " + state.Path(string(in.l.root)),
+	}
+}
+
+// trust copies the trusted public keys into the configuration directory, so
+// verify and later installs use the same ones.
+func (in *installer) trust(st *state.State) error {
+	dir := in.l.path(filepath.Join(ConfigDir, "trusted"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for i, p := range in.o.TrustedKeys {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(dir, "key-"+strconv.Itoa(i)+".pub")
+		if err := manifests.WriteFileAtomic(dst, data, 0o644); err != nil {
+			return err
+		}
+		st.TrustedKeys = append(st.TrustedKeys, dst)
+	}
+	return nil
+}
+
+func (in *installer) identity(ctx context.Context, st *state.State) (harden.Identity, error) {
+	id, err := harden.CreateIdentity(ctx, in.l.root)
+	if err != nil {
+		return id, fmt.Errorf("service identity: %w", err)
+	}
+	st.ServiceUser, st.ServiceUID = id.User, id.UID
+	in.logf("service user %s (uid %d)", id.User, id.UID)
+	return id, nil
+}

@@ -1,0 +1,146 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
+	"github.com/qwen-appliance/qwen-appliance/provision/storage"
+)
+
+// Status is what is installed and whether it is running and healthy.
+type Status struct {
+	Installed bool            `json:"installed"`
+	Bundle    string          `json:"bundle,omitempty"`
+	Version   uint64          `json:"version,omitempty"`
+	Updated   time.Time       `json:"updated,omitempty"`
+	Services  []ServiceStatus `json:"services,omitempty"`
+	Gateway   string          `json:"gateway,omitempty"`
+	Ready     bool            `json:"ready"` // the gateway answers /readyz (its upstream model is loaded)
+	Store     string          `json:"store,omitempty"`
+	Backend   string          `json:"backend,omitempty"`
+	Healthy   bool            `json:"healthy"`
+}
+
+// ServiceStatus is one supervised process.
+type ServiceStatus struct {
+	Name    string   `json:"name"`
+	PID     int      `json:"pid"`
+	Running bool     `json:"running"`
+	Listen  []string `json:"listen,omitempty"`
+	Log     string   `json:"log,omitempty"`
+}
+
+// GetStatus reads the state under root and checks the services it records.
+func GetStatus(root string) (*Status, error) {
+	st, err := state.Load(root)
+	if errors.Is(err, state.ErrNotInstalled) {
+		return &Status{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Status{Installed: true, Bundle: st.Bundle.Name, Version: st.Bundle.Version, Updated: st.Updated,
+		Gateway: st.Gateway.URL, Store: st.Store.Dir, Backend: st.Store.Backend}
+	s.Healthy = true
+	for _, svc := range []state.Service{st.Runtime, st.Gateway.Service} {
+		ss := ServiceStatus{Name: svc.Name, PID: svc.PID, Running: alive(svc.PID), Listen: svc.Listen, Log: svc.Log}
+		s.Healthy = s.Healthy && ss.Running
+		s.Services = append(s.Services, ss)
+	}
+	s.Ready = st.Gateway.MetricsURL != "" && httpOK(st.Gateway.MetricsURL+"/readyz")()
+	s.Healthy = s.Healthy && s.Ready
+	return s, nil
+}
+
+// UninstallOptions say how far uninstall goes.
+type UninstallOptions struct {
+	Root        string
+	CryptoErase bool // destroy the store's key material first, so its data is unrecoverable
+	Netfilter   harden.Netfilter
+	Log         func(format string, args ...any)
+}
+
+// Uninstall stops the services, removes the firewall table and its files,
+// the store (crypto-erased when asked), configuration, logs, the service user
+// and the state record. It carries on past failures and returns them all.
+func Uninstall(ctx context.Context, o UninstallOptions) error {
+	root, err := filepath.Abs(o.Root)
+	if err != nil {
+		return err
+	}
+	l := layout{root: harden.Root(root)}
+	if root == "/" {
+		l.root = ""
+	}
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	st, err := state.Load(root)
+	if err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	var errs []error
+	for _, svc := range []state.Service{st.Gateway.Service, st.Runtime} {
+		if svc.PID > 0 {
+			logf("stopping %s (pid %d)", svc.Name, svc.PID)
+			errs = append(errs, stop(svc.PID, 20*time.Second))
+		}
+	}
+	nf := o.Netfilter
+	if nf == nil {
+		c, err := nftables.New()
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			nf = harden.NewKernel(c)
+		}
+	}
+	if nf != nil {
+		logf("removing table inet %s and its files", harden.TableName)
+		if err := harden.Remove(nf, l.root); err != nil && !errors.Is(err, harden.ErrNotApplied) {
+			errs = append(errs, err)
+		}
+	}
+	if st.Store.Dir != "" {
+		if o.CryptoErase && st.Store.Backend != string(BackendNone) {
+			s, err := storage.Open(st.Store.Dir, storage.Options{})
+			if err == nil {
+				logf("crypto-erasing the model store %s", st.Store.Dir)
+				_, err = s.Erase(ctx)
+			}
+			errs = append(errs, err)
+		}
+		logf("removing the model store %s", st.Store.Dir)
+		errs = append(errs, os.RemoveAll(st.Store.Dir), removeIfExists(storage.MetadataPath(st.Store.Dir)))
+	}
+	for _, p := range []string{l.path(ConfigDir), l.path(LogDir), l.path(StateDir)} {
+		logf("removing %s", p)
+		errs = append(errs, os.RemoveAll(p))
+	}
+	if st.ServiceUser != "" {
+		args := []string{st.ServiceUser}
+		if l.root != "" {
+			args = []string{"--prefix", string(l.root), st.ServiceUser}
+		}
+		if out, err := exec.Command("userdel", args...).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("userdel %s: %v: %s", st.ServiceUser, err, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func removeIfExists(p string) error {
+	if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}

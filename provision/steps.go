@@ -1,0 +1,389 @@
+package provision
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/qwen-appliance/qwen-appliance/gateway/certs"
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
+	"github.com/qwen-appliance/qwen-appliance/provision/storage"
+)
+
+// BackendNone keeps the store unencrypted. It exists for hosts and tests
+// without fscrypt or device-mapper; it is recorded, and verify fails it.
+const BackendNone storage.Backend = "none"
+
+func (in *installer) netfilter() (harden.Netfilter, error) {
+	if in.o.Netfilter != nil {
+		return in.o.Netfilter, nil
+	}
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	return harden.NewKernel(c), nil
+}
+
+func (in *installer) firewall(ctx context.Context, st *state.State) error {
+	port, err := portOf(in.o.Listen)
+	if err != nil {
+		return fmt.Errorf("gateway listen address %q: %w", in.o.Listen, err)
+	}
+	policy := harden.EgressPolicy{APIPort: uint16(port), ClientCIDRs: in.o.ClientCIDRs, AdminCIDRs: in.o.AdminCIDRs,
+		SSHPort: harden.DefaultSSHPort, Egress: in.o.Egress}
+	nf, err := in.netfilter()
+	if err != nil {
+		return err
+	}
+	res, err := harden.Apply(ctx, nf, harden.Options{Policy: policy, Root: in.l.root, Log: in.log, Now: in.o.Now})
+	if err != nil {
+		return fmt.Errorf("firewall: %w", err)
+	}
+	if in.prev == nil {
+		in.onUndo(func() error { return harden.Remove(nf, in.l.root) })
+	}
+	st.Firewall = state.Firewall{Table: "inet " + harden.TableName, RulesetSHA256: res.SHA256, RulesFile: res.RulesFile, BootUnit: res.UnitFile}
+	for _, f := range []string{res.RulesFile, res.UnitFile} {
+		if err := recordFile(st, f); err != nil {
+			return err
+		}
+	}
+	in.logf("firewall applied: table inet %s, ruleset sha256 %s", harden.TableName, res.SHA256[:16])
+	return nil
+}
+
+func portOf(addr string) (int, error) {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(p)
+}
+
+// recordFile stores path's SHA-256 in the state for verify.
+func recordFile(st *state.State, path string) error {
+	if path == "" {
+		return nil
+	}
+	sum, err := fileDigest(path)
+	if err != nil {
+		return fmt.Errorf("record %s: %w", path, err)
+	}
+	st.Files[path] = sum
+	return nil
+}
+
+func (in *installer) store(ctx context.Context, st *state.State, id harden.Identity) error {
+	owner := storage.Owner{UID: id.UID, GID: id.GID, Name: id.User}
+	st.Store = state.Store{Dir: in.o.Store, Backend: string(in.o.Backend)}
+	if in.o.Backend == BackendNone {
+		in.logf("warning: the model store %s is NOT encrypted (--storage none)", in.o.Store)
+		if err := os.MkdirAll(in.o.Store, 0o700); err != nil {
+			return err
+		}
+		return os.Chown(in.o.Store, id.UID, id.GID)
+	}
+	sopts := storage.Options{KDF: in.o.KDF}
+	key := storage.Credential{KeyFile: in.l.storeKey()}
+	s, err := storage.Open(in.o.Store, sopts)
+	switch {
+	case err == nil:
+		if err := s.Unlock(ctx, key); err != nil {
+			return fmt.Errorf("unlock model store %s: %w", in.o.Store, err)
+		}
+	case errors.Is(err, storage.ErrNoStore):
+		if err := os.MkdirAll(filepath.Dir(key.KeyFile), 0o755); err != nil {
+			return err
+		}
+		if _, err := os.Stat(key.KeyFile); errors.Is(err, os.ErrNotExist) {
+			if err := storage.NewKeyFile(key.KeyFile); err != nil {
+				return fmt.Errorf("store key: %w", err)
+			}
+		}
+		var recovery string
+		s, recovery, err = storage.Init(ctx, storage.InitOptions{Options: sopts, Dir: in.o.Store, Backend: in.o.Backend,
+			Owner: owner, Credentials: []storage.Credential{key}})
+		if err != nil {
+			return fmt.Errorf("create model store: %w", err)
+		}
+		in.res.RecoveryKey = recovery
+		in.onUndo(func() error { _, err := s.Erase(context.Background()); return err })
+		in.logf("created %s model store %s", in.o.Backend, in.o.Store)
+	default:
+		return fmt.Errorf("model store: %w", err)
+	}
+	stat, err := s.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("model store status: %w", err)
+	}
+	st.Store.Cipher = stat.Cipher
+	return nil
+}
+
+func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir string, s *manifests.Signed, sig []byte, id harden.Identity) (string, error) {
+	m := s.Manifest
+	rel := release(in.o.Store, m.Name, m.Version)
+	if err := manifests.CheckFiles(ctx, rel, m, manifests.CheckOptions{StoreModes: true}); err == nil {
+		in.logf("release %s already in the store and intact", rel)
+		return rel, nil
+	}
+	if err := os.MkdirAll(filepath.Dir(rel), 0o700); err != nil {
+		return "", err
+	}
+	os.Chown(filepath.Dir(rel), id.UID, id.GID)
+	if err := os.RemoveAll(rel); err != nil {
+		return "", err
+	}
+	if err := os.Mkdir(rel, 0o700); err != nil {
+		return "", err
+	}
+	if err := os.Chown(rel, id.UID, id.GID); err != nil {
+		return "", err
+	}
+	if in.prev == nil || in.prev.Bundle.Dir != rel {
+		in.onUndo(func() error { return os.RemoveAll(rel) })
+	}
+	owner := storage.Owner{UID: id.UID, GID: id.GID, Name: id.User}
+	if err := storage.CopyIn(ctx, bundleDir, rel, m, storage.CopyOptions{Owner: owner, Signature: sig}); err != nil {
+		return "", fmt.Errorf("copy into the store: %w", err)
+	}
+	in.logf("copied and re-verified %d files into %s", len(m.Files), rel)
+	return rel, nil
+}
+
+// stopPrevious stops the services of the installation being replaced.
+func (in *installer) stopPrevious() error {
+	if in.prev == nil {
+		return nil
+	}
+	for _, s := range []state.Service{in.prev.Gateway.Service, in.prev.Runtime} {
+		if s.PID > 0 {
+			in.logf("stopping previous %s (pid %d)", s.Name, s.PID)
+			if err := stop(s.PID, 20*time.Second); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (in *installer) startService(ctx context.Context, s service, ready func() bool) (int, error) {
+	if err := os.MkdirAll(filepath.Dir(s.Log), 0o750); err != nil {
+		return 0, err
+	}
+	pid, err := s.start(in.o.Executable)
+	if err != nil {
+		return 0, err
+	}
+	if err := in.j.addPID(pid); err != nil {
+		stop(pid, 5*time.Second)
+		return 0, err
+	}
+	in.onUndo(func() error { return stop(pid, 20*time.Second) })
+	if err := waitFor(ctx, s, pid, in.o.ReadyTimeout, ready); err != nil {
+		return 0, err
+	}
+	return pid, nil
+}
+
+func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.Manifest, id harden.Identity) error {
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	args := []string{"run", "--bundle", st.Bundle.Dir, "--store", st.Bundle.Dir, "--host", "127.0.0.1", "--port", strconv.Itoa(port)}
+	for _, k := range st.TrustedKeys {
+		args = append(args, "--trust", k)
+	}
+	if in.o.Threshold > 1 {
+		args = append(args, "--threshold", strconv.Itoa(in.o.Threshold))
+	}
+	// Serve what preflight sized for this host: the context that fits and,
+	// on GPUs, the tensor-parallel degree and the devices.
+	if p := in.res.Preflight.Plan; p != nil {
+		if p.Context > 0 {
+			args = append(args, "--context", strconv.Itoa(p.Context))
+		}
+		if p.TP > 1 {
+			args = append(args, "--tensor-parallel", strconv.Itoa(p.TP))
+		}
+	}
+	svc := service{Name: "runtime", Args: args, Log: in.l.log("runtime"), UID: id.UID, GID: id.GID}
+	in.logf("starting the %s runtime on 127.0.0.1:%d", m.Runtime.Kind, port)
+	pid, err := in.startService(ctx, svc, logSays(svc.Log, "ready:"))
+	if err != nil {
+		return fmt.Errorf("runtime: %w", err)
+	}
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	st.Runtime = state.Service{Name: "runtime", Kind: m.Runtime.Kind, PID: pid, Listen: []string{listen}, Log: svc.Log}
+	in.logf("runtime ready (pid %d)", pid)
+	return nil
+}
+
+func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Identity) error {
+	tlsDir := in.l.tlsDir()
+	if _, err := os.Stat(filepath.Join(tlsDir, certs.CAFile)); errors.Is(err, os.ErrNotExist) {
+		host, _, _ := net.SplitHostPort(in.o.Listen)
+		hosts := []string{in.o.Host, "127.0.0.1"}
+		if host != "" && host != "127.0.0.1" && host != "0.0.0.0" && host != "::" {
+			hosts = append(hosts, host)
+		}
+		if err := certs.Init(certs.Options{Dir: tlsDir, Hosts: hosts, Now: in.o.Now()}); err != nil {
+			return fmt.Errorf("gateway TLS: %w", err)
+		}
+	}
+	// The service may enter the directory and read its own key; the CA's
+	// key stays root's.
+	serverKey := filepath.Join(tlsDir, "server.key")
+	for _, p := range []string{tlsDir, serverKey} {
+		if err := os.Chown(p, 0, id.GID); err != nil {
+			return err
+		}
+	}
+	if err := os.Chown(serverKey, id.UID, id.GID); err != nil {
+		return err
+	}
+	if err := os.Chmod(tlsDir, 0o750); err != nil {
+		return err
+	}
+	if err := in.adminToken(id); err != nil {
+		return err
+	}
+	auditKey := in.l.auditKey()
+	if _, err := os.Stat(auditKey + ".key"); errors.Is(err, os.ErrNotExist) {
+		k, err := manifests.GenerateKey(nil)
+		if err != nil {
+			return err
+		}
+		if err := manifests.WriteKeyPair(auditKey, k, "qwen-appliance audit checkpoints"); err != nil {
+			return err
+		}
+	}
+	if err := os.Chown(auditKey+".key", id.UID, id.GID); err != nil {
+		return err
+	}
+	logDir := filepath.Dir(in.l.auditLog())
+	if err := os.MkdirAll(logDir, 0o750); err != nil {
+		return err
+	}
+	if err := os.Chown(logDir, id.UID, id.GID); err != nil {
+		return err
+	}
+	args := []string{"serve", "--upstream", "http://" + st.Runtime.Listen[0], "--listen", in.o.Listen,
+		"--tokens", in.l.tokens(), "--audit-log", in.l.auditLog(), "--audit-key", auditKey + ".key",
+		"--tls-cert", filepath.Join(tlsDir, "server.crt"), "--tls-key", serverKey, "--metrics-listen", in.o.MetricsListen}
+	svc := service{Name: "gateway", Args: args, Log: in.l.log("gateway"), UID: id.UID, GID: id.GID}
+	in.logf("starting the gateway on %s", in.o.Listen)
+	pid, err := in.startService(ctx, svc, httpOK("http://"+in.o.MetricsListen+"/readyz"))
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	st.Gateway = state.Gateway{
+		Service: state.Service{Name: "gateway", PID: pid, Listen: []string{in.o.Listen, in.o.MetricsListen}, Log: svc.Log},
+		URL:     "https://" + hostPortFor(in.o.Listen), MetricsURL: "http://" + in.o.MetricsListen,
+		CACert: filepath.Join(tlsDir, certs.CAFile), TokensFile: in.l.tokens(), AuditLog: in.l.auditLog(), AuditKey: auditKey + ".pub",
+	}
+	in.logf("gateway ready (pid %d) at %s", pid, st.Gateway.URL)
+	return nil
+}
+
+// hostPortFor turns a listen address into one a local client can dial.
+func hostPortFor(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil || host == "" || host == "0.0.0.0" || host == "::" {
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	return listen
+}
+
+// adminToken creates the first admin token when the token file has none.
+func (in *installer) adminToken(id harden.Identity) error {
+	path := in.l.tokens()
+	store, err := tokens.Load(path)
+	if err != nil {
+		return fmt.Errorf("tokens: %w", err)
+	}
+	for _, t := range store.Tokens {
+		if t.Role == tokens.RoleAdmin && t.State(in.o.Now()) == "active" {
+			return os.Chown(path, id.UID, id.GID)
+		}
+	}
+	secret, _, err := store.Create(tokens.CreateOptions{Name: "install-admin", Role: tokens.RoleAdmin, Now: in.o.Now()})
+	if err != nil {
+		return fmt.Errorf("tokens: %w", err)
+	}
+	if err := store.Save(path); err != nil {
+		return fmt.Errorf("tokens: %w", err)
+	}
+	in.res.AdminToken = secret
+	return os.Chown(path, id.UID, id.GID)
+}
+
+// smoke sends a real chat completion through the gateway with TLS, as a
+// client would. Without an admin token from this run (a re-install), it only
+// checks that the gateway refuses an unauthenticated request.
+func (in *installer) smoke(ctx context.Context, st *state.State, m *manifests.Manifest) error {
+	ca, err := os.ReadFile(st.Gateway.CACert)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	c := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	model := m.Runtime.ServedModelName
+	if model == "" {
+		model = m.Name
+	}
+	body, _ := json.Marshal(map[string]any{"model": model, "max_tokens": 8,
+		"messages": []map[string]string{{"role": "user", "content": "Reply with one word: are you ready?"}}})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.Gateway.URL+"/v1/chat/completions", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if in.res.AdminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+in.res.AdminToken)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("smoke test through the gateway: %w", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if in.res.AdminToken == "" {
+		if resp.StatusCode != http.StatusUnauthorized {
+			return fmt.Errorf("smoke test: the gateway answered %d to a request without a token", resp.StatusCode)
+		}
+		return nil
+	}
+	var out struct {
+		Choices []struct {
+			Message struct{ Content string } `json:"message"`
+		} `json:"choices"`
+		Usage struct {
+			CompletionTokens int `json:"completion_tokens"`
+		} `json:"usage"`
+	}
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &out) != nil || len(out.Choices) == 0 || out.Usage.CompletionTokens == 0 {
+		return fmt.Errorf("smoke test through the gateway: status %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+	}
+	in.logf("smoke test through the gateway: %d tokens: %q", out.Usage.CompletionTokens, out.Choices[0].Message.Content)
+	return nil
+}
