@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +30,8 @@ func TestMain(m *testing.M) {
 // fakeServer reads llama-server's flags as the llama.cpp adapter writes
 // them, refuses to run without --offline, --no-slots and a loopback --host,
 // and answers /health, /v1/models and /v1/chat/completions. mode is a comma
-// list: "die-after=DURATION" exits with status 3 after that long;
+// list: "die-after-smoke" exits with status 3 shortly after answering both smoke
+// tests;
 // "ignore-term" ignores SIGTERM; "no-model" lists another model; "exit" fails
 // at once; "child" starts a sleeping child process in
 // its process group.
@@ -51,17 +53,12 @@ func fakeServer(mode string, args []string) int {
 		fmt.Fprintf(os.Stderr, "fake llama-server: refusing argv %q\n", args)
 		return 2
 	}
-	ignoreTerm, listed := false, *alias
+	ignoreTerm, listed, dieAfterSmoke := false, *alias, false
+	var answers atomic.Int32
 	for _, m := range strings.Split(mode, ",") {
 		switch {
-		case strings.HasPrefix(m, "die-after="):
-			d, _ := time.ParseDuration(strings.TrimPrefix(m, "die-after="))
-			time.AfterFunc(d, func() {
-				fmt.Fprintln(os.Stderr, "fake llama-server: simulated crash")
-				os.Exit(3)
-			})
-		case m == "ignore-term":
-			ignoreTerm = true
+		case m == "die-after-smoke":
+			dieAfterSmoke = true
 		case m == "no-model":
 			listed = "some-other-model"
 		case m == "child":
@@ -84,6 +81,12 @@ func fakeServer(mode string, args []string) int {
 			Stream bool `json:"stream"`
 		}
 		json.NewDecoder(r.Body).Decode(&req)
+		if dieAfterSmoke && answers.Add(1) == 2 { // the plain and the streamed smoke test
+			time.AfterFunc(100*time.Millisecond, func() {
+				fmt.Fprintln(os.Stderr, "fake llama-server: simulated crash")
+				os.Exit(3)
+			})
+		}
 		if !req.Stream {
 			fmt.Fprint(w, `{"choices":[{"message":{"role":"assistant","content":"ready"}}],"usage":{"completion_tokens":1}}`)
 			return

@@ -179,10 +179,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.logf.Close()
 		return nil, err
 	}
-	if s.Smoke, err = Smoke(ctx, s.BaseURL, s.Model); err == nil {
-		s.Stream, err = SmokeStream(ctx, s.BaseURL, s.Model)
-	}
-	if err != nil {
+	if s.Smoke, s.Stream, err = s.smoke(ctx); err != nil {
 		serr := fail("first answer", err)
 		p.stop(opts.StopTimeout)
 		s.logf.Close()
@@ -191,6 +188,18 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	s.cur = p
 	go s.supervise(ctx, p)
 	return s, nil
+}
+
+// smoke runs both smoke tests, bounded by ReadyTimeout: a server that
+// accepts the request and never answers fails like one that refuses it.
+func (s *Server) smoke(ctx context.Context) (plain, stream SmokeResult, err error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.ReadyTimeout)
+	defer cancel()
+	if plain, err = Smoke(ctx, s.BaseURL, s.Model); err != nil {
+		return plain, stream, err
+	}
+	stream, err = SmokeStream(ctx, s.BaseURL, s.Model)
+	return plain, stream, err
 }
 
 func checkExecutable(path string) error {
@@ -351,6 +360,13 @@ func (s *Server) supervise(ctx context.Context, p *proc) {
 				return
 			}
 			np, err := s.launchReady(ctx)
+			if err == nil {
+				// A restarted server proves itself like the first one.
+				if _, _, serr := s.smoke(ctx); serr != nil {
+					err = &StartError{Kind: s.Kind, Step: "first answer", Err: serr, Log: s.tail.String(), LogFile: s.LogFile}
+					np.stop(o.StopTimeout)
+				}
+			}
 			if err == nil {
 				p = np
 				s.setCur(p)

@@ -123,7 +123,7 @@ func TestCancelStops(t *testing.T) {
 }
 
 func TestRestartThenGiveUp(t *testing.T) {
-	c := fakeBundle(t, "die-after=400ms,child")
+	c := fakeBundle(t, "die-after-smoke,child")
 	s, err := Start(context.Background(), quickOptions(c))
 	if err != nil {
 		t.Fatal(err)
