@@ -30,11 +30,10 @@ func TestMain(m *testing.M) {
 // fakeServer reads llama-server's flags as the llama.cpp adapter writes
 // them, refuses to run without --offline, --no-slots and a loopback --host,
 // and answers /health, /v1/models and /v1/chat/completions. mode is a comma
-// list: "die-after-smoke" exits with status 3 shortly after answering both smoke
-// tests;
-// "ignore-term" ignores SIGTERM; "no-model" lists another model; "exit" fails
-// at once; "child" starts a sleeping child process in
-// its process group.
+// list: "die-after-smoke" exits with status 3 shortly after answering both
+// smoke tests; "ignore-term" ignores SIGTERM; "no-model" lists another model;
+// "exit" fails at once; "child" starts a sleeping child process in its
+// process group.
 func fakeServer(mode string, args []string) int {
 	fs := flag.NewFlagSet("llama-server", flag.ContinueOnError)
 	model := fs.String("model", "", "")
@@ -59,6 +58,8 @@ func fakeServer(mode string, args []string) int {
 		switch {
 		case m == "die-after-smoke":
 			dieAfterSmoke = true
+		case m == "ignore-term":
+			ignoreTerm = true
 		case m == "no-model":
 			listed = "some-other-model"
 		case m == "child":
