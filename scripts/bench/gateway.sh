@@ -12,7 +12,8 @@ for tool in wrk nginx openssl; do
   if ! command -v "$tool" >/dev/null; then echo "gateway bench: $tool not installed; skipping"; exit 0; fi
 done
 RATE=${RATE:-1000}      # requests per second for the latency runs
-DUR=${DUR:-6}           # seconds per run
+DUR=${DUR:-3}           # seconds per run
+ROUNDS=${ROUNDS:-3}     # runs per target; medians are reported
 CONNS=${CONNS:-16}      # wrk connections
 
 work=$(mktemp -d)
@@ -84,17 +85,26 @@ order=(direct serve nginx serve-tls nginx-tls)
 STREAM_BODY='{"model":"qwen","stream":true,"max_tokens":200,"messages":[{"role":"user","content":"hi"}]}'
 
 json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d[sys.argv[1]])" "$1"; }
+median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
+# Targets are measured round-robin, ROUNDS times, and the median is kept: on
+# a shared machine, load from elsewhere then hits every target alike.
 declare -A P50 P99 RPS TPS
+for round in $(seq "$ROUNDS"); do
+  for name in "${order[@]}"; do
+    u=${URL[$name]}
+    out=$("$work/loadgen" -url "$u/v1/models" -token "$TOKEN" -rate "$RATE" -duration "${DUR}s")
+    P50[$name]+=" $(json p50ms <<<"$out")"; P99[$name]+=" $(json p99ms <<<"$out")"
+    errs=$(json errors <<<"$out"); [ "$errs" = 0 ] || echo "warning: $name round $round: $errs errors at $RATE req/s" >&2
+    RPS[$name]+=" $(wrk -t2 -c"$CONNS" -d"${DUR}s" -H "Authorization: Bearer $TOKEN" "$u/v1/models" | awk '/Requests\/sec/ {print $2}')"
+    TPS[$name]+=" $("$work/loadgen" -url "$u/v1/chat/completions" -token "$TOKEN" -body "$STREAM_BODY" -streams 8 -duration "${DUR}s" | json tokensPerSec)"
+  done
+done
 for name in "${order[@]}"; do
-  u=${URL[$name]}
-  out=$("$work/loadgen" -url "$u/v1/models" -token "$TOKEN" -rate "$RATE" -duration "${DUR}s")
-  P50[$name]=$(json p50ms <<<"$out"); P99[$name]=$(json p99ms <<<"$out")
-  errs=$(json errors <<<"$out"); [ "$errs" = 0 ] || echo "warning: $name: $errs errors at $RATE req/s" >&2
-  RPS[$name]=$(wrk -t2 -c"$CONNS" -d"${DUR}s" -H "Authorization: Bearer $TOKEN" "$u/v1/models" | awk '/Requests\/sec/ {print $2}')
-  TPS[$name]=$("$work/loadgen" -url "$u/v1/chat/completions" -token "$TOKEN" -body "$STREAM_BODY" -streams 8 -duration "${DUR}s" | json tokensPerSec)
+  P50[$name]=$(median ${P50[$name]}); P99[$name]=$(median ${P99[$name]})
+  RPS[$name]=$(median ${RPS[$name]}); TPS[$name]=$(median ${TPS[$name]})
 done
 
-printf '\ngateway benchmark (loopback, %s req/s open-loop for latency, wrk -c%s for throughput, %ss runs, %s cores)\n' "$RATE" "$CONNS" "$DUR" "$(nproc)"
+printf '\ngateway benchmark (loopback, %s req/s open-loop for latency, wrk -c%s for throughput, median of %s x %ss runs, %s cores, load %s)\n' "$RATE" "$CONNS" "$ROUNDS" "$DUR" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-10s %9s %9s %10s %10s %12s %12s\n' target p50_ms p99_ms added_p50 added_p99 max_req/s stream_tok/s
 for name in "${order[@]}"; do
   base=direct
