@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -20,7 +21,14 @@ import (
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/fetch"
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
+	"github.com/qwen-appliance/qwen-appliance/bundles/specs"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+)
+
+var (
+	hexRE    = regexp.MustCompile(`^[0-9a-f]{64}$`)
+	commitRE = regexp.MustCompile(`^[0-9a-f]{40}$`)
 )
 
 // CreateOptions are the inputs of Create besides the spec.
@@ -81,7 +89,7 @@ type item struct {
 // with its signature. Nothing is signed unless every file matched; a hash
 // mismatch is a *fetch.MismatchError (matching manifests.ErrVerification).
 // The bundle appears at Out only when complete.
-func Create(ctx context.Context, spec *Spec, opts CreateOptions) (*Result, error) {
+func Create(ctx context.Context, spec *specs.Spec, opts CreateOptions) (*Result, error) {
 	if opts.Key.Key == nil {
 		return nil, errors.New("create bundle: no signing key")
 	}
@@ -138,11 +146,11 @@ func Create(ctx context.Context, spec *Spec, opts CreateOptions) (*Result, error
 			}
 		}
 	}
-	if err := CheckSpace(cache, need, "the downloads"); err != nil {
+	if err := space.Check(cache, need, "the downloads"); err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
 	}
 	if !defaultCache {
-		if err := CheckSpace(filepath.Dir(out), need, "the bundle"); err != nil {
+		if err := space.Check(filepath.Dir(out), need, "the bundle"); err != nil {
 			return nil, fmt.Errorf("create bundle: %w", err)
 		}
 	}
@@ -209,16 +217,16 @@ func partName(it *item) string {
 }
 
 // plan resolves the spec's sources into the list of files to fetch.
-func plan(ctx context.Context, spec *Spec, opts CreateOptions, hub *fetch.Hub, meta *manifests.Meta, res *Result) ([]*item, string, error) {
+func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.Hub, meta *manifests.Meta, res *Result) ([]*item, string, error) {
 	var items []*item
 	revision := ""
 	for i, src := range spec.Model.Sources {
 		field := fmt.Sprintf("model.sources[%d]", i)
-		switch SourceKind(src.URL) {
-		case KindHF:
-			repo, rev, _ := ParseHF(src.URL)
+		switch specs.SourceKind(src.URL) {
+		case specs.KindHF:
+			repo, rev, _ := specs.ParseHF(src.URL)
 			if !commitRE.MatchString(rev) && !opts.AllowUnpinned {
-				return nil, "", spec.errorf(field+".url", "revision %q is not a 40-hex commit; pin one (or pass --allow-unpinned)", rev)
+				return nil, "", spec.Errorf(field+".url", "revision %q is not a 40-hex commit; pin one (or pass --allow-unpinned)", rev)
 			}
 			r, err := hub.Resolve(ctx, repo, rev)
 			if err != nil {
@@ -246,28 +254,28 @@ func plan(ctx context.Context, spec *Spec, opts CreateOptions, hub *fetch.Hub, m
 				matched[f.Path] = true
 				dest := dir + "/" + f.Path
 				w := hub.Want(r, f, dest, pin)
-				items = append(items, &item{dest: dest, want: w, kind: KindHF, role: "model", source: src.URL,
+				items = append(items, &item{dest: dest, want: w, kind: specs.KindHF, role: "model", source: src.URL,
 					revision: r.Commit, license: spec.Model.License, mode: "0644"})
 			}
 			for p := range src.Files {
 				if !matched[p] {
-					return nil, "", spec.errorf(field+".files."+p, "the hub lists no such file at %s (or include leaves it out)", r.Commit)
+					return nil, "", spec.Errorf(field+".files."+p, "the hub lists no such file at %s (or include leaves it out)", r.Commit)
 				}
 			}
 			if len(matched) == 0 {
-				return nil, "", spec.errorf(field+".include", "no file of %s@%s matches", repo, r.Commit)
+				return nil, "", spec.Errorf(field+".include", "no file of %s@%s matches", repo, r.Commit)
 			}
-		case KindGenerated:
+		case specs.KindGenerated:
 			g, err := lookupGenerator(src.URL)
 			if err != nil {
-				return nil, "", spec.errorf(field+".url", "%v", err)
+				return nil, "", spec.Errorf(field+".url", "%v", err)
 			}
 			gm := g.Meta()
 			meta.Model = overlay(gm.Model, meta.Model)
 			meta.Runtime = overlay(gm.Runtime, meta.Runtime)
 			meta.Requirements = overlay(gm.Requirements, meta.Requirements)
 			items = append(items, &item{dest: src.Dest, want: fetch.Want{Name: src.Dest, URL: src.URL, Size: -1, SHA256: src.SHA256},
-				kind: KindGenerated, gen: &g, role: "model", source: src.URL, license: spec.Model.License, mode: "0644"})
+				kind: specs.KindGenerated, gen: &g, role: "model", source: src.URL, license: spec.Model.License, mode: "0644"})
 		default:
 			it, err := fileItem(spec, field, src.URL, src.SHA256, src.Dest, opts.AllowUnpinned)
 			if err != nil {
@@ -312,7 +320,7 @@ func plan(ctx context.Context, spec *Spec, opts CreateOptions, hub *fetch.Hub, m
 				opts.Progress.Note("runtime artefact %s not supplied (optional); pass --artifact %s=URL to include it", a.Name, a.Name)
 				continue
 			}
-			return nil, "", spec.errorf(field+".url", "%s has no URL; pass --artifact %s=URL#sha256=HEX", a.Name, a.Name)
+			return nil, "", spec.Errorf(field+".url", "%s has no URL; pass --artifact %s=URL#sha256=HEX", a.Name, a.Name)
 		}
 		it, err := fileItem(spec, field, url, sum, a.Dest, opts.AllowUnpinned)
 		if err != nil {
@@ -331,15 +339,15 @@ func plan(ctx context.Context, spec *Spec, opts CreateOptions, hub *fetch.Hub, m
 }
 
 // fileItem plans a single-file source (http, file or go-getter).
-func fileItem(spec *Spec, field, url, sum, dest string, allowUnpinned bool) (*item, error) {
-	it := &item{dest: dest, source: url, kind: SourceKind(url),
+func fileItem(spec *specs.Spec, field, url, sum, dest string, allowUnpinned bool) (*item, error) {
+	it := &item{dest: dest, source: url, kind: specs.SourceKind(url),
 		want: fetch.Want{Name: dest, URL: url, Size: -1, SHA256: sum}}
-	if it.kind == KindGetter && fetch.IsGitSource(url) {
-		return nil, spec.errorf(field+".url", "git repositories are not single files; use a go-getter address of one file")
+	if it.kind == specs.KindGetter && fetch.IsGitSource(url) {
+		return nil, spec.Errorf(field+".url", "git repositories are not single files; use a go-getter address of one file")
 	}
 	if sum == "" {
 		if !allowUnpinned {
-			return nil, spec.errorf(field+".sha256", "%s has no sha256 pin; add one (or pass --artifact NAME=URL#sha256=HEX, or --allow-unpinned)", url)
+			return nil, spec.Errorf(field+".sha256", "%s has no sha256 pin; add one (or pass --artifact NAME=URL#sha256=HEX, or --allow-unpinned)", url)
 		}
 		it.unpinned = true
 	}
@@ -397,9 +405,9 @@ func fetchAll(ctx context.Context, c *fetch.Client, items []*item, jobs int) err
 func fetchOne(ctx context.Context, c *fetch.Client, it *item) error {
 	var err error
 	switch it.kind {
-	case KindHF, KindHTTP, KindFile:
+	case specs.KindHF, specs.KindHTTP, specs.KindFile:
 		it.digest, err = c.Download(ctx, it.want, it.part)
-	case KindGenerated:
+	case specs.KindGenerated:
 		it.digest, err = generate(ctx, it)
 	default:
 		it.digest, err = getterFetch(ctx, it)
@@ -456,7 +464,7 @@ func getterFetch(ctx context.Context, it *item) (fetch.Digest, error) {
 
 // assemble moves the fetched files into stage, writes the SBOM and the signed
 // manifest, and checks that stage holds exactly what the manifest lists.
-func assemble(ctx context.Context, stage string, spec *Spec, opts CreateOptions, items []*item, meta manifests.Meta, revision string, created time.Time) (*manifests.Manifest, error) {
+func assemble(ctx context.Context, stage string, spec *specs.Spec, opts CreateOptions, items []*item, meta manifests.Meta, revision string, created time.Time) (*manifests.Manifest, error) {
 	var files []manifests.File
 	var sfiles []sbomFile
 	for _, it := range items {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/fetch"
+	"github.com/qwen-appliance/qwen-appliance/bundles/specs"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -67,8 +68,8 @@ func testKey(t *testing.T) manifests.PrivateKey {
 	return k
 }
 
-func specFor(t *testing.T, text string) *Spec {
-	s, err := ParseSpec("test.yaml", []byte(text))
+func specFor(t *testing.T, text string) *specs.Spec {
+	s, err := specs.Parse("test.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func TestCreateUnpinnedNeedsPermission(t *testing.T) {
 }
 
 func TestCreateDemoIsDeterministic(t *testing.T) {
-	spec, err := LoadSpec("demo")
+	spec, err := specs.Load("demo")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,14 +221,14 @@ func TestCreateDemoIsDeterministic(t *testing.T) {
 func TestCreateRefusesNonEmptyOut(t *testing.T) {
 	out := t.TempDir()
 	os.WriteFile(filepath.Join(out, "x"), nil, 0o644)
-	spec, _ := LoadSpec("demo")
+	spec, _ := specs.Load("demo")
 	if _, err := Create(context.Background(), spec, CreateOptions{Out: out, Key: testKey(t)}); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Fatalf("got %v", err)
 	}
 }
 
 func TestCreateUnknownArtifactOverride(t *testing.T) {
-	spec, _ := LoadSpec("demo")
+	spec, _ := specs.Load("demo")
 	_, err := Create(context.Background(), spec, CreateOptions{Out: filepath.Join(t.TempDir(), "b"), Key: testKey(t), Artifacts: map[string]string{"olama": "file:///x"}})
 	if err == nil || !strings.Contains(err.Error(), "it has: ollama") {
 		t.Fatalf("got %v", err)

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
+
+	"github.com/qwen-appliance/qwen-appliance/bundles/specs"
 )
 
 // SBOMFile is the bill of materials at the root of every bundle. It is a file
@@ -45,7 +47,7 @@ func licenses(name string) *cdx.Licenses {
 // the subject, the model (with licence and revision) and the runtime as
 // components, and every file with its SHA-256. The serial number is derived
 // from the contents, so the same inputs give the same bytes.
-func buildSBOM(s *Spec, revision, tool string, created time.Time, files []sbomFile) ([]byte, error) {
+func buildSBOM(s *specs.Spec, revision, tool string, created time.Time, files []sbomFile) ([]byte, error) {
 	bom := cdx.NewBOM()
 	bom.SpecVersion = cdx.SpecVersion1_6
 	bom.Metadata = &cdx.Metadata{

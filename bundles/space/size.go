@@ -1,4 +1,4 @@
-package bundles
+package space
 
 import (
 	"fmt"
@@ -7,10 +7,10 @@ import (
 	"strings"
 )
 
-// ParseSize reads a byte count: plain digits, or digits followed by K, M, G or
+// Parse reads a byte count: plain digits, or digits followed by K, M, G or
 // T (binary multiples: 4G is 4×2^30 bytes), optionally ending in "i", "iB"
 // or "B" ("4GiB", "4GB" and "4g" are the same).
-func ParseSize(s string) (int64, error) {
+func Parse(s string) (int64, error) {
 	t := strings.TrimSpace(s)
 	if t == "" {
 		return 0, fmt.Errorf("size %q: empty", s)
@@ -47,8 +47,8 @@ func ParseSize(s string) (int64, error) {
 	return int64(v) << shift, nil
 }
 
-// FormatSize renders n bytes with a binary unit, e.g. "4.0 GiB".
-func FormatSize(n int64) string {
+// Format renders n bytes with a binary unit, e.g. "4.0 GiB".
+func Format(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -1,4 +1,8 @@
-package bundles
+// Package space reads and writes byte counts (4G, 650M) and checks that a
+// filesystem has room for work before it starts.
+//
+// It must never guess: a failed statfs is an error, not "enough".
+package space
 
 import (
 	"errors"
@@ -9,14 +13,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNoSpace is matched by the error of CheckSpace when the filesystem is too
+// ErrNoSpace is matched by the error of Check when the filesystem is too
 // small for the work about to start.
 var ErrNoSpace = errors.New("not enough free space")
 
-// CheckSpace fails with ErrNoSpace, naming both figures, when the filesystem
+// Check fails with ErrNoSpace, naming both figures, when the filesystem
 // holding path (or its nearest existing parent) has fewer than need bytes
 // available to this user. what says what the space is for.
-func CheckSpace(path string, need int64, what string) error {
+func Check(path string, need int64, what string) error {
 	p, err := filepath.Abs(path)
 	if err != nil {
 		return err
@@ -37,7 +41,7 @@ func CheckSpace(path string, need int64, what string) error {
 	}
 	have := int64(st.Bavail) * int64(st.Bsize)
 	if have < need {
-		return fmt.Errorf("%w on %s for %s: need %s (%d bytes), have %s (%d bytes)", ErrNoSpace, p, what, FormatSize(need), need, FormatSize(have), have)
+		return fmt.Errorf("%w on %s for %s: need %s (%d bytes), have %s (%d bytes)", ErrNoSpace, p, what, Format(need), need, Format(have), have)
 	}
 	return nil
 }

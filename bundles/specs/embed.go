@@ -1,20 +1,19 @@
-package bundles
+package specs
 
 import (
 	"embed"
 	"fmt"
 	"os"
-	"path"
 	"sort"
 	"strings"
 )
 
-//go:embed specs/*.yaml
+//go:embed *.yaml
 var embedded embed.FS
 
-// SpecNames lists the specs built into the binary.
-func SpecNames() []string {
-	ents, _ := embedded.ReadDir("specs")
+// Names lists the specs built into the binary.
+func Names() []string {
+	ents, _ := embedded.ReadDir(".")
 	var out []string
 	for _, e := range ents {
 		out = append(out, strings.TrimSuffix(e.Name(), ".yaml"))
@@ -23,26 +22,26 @@ func SpecNames() []string {
 	return out
 }
 
-// EmbeddedSpec returns the YAML of a built-in spec.
-func EmbeddedSpec(name string) ([]byte, error) {
-	data, err := embedded.ReadFile(path.Join("specs", name+".yaml"))
+// Embedded returns the YAML of a built-in spec.
+func Embedded(name string) ([]byte, error) {
+	data, err := embedded.ReadFile(name + ".yaml")
 	if err != nil {
-		return nil, fmt.Errorf("no built-in spec %q (built in: %s)", name, strings.Join(SpecNames(), ", "))
+		return nil, fmt.Errorf("no built-in spec %q (built in: %s)", name, strings.Join(Names(), ", "))
 	}
 	return data, nil
 }
 
-// LoadSpec parses a built-in spec by name.
-func LoadSpec(name string) (*Spec, error) {
-	data, err := EmbeddedSpec(name)
+// Load parses a built-in spec by name.
+func Load(name string) (*Spec, error) {
+	data, err := Embedded(name)
 	if err != nil {
 		return nil, err
 	}
-	return ParseSpec("specs/"+name+".yaml", data)
+	return Parse("specs/"+name+".yaml", data)
 }
 
-// LoadSpecFile parses the operator's spec file.
-func LoadSpecFile(file string) (*Spec, error) {
+// LoadFile parses the operator's spec file.
+func LoadFile(file string) (*Spec, error) {
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("read spec: %w", err)
@@ -50,7 +49,7 @@ func LoadSpecFile(file string) (*Spec, error) {
 	defer f.Close()
 	data := make([]byte, maxSpecBytes+1)
 	n, _ := readFull(f, data)
-	return ParseSpec(file, data[:n])
+	return Parse(file, data[:n])
 }
 
 func readFull(f *os.File, buf []byte) (int, error) {

@@ -1,4 +1,4 @@
-package bundles
+package specs
 
 import (
 	"errors"
@@ -8,14 +8,16 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
 )
 
 // maxSpecBytes bounds a spec file; real specs are a few kilobytes.
 const maxSpecBytes = 1 << 20
 
-// SpecError is a spec problem with its place: "spec.yaml:12:5:
+// Error is a spec problem with its place: "spec.yaml:12:5:
 // runtime.artifacts[0].sha256: not 64 hex digits".
-type SpecError struct {
+type Error struct {
 	File  string
 	Pos   position
 	Field string
@@ -24,7 +26,7 @@ type SpecError struct {
 
 type position struct{ Line, Column int }
 
-func (e *SpecError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Pos.Line > 0 {
@@ -38,20 +40,20 @@ func (e *SpecError) Error() string {
 	return b.String()
 }
 
-// ParseSpec reads a spec strictly: unknown fields, duplicate keys, wrong
-// types and invalid values are *SpecError values naming file, line, column
+// Parse reads a spec strictly: unknown fields, duplicate keys, wrong
+// types and invalid values are *Error values naming file, line, column
 // and field. name is used in messages.
-func ParseSpec(name string, data []byte) (*Spec, error) {
+func Parse(name string, data []byte) (*Spec, error) {
 	s := &Spec{file: name, pos: map[string]position{}}
 	if len(data) > maxSpecBytes {
-		return nil, &SpecError{File: name, Msg: fmt.Sprintf("larger than %d bytes", maxSpecBytes)}
+		return nil, &Error{File: name, Msg: fmt.Sprintf("larger than %d bytes", maxSpecBytes)}
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, &SpecError{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+		return nil, &Error{File: name, Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
 	}
 	if doc.Kind != yaml.DocumentNode || len(doc.Content) != 1 {
-		return nil, &SpecError{File: name, Msg: "empty document"}
+		return nil, &Error{File: name, Msg: "empty document"}
 	}
 	d := decoder{file: name, pos: s.pos}
 	if err := d.decode(doc.Content[0], reflect.ValueOf(s).Elem(), ""); err != nil {
@@ -74,7 +76,7 @@ type decoder struct {
 var sizeType = reflect.TypeOf(Size(0))
 
 func (d *decoder) fail(n *yaml.Node, field, format string, args ...any) error {
-	return &SpecError{File: d.file, Pos: position{n.Line, n.Column}, Field: field, Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: d.file, Pos: position{n.Line, n.Column}, Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, field string) error {
@@ -92,7 +94,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, field string) error {
 		if n.Kind != yaml.ScalarNode {
 			return d.fail(n, field, "want a size like 24G")
 		}
-		sz, err := ParseSize(n.Value)
+		sz, err := space.Parse(n.Value)
 		if err != nil {
 			return d.fail(n, field, "%v", err)
 		}
@@ -215,8 +217,8 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, field string) erro
 	return nil
 }
 
-// IsSpecError reports whether err is a spec problem (bad input, not I/O).
-func IsSpecError(err error) bool {
-	var se *SpecError
+// IsError reports whether err is a spec problem (bad input, not I/O).
+func IsError(err error) bool {
+	var se *Error
 	return errors.As(err, &se)
 }

@@ -1,4 +1,11 @@
-package bundles
+// Package specs reads bundle specs: YAML that names a model's sources, the
+// runtime's artefacts with their SHA-256 pins, the model facts, serving
+// defaults and host requirements. The specs the project supports are the
+// YAML files of this directory, built into the binary.
+//
+// It must never accept a spec it cannot place: every error names the file,
+// line, column and field, and unknown fields are errors, not ignored.
+package specs
 
 import (
 	"fmt"
@@ -11,7 +18,7 @@ import (
 
 // Spec says what goes into a bundle: where the model and the runtime come
 // from, what they must hash to, and the facts and defaults the host side
-// needs. Specs are YAML; ParseSpec reads them.
+// needs. Specs are YAML; Parse reads them.
 type Spec struct {
 	Name         string       `yaml:"name"`
 	Version      uint64       `yaml:"version"`
@@ -160,27 +167,27 @@ func ParseHF(url string) (repo, rev string, err error) {
 // line and column.
 func (s *Spec) validate() error {
 	if !specNameRE.MatchString(s.Name) {
-		return s.errorf("name", "%q must be 1-128 lower-case letters, digits, '.', '_' or '-'", s.Name)
+		return s.Errorf("name", "%q must be 1-128 lower-case letters, digits, '.', '_' or '-'", s.Name)
 	}
 	if s.Version == 0 {
-		return s.errorf("version", "must be at least 1")
+		return s.Errorf("version", "must be at least 1")
 	}
 	if strings.TrimSpace(s.Model.Name) == "" {
-		return s.errorf("model.name", "missing")
+		return s.Errorf("model.name", "missing")
 	}
 	if len(s.Model.Sources) == 0 {
-		return s.errorf("model.sources", "at least one source is needed")
+		return s.Errorf("model.sources", "at least one source is needed")
 	}
 	dests := map[string]string{}
 	claim := func(field, dest string) error {
 		if err := manifests.ValidatePath(dest); err != nil {
-			return s.errorf(field, "%q: %v", dest, err)
+			return s.Errorf(field, "%q: %v", dest, err)
 		}
-		if dest == manifests.ManifestFile || dest == manifests.SignatureFile || dest == SBOMFile {
-			return s.errorf(field, "%q is reserved", dest)
+		if dest == manifests.ManifestFile || dest == manifests.SignatureFile || dest == sbomFile {
+			return s.Errorf(field, "%q is reserved", dest)
 		}
 		if other, ok := dests[dest]; ok {
-			return s.errorf(field, "%q is also the destination of %s", dest, other)
+			return s.Errorf(field, "%q is also the destination of %s", dest, other)
 		}
 		dests[dest] = field
 		return nil
@@ -190,19 +197,19 @@ func (s *Spec) validate() error {
 		switch SourceKind(src.URL) {
 		case KindHF:
 			if _, _, err := ParseHF(src.URL); err != nil {
-				return s.errorf(f+".url", "%v", err)
+				return s.Errorf(f+".url", "%v", err)
 			}
 			if src.SHA256 != "" {
-				return s.errorf(f+".sha256", "hf:// sources are pinned by commit; pin single files under files:")
+				return s.Errorf(f+".sha256", "hf:// sources are pinned by commit; pin single files under files:")
 			}
 			for j, g := range src.Include {
 				if _, err := path.Match(g, ""); err != nil {
-					return s.errorf(fmt.Sprintf("%s.include[%d]", f, j), "%q is not a valid glob", g)
+					return s.Errorf(fmt.Sprintf("%s.include[%d]", f, j), "%q is not a valid glob", g)
 				}
 			}
 			for p, sum := range src.Files {
 				if !hexRE.MatchString(sum) {
-					return s.errorf(f+".files."+p, "not 64 lower-case hex digits")
+					return s.Errorf(f+".files."+p, "not 64 lower-case hex digits")
 				}
 			}
 			dir := strings.TrimSuffix(src.Dest, "/")
@@ -210,20 +217,20 @@ func (s *Spec) validate() error {
 				dir = "model"
 			}
 			if err := manifests.ValidatePath(dir); err != nil {
-				return s.errorf(f+".dest", "%q: %v", src.Dest, err)
+				return s.Errorf(f+".dest", "%q: %v", src.Dest, err)
 			}
 		default:
 			if src.URL == "" {
-				return s.errorf(f+".url", "missing")
+				return s.Errorf(f+".url", "missing")
 			}
 			if len(src.Include) > 0 || len(src.Files) > 0 {
-				return s.errorf(f+".include", "include and files apply to hf:// sources only")
+				return s.Errorf(f+".include", "include and files apply to hf:// sources only")
 			}
 			if src.SHA256 != "" && !hexRE.MatchString(src.SHA256) {
-				return s.errorf(f+".sha256", "not 64 lower-case hex digits")
+				return s.Errorf(f+".sha256", "not 64 lower-case hex digits")
 			}
 			if src.Dest == "" {
-				return s.errorf(f+".dest", "missing (the bundle path of the file, e.g. model/x.gguf)")
+				return s.Errorf(f+".dest", "missing (the bundle path of the file, e.g. model/x.gguf)")
 			}
 			if err := claim(f+".dest", src.Dest); err != nil {
 				return err
@@ -233,35 +240,35 @@ func (s *Spec) validate() error {
 	for i, a := range s.Runtime.Artifacts {
 		f := fmt.Sprintf("runtime.artifacts[%d]", i)
 		if !specNameRE.MatchString(a.Name) {
-			return s.errorf(f+".name", "%q must be 1-128 lower-case letters, digits, '.', '_' or '-'", a.Name)
+			return s.Errorf(f+".name", "%q must be 1-128 lower-case letters, digits, '.', '_' or '-'", a.Name)
 		}
 		for j := range i {
 			if s.Runtime.Artifacts[j].Name == a.Name {
-				return s.errorf(f+".name", "%q is used twice", a.Name)
+				return s.Errorf(f+".name", "%q is used twice", a.Name)
 			}
 		}
 		if a.SHA256 != "" && !hexRE.MatchString(a.SHA256) {
-			return s.errorf(f+".sha256", "not 64 hex digits")
+			return s.Errorf(f+".sha256", "not 64 hex digits")
 		}
 		if a.Mode != "" && !modeRE.MatchString(a.Mode) {
-			return s.errorf(f+".mode", "%q is not permission bits in octal like \"0755\"", a.Mode)
+			return s.Errorf(f+".mode", "%q is not permission bits in octal like \"0755\"", a.Mode)
 		}
 		if a.Dest == "" {
-			return s.errorf(f+".dest", "missing (the bundle path, e.g. runtime/llama-server)")
+			return s.Errorf(f+".dest", "missing (the bundle path, e.g. runtime/llama-server)")
 		}
 		if err := claim(f+".dest", a.Dest); err != nil {
 			return err
 		}
 	}
 	if u := s.Serving.GPUMemoryUtilization; u < 0 || u > 1 {
-		return s.errorf("serving.gpuMemoryUtilization", "%v is not between 0 and 1", u)
+		return s.Errorf("serving.gpuMemoryUtilization", "%v is not between 0 and 1", u)
 	}
 	return nil
 }
 
-// errorf formats "FILE:LINE:COL: FIELD: message" for field (a dotted path).
-func (s *Spec) errorf(field, format string, args ...any) error {
-	return &SpecError{File: s.file, Pos: s.lookup(field), Field: field, Msg: fmt.Sprintf(format, args...)}
+// Errorf formats "FILE:LINE:COL: FIELD: message" for field (a dotted path).
+func (s *Spec) Errorf(field, format string, args ...any) error {
+	return &Error{File: s.file, Pos: s.lookup(field), Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
 // lookup finds where field, or its nearest written parent, appears.
@@ -303,3 +310,6 @@ func (s *Spec) Meta() manifests.Meta {
 		},
 	}
 }
+
+// sbomFile is the bundle's bill of materials (bundles.SBOMFile), reserved.
+const sbomFile = "sbom.cdx.json"

@@ -1,4 +1,4 @@
-package bundles
+package specs
 
 import (
 	"strings"
@@ -6,14 +6,14 @@ import (
 )
 
 func TestEmbeddedSpecsParse(t *testing.T) {
-	names := SpecNames()
+	names := Names()
 	for _, want := range []string{"demo", "qwen2.5-7b-instruct", "qwen2.5-7b-instruct-gguf"} {
 		if !strings.Contains(strings.Join(names, ","), want) {
 			t.Errorf("built-in spec %s missing (have %v)", want, names)
 		}
 	}
 	for _, n := range names {
-		s, err := LoadSpec(n)
+		s, err := Load(n)
 		if err != nil {
 			t.Fatalf("%s: %v", n, err)
 		}
@@ -21,7 +21,7 @@ func TestEmbeddedSpecsParse(t *testing.T) {
 			t.Errorf("%s: name %q", n, s.Name)
 		}
 	}
-	s, _ := LoadSpec("qwen2.5-7b-instruct")
+	s, _ := Load("qwen2.5-7b-instruct")
 	m := s.Meta()
 	if m.Model.Layers != 28 || m.Model.KVHeads != 4 || m.Model.HeadDim != 128 || m.Model.Dtype != "bf16" || m.Runtime.Kind != "vllm" {
 		t.Errorf("qwen2.5-7b-instruct facts: %+v %+v", m.Model, m.Runtime)
@@ -54,7 +54,7 @@ requirements:
 `
 
 func TestSpecErrorsPointAtLineAndField(t *testing.T) {
-	if _, err := ParseSpec("spec.yaml", []byte(goodSpec)); err != nil {
+	if _, err := Parse("spec.yaml", []byte(goodSpec)); err != nil {
 		t.Fatalf("good spec: %v", err)
 	}
 	cases := []struct {
@@ -79,43 +79,30 @@ func TestSpecErrorsPointAtLineAndField(t *testing.T) {
 			if in == goodSpec {
 				t.Fatalf("case does not change the spec")
 			}
-			_, err := ParseSpec("spec.yaml", []byte(in))
+			_, err := Parse("spec.yaml", []byte(in))
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v\nwant it to contain %q", err, c.want)
 			}
-			if !IsSpecError(err) {
-				t.Fatalf("not a *SpecError: %T", err)
+			if !IsError(err) {
+				t.Fatalf("not a *Error: %T", err)
 			}
 		})
 	}
 }
 
-func TestParseSize(t *testing.T) {
-	for in, want := range map[string]int64{"123": 123, "4K": 4 << 10, "4G": 4 << 30, "4GiB": 4 << 30, "4gb": 4 << 30, "2T": 2 << 40, "650M": 650 << 20} {
-		if got, err := ParseSize(in); err != nil || got != want {
-			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "G", "-1", "4X", "1.5G", "99999999999T", "+4"} {
-		if _, err := ParseSize(in); err == nil {
-			t.Errorf("ParseSize(%q) accepted", in)
-		}
-	}
-}
-
 func FuzzParseSpec(f *testing.F) {
 	f.Add([]byte(goodSpec))
-	for _, n := range SpecNames() {
-		data, _ := EmbeddedSpec(n)
+	for _, n := range Names() {
+		data, _ := Embedded(n)
 		f.Add(data)
 	}
 	f.Add([]byte("a: &x [*x]"))
 	f.Add([]byte("name: [[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, err := ParseSpec("fuzz.yaml", data)
+		s, err := Parse("fuzz.yaml", data)
 		if err != nil {
-			if !IsSpecError(err) {
-				t.Fatalf("error is not a *SpecError: %v", err)
+			if !IsError(err) {
+				t.Fatalf("error is not a *Error: %v", err)
 			}
 			return
 		}

@@ -14,8 +14,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/qwen-appliance/qwen-appliance/bundles"
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -77,7 +77,7 @@ func Pack(ctx context.Context, dir string, opts PackOptions) (_ *Index, err erro
 	if err := makeOut(opts.Out); err != nil {
 		return nil, err
 	}
-	if err := bundles.CheckSpace(opts.Out, need, "the volumes"); err != nil {
+	if err := space.Check(opts.Out, need, "the volumes"); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	prefix := Prefix(m.Name, m.Version)

@@ -13,8 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/qwen-appliance/qwen-appliance/bundles"
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -78,7 +78,7 @@ func run(ctx context.Context, dir, out string, v manifests.Verifier, rep *progre
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return nil, err
 		}
-		if err := bundles.CheckSpace(parent, x.ContentSize(), "the unpacked bundle"); err != nil {
+		if err := space.Check(parent, x.ContentSize(), "the unpacked bundle"); err != nil {
 			return nil, err
 		}
 	}
@@ -96,7 +96,7 @@ func run(ctx context.Context, dir, out string, v manifests.Verifier, rep *progre
 		for _, n := range s.Missing {
 			need += x.Volumes[n-1].Size
 		}
-		if err := bundles.CheckSpace(parent, need+x.ContentSize(), "rebuilt volumes and the unpacked bundle"); err != nil {
+		if err := space.Check(parent, need+x.ContentSize(), "rebuilt volumes and the unpacked bundle"); err != nil {
 			return nil, err
 		}
 		tmp, err := os.MkdirTemp(parent, "."+filepath.Base(out)+".rebuild-")

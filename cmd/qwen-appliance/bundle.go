@@ -12,6 +12,8 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/bundles"
 	"github.com/qwen-appliance/qwen-appliance/bundles/fetch"
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
+	"github.com/qwen-appliance/qwen-appliance/bundles/specs"
 	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/urfave/cli/v2"
@@ -34,7 +36,7 @@ matched. Downloads resume after an interruption (partial files are kept in
 --cache; run the same command again), retry with backoff and run --jobs at a
 time. HF_TOKEN and HF_ENDPOINT (a mirror) are honoured.
 
-Built-in specs: ` + strings.Join(bundles.SpecNames(), ", ") + ` ('bundle specs NAME' prints one).
+Built-in specs: ` + strings.Join(specs.Names(), ", ") + ` ('bundle specs NAME' prints one).
 
 Progress goes to stderr on a terminal; with --json, stdout carries one JSON
 result and stderr carries JSON-lines progress events.
@@ -96,17 +98,17 @@ func loadKey(c *cli.Context) (manifests.PrivateKey, error) {
 }
 
 func bundleCreate(c *cli.Context) error {
-	var spec *bundles.Spec
+	var spec *specs.Spec
 	var err error
 	switch {
 	case c.String("spec") != "" && c.NArg() > 0:
 		return usagef("give a built-in NAME or --spec FILE, not both", "both NAME %q and --spec given", c.Args().First())
 	case c.String("spec") != "":
-		spec, err = bundles.LoadSpecFile(c.String("spec"))
+		spec, err = specs.LoadFile(c.String("spec"))
 	case c.NArg() == 1:
-		spec, err = bundles.LoadSpec(c.Args().First())
+		spec, err = specs.Load(c.Args().First())
 	default:
-		return usagef("name a built-in spec ("+strings.Join(bundles.SpecNames(), ", ")+") or pass --spec FILE", "want one spec NAME or --spec FILE")
+		return usagef("name a built-in spec ("+strings.Join(specs.Names(), ", ")+") or pass --spec FILE", "want one spec NAME or --spec FILE")
 	}
 	if err != nil {
 		return withCode(exitError, err, "fix the spec at the place named (see README, Bundles)")
@@ -156,7 +158,7 @@ func bundleCreate(c *cli.Context) error {
 			Seconds float64 `json:"seconds"`
 		}{res, time.Since(start).Seconds()})
 	}
-	fmt.Fprintf(c.App.Writer, "wrote %s: %s version %d, %d files, %s", res.Dir, res.Name, res.Version, res.Files, bundles.FormatSize(res.Bytes))
+	fmt.Fprintf(c.App.Writer, "wrote %s: %s version %d, %d files, %s", res.Dir, res.Name, res.Version, res.Files, space.Format(res.Bytes))
 	if res.Revision != "" {
 		fmt.Fprintf(c.App.Writer, ", revision %s", res.Revision)
 	}
@@ -173,11 +175,11 @@ func createErr(err error) error {
 	switch {
 	case errors.As(err, &me), errors.Is(err, manifests.ErrVerification):
 		return withCode(exitVerification, err, "a fetched file differs from its pin: nothing was signed; check the source, or the spec's sha256")
-	case errors.Is(err, bundles.ErrNoSpace):
+	case errors.Is(err, space.ErrNoSpace):
 		return withCode(exitError, err, "free space or pass --out (and --cache) on a larger filesystem")
 	case errors.As(err, &se):
 		return withCode(exitError, err, "check the URL and, for gated Hugging Face repositories, HF_TOKEN")
-	case bundles.IsSpecError(err):
+	case specs.IsError(err):
 		return withCode(exitError, err, "fix the spec at the place named, or supply it with --artifact / --allow-unpinned")
 	}
 	return withCode(exitError, err, "run the same command again to resume the downloads")
@@ -185,8 +187,8 @@ func createErr(err error) error {
 
 func bundleSpecs(c *cli.Context) error {
 	if c.NArg() == 0 {
-		for _, n := range bundles.SpecNames() {
-			s, err := bundles.LoadSpec(n)
+		for _, n := range specs.Names() {
+			s, err := specs.Load(n)
 			if err != nil {
 				return err
 			}
@@ -194,7 +196,7 @@ func bundleSpecs(c *cli.Context) error {
 		}
 		return nil
 	}
-	data, err := bundles.EmbeddedSpec(c.Args().First())
+	data, err := specs.Embedded(c.Args().First())
 	if err != nil {
 		return usagef("run 'qwen-appliance bundle specs' for the list", "%v", err)
 	}
@@ -235,7 +237,7 @@ func bundlePack(c *cli.Context) error {
 	if c.String("out") == "" {
 		return usagef("pass --out VOLDIR, a new directory for the volumes", "--out is required")
 	}
-	size, err := bundles.ParseSize(c.String("volume-size"))
+	size, err := space.Parse(c.String("volume-size"))
 	if err != nil || size < volume.MinVolumeSize {
 		return usagef("--volume-size takes bytes or a size like 650M, 4G (at least 1M)", "--volume-size %q", c.String("volume-size"))
 	}
@@ -259,7 +261,7 @@ func bundlePack(c *cli.Context) error {
 		return printJSON(c.App.Writer, x)
 	}
 	fmt.Fprintf(c.App.Writer, "packed %s version %d into %s: %d data volume(s), %d parity volume(s), %s stream; index %s\n",
-		x.Name, x.Version, c.String("out"), x.DataVolumes, x.ParityVolumes, bundles.FormatSize(x.StreamSize), volume.IndexName(volume.Prefix(x.Name, x.Version)))
+		x.Name, x.Version, c.String("out"), x.DataVolumes, x.ParityVolumes, space.Format(x.StreamSize), volume.IndexName(volume.Prefix(x.Name, x.Version)))
 	return nil
 }
 
@@ -308,7 +310,7 @@ func bundleUnpack(c *cli.Context) error {
 		return printJSON(c.App.Writer, r)
 	}
 	printProblems(c.App.ErrWriter, r)
-	fmt.Fprintf(c.App.Writer, "unpacked %s version %d into %s: %d files, %s", r.Name, r.Version, r.Dir, r.Files, bundles.FormatSize(r.Bytes))
+	fmt.Fprintf(c.App.Writer, "unpacked %s version %d into %s: %d files, %s", r.Name, r.Version, r.Dir, r.Files, space.Format(r.Bytes))
 	if len(r.Rebuilt) > 0 {
 		fmt.Fprintf(c.App.Writer, "; rebuilt volume(s) %v from parity", r.Rebuilt)
 	}
@@ -338,7 +340,7 @@ func volumeErr(c *cli.Context, r *volume.Report, err error) error {
 		return withCode(exitVerification, err, "the archive is not what the signed index describes: do not use these volumes; pack them again")
 	case errors.Is(err, manifests.ErrVerification):
 		return withCode(exitVerification, err, verificationHint(err))
-	case errors.Is(err, bundles.ErrNoSpace):
+	case errors.Is(err, space.ErrNoSpace):
 		return withCode(exitError, err, "free space, or pass --out on a larger filesystem")
 	}
 	return withCode(exitError, err, "check VOLDIR holds the volumes and the .index.json and .index.sig files")
@@ -422,7 +424,7 @@ func bundleInspect(c *cli.Context) error {
 	}
 	fmt.Fprintf(w, "packed bundle %s version %d (%s)\n", x.Name, x.Version, state)
 	fmt.Fprintf(w, "stream %s in %d data volume(s) of up to %s, %d parity volume(s); %d entries, %s of files\n",
-		bundles.FormatSize(x.StreamSize), x.DataVolumes, bundles.FormatSize(x.VolumeSize), x.ParityVolumes, len(x.Entries), bundles.FormatSize(x.ContentSize()))
+		space.Format(x.StreamSize), x.DataVolumes, space.Format(x.VolumeSize), x.ParityVolumes, len(x.Entries), space.Format(x.ContentSize()))
 	present := map[int]bool{}
 	for _, n := range info.Present {
 		present[n] = true
@@ -452,7 +454,7 @@ func printManifest(w io.Writer, m *manifests.Manifest, verified bool) {
 	for _, f := range m.Files {
 		fmt.Fprintf(w, "  %s %12d  %s\n", f.Mode, f.Size, f.Path)
 	}
-	fmt.Fprintf(w, "%d files, %s\n", len(m.Files), bundles.FormatSize(m.TotalSize()))
+	fmt.Fprintf(w, "%d files, %s\n", len(m.Files), space.Format(m.TotalSize()))
 }
 
 func verifyCommand() *cli.Command {
@@ -504,7 +506,7 @@ func bundleVerify(c *cli.Context) error {
 				"files": len(s.Manifest.Files), "bytes": s.Manifest.TotalSize(), "keyIds": s.KeyIDs})
 		}
 		fmt.Fprintf(w, "OK %s version %d: signature by %s; %d files, %s match the manifest\n", s.Manifest.Name, s.Manifest.Version,
-			strings.Join(s.KeyIDs, ", "), len(s.Manifest.Files), bundles.FormatSize(s.Manifest.TotalSize()))
+			strings.Join(s.KeyIDs, ", "), len(s.Manifest.Files), space.Format(s.Manifest.TotalSize()))
 		return nil
 	}
 	rep := reporter(c, "verify")
@@ -518,6 +520,6 @@ func bundleVerify(c *cli.Context) error {
 	}
 	printProblems(c.App.ErrWriter, r)
 	fmt.Fprintf(w, "OK %s version %d: index and manifest signed by %s; %d volume(s) and %d parity volume(s) match; %d files, %s match the manifest\n",
-		r.Name, r.Version, strings.Join(r.KeyIDs, ", "), r.Volumes, r.Parity, r.Files, bundles.FormatSize(r.Bytes))
+		r.Name, r.Version, strings.Join(r.KeyIDs, ", "), r.Volumes, r.Parity, r.Files, space.Format(r.Bytes))
 	return nil
 }
