@@ -20,7 +20,7 @@ func Diff(live, want *Table) []string {
 		for _, c := range t.Chains {
 			out = append(out, c.header())
 			for _, r := range c.Rules {
-				fp := r.fingerprint()
+				fp := r.Key
 				if _, ok := names[fp]; !ok {
 					names[fp] = fmt.Sprintf("rule %q (not an intended rule)", r.Comment)
 				}
@@ -32,7 +32,7 @@ func Diff(live, want *Table) []string {
 	names := map[string]string{}
 	for _, c := range want.Chains {
 		for _, r := range c.Rules {
-			names[r.fingerprint()] = fmt.Sprintf("rule %q", r.Comment)
+			names[r.Key] = fmt.Sprintf("rule %q", r.Comment)
 		}
 	}
 	a, b := lines(live, names), lines(want, names)

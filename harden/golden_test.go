@@ -148,6 +148,7 @@ func TestUnitRejectsBadInput(t *testing.T) {
 		{ExecStart: "/bin/x", Environment: []string{"A=b c"}},
 		{ExecStart: "/bin/x", Environment: []string{"NOEQUALS"}},
 		{ExecStart: "/bin/x", ReadOnlyPaths: []string{"relative"}},
+		{ExecStart: "/bin/x --name %n"},
 	} {
 		if _, err := Unit(s); err == nil {
 			t.Errorf("Unit(%+v) accepted bad input", s)

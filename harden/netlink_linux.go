@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -27,7 +28,37 @@ var _ Netfilter = (*Kernel)(nil)
 // act on another network namespace, nftables.New() for the current one.
 func NewKernel(c *nftables.Conn) *Kernel { return &Kernel{conn: c} }
 
+// Open returns the Kernel of the network namespace this process runs in.
+func Open() (*Kernel, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("open nftables: %w", err)
+	}
+	return NewKernel(c), nil
+}
+
 var ourTable = &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+
+var hooks = map[string]*nftables.ChainHook{
+	"prerouting":  nftables.ChainHookPrerouting,
+	"input":       nftables.ChainHookInput,
+	"forward":     nftables.ChainHookForward,
+	"output":      nftables.ChainHookOutput,
+	"postrouting": nftables.ChainHookPostrouting,
+	"ingress":     nftables.ChainHookIngress,
+}
+
+func hookName(h *nftables.ChainHook) string {
+	if h == nil {
+		return ""
+	}
+	for n, v := range hooks {
+		if *v == *h {
+			return n
+		}
+	}
+	return fmt.Sprintf("hook%d", *h)
+}
 
 // Live reads our table, bracketed by two generation reads so that what it
 // returns is one consistent version of the ruleset.
@@ -85,7 +116,8 @@ func (k *Kernel) read() (*Table, error) {
 			return nil, fmt.Errorf("list rules of chain %s: %w", c.Name, err)
 		}
 		for _, r := range rules {
-			tc.Rules = append(tc.Rules, TableRule{Comment: comment(r.UserData), Exprs: r.Exprs})
+			c, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			tc.Rules = append(tc.Rules, TableRule{Comment: c, Key: exprKey(c, r.Exprs), src: r.Exprs})
 		}
 		t.Chains = append(t.Chains, tc)
 	}
@@ -148,11 +180,20 @@ func (k *Kernel) batch(want *Table) ([]netlink.Message, error) {
 			}
 			c.AddChain(ch)
 			for _, r := range tc.Rules {
+				var exprs []expr.Any
+				switch src := r.src.(type) {
+				case Rule:
+					exprs = src.exprs()
+				case []expr.Any:
+					exprs = src
+				default:
+					return nil, fmt.Errorf("chain %s: rule %q has no expressions", tc.Name, r.Comment)
+				}
 				var ud []byte
 				if r.Comment != "" {
 					ud = userdata.AppendString(nil, userdata.TypeComment, r.Comment)
 				}
-				c.AddRule(&nftables.Rule{Table: ourTable, Chain: ch, Exprs: r.Exprs, UserData: ud})
+				c.AddRule(&nftables.Rule{Table: ourTable, Chain: ch, Exprs: exprs, UserData: ud})
 			}
 		}
 	}

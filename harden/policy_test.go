@@ -100,7 +100,7 @@ func TestDiff(t *testing.T) {
 		t.Fatalf("identical: %v", d)
 	}
 	live := Build(simplePolicy()).Table()
-	live.Chains[0].Rules = append(live.Chains[0].Rules, TableRule{Comment: "sneaky", Exprs: port("tcp", 23).exprs})
+	live.Chains[0].Rules = append(live.Chains[0].Rules, TableRule{Comment: "sneaky", Key: "sneaky|tcp dport 23"})
 	live.Chains[2].Policy = "accept"
 	d := strings.Join(Diff(live, want), "\n")
 	for _, s := range []string{`- input: rule "sneaky" (not an intended rule)`, "- chain output: type filter hook output priority 0; policy accept", "+ chain output: type filter hook output priority 0; policy drop"} {

@@ -1,19 +1,16 @@
 package harden
 
 import (
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
-
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 )
 
 // ErrConcurrentChange means the ruleset changed between reading it and
 // committing ours, and retrying did not get a clean window.
 var ErrConcurrentChange = errors.New("the nftables ruleset changed while applying; nothing was changed")
+
+// ErrUnsupported is returned where nftables does not exist (not Linux).
+var ErrUnsupported = errors.New("nftables is only available on Linux")
 
 // Table is the content of our nftables table, live or intended. A nil *Table
 // means the table does not exist.
@@ -31,10 +28,13 @@ type TableChain struct {
 	Rules    []TableRule
 }
 
-// TableRule is one rule: its comment (nft's userdata) and expressions.
+// TableRule is one rule: its comment (nft's userdata) and Key, which is
+// equal for two rules exactly when their comments and kernel expressions
+// are.
 type TableRule struct {
 	Comment string
-	Exprs   []expr.Any
+	Key     string
+	src     any // Rule when built here, the kernel's expressions when read
 }
 
 // State is the live table and the ruleset generation it was read at.
@@ -52,33 +52,21 @@ type Netfilter interface {
 	Replace(gen uint32, want *Table) error
 }
 
+// ruleKey gives a built rule its Key; exprs_linux.go sets it to the
+// marshalled kernel expressions.
+var ruleKey = func(r Rule) string { return r.Comment + "|" + r.Text }
+
 // Table converts the ruleset to the form the kernel holds.
 func (rs Ruleset) Table() *Table {
 	t := &Table{}
 	for _, c := range rs.Chains {
 		tc := TableChain{Name: c.Name, Hook: c.Hook, Type: "filter", Priority: 0, Policy: "drop"}
 		for _, r := range c.Rules {
-			tc.Rules = append(tc.Rules, TableRule{Comment: r.Comment, Exprs: r.Exprs})
+			tc.Rules = append(tc.Rules, TableRule{Comment: r.Comment, Key: ruleKey(r), src: r})
 		}
 		t.Chains = append(t.Chains, tc)
 	}
 	return t
-}
-
-// fingerprint identifies a rule by its comment and marshalled expressions,
-// so rules read back from the kernel compare equal to the ones we built.
-func (r TableRule) fingerprint() string {
-	var b strings.Builder
-	b.WriteString(r.Comment)
-	for _, e := range r.Exprs {
-		data, err := expr.Marshal(byte(nftables.TableFamilyINet), e)
-		if err != nil {
-			fmt.Fprintf(&b, "|%T!%v", e, err)
-			continue
-		}
-		b.WriteString("|" + hex.EncodeToString(data))
-	}
-	return b.String()
 }
 
 func (c TableChain) header() string {
@@ -86,30 +74,4 @@ func (c TableChain) header() string {
 		return fmt.Sprintf("chain %s (regular)", c.Name)
 	}
 	return fmt.Sprintf("chain %s: type %s hook %s priority %d; policy %s", c.Name, c.Type, c.Hook, c.Priority, c.Policy)
-}
-
-func comment(udata []byte) string {
-	s, _ := userdata.GetString(udata, userdata.TypeComment)
-	return s
-}
-
-var hooks = map[string]*nftables.ChainHook{
-	"prerouting":  nftables.ChainHookPrerouting,
-	"input":       nftables.ChainHookInput,
-	"forward":     nftables.ChainHookForward,
-	"output":      nftables.ChainHookOutput,
-	"postrouting": nftables.ChainHookPostrouting,
-	"ingress":     nftables.ChainHookIngress,
-}
-
-func hookName(h *nftables.ChainHook) string {
-	if h == nil {
-		return ""
-	}
-	for n, v := range hooks {
-		if *v == *h {
-			return n
-		}
-	}
-	return fmt.Sprintf("hook%d", *h)
 }

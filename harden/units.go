@@ -54,6 +54,9 @@ func Unit(s Service) (string, error) {
 			if strings.ContainsAny(x, "\n\r") {
 				return "", fmt.Errorf("unit: %q contains a line break", x)
 			}
+			if strings.Contains(x, "%") {
+				return "", fmt.Errorf("unit: %q contains %%, which systemd would expand as a specifier", x)
+			}
 		}
 	}
 	for _, e := range s.Environment {

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/google/nftables"
 	"github.com/urfave/cli/v2"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
@@ -137,16 +136,7 @@ func hardenPolicy(c *cli.Context) (harden.EgressPolicy, error) {
 	return p, nil
 }
 
-// hardenKernel opens nftables in the network namespace this process runs in.
-func hardenKernel() (*harden.Kernel, error) {
-	conn, err := nftables.New()
-	if err != nil {
-		return nil, fmt.Errorf("open nftables: %w", err)
-	}
-	return harden.NewKernel(conn), nil
-}
-
-func hardenSession(c *cli.Context) (*harden.Session, error) {
+func hardenSession() (*harden.Session, error) {
 	s, err := harden.ParseSession(os.Getenv("SSH_CONNECTION"))
 	if err != nil {
 		return nil, fmt.Errorf("anti-lockout: %w", err)
@@ -161,6 +151,8 @@ func hardenErr(err error) error {
 		return nil
 	case errors.Is(err, syscall.EPERM):
 		return withCode(exitError, err, "run as root (nftables needs CAP_NET_ADMIN)")
+	case errors.Is(err, harden.ErrUnsupported):
+		return withCode(exitHostUnfit, err, "run harden on the Linux host itself")
 	case errors.Is(err, harden.ErrConcurrentChange):
 		return withCode(exitError, err, "another tool is changing the firewall; run the command again")
 	}
@@ -188,13 +180,13 @@ func hardenApply(c *cli.Context) error {
 		fmt.Fprintf(w, "# %s\n%s", root.Path(filepath.Join(harden.UnitDir, harden.FirewallUnit)), harden.FirewallUnitText())
 		return nil
 	}
-	session, err := hardenSession(c)
+	session, err := hardenSession()
 	if err != nil {
 		return err
 	}
-	k, err := hardenKernel()
+	k, err := harden.Open()
 	if err != nil {
-		return err
+		return hardenErr(err)
 	}
 	log := c.App.ErrWriter
 	res, err := harden.Apply(c.Context, k, harden.Options{
@@ -225,9 +217,9 @@ func hardenStatus(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	k, err := hardenKernel()
+	k, err := harden.Open()
 	if err != nil {
-		return err
+		return hardenErr(err)
 	}
 	st, err := harden.Check(k, root)
 	if err != nil {
@@ -279,7 +271,7 @@ func hardenConfirm(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	session, err := hardenSession(c)
+	session, err := hardenSession()
 	if err != nil {
 		return err
 	}
@@ -300,9 +292,9 @@ func hardenRemove(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	k, err := hardenKernel()
+	k, err := harden.Open()
 	if err != nil {
-		return err
+		return hardenErr(err)
 	}
 	if err := harden.Remove(k, root); err != nil {
 		return hardenErr(err)

@@ -1,0 +1,18 @@
+//go:build !linux
+
+package harden
+
+// Kernel stands in for the nftables seam where there is none; every method
+// returns ErrUnsupported.
+type Kernel struct{}
+
+var _ Netfilter = (*Kernel)(nil)
+
+// Open returns ErrUnsupported: nftables is Linux only.
+func Open() (*Kernel, error) { return nil, ErrUnsupported }
+
+// Live returns ErrUnsupported.
+func (*Kernel) Live() (State, error) { return State{}, ErrUnsupported }
+
+// Replace returns ErrUnsupported.
+func (*Kernel) Replace(uint32, *Table) error { return ErrUnsupported }
