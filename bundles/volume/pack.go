@@ -28,8 +28,8 @@ type PackOptions struct {
 	Progress   *progress.Reporter
 }
 
-// MinVolumeSize keeps volumes from being absurdly many.
-const MinVolumeSize = 1 << 20
+// MinVolumeSize is the smallest volume Pack writes (64 KiB).
+const MinVolumeSize = 64 << 10
 
 // Pack archives the bundle in dir (manifest.json and manifest.sig first, then
 // every file the manifest lists, in order) as one tar stream cut into

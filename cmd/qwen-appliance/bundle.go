@@ -239,7 +239,7 @@ func bundlePack(c *cli.Context) error {
 	}
 	size, err := space.Parse(c.String("volume-size"))
 	if err != nil || size < volume.MinVolumeSize {
-		return usagef("--volume-size takes bytes or a size like 650M, 4G (at least 1M)", "--volume-size %q", c.String("volume-size"))
+		return usagef("--volume-size takes bytes or a size like 650M, 4G (at least 64K)", "--volume-size %q", c.String("volume-size"))
 	}
 	if p := c.Int("parity"); p < 0 || p > 128 {
 		return usagef("--parity takes 0 to 128", "--parity %d", p)
