@@ -136,8 +136,14 @@ func hardenPolicy(c *cli.Context) (harden.EgressPolicy, error) {
 	return p, nil
 }
 
+// hardenSession finds the operator's SSH session: SSH_CONNECTION, or the
+// older SSH_CLIENT ("IP CLIENT_PORT SERVER_PORT") when only that is set.
 func hardenSession() (*harden.Session, error) {
-	s, err := harden.ParseSession(os.Getenv("SSH_CONNECTION"))
+	conn := os.Getenv("SSH_CONNECTION")
+	if f := strings.Fields(os.Getenv("SSH_CLIENT")); conn == "" && len(f) == 3 {
+		conn = strings.Join([]string{f[0], f[1], "-", f[2]}, " ")
+	}
+	s, err := harden.ParseSession(conn)
 	if err != nil {
 		return nil, fmt.Errorf("anti-lockout: %w", err)
 	}
@@ -321,7 +327,7 @@ func hardenIdentity(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "user %s (uid %d, gid %d): %s\n", id.User, id.UID, id.GID, state)
 	for _, d := range id.Dirs {
-		fmt.Fprintf(c.App.Writer, "%s %s:%s %s\n", d.Mode, d.Owner, d.Group, root.Path(d.Path))
+		fmt.Fprintf(c.App.Writer, "%04o %s:%s %s\n", d.Mode.Perm(), d.Owner, d.Group, root.Path(d.Path))
 	}
 	return nil
 }
