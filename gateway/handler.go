@@ -170,25 +170,24 @@ func (g *Gateway) authenticate(r *http.Request, ex *exchange) (*tokens.Token, *a
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, ex *exchange, rt route, req *apiRequest, tok *tokens.Token) {
 	ctx, cancel := context.WithTimeout(r.Context(), g.o.UpstreamTimeout)
 	defer cancel()
-	var body io.Reader
-	if req != nil {
-		body = bytes.NewReader(req.body)
+	newReq := func() *http.Request {
+		var body io.Reader
+		if req != nil {
+			body = bytes.NewReader(req.body)
+		}
+		ureq, _ := http.NewRequestWithContext(ctx, rt.method, g.upstream.url(rt.path), body)
+		ureq.Header.Set("X-Request-Id", ex.requestID)
+		if req != nil {
+			ureq.Header.Set("Content-Type", "application/json")
+		}
+		if req != nil && req.stream {
+			ureq.Header.Set("Accept", "text/event-stream")
+		} else {
+			ureq.Header.Set("Accept", "application/json")
+		}
+		return ureq
 	}
-	ureq, err := http.NewRequestWithContext(ctx, rt.method, g.upstream.url(rt.path), body)
-	if err != nil {
-		g.fail(w, ex, errUpstream)
-		return
-	}
-	ureq.Header.Set("X-Request-Id", ex.requestID)
-	if req != nil {
-		ureq.Header.Set("Content-Type", "application/json")
-	}
-	if req != nil && req.stream {
-		ureq.Header.Set("Accept", "text/event-stream")
-	} else {
-		ureq.Header.Set("Accept", "application/json")
-	}
-	resp, err := g.upstream.client.Do(ureq)
+	resp, err := g.upstream.pool.do(ctx, newReq, g.o.UpstreamTimeout)
 	if err != nil {
 		switch {
 		case r.Context().Err() != nil:
@@ -237,7 +236,10 @@ func isOpenAIError(resp *http.Response) bool {
 		return false
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	resp.Body = io.NopCloser(bytes.NewReader(data))
+	resp.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(data), resp.Body), resp.Body}
 	return err == nil && bytes.Contains(data, []byte(`"error"`))
 }
 

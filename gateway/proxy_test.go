@@ -171,6 +171,15 @@ func TestLimits(t *testing.T) {
 	if code != 429 || hdr.Get("Retry-After") == "" {
 		t.Errorf("tpm second: %d %s", code, body)
 	}
+	// An upstream OpenAI error passes through; any other 4xx body is replaced.
+	code, _, body = h.do("POST", "/v1/chat/completions", user, chat("missing", nil))
+	if code != 404 || errorCode(t, body) != "model_not_found" {
+		t.Errorf("upstream 404: %d %s", code, body)
+	}
+	code, _, body = h.do("POST", "/v1/chat/completions", user, chat("qwen", map[string]any{"x_reject": true}))
+	if code != 400 || strings.Contains(string(body), "/opt/secret") || errorCode(t, body) != "upstream_rejected" {
+		t.Errorf("upstream plain 400: %d %s", code, body)
+	}
 	// Upstream failures are answered without their internals.
 	code, _, body = h.do("POST", "/v1/chat/completions", user, chat("qwen", map[string]any{"x_fail": true}))
 	if code != 502 || strings.Contains(string(body), "Traceback") || errorCode(t, body) != "upstream_error" {

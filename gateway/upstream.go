@@ -15,6 +15,7 @@ import (
 type upstream struct {
 	base   string // scheme://host, no path
 	client *http.Client
+	pool   *connPool
 }
 
 // newUpstream parses http://127.0.0.1:PORT or unix:///path/to.sock. Other
@@ -42,6 +43,7 @@ func newUpstream(raw string, responseHeaderTimeout time.Duration, maxConns int) 
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", path)
 		}
+		u.pool = &connPool{maxIdle: maxConns, dial: func(ctx context.Context) (net.Conn, error) { return tr.DialContext(ctx, "", "") }}
 		u.base = "http://upstream"
 	case strings.HasPrefix(raw, "http://"):
 		pu, err := url.Parse(raw)
@@ -57,6 +59,8 @@ func newUpstream(raw string, responseHeaderTimeout time.Duration, maxConns int) 
 			return nil, fmt.Errorf("upstream %q: the model server must listen on loopback (127.0.0.1, ::1) or a Unix socket", raw)
 		}
 		u.base = "http://" + pu.Host
+		var d net.Dialer
+		u.pool = &connPool{maxIdle: maxConns, dial: func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", pu.Host) }}
 	default:
 		return nil, fmt.Errorf("upstream %q: want http://127.0.0.1:PORT or unix:///path.sock", raw)
 	}

@@ -103,6 +103,16 @@ func (s *state) completion(chat bool) http.HandlerFunc {
 			http.Error(w, "Traceback (most recent call last): /opt/secret/path.py", 500)
 			return
 		}
+		if body["x_reject"] == true {
+			http.Error(w, "bad request at /opt/secret/path.py line 7", 400)
+			return
+		}
+		if body["model"] == "missing" {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(404)
+			fmt.Fprint(w, `{"error":{"message":"model missing not found","type":"invalid_request_error","param":null,"code":"model_not_found"}}`)
+			return
+		}
 		model, _ := body["model"].(string)
 		n := 5
 		if v, ok := body["max_tokens"].(float64); ok && v > 0 {
