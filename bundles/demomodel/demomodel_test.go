@@ -225,7 +225,7 @@ func TestReadHeaderRejects(t *testing.T) {
 
 func FuzzReadHeader(f *testing.F) {
 	good := write(f)
-	f.Add(good[:4096])
+	f.Add(good[:2048])
 	f.Add(good[:64])
 	f.Add([]byte("GGUF\x03\x00\x00\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {

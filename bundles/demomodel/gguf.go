@@ -124,9 +124,21 @@ type decoder struct {
 }
 
 func (d *decoder) read(n int, what string) ([]byte, error) {
-	b := make([]byte, n)
-	k, err := io.ReadFull(d.r, b)
-	d.off += int64(k)
+	var b []byte
+	var err error
+	if n <= 64<<10 {
+		b = make([]byte, n)
+		var k int
+		k, err = io.ReadFull(d.r, b)
+		b = b[:k]
+	} else {
+		// A large declared length is believed only as far as data arrives.
+		b, err = io.ReadAll(io.LimitReader(d.r, int64(n)))
+		if err == nil && len(b) < n {
+			err = io.ErrUnexpectedEOF
+		}
+	}
+	d.off += int64(len(b))
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return nil, fmt.Errorf("%s at byte %d: file ends early", what, d.off)
