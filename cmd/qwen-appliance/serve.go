@@ -16,18 +16,21 @@ func init() {
 		Name:  "serve",
 		Usage: "run the authenticated, audited, TLS gateway in front of the model server",
 		UsageText: "qwen-appliance serve --upstream URL --listen ADDR --tokens FILE --audit-log FILE [--audit-key K]\n" +
-			"   [--tls-cert F --tls-key F [--client-ca F] [--tls13-only]] [--metrics-listen ADDR]",
+			"   [--tls-cert F --tls-key F [--client-ca F] [--tls13-only]] [--metrics-listen ADDR]\n" +
+			"   qwen-appliance serve --config /etc/qwen/serve.yaml [flags that override it]",
 		Description: "Forwards only /v1/chat/completions, /v1/completions, /v1/embeddings and\n" +
 			"/v1/models to the model server on loopback or a Unix socket. Every request is\n" +
 			"authenticated with a token from --tokens and recorded in --audit-log. SIGHUP\n" +
 			"reloads the token file and the TLS certificate; the token file is also\n" +
 			"re-read within seconds of a change. Metrics, /healthz and /readyz are served\n" +
-			"on --metrics-listen only.",
+			"on --metrics-listen only. --config names a YAML file of the same settings\n" +
+			"(flag name: value); flags given on the command line win.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT or unix:///path.sock", Required: true},
+			&cli.StringFlag{Name: "config", Usage: "YAML file of settings named like these flags"},
+			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT or unix:///path.sock (required)"},
 			&cli.StringFlag{Name: "listen", Usage: "API address", Value: "127.0.0.1:8443"},
-			&cli.StringFlag{Name: "tokens", Usage: "token file made by 'tokens create'", Required: true},
-			&cli.StringFlag{Name: "audit-log", Usage: "audit log file (appended; hash-chained)", Required: true},
+			&cli.StringFlag{Name: "tokens", Usage: "token file made by 'tokens create' (required)"},
+			&cli.StringFlag{Name: "audit-log", Usage: "audit log file, appended and hash-chained (required)"},
 			&cli.StringFlag{Name: "audit-key", Usage: "private key that signs audit checkpoints ('keys generate')"},
 			&cli.BoolFlag{Name: "audit-content", Usage: "also log prompts and non-streamed answers (off: never)"},
 			&cli.Int64Flag{Name: "audit-max-bytes", Usage: "rotate the audit log past this size", Value: 256 << 20},
@@ -50,6 +53,17 @@ func init() {
 }
 
 func serve(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usagef("serve takes no arguments; see --help", "unexpected argument %q", c.Args().First())
+	}
+	if err := applyConfig(c); err != nil {
+		return err
+	}
+	for _, name := range []string{"upstream", "tokens", "audit-log"} {
+		if c.String(name) == "" {
+			return usagef("pass --"+name+" or set it in --config", "required setting %q not set", name)
+		}
+	}
 	o := gateway.Options{
 		Upstream: c.String("upstream"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
 		TokensFile: c.String("tokens"), AuditLog: c.String("audit-log"), AuditContent: c.Bool("audit-content"),
@@ -80,4 +94,35 @@ func serve(c *cli.Context) error {
 		return withCode(exitError, err, "check --upstream, --tokens, --audit-log and the TLS flags")
 	}
 	return err
+}
+
+// applyConfig sets every flag named in --config that the command line left
+// unset; the command line wins.
+func applyConfig(c *cli.Context) error {
+	path := c.String("config")
+	if path == "" {
+		return nil
+	}
+	settings, err := gateway.LoadConfig(path)
+	if err != nil {
+		return usagef("fix --config "+path, "%v", err)
+	}
+	known := map[string]bool{}
+	for _, f := range c.Command.Flags {
+		for _, n := range f.Names() {
+			known[n] = n != "config" && n != "help" && n != "h"
+		}
+	}
+	for _, s := range settings {
+		if !known[s.Name] {
+			return usagef("settings are serve's flag names, see --help", "%s line %d: unknown setting %q", path, s.Line, s.Name)
+		}
+		if c.IsSet(s.Name) {
+			continue
+		}
+		if err := c.Set(s.Name, s.Value); err != nil {
+			return usagef("fix --config "+path, "%s line %d: %s: %v", path, s.Line, s.Name, err)
+		}
+	}
+	return nil
 }
