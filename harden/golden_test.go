@@ -155,3 +155,29 @@ func TestUnitRejectsBadInput(t *testing.T) {
 		}
 	}
 }
+
+// TestUnitsVerify has systemd parse the units (unknown directives, bad
+// values and missing binaries are errors); service binaries are swapped for
+// /bin/true, which exists everywhere.
+func TestUnitsVerify(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("systemd-analyze not installed")
+	}
+	if _, err := os.Stat(NftPath); err != nil {
+		t.Skipf("%s not installed", NftPath)
+	}
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		FirewallUnit: FirewallUnitText(),
+		GatewayUnit:  mustUnit(t, Service{Description: "gateway", ExecStart: "/bin/true", AllowCIDRs: exampleGateway().AllowCIDRs}),
+		RuntimeUnit:  mustUnit(t, Service{Description: "runtime", ExecStart: "/bin/true", GPU: true, Environment: RuntimeEnv}),
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput(); err != nil || len(out) > 0 {
+			t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, out)
+		}
+	}
+}

@@ -5,8 +5,13 @@ package harden
 import (
 	"errors"
 	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/google/nftables"
 )
 
 func testPolicy() EgressPolicy {
@@ -117,5 +122,47 @@ func TestReplaceFailsAtomically(t *testing.T) {
 	}
 	if after := nftList(t, ns, "list", "table", "inet", TableName); after != before {
 		t.Fatalf("failed batch changed the table:\n%s\nwas:\n%s", after, before)
+	}
+}
+
+// BenchmarkReplace measures one compare-and-swap batch (read generation and
+// table, send, wait for acks) for a 70-rule table, alternating two policies
+// so every batch is a real change. scripts/bench/harden.sh compares the
+// whole CLI against nft -f.
+func BenchmarkReplace(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root to create a network namespace")
+	}
+	name := "qa-bench-" + strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		b.Skipf("ip netns add: %v %s", err, out)
+	}
+	b.Cleanup(func() { exec.Command("ip", "netns", "delete", name).Run() })
+	f, err := os.Open("/run/netns/" + name)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		b.Fatal(err)
+	}
+	k := NewKernel(c)
+	var tables [2]*Table
+	for i := range tables {
+		p := EgressPolicy{APIPort: uint16(8443 + i), SSHPort: 22}
+		for j := 1; j <= 20; j++ {
+			p.ClientCIDRs = append(p.ClientCIDRs, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(j), 0, 0}), 16))
+		}
+		for j := 1; j <= 40; j++ {
+			p.Egress = append(p.Egress, EgressRule{Proto: "udp", Prefix: netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(j), 1}), 32), Port: 123})
+		}
+		tables[i] = Build(p).Table()
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := swap(k, tables[i%2]); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
