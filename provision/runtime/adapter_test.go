@@ -197,8 +197,10 @@ func TestConfigRefusesEscapes(t *testing.T) {
 	}
 }
 
-// TestUnit checks the lines of the systemd unit this package contributes;
-// the sandboxing around them is package harden's and tested there.
+// TestUnit compares each runtime's systemd unit with its golden file and
+// checks the lines this package contributes; the sandboxing around them is
+// package harden's (a change there shows up here too: review it, then
+// go test -update).
 func TestUnit(t *testing.T) {
 	for kind, c := range configs() {
 		a, _ := For(kind)
@@ -206,6 +208,15 @@ func TestUnit(t *testing.T) {
 		unit, err := Unit(c)
 		if err != nil {
 			t.Fatal(err)
+		}
+		path := filepath.Join("testdata", strings.ReplaceAll(kind, ".", "")+".service")
+		if *update {
+			if err := os.WriteFile(path, []byte(unit), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if want, err := os.ReadFile(path); err != nil || string(want) != unit {
+			t.Errorf("%s differs from the generated unit (%v; go test -update rewrites it):\n%s", path, err, unit)
 		}
 		lines := strings.Split(unit, "\n")
 		want := []string{
