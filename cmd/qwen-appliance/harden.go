@@ -136,14 +136,9 @@ func hardenPolicy(c *cli.Context) (harden.EgressPolicy, error) {
 	return p, nil
 }
 
-// hardenSession finds the operator's SSH session: SSH_CONNECTION, or the
-// older SSH_CLIENT ("IP CLIENT_PORT SERVER_PORT") when only that is set.
+// hardenSession finds the operator's SSH session, through sudo too.
 func hardenSession() (*harden.Session, error) {
-	conn := os.Getenv("SSH_CONNECTION")
-	if f := strings.Fields(os.Getenv("SSH_CLIENT")); conn == "" && len(f) == 3 {
-		conn = strings.Join([]string{f[0], f[1], "-", f[2]}, " ")
-	}
-	s, err := harden.ParseSession(conn)
+	s, err := harden.FindSession(os.LookupEnv)
 	if err != nil {
 		return nil, fmt.Errorf("anti-lockout: %w", err)
 	}

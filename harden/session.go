@@ -1,0 +1,69 @@
+package harden
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// FindSession finds the SSH login this process runs under, for
+// anti-lockout. getenv is the process's own environment: SSH_CONNECTION, or
+// the older SSH_CLIENT ("IP CLIENT_PORT SERVER_PORT"). When neither is set
+// at all it walks the parent processes' environments in /proc, because
+// `sudo` drops SSH_CONNECTION by default; setting SSH_CONNECTION to ""
+// declares "no remote session" and stops the walk.
+func FindSession(lookupEnv func(string) (string, bool)) (*Session, error) {
+	if v, ok := lookupEnv("SSH_CONNECTION"); ok {
+		return ParseSession(v)
+	}
+	if v, ok := lookupEnv("SSH_CLIENT"); ok {
+		return parseSSHClient(v)
+	}
+	pid := os.Getppid()
+	for depth := 0; pid > 1 && depth < 64; depth++ {
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+		if err != nil {
+			break
+		}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if v, ok := bytes.CutPrefix(kv, []byte("SSH_CONNECTION=")); ok {
+				return ParseSession(string(v))
+			}
+		}
+		if pid, err = parentPID(pid); err != nil {
+			break
+		}
+	}
+	return nil, nil
+}
+
+func parseSSHClient(v string) (*Session, error) {
+	f := strings.Fields(v)
+	if len(f) == 0 {
+		return nil, nil
+	}
+	if len(f) != 3 {
+		return nil, fmt.Errorf("SSH_CLIENT %q: want 3 fields, got %d", v, len(f))
+	}
+	return ParseSession(strings.Join([]string{f[0], f[1], "-", f[2]}, " "))
+}
+
+// parentPID reads the parent of pid from /proc/PID/stat, whose second
+// field (the command name, in parentheses) may itself hold spaces and ")".
+func parentPID(pid int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 {
+		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
+	}
+	return strconv.Atoi(f[1])
+}
