@@ -99,6 +99,7 @@ type Gateway struct {
 	tpm      *limiter // per token: tokens
 	failures *limiter // per client address: failed authentications
 	slots    chan struct{}
+	active   sync.WaitGroup // requests being handled, so Serve can wait for their audit lines
 }
 
 // New checks the options, loads tokens and certificates and opens the audit
@@ -197,10 +198,15 @@ func (g *Gateway) Serve(ctx context.Context, ln, mln net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = errors.Join(err, srv.Shutdown(sctx))
+	if serr := srv.Shutdown(sctx); serr != nil {
+		// Streams still running after the grace period are cut; their
+		// handlers notice, cancel upstream and still write their audit lines.
+		srv.Close()
+	}
 	if msrv != nil {
 		err = errors.Join(err, msrv.Shutdown(sctx))
 	}
+	g.active.Wait()
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

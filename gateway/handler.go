@@ -46,6 +46,8 @@ func newRequestID() string {
 // serveAPI is the gateway's whole request path: throttle, authenticate,
 // authorize, limit, forward, account.
 func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
+	g.active.Add(1)
+	defer g.active.Done()
 	ex := &exchange{start: time.Now(), requestID: newRequestID(), client: r.RemoteAddr, method: r.Method,
 		path: truncate(r.URL.Path, 200), route: "other"}
 	h := w.Header()

@@ -42,8 +42,10 @@ type Log struct {
 	prev   string
 	unsign int // lines since the last checkpoint
 
-	ch   chan item
-	done chan struct{}
+	ch     chan item
+	done   chan struct{}
+	chMu   sync.RWMutex // Close takes it to close ch; senders hold it shared
+	closed bool
 
 	mu  sync.Mutex
 	err error
@@ -157,13 +159,28 @@ func (l *Log) Append(r Record) {
 	if r.Kind == "" {
 		r.Kind = KindRequest
 	}
-	l.ch <- item{rec: &r}
+	l.send(item{rec: &r})
+}
+
+// send queues it unless the log is closed (a record that arrives after
+// Close is dropped, and counted as an error).
+func (l *Log) send(it item) bool {
+	l.chMu.RLock()
+	defer l.chMu.RUnlock()
+	if l.closed {
+		l.setErr(errors.New("audit record after the log was closed"))
+		return false
+	}
+	l.ch <- it
+	return true
 }
 
 // Flush waits until everything appended so far is on disk.
 func (l *Log) Flush() error {
 	c := make(chan error, 1)
-	l.ch <- item{flush: c}
+	if !l.send(item{flush: c}) {
+		return l.Err()
+	}
 	return <-c
 }
 
@@ -175,10 +192,15 @@ func (l *Log) Err() error {
 	return l.err
 }
 
-// Close writes a signed stop record and closes the file. Append must not be
-// called after Close.
+// Close writes a signed stop record and closes the file. Records appended
+// after Close are dropped and make Err non-nil.
 func (l *Log) Close() error {
-	close(l.ch)
+	l.chMu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.ch)
+	}
+	l.chMu.Unlock()
 	<-l.done
 	return l.Err()
 }
