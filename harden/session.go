@@ -3,10 +3,44 @@ package harden
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 )
+
+// Session is the remote login an apply runs over (from SSH_CONNECTION): the
+// client's address and port, and the server port it connected to.
+type Session struct {
+	Client     netip.Addr `json:"client"`
+	ClientPort uint16     `json:"clientPort"`
+	ServerPort uint16     `json:"serverPort"`
+}
+
+// ParseSession reads the SSH_CONNECTION value "CLIENT_IP CLIENT_PORT
+// SERVER_IP SERVER_PORT"; an empty value means no remote session (nil).
+func ParseSession(sshConnection string) (*Session, error) {
+	f := strings.Fields(sshConnection)
+	if len(f) == 0 {
+		return nil, nil
+	}
+	if len(f) != 4 {
+		return nil, fmt.Errorf("SSH_CONNECTION %q: want 4 fields, got %d", sshConnection, len(f))
+	}
+	ip, err := netip.ParseAddr(f[0])
+	if err != nil {
+		return nil, fmt.Errorf("SSH_CONNECTION %q: client %q is not an IP address", sshConnection, f[0])
+	}
+	cport, err := parsePort(f[1])
+	if err != nil {
+		return nil, fmt.Errorf("SSH_CONNECTION %q: client %v", sshConnection, err)
+	}
+	sport, err := parsePort(f[3])
+	if err != nil {
+		return nil, fmt.Errorf("SSH_CONNECTION %q: server %v", sshConnection, err)
+	}
+	return &Session{Client: ip.WithZone("").Unmap(), ClientPort: cport, ServerPort: sport}, nil
+}
 
 // FindSession finds the SSH login this process runs under, for
 // anti-lockout. getenv is the process's own environment: SSH_CONNECTION, or

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -188,6 +189,12 @@ func hardenApply(c *cli.Context) error {
 	k, err := harden.Open()
 	if err != nil {
 		return hardenErr(err)
+	}
+	if c.Duration("confirm-timeout") > 0 {
+		// Losing the SSH connection is what the window guards against: the
+		// hangup (and a pipe to a dead terminal) must not kill the revert.
+		signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+		defer signal.Reset(syscall.SIGHUP, syscall.SIGPIPE)
 	}
 	log := c.App.ErrWriter
 	res, err := harden.Apply(c.Context, k, harden.Options{
