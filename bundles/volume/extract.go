@@ -219,9 +219,10 @@ func extractFile(ctx context.Context, r io.Reader, f manifests.File, root *os.Ro
 		w = out
 	}
 	rep.Start(f.Path, f.Size, 0)
-	sum, chunks, err := manifests.HashFile(ctx, io.TeeReader(r, w), f.Size, f.ChunkSize, func(n int64) { rep.Add(f.Path, n) })
-	if err == nil && (sum != f.SHA256 || !equal(chunks, f.Chunks)) {
-		err = fmt.Errorf("%w: %s: its bytes in the volumes differ from the signed manifest", manifests.ErrVerification, f.Path)
+	err = copyChecked(ctx, w, r, f, rep)
+	var me *mismatchError
+	if errors.As(err, &me) {
+		err = fmt.Errorf("%w: %s: its bytes in the volumes differ from the signed manifest: %v", manifests.ErrVerification, f.Path, err)
 	}
 	rep.Done(f.Path, err)
 	return err

@@ -211,9 +211,10 @@ func archiveFile(ctx context.Context, dir string, f manifests.File, tw io.Writer
 		return fmt.Errorf("%w: %s: not a regular file of %d bytes as the manifest says", manifests.ErrVerification, f.Path, f.Size)
 	}
 	rep.Start(f.Path, f.Size, 0)
-	sum, chunks, err := manifests.HashFile(ctx, io.TeeReader(fh, tw), f.Size, f.ChunkSize, func(n int64) { rep.Add(f.Path, n) })
-	if err == nil && (sum != f.SHA256 || !equal(chunks, f.Chunks)) {
-		err = fmt.Errorf("%w: %s differs from the manifest; nothing was packed", manifests.ErrVerification, f.Path)
+	err = copyChecked(ctx, tw, fh, f, rep)
+	var me *mismatchError
+	if errors.As(err, &me) {
+		err = fmt.Errorf("%w: %s: %v; nothing was packed", manifests.ErrVerification, f.Path, err)
 	}
 	rep.Done(f.Path, err)
 	return err

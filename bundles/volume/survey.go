@@ -4,14 +4,17 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
@@ -91,13 +94,25 @@ func Check(ctx context.Context, dir string, x *Index, rep *progress.Reporter) (*
 	}
 	sort.Slice(cands, func(i, j int) bool { return cands[i].name < cands[j].name })
 	rep.SetTotal(total)
+	// Volumes are hashed in parallel, one per core.
 	sums := make([]string, len(cands))
+	errs := make([]error, len(cands))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
 	for i, c := range cands {
-		if sizes[c.size] {
-			if sums[i], err = hashFile(ctx, filepath.Join(dir, c.name), rep); err != nil {
-				return nil, fmt.Errorf("check volumes: %w", err)
-			}
+		if !sizes[c.size] {
+			continue
 		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			sums[i], errs[i] = hashFile(ctx, filepath.Join(dir, c.name), rep)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("check volumes: %w", err)
 	}
 	// Files under their own names first, so that volumes with equal bytes
 	// (one data volume and its parity, or two volumes of zeros) each keep

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Bundling a 2 GiB model from a local HTTP server (loopback only) against, in
+# the same run, curl of the same files followed by sha256sum; then pack and
+# unpack against tar of the same tree. Prints times and ratios.
+#
+#   scripts/bench/bundle.sh            # 2 GiB (two 1 GiB files)
+#   BENCH_MIB=512 scripts/bench/bundle.sh
+#
+# Target: bundle create <= 1.1x the time of the download alone (hashing
+# overlaps the transfer). Run twice: with the server pacing each connection
+# like a network link (BENCH_RATE MiB/s, default 100), and unpaced, where
+# loopback moves bytes faster than two cores can hash them twice. Needs curl, sha256sum, tar, python3 and openssl;
+# skips (exit 0) without them. Cleans up its temporary directory.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+for tool in curl sha256sum tar python3 openssl; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "bundle.sh: $tool not found; skipping"
+    exit 0
+  fi
+done
+
+mib=${BENCH_MIB:-2048}
+work=$(mktemp -d "${TMPDIR:-/tmp}/qwa-bench-bundle.XXXXXX")
+server=""
+cleanup() {
+  if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+need=$(( mib * 6 + 512 ))
+avail=$(df -Pm "$work" | awk 'NR==2 {print $4}')
+if [ "$avail" -lt "$need" ]; then
+  echo "bundle.sh: need ${need} MiB free in $work, have ${avail}; skipping"
+  exit 0
+fi
+
+# make bench builds bin/qwen-appliance just before running this script.
+bin=${QWA_BIN:-bin/qwen-appliance}
+if [ ! -x "$bin" ]; then
+  bin="$work/qwen-appliance"
+  CGO_CFLAGS=${CGO_CFLAGS:--Wno-deprecated-declarations} go build -trimpath -o "$bin" ./cmd/qwen-appliance
+fi
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+rate() { python3 -c "print(f'{$1 / ($3 - $2):.0f}')"; } # MiB/s from MiB, start, end
+best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
+
+# Two model files of mib/2 MiB each, from a 64 MiB random block (content does
+# not matter: nothing is compressed).
+mkdir -p "$work/srv" "$work/curl"
+head -c $((64 << 20)) /dev/urandom > "$work/block"
+half=$(( mib / 2 ))
+for f in model-00001-of-00002.safetensors model-00002-of-00002.safetensors; do
+  for _ in $(seq $(( half / 64 ))); do cat "$work/block"; done > "$work/srv/$f"
+done
+rm "$work/block"
+sum1=$(openssl dgst -sha256 -r "$work/srv/model-00001-of-00002.safetensors" | cut -d' ' -f1)
+sum2=$(openssl dgst -sha256 -r "$work/srv/model-00002-of-00002.safetensors" | cut -d' ' -f1)
+
+# A static file server on loopback; with a rate (MiB/s per connection) it
+# paces each response like a network link of that speed.
+cat > "$work/serve.py" <<'PY'
+import functools, http.server, sys, time
+port, root, rate = int(sys.argv[1]), sys.argv[2], float(sys.argv[3]) * 1048576
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def copyfile(self, src, dst):
+        if rate <= 0:
+            return super().copyfile(src, dst)
+        start, sent = time.monotonic(), 0
+        while True:
+            b = src.read(1 << 20)
+            if not b:
+                return
+            dst.write(b)
+            sent += len(b)
+            ahead = sent / rate - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, directory=root)).serve_forever()
+PY
+"$bin" keys generate --out "$work/k" >/dev/null
+cat "$work"/srv/* > /dev/null # warm the page cache once
+
+# compare RATE: best of three interleaved runs of curl (both files in
+# parallel), curl + sha256sum, and bundle create, against a server pacing
+# each connection at RATE MiB/s (0: as fast as loopback goes).
+compare() {
+  local rate=$1
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
+  python3 "$work/serve.py" "$port" "$work/srv" "$rate" &
+  server=$!
+  for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  local url="http://127.0.0.1:$port"
+  cat > "$work/bench.yaml" <<YAML
+name: bench
+version: 1
+model:
+  name: bench/model
+  sources:
+    - url: $url/model-00001-of-00002.safetensors
+      sha256: $sum1
+      dest: model/model-00001-of-00002.safetensors
+    - url: $url/model-00002-of-00002.safetensors
+      sha256: $sum2
+      dest: model/model-00002-of-00002.safetensors
+YAML
+  local dls=() dlsums=() qas=() t0 t1 t2 t3 t4 c1 c2
+  for _ in 1 2 3; do
+    mkdir -p "$work/curl"
+    t0=$(now)
+    curl -sf -o "$work/curl/1" "$url/model-00001-of-00002.safetensors" & c1=$!
+    curl -sf -o "$work/curl/2" "$url/model-00002-of-00002.safetensors" & c2=$!
+    wait "$c1" "$c2"
+    t1=$(now)
+    sha256sum "$work/curl/1" "$work/curl/2" > /dev/null
+    t2=$(now)
+    rm -rf "$work/curl" "$work/bundle"
+    t3=$(now)
+    "$bin" bundle create --spec "$work/bench.yaml" --out "$work/bundle" --key "$work/k.key" >/dev/null
+    t4=$(now)
+    dls+=("$(elapsed "$t0" "$t1")"); dlsums+=("$(elapsed "$t0" "$t2")"); qas+=("$(elapsed "$t3" "$t4")")
+  done
+  kill "$server"; wait "$server" 2>/dev/null || true; server=""
+  local dl dlsum qa label="loopback, unpaced"
+  dl=$(best "${dls[@]}"); dlsum=$(best "${dlsums[@]}"); qa=$(best "${qas[@]}")
+  [ "$rate" != 0 ] && label="each connection paced at $rate MiB/s"
+  echo "== bundle create vs curl: ${mib} MiB in two files, $label"
+  echo "curl (2 in parallel)            ${dl} s  ($(rate "$mib" 0 "$dl") MiB/s)   runs: ${dls[*]}"
+  echo "curl + sha256sum                ${dlsum} s   runs: ${dlsums[*]}"
+  echo "qwen-appliance bundle create    ${qa} s  ($(rate "$mib" 0 "$qa") MiB/s)   runs: ${qas[*]}"
+  echo "ratio bundle create / curl alone:            $(ratio "$qa" "$dl")  (target <= 1.10)"
+  echo "ratio bundle create / curl + sha256sum:      $(ratio "$qa" "$dlsum")"
+}
+compare "${BENCH_RATE:-100}"
+compare 0
+rm -rf "$work/srv"
+
+echo "== pack and unpack vs tar (same tree)"
+t0=$(now)
+tar -cf "$work/ref.tar" -C "$work/bundle" .
+t1=$(now)
+"$bin" bundle pack "$work/bundle" --out "$work/vols" --volume-size 512M --key "$work/k.key" >/dev/null
+t2=$(now)
+pt=$(elapsed "$t0" "$t1"); pq=$(elapsed "$t1" "$t2")
+echo "tar -cf                         ${pt} s"
+echo "bundle pack (512M volumes)      ${pq} s  (checks every file against the manifest while archiving)"
+echo "ratio pack / tar:                            $(ratio "$pq" "$pt")"
+
+mkdir "$work/ref"
+t0=$(now)
+tar -xf "$work/ref.tar" -C "$work/ref"
+t1=$(now)
+rm -rf "$work/ref" "$work/ref.tar"
+"$bin" bundle unpack "$work/vols" --out "$work/unpacked" --trust "$work/k.pub" >/dev/null
+t2=$(now)
+ut=$(elapsed "$t0" "$t1"); uq=$(elapsed "$t1" "$t2")
+echo "tar -xf                         ${ut} s"
+echo "bundle unpack                   ${uq} s  (hashes every volume, then every file while extracting)"
+echo "ratio unpack / tar:                          $(ratio "$uq" "$ut")"
+
+"$bin" bundle pack "$work/bundle" --out "$work/vols-par" --volume-size 512M --parity 2 --key "$work/k.key" >/dev/null &&
+  t3=$(now) && echo "bundle pack --parity 2          $(elapsed "$t2" "$t3") s"
