@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,8 +22,9 @@ type usage struct {
 }
 
 // passHeaders are the upstream response headers a client sees; everything
-// else (Server, X-Powered-By, cookies, upstream debugging) is dropped.
-var passHeaders = []string{"Content-Type", "Cache-Control", "Openai-Processing-Ms", "Openai-Model"}
+// else (Server, X-Powered-By, cookies, caching, upstream debugging) is
+// dropped.
+var passHeaders = []string{"Content-Type", "Openai-Processing-Ms", "Openai-Model"}
 
 const maxResponseBytes = 64 << 20
 
@@ -124,7 +126,10 @@ func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exch
 		}
 	}
 	copyHeaders(w, resp)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(resp.StatusCode)
+	// A client that reads slowly gets the write timeout, not a handler forever.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(g.o.WriteTimeout))
 	_, err = w.Write(body)
 	return err
 }
