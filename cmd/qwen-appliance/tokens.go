@@ -75,17 +75,18 @@ func tokensCreate(c *cli.Context) error {
 			}
 		}
 	}
-	path := c.String("file")
-	s, err := tokens.Load(path)
-	if err != nil {
-		return err
+	var tok string
+	var entry *tokens.Token
+	var createErr error
+	err = tokens.Update(c.String("file"), func(s *tokens.Store) error {
+		tok, entry, createErr = s.Create(tokens.CreateOptions{Name: c.String("name"), Role: role, Models: models,
+			Expires: expires, RPM: c.Int("rpm"), TPM: c.Int("tpm")})
+		return createErr
+	})
+	if createErr != nil {
+		return usagef("check --name, --rpm and --tpm", "%v", createErr)
 	}
-	tok, entry, err := s.Create(tokens.CreateOptions{Name: c.String("name"), Role: role, Models: models,
-		Expires: expires, RPM: c.Int("rpm"), TPM: c.Int("tpm")})
 	if err != nil {
-		return usagef("check --name, --rpm and --tpm", "%v", err)
-	}
-	if err := s.Save(path); err != nil {
 		return err
 	}
 	if c.Bool("json") {
@@ -133,15 +134,16 @@ func tokensRevoke(c *cli.Context) error {
 		return usagef("name one token: tokens revoke --file F ID|NAME", "want one token ID or name, got %d arguments", c.NArg())
 	}
 	path := c.String("file")
-	s, err := tokens.Load(path)
-	if err != nil {
-		return err
+	var t *tokens.Token
+	var revokeErr error
+	err := tokens.Update(path, func(s *tokens.Store) error {
+		t, revokeErr = s.Revoke(c.Args().First(), time.Now())
+		return revokeErr
+	})
+	if revokeErr != nil {
+		return withCode(exitError, revokeErr, "see 'qwen-appliance tokens list --file "+path+"'")
 	}
-	t, err := s.Revoke(c.Args().First(), time.Now())
 	if err != nil {
-		return withCode(exitError, err, "see 'qwen-appliance tokens list --file "+path+"'")
-	}
-	if err := s.Save(path); err != nil {
 		return err
 	}
 	if c.Bool("json") {

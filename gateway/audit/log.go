@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qwen-appliance/qwen-appliance/gateway/internal/flock"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -100,6 +101,10 @@ func (l *Log) openFile() error {
 	f, err := os.OpenFile(l.o.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open audit log: %w", err)
+	}
+	if err := flock.TryLock(f); err != nil {
+		f.Close()
+		return fmt.Errorf("audit log %s: %w (is another gateway writing it?)", l.o.Path, err)
 	}
 	last, size, err := lastLine(f)
 	if err != nil {
@@ -320,6 +325,10 @@ func (l *Log) maybeRotate() error {
 	}
 	f, err := os.OpenFile(l.o.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 	if err != nil {
+		return fmt.Errorf("rotate audit log: %w", err)
+	}
+	if err := flock.TryLock(f); err != nil {
+		f.Close()
 		return fmt.Errorf("rotate audit log: %w", err)
 	}
 	l.f, l.size = f, 0

@@ -209,3 +209,15 @@ func TestNoContentByDefault(t *testing.T) {
 		t.Fatal("content logged by default")
 	}
 }
+
+func TestOpenRefusesSecondWriter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := Open(Options{Path: path}); err == nil || !strings.Contains(err.Error(), "another gateway") {
+		t.Fatalf("second Open = %v", err)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qwen-appliance/qwen-appliance/gateway/internal/flock"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -148,6 +149,28 @@ func (s *Store) Save(path string) error {
 		return fmt.Errorf("save token file %s: %w", path, err)
 	}
 	return nil
+}
+
+// Update loads the token file, lets fn change it and saves it, holding a
+// lock (PATH.lock) so that concurrent updates do not lose each other's
+// changes. Nothing is saved when fn fails.
+func Update(path string, fn func(*Store) error) error {
+	lf, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("lock token file: %w", err)
+	}
+	defer lf.Close()
+	if err := flock.Lock(lf); err != nil {
+		return fmt.Errorf("lock token file: %w", err)
+	}
+	s, err := Load(path)
+	if err != nil {
+		return err
+	}
+	if err := fn(s); err != nil {
+		return err
+	}
+	return s.Save(path)
 }
 
 // CreateOptions describe a new token.

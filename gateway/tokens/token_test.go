@@ -116,3 +116,28 @@ func TestParseDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestUpdateConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	errs := make(chan error, 8)
+	for i := range 8 {
+		go func() {
+			errs <- Update(path, func(s *Store) error {
+				_, _, err := s.Create(CreateOptions{Name: "t" + string(rune('a'+i)), Role: RoleUser})
+				return err
+			})
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Tokens) != 8 {
+		t.Fatalf("%d tokens after 8 concurrent creates: updates were lost", len(s.Tokens))
+	}
+}

@@ -1,0 +1,10 @@
+// Package flock takes advisory whole-file locks, so that two gateway
+// processes never append to one audit log and two "tokens create" runs never
+// lose each other's token. It must never be used for anything that needs a
+// lock across machines.
+package flock
+
+import "errors"
+
+// ErrLocked is returned by TryLock when another process holds the lock.
+var ErrLocked = errors.New("locked by another process")

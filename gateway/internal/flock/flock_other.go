@@ -1,0 +1,11 @@
+//go:build !unix
+
+package flock
+
+import "os"
+
+// TryLock does nothing where flock(2) does not exist.
+func TryLock(*os.File) error { return nil }
+
+// Lock does nothing where flock(2) does not exist.
+func Lock(*os.File) error { return nil }
