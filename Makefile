@@ -9,7 +9,7 @@ PKGS := ./...
 .PHONY: build test bench fuzz lint demo clean
 
 build:
-	$(GO) build -trimpath -o $(BIN) ./cmd/qwen-appliance
+	$(GO) build -o $(BIN) ./cmd/qwen-appliance
 
 # Privileged tests (network namespaces, loop-mounted filesystems) run when
 # root and skip with a reason otherwise.

@@ -75,6 +75,8 @@ type installer struct {
 	j     *journal
 	res   Result
 	undos []func() error
+	// serviceExe is the installed copy of this executable the services run.
+	serviceExe string
 }
 
 func (in *installer) logf(format string, args ...any) {
@@ -139,6 +141,9 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 
 	st := &state.State{Root: string(in.l.root), TrustedKeys: nil, Files: map[string]string{}}
 	if err := in.trust(st); err != nil {
+		return nil, err
+	}
+	if err := in.program(st); err != nil {
 		return nil, err
 	}
 	id, err := in.identity(ctx, st)

@@ -14,7 +14,8 @@ const (
 	StateDir    = "/" + state.Dir
 	LogDir      = "/var/log/qwen-appliance"
 	StoreDir    = "/var/lib/qwen-appliance/store"
-	ReleasesDir = "releases" // inside the store: one verified copy per bundle version
+	ReleasesDir = "releases"                               // inside the store: one verified copy per bundle version
+	ProgramPath = "/usr/lib/qwen-appliance/qwen-appliance" // the copy the services run
 )
 
 // layout resolves every path install uses under a root.

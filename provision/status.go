@@ -92,7 +92,7 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	for _, svc := range []state.Service{st.Gateway.Service, st.Runtime} {
 		if svc.PID > 0 {
 			logf("stopping %s (pid %d)", svc.Name, svc.PID)
-			errs = append(errs, stop(svc.PID, 20*time.Second))
+			errs = append(errs, stop(svc.PID, 30*time.Second))
 		}
 	}
 	nf := o.Netfilter

@@ -176,7 +176,7 @@ func (in *installer) stopPrevious() error {
 	for _, s := range []state.Service{in.prev.Gateway.Service, in.prev.Runtime} {
 		if s.PID > 0 {
 			in.logf("stopping previous %s (pid %d)", s.Name, s.PID)
-			if err := stop(s.PID, 20*time.Second); err != nil {
+			if err := stop(s.PID, 30*time.Second); err != nil {
 				return err
 			}
 		}
@@ -184,11 +184,38 @@ func (in *installer) stopPrevious() error {
 	return nil
 }
 
+// program installs a root-owned copy of this executable that the services
+// run, so they never depend on where the operator started install from (a
+// home directory the service user cannot read, removable media), and records
+// its hash for verify.
+func (in *installer) program(st *state.State) error {
+	dst := in.l.path(ProgramPath)
+	want, err := fileDigest(in.o.Executable)
+	if err != nil {
+		return fmt.Errorf("program: %w", err)
+	}
+	if have, err := fileDigest(dst); err != nil || have != want {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		data, err := os.ReadFile(in.o.Executable)
+		if err != nil {
+			return fmt.Errorf("program: %w", err)
+		}
+		if err := manifests.WriteFileAtomic(dst, data, 0o755); err != nil {
+			return fmt.Errorf("program: %w", err)
+		}
+	}
+	st.Files[dst] = want
+	in.serviceExe = dst
+	return nil
+}
+
 func (in *installer) startService(ctx context.Context, s service, ready func() bool) (int, error) {
 	if err := os.MkdirAll(filepath.Dir(s.Log), 0o750); err != nil {
 		return 0, err
 	}
-	pid, err := s.start(in.o.Executable)
+	pid, err := s.start(in.serviceExe)
 	if err != nil {
 		return 0, err
 	}
@@ -196,7 +223,7 @@ func (in *installer) startService(ctx context.Context, s service, ready func() b
 		stop(pid, 5*time.Second)
 		return 0, err
 	}
-	in.onUndo(func() error { return stop(pid, 20*time.Second) })
+	in.onUndo(func() error { return stop(pid, 30*time.Second) })
 	if err := waitFor(ctx, s, pid, in.o.ReadyTimeout, ready); err != nil {
 		return 0, err
 	}

@@ -1,34 +1,90 @@
 #!/usr/bin/env bash
-# make demo: the richest real end-to-end run the project has, on files it
-# makes itself, with no network. Everything happens under a temporary folder.
+# make demo: the main job end to end, for real, on the tiny model the project
+# generates itself, with no GPU and no network. As root it:
+#   builds the tool and the CPU runtime (Ollama v0.6.5, cached),
+#   bundle create demo → bundle pack (with a parity volume),
+#   install into a sandbox: --root under a temporary directory, the firewall
+#   inside a network namespace it creates, the store on a loop-mounted ext4
+#   image with fscrypt,
+#   a chat completion through the TLS gateway with the printed admin token,
+#   verify (with an active egress probe), then uninstall --crypto-erase,
+# and tears everything down, on failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QA=$PWD/bin/qwen-appliance
-[ -x "$QA" ] || make -s build
-work=$(mktemp -d /tmp/qwen-appliance-demo.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+repo=$PWD
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "connected side: a signing key"
+if [ "$(id -u)" != 0 ]; then
+  echo "make demo needs root: it creates a network namespace and mounts an encrypted loop image (sudo make demo)" >&2
+  exit 1
+fi
+
+need=()
+for pair in ip:iproute2 nft:nftables mkfs.ext4:e2fsprogs losetup:util-linux curl:curl ping:iputils-ping; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
+[ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  step "installing Debian packages: ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+step "building qwen-appliance and the CPU runtime (Ollama v0.6.5, cached after the first build)"
+make -s build
+QA=$repo/bin/qwen-appliance
+ollama=$(bash scripts/build-ollama.sh)
+echo "runtime: $ollama"
+
+work=$(mktemp -d /tmp/qwen-appliance-demo.XXXXXX)
+ns=qa-demo-$$
+mnt=$work/mnt
+cleanup() {
+  set +e
+  if [ -f "$work/root/var/lib/qwen-appliance/state.json" ]; then
+    ip netns exec "$ns" "$QA" uninstall --root "$work/root" >/dev/null 2>&1
+  fi
+  mountpoint -q "$mnt" && umount "$mnt"
+  ip netns del "$ns" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+
+step "connected side: a signing key, the demo bundle (generated model + runtime), packed into volumes"
 "$QA" keys generate --out release --comment "demo release key"
+"$QA" bundle create demo --out bundle --key release.key --artifact "ollama=file://$ollama" --allow-unpinned
+"$QA" bundle pack bundle --out volumes --volume-size 16M --parity 1 --key release.key
+ls -l volumes
 
-step "connected side: a bundle directory, pinned by a signed manifest"
-mkdir -p bundle/model
-head -c 48M /dev/urandom > bundle/model/weights.bin
-printf '{"architectures":["Qwen2ForCausalLM"]}\n' > bundle/model/config.json
-"$QA" manifest create bundle --key release.key --name demo --version 1 --expires 30d
-head -c 600 bundle/manifest.json; echo "…"
+step "isolated side: a sandbox (network namespace $ns, encrypted ext4 on a loop device)"
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+truncate -s 2G disk.img
+mkfs.ext4 -q -O encrypt disk.img
+mkdir -p "$mnt"
+mount -o loop disk.img "$mnt"
+in_ns() { ip netns exec "$ns" "$@"; }
 
-step "isolated side: verify signature, expiry and every byte"
-"$QA" manifest verify bundle --trust release.pub
+step "install from the packed volumes (verify → preflight → harden → store → copy-in → runtime → gateway → smoke test)"
+in_ns "$QA" install volumes --trust release.pub --root "$work/root" --store "$mnt/store" --probe 192.0.2.1 | tee install.out
+token=$(awk '/admin token/{getline; print $1}' install.out)
 
-step "tampering: one flipped byte in the weights is named by its byte range (exit 3)"
-printf '\x00' | dd of=bundle/model/weights.bin bs=1 seek=20000000 conv=notrunc status=none
-set +e
-"$QA" manifest verify bundle --trust release.pub
-echo "exit status: $?"
-set -e
+step "a chat completion through the gateway (TLS, admin token)"
+in_ns curl -sS --cacert "$work/root/etc/qwen-appliance/tls/ca.crt" https://127.0.0.1:8443/v1/chat/completions \
+  -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+  -d '{"model":"demo","max_tokens":12,"messages":[{"role":"user","content":"Hello from the air-gapped side"}]}'
+echo
+echo "(random weights: the text is noise; tokenization, loading and generation are real)"
+echo "without a token:"
+in_ns curl -sS -o /dev/null -w '  HTTP %{http_code}\n' --cacert "$work/root/etc/qwen-appliance/tls/ca.crt" https://127.0.0.1:8443/v1/models
+
+step "verify: the running host against what install recorded (NIST SP 800-53 mapped checks)"
+in_ns "$QA" verify --root "$work/root" --trust release.pub | head -3
+in_ns "$QA" verify --root "$work/root" --trust release.pub --format json | grep -E '"(id|status)"' | paste - - | sed 's/[",]//g; s/  */ /g'
+
+step "status, then uninstall with crypto-erase"
+in_ns "$QA" status --root "$work/root"
+in_ns "$QA" uninstall --root "$work/root" --crypto-erase
 
 echo
-echo "demo finished; everything it made is removed."
+echo "demo finished; the sandbox is torn down."

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -73,7 +76,7 @@ func installAction(c *cli.Context) error {
 		Root: c.String("root"), Store: c.String("store"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
 		Host: c.String("host"), ProbeTargets: c.StringSlice("probe"), Context: c.Int("context"),
 		AllowDowngrade: c.Bool("allow-downgrade"), DryRun: c.Bool("dry-run"), ReadyTimeout: c.Duration("ready-timeout"),
-		Log: c.App.ErrWriter,
+		Log: c.App.ErrWriter, Executable: selfPath(),
 	}
 	switch b := c.String("storage"); b {
 	case "none":
@@ -147,4 +150,19 @@ func installAction(c *cli.Context) error {
 		fmt.Fprintf(w, "\nstore recovery key (shown once, keep it offline):\n  %s\n", res.RecoveryKey)
 	}
 	return nil
+}
+
+// selfPath is how this program was started, as an absolute path, without
+// resolving symlinks: the services install starts run the same command.
+func selfPath() string {
+	p := os.Args[0]
+	if !strings.Contains(p, "/") {
+		if lp, err := exec.LookPath(p); err == nil {
+			p = lp
+		}
+	}
+	if abs, err := filepath.Abs(p); err == nil {
+		return abs
+	}
+	return p
 }

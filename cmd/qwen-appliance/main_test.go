@@ -21,6 +21,12 @@ func TestScript(t *testing.T) {
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"mkfile":   cmdMkfile,
 			"flipbyte": cmdFlipbyte,
+			"sandbox":  cmdSandbox,
+		},
+		Condition: scriptConditions,
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("OLLAMA", ollamaPath())
+			return nil
 		},
 	})
 }

@@ -1,0 +1,111 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// ollamaPath finds the CPU runtime that scripts/build-ollama.sh builds.
+func ollamaPath() string {
+	if p := os.Getenv("QWA_OLLAMA"); p != "" {
+		return p
+	}
+	cache := os.Getenv("QWA_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "qwen-appliance")
+	}
+	p := filepath.Join(cache, "ollama-v0.6.5", "bin", "ollama")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// scriptConditions adds [root], [ollama] and [sandbox] (root with ip,
+// mkfs.ext4 and mount) to the script conditions.
+func scriptConditions(cond string) (bool, error) {
+	switch cond {
+	case "root":
+		return os.Getuid() == 0, nil
+	case "ollama":
+		return ollamaPath() != "", nil
+	case "sandbox":
+		for _, tool := range []string{"ip", "mkfs.ext4", "mount", "umount", "nft"} {
+			if _, err := exec.LookPath(tool); err != nil {
+				return false, nil
+			}
+		}
+		return os.Getuid() == 0, nil
+	}
+	return false, fmt.Errorf("unknown condition %q", cond)
+}
+
+// cmdSandbox makes the isolated host of the end-to-end scripts: a network
+// namespace ($NS) and an ext4 image with encryption support mounted at $MNT.
+// Everything is torn down when the script ends, pass or fail: services the
+// install recorded under $WORK/root are killed first, then the image is
+// unmounted and detached and the namespace deleted.
+func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: sandbox")
+	}
+	ns := fmt.Sprintf("qa-ts-%d-%d", os.Getpid(), rand.IntN(1e6))
+	mnt := ts.MkAbs("mnt")
+	img := ts.MkAbs("disk.img")
+	run := func(name string, a ...string) {
+		if out, err := exec.Command(name, a...).CombinedOutput(); err != nil {
+			ts.Fatalf("%s %s: %v\n%s", name, strings.Join(a, " "), err, out)
+		}
+	}
+	ts.Defer(func() {
+		killRecorded(ts.MkAbs("root/var/lib/qwen-appliance/state.json"))
+		exec.Command("umount", mnt).Run()
+		exec.Command("ip", "netns", "del", ns).Run()
+	})
+	// The service user must be able to pass through the script's private
+	// temporary directories to reach the sandbox root (traverse only).
+	work := ts.Getenv("WORK")
+	for _, d := range []string{work, filepath.Dir(work)} {
+		ts.Check(os.Chmod(d, 0o711))
+	}
+	run("ip", "netns", "add", ns)
+	run("ip", "-n", ns, "link", "set", "lo", "up")
+	ts.Check(os.WriteFile(img, nil, 0o600))
+	ts.Check(os.Truncate(img, 2<<30)) // sparse; preflight wants 1 GiB free
+	run("mkfs.ext4", "-q", "-O", "encrypt", img)
+	ts.Check(os.MkdirAll(mnt, 0o755))
+	run("mount", "-o", "loop", img, mnt)
+	ts.Setenv("NS", ns)
+	ts.Setenv("MNT", mnt)
+}
+
+// killRecorded kills the process groups of the services a state file names.
+func killRecorded(stateFile string) {
+	data, err := os.ReadFile(stateFile)
+	if err != nil {
+		return
+	}
+	var st struct {
+		Runtime struct{ PID int } `json:"runtime"`
+		Gateway struct{ PID int } `json:"gateway"`
+	}
+	if json.Unmarshal(data, &st) != nil {
+		return
+	}
+	for _, pid := range []int{st.Runtime.PID, st.Gateway.PID} {
+		if pid > 0 {
+			syscall.Kill(-pid, syscall.SIGKILL)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+}
