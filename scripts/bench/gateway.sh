@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-for tool in wrk nginx openssl; do
+for tool in wrk nginx openssl python3; do
   if ! command -v "$tool" >/dev/null; then echo "gateway bench: $tool not installed; skipping"; exit 0; fi
 done
 RATE=${RATE:-1000}      # requests per second for the latency runs
