@@ -162,6 +162,9 @@ func bundleCreate(c *cli.Context) error {
 	if res.Revision != "" {
 		fmt.Fprintf(c.App.Writer, ", revision %s", res.Revision)
 	}
+	if len(res.Skipped) > 0 {
+		fmt.Fprintf(c.App.Writer, "; without optional artefact(s) %s (pass --artifact NAME=URL)", strings.Join(res.Skipped, ", "))
+	}
 	fmt.Fprintln(c.App.Writer)
 	for _, u := range res.Unpinned {
 		fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: warning: %s was not pinned; its hash was recorded at download\n", u)
