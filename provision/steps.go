@@ -133,7 +133,7 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 	if err != nil {
 		return fmt.Errorf("model store status: %w", err)
 	}
-	st.Store.Cipher = stat.Cipher
+	st.Store.Cipher, st.Store.KeyFile = stat.Cipher, key.KeyFile
 	return nil
 }
 

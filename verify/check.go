@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
@@ -64,6 +65,7 @@ type Target struct {
 	Trusted []manifests.PublicKey
 	Full    bool // hash every chunk rather than a sample
 	Now     func() time.Time
+	NVML    nvml.Interface // the system's NVML when nil; tests pass go-nvml's mock
 }
 
 func (t *Target) now() time.Time {

@@ -3,6 +3,7 @@
 package verify
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
@@ -85,4 +87,28 @@ func TestListenersInNamespace(t *testing.T) {
 	expect(t, runOne(t, "network.listeners", tg), Fail, ":18443")
 	tg.State.Gateway.Listen = []string{"0.0.0.0:18443"}
 	expect(t, runOne(t, "network.listeners", tg), Pass, "expected: tcp [::]:18443")
+}
+
+func TestFirewallCheckInNamespace(t *testing.T) {
+	host, _ := netPair(t)
+	root := t.TempDir()
+	st := &state.State{Firewall: state.Firewall{NetNS: host, Table: "inet qwen_appliance"}}
+	tg := &Target{Root: root, State: st}
+	nf, done, err := tg.netfilter()
+	must(t, err)
+	defer done()
+	res, err := harden.Apply(context.Background(), nf, harden.Options{Policy: harden.EgressPolicy{APIPort: 8443, SSHPort: 22}, Root: harden.Root(root)})
+	must(t, err)
+	st.Firewall.RulesetSHA256 = res.SHA256
+	expect(t, runOne(t, "network.firewall", tg), Pass, "policy drop")
+
+	st.Firewall.RulesetSHA256 = strings.Repeat("0", 64)
+	expect(t, runOne(t, "network.firewall", tg), Fail, "not the one install recorded")
+	st.Firewall.RulesetSHA256 = res.SHA256
+
+	sh(t, "ip", "netns", "exec", host, "nft", "add", "rule", "inet", "qwen_appliance", "output", "tcp", "dport", "443", "accept")
+	expect(t, runOne(t, "network.firewall", tg), Fail, "differs from what was applied")
+
+	sh(t, "ip", "netns", "exec", host, "nft", "delete", "table", "inet", "qwen_appliance")
+	expect(t, runOne(t, "network.firewall", tg), Fail, "is not loaded")
 }

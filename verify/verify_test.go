@@ -172,6 +172,10 @@ func TestStorePermissions(t *testing.T) {
 	expect(t, runOne(t, "storage.permissions", tg), Pass, "private")
 	must(t, os.Chmod(filepath.Join(tg.State.Bundle.Dir, "model/config.json"), 0o644))
 	expect(t, runOne(t, "storage.permissions", tg), Fail, "model/config.json: mode 0644")
+
+	expect(t, runOne(t, "storage.encryption", tg), Fail, "not encrypted")
+	tg.State.Store.Backend = "fscrypt"
+	expect(t, runOne(t, "storage.encryption", tg), Fail, "no encrypted store")
 }
 
 // startProcess starts "sleep" with env, as uid when uid >= 0.

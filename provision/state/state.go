@@ -68,6 +68,7 @@ type Store struct {
 	Dir     string `json:"dir"`
 	Backend string `json:"backend"` // fscrypt | luks | none
 	Cipher  string `json:"cipher,omitempty"`
+	KeyFile string `json:"keyFile,omitempty"` // the key-file protector install unlocks it with
 }
 
 // Firewall is the nftables table install applied.
