@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -262,5 +263,80 @@ func TestCreateGoGetterFileSource(t *testing.T) {
 	_, err = Create(context.Background(), specFor(t, bad), CreateOptions{Out: filepath.Join(dir, "b2"), Key: testKey(t)})
 	if !errors.Is(err, manifests.ErrVerification) {
 		t.Fatalf("want a mismatch, got %v", err)
+	}
+}
+
+// TestCreateResumesAfterFailure: a create that fails part-way keeps the
+// finished and partial downloads in the cache; running it again fetches only
+// what is missing.
+func TestCreateResumesAfterFailure(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	small := []byte("small file")
+	var mu sync.Mutex
+	served := map[string]int64{}
+	failSmall := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		fail := failSmall && r.URL.Path == "/small"
+		mu.Unlock()
+		if fail {
+			http.Error(w, "gone", http.StatusNotFound)
+			return
+		}
+		data := big
+		if r.URL.Path == "/small" {
+			data = small
+		}
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "f", time.Time{}, bytes.NewReader(data))
+		mu.Lock()
+		served[r.URL.Path] += cw.n
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	text := fmt.Sprintf("name: t\nversion: 1\nmodel:\n  name: x\n  sources:\n    - url: %s/big\n      sha256: %s\n      dest: model/big\n    - url: %s/small\n      sha256: %s\n      dest: model/small\n",
+		srv.URL, hexSum(big), srv.URL, hexSum(small))
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	opts := CreateOptions{Out: filepath.Join(dir, "b"), Cache: cache, Key: testKey(t), Retries: 1, Backoff: time.Millisecond}
+	if _, err := Create(context.Background(), specFor(t, text), opts); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("first run: want a 404, got %v", err)
+	}
+	if _, err := os.Stat(opts.Out); !os.IsNotExist(err) {
+		t.Fatal("a failed create left --out")
+	}
+	mu.Lock()
+	failSmall = false
+	firstBig := served["/big"]
+	mu.Unlock()
+	if _, err := Create(context.Background(), specFor(t, text), opts); err != nil {
+		t.Fatal(err)
+	}
+	// The second run may only ask for the range after the end (a 416 with a
+	// few bytes of error text), not the file.
+	if firstBig != int64(len(big)) || served["/big"]-firstBig > 1024 {
+		t.Fatalf("the big file was fetched again: %d bytes served in all, %d in the first run", served["/big"], firstBig)
+	}
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.ResponseWriter.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func TestHubFromEnvironment(t *testing.T) {
+	srv := hubServer(t, map[string][]byte{"w.bin": []byte("weights")}, nil)
+	t.Setenv("HF_ENDPOINT", srv.URL)
+	t.Setenv("HF_TOKEN", "")
+	spec := specFor(t, fmt.Sprintf("name: t\nversion: 1\nmodel:\n  name: Org/Model\n  sources:\n    - url: hf://Org/Model@%s\n", testCommit))
+	res, err := Create(context.Background(), spec, CreateOptions{Out: filepath.Join(t.TempDir(), "b"), Key: testKey(t)})
+	if err != nil || res.Revision != testCommit {
+		t.Fatalf("HF_ENDPOINT not used: %v", err)
 	}
 }

@@ -289,7 +289,11 @@ func (c *Client) attempt(ctx context.Context, f *os.File, hp **hasher, w Want, o
 			off = 0
 		}
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && off > 0:
-		// The partial file is as long as the remote one, or longer.
+		// The partial file is as long as the remote one (complete: "bytes
+		// */LEN" with LEN = off; the hash then decides), or longer.
+		if total, ok := strings.CutPrefix(resp.Header.Get("Content-Range"), "bytes */"); ok && total == strconv.FormatInt(off, 10) {
+			return 0, true, nil
+		}
 		if err := restart(); err != nil {
 			return 0, false, err
 		}
