@@ -115,7 +115,7 @@ func init() {
 				"absent or wrong the unlock fails with the reason in the journal, and systemd does not\n" +
 				"start the runtime (\"dependency failed\"); unlock by hand with --passphrase or --recovery-key.",
 			Flags: []cli.Flag{dirFlag, keyFileFlag,
-				&cli.StringFlag{Name: "runtime-unit", Value: "qwen-runtime.service", Usage: "the inference server's `UNIT`"},
+				&cli.StringFlag{Name: "runtime-unit", Value: "qwen-appliance-runtime.service", Usage: "the inference server's `UNIT`"},
 				&cli.StringFlag{Name: "binary", Value: "/usr/local/bin/qwen-appliance", Usage: "absolute `PATH` of qwen-appliance on the host"},
 			},
 			Action: storageUnit,

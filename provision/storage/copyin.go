@@ -10,7 +10,9 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"runtime"
 	"slices"
+	"sync"
 	"syscall"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
@@ -180,11 +182,12 @@ func (c *copier) file(ctx context.Context, f manifests.File) ([]manifests.FilePr
 // writebackStep is how much is written before writeback of it is started.
 const writebackStep = 8 << 20
 
-// flushingWriter writes to f and, every writebackStep bytes, has a second
-// goroutine start writeback of what was written. On an fscrypt store the
-// kernel encrypts during writeback in the calling thread, so this moves the
-// encryption onto another core, overlapping it with reading and hashing,
-// and fsync at the end finds little left to do.
+// flushingWriter writes to f and, every writebackStep bytes, has one of a
+// few goroutines start writeback of what was written. On an fscrypt store
+// the kernel encrypts during writeback in the calling thread, so this spreads
+// the encryption over the cores, overlapping it with reading and hashing
+// (cp leaves it all to one flusher thread at sync time), and fsync at the
+// end finds little left to do.
 type flushingWriter struct {
 	f          *os.File
 	off, start int64
@@ -194,12 +197,17 @@ type flushingWriter struct {
 
 func newFlushingWriter(f *os.File) *flushingWriter {
 	w := &flushingWriter{f: f, ranges: make(chan [2]int64, 4), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		for r := range w.ranges {
-			startWriteback(w.f, r[0], r[1])
-		}
-	}()
+	var wg sync.WaitGroup
+	for range max(runtime.NumCPU(), 2) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for r := range w.ranges {
+				startWriteback(w.f, r[0], r[1])
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(w.done) }()
 	return w
 }
 
