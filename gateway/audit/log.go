@@ -80,6 +80,15 @@ func Open(o Options) (*Log, error) {
 		l.f.Close()
 		return nil, err
 	}
+	// Anchor the chain at once: until the first checkpoint nothing would be
+	// covered by the key, and a verifier could not tell a fresh log from a
+	// truncated one.
+	if l.o.Key != nil {
+		if err := l.checkpoint(KindCheckpoint); err != nil {
+			l.f.Close()
+			return nil, err
+		}
+	}
 	if err := l.sync(); err != nil {
 		l.f.Close()
 		return nil, fmt.Errorf("audit log %s: %w", o.Path, err)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"os/exec"
@@ -105,7 +106,29 @@ func (o ollama) Prepare(ctx context.Context, c Config, log io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("import model %s into ollama: %w: %s", model, err, lastLines(text, 5))
 	}
+	// Ollama makes its blobs and manifests 0644 whatever the umask; in the
+	// encrypted store only the service user may read anything.
+	if err := privatize(cmd.Dir); err != nil {
+		return fmt.Errorf("import model: %w", err)
+	}
 	return o.load(ctx, c)
+}
+
+// privatize removes group and other permissions from everything under dir.
+func privatize(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink != 0 {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if perm := info.Mode().Perm(); perm&0o077 != 0 {
+			return os.Chmod(p, perm&^0o077)
+		}
+		return nil
+	})
 }
 
 // load asks Ollama to load the model now (a generate request without a
