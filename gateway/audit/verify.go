@@ -64,6 +64,7 @@ type verifier struct {
 	seq     int64
 	prev    string
 	last    string // kind of the last record
+	lineNo  int    // lines read from the current file
 	trusted map[string]manifests.PublicKey
 	keyIDs  map[string]bool
 }
@@ -109,6 +110,7 @@ const maxLine = 16 << 20
 
 func (v *verifier) file(name string, r io.Reader) error {
 	v.rep.Files = append(v.rep.Files, name)
+	v.lineNo = 0
 	br := bufio.NewReaderSize(r, 64<<10)
 	for n := 1; ; n++ {
 		line, err := br.ReadSlice('\n')
@@ -138,6 +140,7 @@ func (v *verifier) file(name string, r io.Reader) error {
 		if err := v.line(name, n, line[:len(line)-1]); err != nil {
 			return err
 		}
+		v.lineNo = n
 	}
 }
 
@@ -236,7 +239,7 @@ func (v *verifier) end(name string) error {
 	}
 	if v.last != KindStop && v.last != KindCheckpoint {
 		if !v.o.Live {
-			return &LineError{name, v.rep.Lines, fmt.Sprintf("the log does not end with a checkpoint or stop record (last seq %d, last signed seq %d): lines were removed from its end, or the gateway is still running or crashed (pass --live for a log in use)", v.rep.LastSeq, v.rep.LastSignedSeq)}
+			return &LineError{name, v.lineNo, fmt.Sprintf("the log does not end with a checkpoint or stop record (last seq %d, last signed seq %d): lines were removed from its end, or the gateway is still running or crashed (pass --live for a log in use)", v.rep.LastSeq, v.rep.LastSignedSeq)}
 		}
 		v.rep.Warnings = append(v.rep.Warnings, fmt.Sprintf("the last %d lines are not covered by a signed checkpoint yet", v.rep.UnsignedTail))
 	}
