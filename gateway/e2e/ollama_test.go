@@ -1,0 +1,199 @@
+// Package e2e runs the gateway in front of a real inference server: Ollama
+// serving the generated demo model on the CPU, started by provision/runtime
+// as install would. It skips when Ollama v0.6.5 has not been built
+// (scripts/build-ollama.sh).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/bundles/demomodel"
+	"github.com/qwen-appliance/qwen-appliance/gateway"
+	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
+)
+
+func ollamaBinary(t *testing.T) string {
+	if p := os.Getenv("QWA_OLLAMA"); p != "" {
+		return p
+	}
+	cache := os.Getenv("QWA_CACHE")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache", "qwen-appliance")
+	}
+	p := filepath.Join(cache, "ollama-v0.6.5", "bin", "ollama")
+	if _, err := os.Stat(p); err == nil {
+		return p
+	}
+	if p, err := exec.LookPath("ollama"); err == nil {
+		return p
+	}
+	t.Skip("no Ollama v0.6.5 (QWA_OLLAMA unset, not in the cache, not on PATH): run scripts/build-ollama.sh")
+	return ""
+}
+
+// startOllama lays out a demo bundle and starts Ollama on it.
+func startOllama(t *testing.T) *runtime.Server {
+	bin := ollamaBinary(t)
+	dir := t.TempDir()
+	bundle, store := filepath.Join(dir, "bundle"), filepath.Join(dir, "store")
+	var model bytes.Buffer
+	if err := demomodel.Write(&model); err != nil {
+		t.Fatal(err)
+	}
+	meta := demomodel.Meta()
+	put := func(path string, data []byte, mode os.FileMode) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(filepath.Join(bundle, filepath.FromSlash(meta.Runtime.ModelPath)), model.Bytes(), 0o644)
+	exe, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(filepath.Join(bundle, filepath.FromSlash(runtime.OllamaEntrypoint)), exe, 0o755)
+	m, err := manifests.Create(context.Background(), bundle, manifests.CreateOptions{
+		Name: "demo", Version: 1, Created: time.Now(), Expires: time.Now().Add(time.Hour), Meta: meta})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(filepath.Join(store, filepath.FromSlash(m.Runtime.ModelPath)), model.Bytes(), 0o600)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	s, err := runtime.Start(context.Background(), runtime.Options{
+		Config:       runtime.Config{Bundle: bundle, Store: store, Runtime: m.Runtime, Model: m.Model, Port: port},
+		ReadyTimeout: 90 * time.Second, StopTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Stop() })
+	return s
+}
+
+// TestGatewayInFrontOfOllama: the real server's answers pass through the
+// gateway, streamed and not, with usage in the audit log; Ollama's own
+// unauthenticated API (/api/*, /) is not reachable through it.
+func TestGatewayInFrontOfOllama(t *testing.T) {
+	s := startOllama(t)
+	dir := t.TempDir()
+	tokFile, auditFile := filepath.Join(dir, "tokens.json"), filepath.Join(dir, "audit.log")
+	store := &tokens.Store{}
+	tok, _, err := store.Create(tokens.CreateOptions{Name: "e2e", Role: tokens.RoleUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Save(tokFile); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := manifests.GenerateKey(nil)
+	g, err := gateway.New(gateway.Options{Upstream: s.BaseURL, TokensFile: tokFile, AuditLog: auditFile, AuditKey: &key, MaxTokens: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(ctx, ln, nil) }()
+	base := "http://" + ln.Addr().String()
+	do := func(method, path, body string) (int, []byte) {
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, data
+	}
+	if code, body := do("GET", "/v1/models", ""); code != 200 || !strings.Contains(string(body), s.Model) {
+		t.Fatalf("models: %d %s", code, body)
+	}
+	chat := `{"model":"` + s.Model + `","messages":[{"role":"user","content":"hello"}],"max_tokens":8}`
+	code, body := do("POST", "/v1/chat/completions", chat)
+	if code != 200 || !strings.Contains(string(body), `"usage"`) {
+		t.Fatalf("chat: %d %s", code, body)
+	}
+	// Streamed, flushed through.
+	req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(strings.Replace(chat, `"max_tokens":8`, `"max_tokens":8,"stream":true`, 1)))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "data: {") {
+			events++
+		}
+	}
+	resp.Body.Close()
+	if events < 2 {
+		t.Fatalf("streamed %d events", events)
+	}
+	// Ollama's native API and banner are directly reachable, never through the gateway.
+	for _, p := range []string{"/api/tags", "/api/generate", "/api/pull", "/", "/api/ps"} {
+		if p == "/api/tags" || p == "/" {
+			direct, err := http.Get(s.BaseURL + p)
+			if err != nil || direct.StatusCode != 200 {
+				t.Fatalf("%s directly: %v (the check below would prove nothing)", p, err)
+			}
+			direct.Body.Close()
+		}
+		if code, body := do("GET", p, ""); code != 404 || strings.Contains(string(body), "Ollama") {
+			t.Errorf("%s through the gateway: %d %s", p, code, body)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := audit.Verify([]string{auditFile}, audit.VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(auditFile)
+	var withUsage int
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r audit.Record
+		json.Unmarshal([]byte(line), &r)
+		if r.Route == "/v1/chat/completions" && r.Status == 200 && r.PromptTokens > 0 && r.CompletionTokens > 0 {
+			withUsage++
+		}
+	}
+	if withUsage < 1 {
+		t.Errorf("no chat request in the audit log carries Ollama's token counts (%d requests)", rep.Requests)
+	}
+	t.Logf("audit: %d requests, %d chat lines with token counts", rep.Requests, withUsage)
+}
