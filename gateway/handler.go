@@ -93,7 +93,7 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 		}
 		ex.model, ex.stream = req.model, req.stream
 		if g.o.AuditContent {
-			ex.request = req.body
+			ex.request = capContent(req.body)
 		}
 		if !tok.AllowsModel(req.model) {
 			g.fail(w, ex, errModelForbidden(req.model))

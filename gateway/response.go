@@ -28,6 +28,9 @@ var passHeaders = []string{"Content-Type", "Openai-Processing-Ms", "Openai-Model
 
 const maxResponseBytes = 64 << 20
 
+// maxContentBytes bounds how much of a streamed answer content logging keeps.
+const maxContentBytes = 1 << 20
+
 // copyHeaders sets the allowed upstream headers on w.
 func copyHeaders(w http.ResponseWriter, resp *http.Response) {
 	for _, h := range passHeaders {
@@ -50,6 +53,11 @@ func (g *Gateway) relayStream(w http.ResponseWriter, resp *http.Response, ex *ex
 	br := bufio.NewReaderSize(resp.Body, 32<<10)
 	chunks := 0
 	var u *usage
+	var content []byte // with content logging: the chunks as one JSON array
+	if g.o.AuditContent {
+		content = append(content, '[')
+		defer func() { ex.response = append(content, ']') }()
+	}
 	for {
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) {
@@ -64,6 +72,12 @@ func (g *Gateway) relayStream(w http.ResponseWriter, resp *http.Response, ex *ex
 				data = bytes.TrimSpace(data)
 				if len(data) > 0 && !bytes.Equal(data, []byte("[DONE]")) {
 					chunks++
+					if content != nil && len(content) < maxContentBytes && json.Valid(data) {
+						if len(content) > 1 {
+							content = append(content, ',')
+						}
+						content = append(content, data...)
+					}
 					if bytes.Contains(data, []byte(`"usage"`)) {
 						var c struct {
 							Usage *usage `json:"usage"`
@@ -122,7 +136,7 @@ func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exch
 			body = filterModels(body, tok.Models)
 		}
 		if g.o.AuditContent {
-			ex.response = body
+			ex.response = capContent(body)
 		}
 	}
 	copyHeaders(w, resp)
@@ -160,4 +174,14 @@ func filterModels(body []byte, allowed []string) []byte {
 // isEventStream reports whether the upstream answers with SSE.
 func isEventStream(resp *http.Response) bool {
 	return strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+}
+
+// capContent keeps a body for the audit log when it is at most
+// maxContentBytes, and otherwise only its size, so that no audit line grows
+// past what audit verify reads.
+func capContent(b []byte) []byte {
+	if len(b) <= maxContentBytes {
+		return b
+	}
+	return []byte(`{"omitted":"larger than 1 MiB","bytes":` + strconv.Itoa(len(b)) + `}`)
 }

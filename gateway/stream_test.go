@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -126,11 +127,19 @@ func TestAuditRecordsRequests(t *testing.T) {
 func TestAuditContentWhenAsked(t *testing.T) {
 	h := newHarness(t, func(o *Options) { o.AuditContent = true })
 	h.do("POST", "/v1/chat/completions", h.tok["user"], chat("qwen", map[string]any{"max_tokens": 3}))
+	resp := h.openStream(context.Background(), `{"model":"qwen","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"streamed secret"}]}`)
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
 	h.stop()
 	_, recs := readAudit(t, h)
 	c := recs[0].Content
 	if c == nil || !strings.Contains(string(c.Request), "secret prompt") || !strings.Contains(string(c.Response), "tok2") {
 		t.Fatalf("content %+v", c)
+	}
+	c = recs[1].Content
+	var chunks []json.RawMessage
+	if c == nil || !strings.Contains(string(c.Request), "streamed secret") || json.Unmarshal(c.Response, &chunks) != nil || len(chunks) != 3 {
+		t.Fatalf("streamed content %+v", c)
 	}
 }
 
