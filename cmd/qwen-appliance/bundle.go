@@ -496,7 +496,10 @@ func bundleVerify(c *cli.Context) error {
 			return withCode(exitVerification, err, verificationHint(err))
 		}
 		rep := reporter(c, "verify")
-		err = manifests.CheckFiles(c.Context, dir, s.Manifest, manifests.CheckOptions{})
+		const label = "all files"
+		rep.Start(label, s.Manifest.TotalSize(), 0)
+		err = manifests.CheckFiles(c.Context, dir, s.Manifest, manifests.CheckOptions{Progress: func(n int64) { rep.Add(label, n) }})
+		rep.Done(label, err)
 		rep.Stop()
 		if err != nil {
 			if errors.Is(err, manifests.ErrVerification) {

@@ -1,0 +1,164 @@
+package bundles
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/qwen-appliance/qwen-appliance/bundles/fetch"
+	"github.com/qwen-appliance/qwen-appliance/bundles/specs"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+)
+
+// plan resolves the spec's sources into the list of files to fetch.
+func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.Hub, meta *manifests.Meta, res *Result) ([]*item, string, error) {
+	var items []*item
+	revision := ""
+	for i, src := range spec.Model.Sources {
+		field := fmt.Sprintf("model.sources[%d]", i)
+		switch specs.SourceKind(src.URL) {
+		case specs.KindHF:
+			repo, rev, _ := specs.ParseHF(src.URL)
+			if !commitRE.MatchString(rev) && !opts.AllowUnpinned {
+				return nil, "", spec.Errorf(field+".url", "revision %q is not a 40-hex commit; pin one (or pass --allow-unpinned)", rev)
+			}
+			r, err := hub.Resolve(ctx, repo, rev)
+			if err != nil {
+				return nil, "", err
+			}
+			if commitRE.MatchString(rev) && r.Commit != rev {
+				return nil, "", fmt.Errorf("%w: %s: the hub resolved %s to commit %s", manifests.ErrVerification, src.URL, rev, r.Commit)
+			}
+			if revision == "" {
+				revision = r.Commit
+			}
+			dir := strings.TrimSuffix(src.Dest, "/")
+			if dir == "" {
+				dir = "model"
+			}
+			matched := map[string]bool{}
+			for _, f := range r.Files {
+				if !included(f.Path, src.Include) {
+					continue
+				}
+				pin := src.Files[f.Path]
+				if pin != "" && f.SHA256 != "" && pin != f.SHA256 {
+					return nil, "", fmt.Errorf("%w: %s: the hub advertises sha256 %s, the spec pins %s", manifests.ErrVerification, f.Path, f.SHA256, pin)
+				}
+				matched[f.Path] = true
+				dest := dir + "/" + f.Path
+				w := hub.Want(r, f, dest, pin)
+				items = append(items, &item{dest: dest, want: w, kind: specs.KindHF, role: "model", source: src.URL,
+					revision: r.Commit, license: spec.Model.License, mode: "0644"})
+			}
+			for p := range src.Files {
+				if !matched[p] {
+					return nil, "", spec.Errorf(field+".files."+p, "the hub lists no such file at %s (or include leaves it out)", r.Commit)
+				}
+			}
+			if len(matched) == 0 {
+				return nil, "", spec.Errorf(field+".include", "no file of %s@%s matches", repo, r.Commit)
+			}
+		case specs.KindGenerated:
+			g, err := lookupGenerator(src.URL)
+			if err != nil {
+				return nil, "", spec.Errorf(field+".url", "%v", err)
+			}
+			gm := g.Meta()
+			meta.Model = overlay(gm.Model, meta.Model)
+			meta.Runtime = overlay(gm.Runtime, meta.Runtime)
+			meta.Requirements = overlay(gm.Requirements, meta.Requirements)
+			items = append(items, &item{dest: src.Dest, want: fetch.Want{Name: src.Dest, URL: src.URL, Size: -1, SHA256: src.SHA256},
+				kind: specs.KindGenerated, gen: &g, role: "model", source: src.URL, license: spec.Model.License, mode: "0644"})
+		default:
+			it, err := fileItem(spec, field, src.URL, src.SHA256, src.Dest, opts.AllowUnpinned)
+			if err != nil {
+				return nil, "", err
+			}
+			it.role, it.license, it.mode = "model", spec.Model.License, "0644"
+			if it.unpinned {
+				res.Unpinned = append(res.Unpinned, it.dest)
+			}
+			items = append(items, it)
+		}
+	}
+	known := map[string]bool{}
+	for _, a := range spec.Runtime.Artifacts {
+		known[a.Name] = true
+	}
+	for name := range opts.Artifacts {
+		if !known[name] {
+			var names []string
+			for n := range known {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			return nil, "", fmt.Errorf("--artifact %s: the spec has no such runtime artefact (it has: %s)", name, strings.Join(names, ", "))
+		}
+	}
+	for i, a := range spec.Runtime.Artifacts {
+		field := fmt.Sprintf("runtime.artifacts[%d]", i)
+		url, sum := a.URL, a.SHA256
+		if o, ok := opts.Artifacts[a.Name]; ok {
+			url, sum = o, ""
+			if u, s, ok := strings.Cut(o, "#sha256="); ok {
+				url, sum = u, s
+				if !hexRE.MatchString(sum) {
+					return nil, "", fmt.Errorf("--artifact %s: sha256 %q is not 64 lower-case hex digits", a.Name, sum)
+				}
+			}
+		}
+		if url == "" {
+			if a.Optional {
+				res.Skipped = append(res.Skipped, a.Name)
+				opts.Progress.Note("runtime artefact %s not supplied (optional); pass --artifact %s=URL to include it", a.Name, a.Name)
+				continue
+			}
+			return nil, "", spec.Errorf(field+".url", "%s has no URL; pass --artifact %s=URL#sha256=HEX", a.Name, a.Name)
+		}
+		it, err := fileItem(spec, field, url, sum, a.Dest, opts.AllowUnpinned)
+		if err != nil {
+			return nil, "", err
+		}
+		it.role, it.license, it.mode = "runtime", a.License, a.Mode
+		if it.mode == "" {
+			it.mode = "0644"
+		}
+		if it.unpinned {
+			res.Unpinned = append(res.Unpinned, it.dest)
+		}
+		items = append(items, it)
+	}
+	return items, revision, nil
+}
+
+// fileItem plans a single-file source (http, file or go-getter).
+func fileItem(spec *specs.Spec, field, url, sum, dest string, allowUnpinned bool) (*item, error) {
+	it := &item{dest: dest, source: url, kind: specs.SourceKind(url),
+		want: fetch.Want{Name: dest, URL: url, Size: -1, SHA256: sum}}
+	if it.kind == specs.KindGetter && fetch.IsGitSource(url) {
+		return nil, spec.Errorf(field+".url", "git repositories are not single files; use a go-getter address of one file")
+	}
+	if sum == "" {
+		if !allowUnpinned {
+			return nil, spec.Errorf(field+".sha256", "%s has no sha256 pin; add one (or pass --artifact NAME=URL#sha256=HEX, or --allow-unpinned)", url)
+		}
+		it.unpinned = true
+	}
+	return it, nil
+}
+
+// included reports whether p matches one of the globs (all files when none).
+func included(p string, globs []string) bool {
+	if len(globs) == 0 {
+		return true
+	}
+	for _, g := range globs {
+		if ok, _ := path.Match(g, p); ok {
+			return true
+		}
+	}
+	return false
+}
