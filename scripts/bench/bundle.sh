@@ -45,6 +45,9 @@ if [ ! -x "$bin" ]; then
 fi
 
 now() { date +%s.%N; }
+# rss FILE CMD...: run CMD, writing its peak resident set (KiB) to FILE.
+rss() { local f=$1; shift; "$@"; }
+if [ -x /usr/bin/time ]; then rss() { local f=$1; shift; /usr/bin/time -f %M -o "$f" "$@"; }; fi
 elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 rate() { python3 -c "print(f'{$1 / ($3 - $2):.0f}')"; } # MiB/s from MiB, start, end
@@ -145,24 +148,26 @@ echo "== pack and unpack vs tar (same tree)"
 t0=$(now)
 tar -cf "$work/ref.tar" -C "$work/bundle" .
 t1=$(now)
-"$bin" bundle pack "$work/bundle" --out "$work/vols" --volume-size 512M --key "$work/k.key" >/dev/null
+$rss "$work/rss-pack" "$bin" bundle pack "$work/bundle" --out "$work/vols" --volume-size 512M --key "$work/k.key" >/dev/null
 t2=$(now)
 pt=$(elapsed "$t0" "$t1"); pq=$(elapsed "$t1" "$t2")
 echo "tar -cf                         ${pt} s"
 echo "bundle pack (512M volumes)      ${pq} s  (checks every file against the manifest while archiving)"
 echo "ratio pack / tar:                            $(ratio "$pq" "$pt")"
+[ -s "$work/rss-pack" ] && echo "bundle pack max RSS             $(( $(cat "$work/rss-pack") / 1024 )) MiB"
 
 mkdir "$work/ref"
 t0=$(now)
 tar -xf "$work/ref.tar" -C "$work/ref"
 t1=$(now)
 rm -rf "$work/ref" "$work/ref.tar"
-"$bin" bundle unpack "$work/vols" --out "$work/unpacked" --trust "$work/k.pub" >/dev/null
+$rss "$work/rss-unpack" "$bin" bundle unpack "$work/vols" --out "$work/unpacked" --trust "$work/k.pub" >/dev/null
 t2=$(now)
 ut=$(elapsed "$t0" "$t1"); uq=$(elapsed "$t1" "$t2")
 echo "tar -xf                         ${ut} s"
 echo "bundle unpack                   ${uq} s  (hashes every volume, then every file while extracting)"
 echo "ratio unpack / tar:                          $(ratio "$uq" "$ut")"
+[ -s "$work/rss-unpack" ] && echo "bundle unpack max RSS           $(( $(cat "$work/rss-unpack") / 1024 )) MiB  (for a ${mib} MiB bundle: memory does not grow with it)"
 
 "$bin" bundle pack "$work/bundle" --out "$work/vols-par" --volume-size 512M --parity 2 --key "$work/k.key" >/dev/null &&
   t3=$(now) && echo "bundle pack --parity 2          $(elapsed "$t2" "$t3") s"
