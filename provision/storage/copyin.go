@@ -196,13 +196,14 @@ type flushingWriter struct {
 }
 
 func newFlushingWriter(f *os.File) *flushingWriter {
-	w := &flushingWriter{f: f, ranges: make(chan [2]int64, 4), done: make(chan struct{})}
+	ranges := make(chan [2]int64, 4)
+	w := &flushingWriter{f: f, ranges: ranges, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	for range max(runtime.NumCPU(), 2) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for r := range w.ranges {
+			for r := range ranges { // not w.ranges: finish sets that to nil
 				startWriteback(w.f, r[0], r[1])
 			}
 		}()
