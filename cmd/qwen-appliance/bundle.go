@@ -491,6 +491,9 @@ func bundleVerify(c *cli.Context) error {
 	}
 	w := c.App.Writer
 	if isBundleDir(dir) {
+		// manifests' walk compares paths textually: "./b" or "b/" would
+		// make every file look unlisted.
+		dir = filepath.Clean(dir)
 		s, err := v.Open(dir)
 		if err != nil {
 			return withCode(exitVerification, err, verificationHint(err))
