@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -417,5 +418,48 @@ func TestCopyInLockedStore(t *testing.T) {
 	bundle, m, _ := makeBundle(t, 4096)
 	if err := CopyIn(ctx, bundle, dir, m, CopyOptions{}); !errors.Is(err, ErrLocked) {
 		t.Fatalf("copy-in into a locked store: %v", err)
+	}
+}
+
+// TestFscryptBusyLock checks the kernel's semantics for files held open at
+// lock time: the key is marked incompletely removed, the open handle still
+// reads, and locking again after closing completes.
+func TestFscryptBusyLock(t *testing.T) {
+	mnt, _ := encryptableFS(t)
+	ctx := context.Background()
+	dir := filepath.Join(mnt, "models")
+	keyFile := newKeyFile(t)
+	s, _, err := Init(ctx, InitOptions{Options: Options{KDF: testKDF}, Dir: dir, Credentials: []Credential{{KeyFile: keyFile}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, m, _ := makeBundle(t, 4096)
+	if err := CopyIn(ctx, bundle, dir, m, CopyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(dir, "README"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var be *BusyError
+	if err := s.Lock(ctx); !errors.As(err, &be) {
+		t.Fatalf("lock with an open file: %v", err)
+	}
+	if st, _ := s.Status(ctx); st.KeyStatus != "incompletely-removed" || !st.Locked {
+		t.Fatalf("status with an open file: %+v", st)
+	}
+	if b, err := io.ReadAll(f); err != nil || string(b) != "readme" {
+		t.Fatalf("the open handle: %q, %v", b, err)
+	}
+	f.Close()
+	if err := s.Lock(ctx); err != nil {
+		t.Fatalf("lock after closing: %v", err)
+	}
+	if st, _ := s.Status(ctx); st.KeyStatus != "absent" {
+		t.Fatalf("status after the second lock: %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "README")); !os.IsNotExist(err) {
+		t.Fatalf("plaintext name after lock: %v", err)
 	}
 }
