@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"sync"
-	"syscall"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
@@ -46,8 +45,8 @@ func CopyIn(ctx context.Context, bundleDir, storeDir string, m *manifests.Manife
 	if err != nil {
 		return fmt.Errorf("copy in: %w", err)
 	}
-	old := syscall.Umask(0o077)
-	defer syscall.Umask(old)
+	old := setUmask(0o077)
+	defer setUmask(old)
 	src, err := os.OpenRoot(bundleDir)
 	if err != nil {
 		return fmt.Errorf("copy in: %w", err)
@@ -92,7 +91,7 @@ func CopyIn(ctx context.Context, bundleDir, storeDir string, m *manifests.Manife
 
 // lockedErr names a locked fscrypt store (the kernel says ENOKEY).
 func lockedErr(dir string, err error) error {
-	if errors.Is(err, syscall.ENOKEY) {
+	if isNoKey(err) {
 		return fmt.Errorf("%w: %s (unlock it first): %v", ErrLocked, dir, err)
 	}
 	return err
@@ -120,7 +119,7 @@ func (c *copier) file(ctx context.Context, f manifests.File) ([]manifests.FilePr
 	if !fi.Mode().IsRegular() {
 		return []manifests.FileProblem{{Path: f.Path, Kind: manifests.ProblemType, Detail: "is a " + typeName(fi.Mode()) + " in the bundle, not a regular file"}}, nil
 	}
-	in, err := c.src.OpenFile(f.Path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	in, err := c.src.OpenFile(f.Path, os.O_RDONLY|oNoFollow, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +135,7 @@ func (c *copier) file(ctx context.Context, f manifests.File) ([]manifests.FilePr
 		return nil, err
 	}
 	tmp := path.Join(dir, "."+path.Base(f.Path)+".partial-"+randomSuffix())
-	out, err := c.dst.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	out, err := c.dst.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -278,7 +277,7 @@ func (c *copier) mkdirs(rel string) error {
 // write puts a small file into the store root atomically.
 func (c *copier) write(name string, data []byte) error {
 	tmp := "." + name + ".partial-" + randomSuffix()
-	f, err := c.dst.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	f, err := c.dst.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|oNoFollow, 0o600)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package storage
+
+func isNoKey(error) bool { return false }

@@ -1,0 +1,7 @@
+//go:build !unix
+
+package storage
+
+const oNoFollow = 0
+
+func setUmask(int) int { return 0 }
