@@ -367,12 +367,15 @@ func storageStatus(c *cli.Context) error {
 		}
 	} else {
 		w := c.App.Writer
-		state := "unlocked"
+		state, mode := "unlocked", st.Mode
 		if st.Locked {
 			state = "locked"
 		}
+		if mode == "" {
+			mode = "- (" + st.Dir + " does not exist: not mounted)"
+		}
 		fmt.Fprintf(w, "store:      %s\nbackend:    %s\nstate:      %s\ncipher:     %s (%d-bit key)\npolicy:     %s\nowner:      %s (uid %d, gid %d)\nmode:       %s\nmetadata:   %s\n",
-			st.Dir, st.Backend, state, st.Cipher, st.KeyBits, st.Policy, st.Owner.Name, st.Owner.UID, st.Owner.GID, st.Mode, st.Metadata)
+			st.Dir, st.Backend, state, st.Cipher, st.KeyBits, st.Policy, st.Owner.Name, st.Owner.UID, st.Owner.GID, mode, st.Metadata)
 		for _, p := range st.Protectors {
 			extra := ""
 			if p.KeySlot != nil {
