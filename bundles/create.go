@@ -81,6 +81,17 @@ type item struct {
 	unpinned bool
 	digest   fetch.Digest
 	part     string
+	tree     []treeFile // files of a git checkout (kindGit), under part
+}
+
+// kindGit marks a git repository fetched by go-getter as a directory.
+const kindGit = "git"
+
+// treeFile is one file of a fetched directory, relative to its dest.
+type treeFile struct {
+	rel    string
+	mode   string
+	digest fetch.Digest
 }
 
 // Create fetches everything spec names, checks every byte against its pin,
@@ -221,6 +232,26 @@ func assemble(ctx context.Context, stage string, spec *specs.Spec, opts CreateOp
 	var files []manifests.File
 	var sfiles []sbomFile
 	for _, it := range items {
+		if it.kind == kindGit {
+			for _, tf := range it.tree {
+				p := it.dest + "/" + tf.rel
+				dst := filepath.Join(stage, filepath.FromSlash(p))
+				if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+					return nil, err
+				}
+				if err := moveFile(filepath.Join(it.part, filepath.FromSlash(tf.rel)), dst); err != nil {
+					return nil, fmt.Errorf("place %s: %w", p, err)
+				}
+				if err := os.Chmod(dst, os.FileMode(manifests.File{Mode: tf.mode}.FileMode())); err != nil {
+					return nil, err
+				}
+				files = append(files, manifests.File{Path: p, Size: tf.digest.Size, Mode: tf.mode, SHA256: tf.digest.SHA256,
+					ChunkSize: tf.digest.ChunkSize, Chunks: tf.digest.Chunks})
+				sfiles = append(sfiles, sbomFile{Path: p, Size: tf.digest.Size, SHA256: tf.digest.SHA256, Role: it.role,
+					Source: it.source, Revision: it.revision, License: it.license, Unpinned: it.unpinned})
+			}
+			continue
+		}
 		dst := filepath.Join(stage, filepath.FromSlash(it.dest))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return nil, err

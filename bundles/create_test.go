@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -236,11 +237,55 @@ func TestCreateUnknownArtifactOverride(t *testing.T) {
 	}
 }
 
-func TestCreateGoGetterGitSourceRefused(t *testing.T) {
-	text := "name: t\nversion: 1\nmodel:\n  name: x\n  sources:\n    - url: git::https://example.invalid/r.git?ref=main\n      dest: model/r\n      sha256: " + strings.Repeat("a", 64) + "\n"
-	_, err := Create(context.Background(), specFor(t, text), CreateOptions{Out: filepath.Join(t.TempDir(), "b"), Key: testKey(t)})
-	if err == nil || !strings.Contains(err.Error(), "git repositories") {
-		t.Fatalf("got %v", err)
+// TestCreateGitSource fetches a local git repository through go-getter,
+// pinned by commit, and checks that every file of the checkout (not .git)
+// is in the manifest.
+func TestCreateGitSource(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git is not installed")
+	}
+	repo := filepath.Join(t.TempDir(), "repo")
+	git := func(args ...string) string {
+		cmd := exec.Command("git", append([]string{"-c", "user.email=t@example.invalid", "-c", "user.name=t", "-c", "init.defaultBranch=main"}, args...)...)
+		cmd.Dir = repo
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	os.MkdirAll(filepath.Join(repo, "tok"), 0o755)
+	os.WriteFile(filepath.Join(repo, "config.json"), []byte(`{"layers":2}`), 0o644)
+	os.WriteFile(filepath.Join(repo, "tok", "vocab.txt"), []byte("a\nb\n"), 0o644)
+	git("init", "-q")
+	git("add", ".")
+	git("commit", "-q", "-m", "model")
+	commit := git("rev-parse", "HEAD")
+
+	text := fmt.Sprintf("name: t\nversion: 1\nmodel:\n  name: x\n  sources:\n    - url: git::file://%s?ref=%s\n      dest: model\n", repo, commit)
+	res, err := Create(context.Background(), specFor(t, text), CreateOptions{Out: filepath.Join(t.TempDir(), "b"), Key: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, f := range res.Manifest.Files {
+		paths = append(paths, f.Path)
+	}
+	if got := strings.Join(paths, ","); got != "model/config.json,model/tok/vocab.txt,sbom.cdx.json" {
+		t.Fatalf("files: %s", got)
+	}
+	if err := manifests.CheckFiles(context.Background(), res.Dir, res.Manifest, manifests.CheckOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sbom, _ := os.ReadFile(filepath.Join(res.Dir, SBOMFile))
+	if !bytes.Contains(sbom, []byte(commit)) {
+		t.Error("the SBOM lacks the commit")
+	}
+
+	unpinned := strings.Replace(text, "?ref="+commit, "?ref=main", 1)
+	_, err = Create(context.Background(), specFor(t, unpinned), CreateOptions{Out: filepath.Join(t.TempDir(), "b"), Key: testKey(t)})
+	if err == nil || !strings.Contains(err.Error(), "not pinned by ?ref=<40-hex commit>") {
+		t.Fatalf("unpinned git source: %v", err)
 	}
 }
 

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/fetch"
 	"github.com/qwen-appliance/qwen-appliance/bundles/specs"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
 // fetchAll runs the downloads, jobs at a time. Every file is tried; the
@@ -57,6 +60,10 @@ func fetchOne(ctx context.Context, c *fetch.Client, it *item) error {
 		c.Progress.Start(it.dest, -1, 0)
 		it.digest, err = generate(ctx, it)
 		c.Progress.Add(it.dest, it.digest.Size)
+		c.Progress.Done(it.dest, err)
+	case kindGit:
+		c.Progress.Start(it.dest, -1, 0)
+		err = gitFetch(ctx, it)
 		c.Progress.Done(it.dest, err)
 	default:
 		c.Progress.Start(it.dest, -1, 0)
@@ -112,4 +119,56 @@ func getterFetch(ctx context.Context, it *item) (fetch.Digest, error) {
 		return d, &fetch.MismatchError{Name: it.dest, URL: it.source, What: "sha256", Want: it.want.SHA256, Got: d.SHA256}
 	}
 	return d, nil
+}
+
+// gitFetch checks out a git repository with go-getter into a directory under
+// the cache, then hashes every file of it (skipping .git). Symlinks and other
+// non-regular files are refused: a bundle holds regular files only.
+func gitFetch(ctx context.Context, it *item) error {
+	if err := os.RemoveAll(it.part); err != nil {
+		return err
+	}
+	if err := fetch.Get(ctx, it.source, it.part, true); err != nil {
+		return err
+	}
+	it.tree = nil
+	return filepath.WalkDir(it.part, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(it.part, p)
+		rel = filepath.ToSlash(rel)
+		switch {
+		case rel == ".":
+			return nil
+		case d.IsDir() && rel == ".git":
+			return filepath.SkipDir
+		case d.IsDir():
+			return nil
+		case !d.Type().IsRegular():
+			return fmt.Errorf("%s: %s in the repository is not a regular file", it.source, rel)
+		}
+		if err := manifests.ValidatePath(it.dest + "/" + rel); err != nil {
+			return fmt.Errorf("%s: %s: %v", it.source, rel, err)
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		mode := "0644"
+		if info.Mode().Perm()&0o111 != 0 {
+			mode = "0755"
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		dg, err := fetch.HashReader(ctx, f, 0)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("hash %s: %w", rel, err)
+		}
+		it.tree = append(it.tree, treeFile{rel: rel, mode: mode, digest: dg})
+		return nil
+	})
 }

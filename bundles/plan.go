@@ -72,6 +72,33 @@ func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.
 			meta.Requirements = overlay(gm.Requirements, meta.Requirements)
 			items = append(items, &item{dest: src.Dest, want: fetch.Want{Name: src.Dest, URL: src.URL, Size: -1, SHA256: src.SHA256},
 				kind: specs.KindGenerated, gen: &g, role: "model", source: src.URL, license: spec.Model.License, mode: "0644"})
+		case specs.KindGetter:
+			if !fetch.IsGitSource(src.URL) {
+				it, err := fileItem(spec, field, src.URL, src.SHA256, src.Dest, opts.AllowUnpinned)
+				if err != nil {
+					return nil, "", err
+				}
+				it.role, it.license, it.mode = "model", spec.Model.License, "0644"
+				if it.unpinned {
+					res.Unpinned = append(res.Unpinned, it.dest)
+				}
+				items = append(items, it)
+				continue
+			}
+			// A git repository, pinned by its commit: every file of the
+			// checkout lands under dest.
+			if src.SHA256 != "" {
+				return nil, "", spec.Errorf(field+".sha256", "a git source is pinned by ?ref=<40-hex commit>, not sha256")
+			}
+			if !fetch.GitPinned(src.URL) {
+				if !opts.AllowUnpinned {
+					return nil, "", spec.Errorf(field+".url", "%s is not pinned by ?ref=<40-hex commit> (or pass --allow-unpinned)", src.URL)
+				}
+				res.Unpinned = append(res.Unpinned, src.Dest)
+			}
+			items = append(items, &item{dest: strings.TrimSuffix(src.Dest, "/"), want: fetch.Want{Name: src.Dest, URL: src.URL, Size: -1},
+				kind: kindGit, role: "model", source: src.URL, revision: fetch.GitRef(src.URL), license: spec.Model.License, mode: "0644",
+				unpinned: !fetch.GitPinned(src.URL)})
 		default:
 			it, err := fileItem(spec, field, src.URL, src.SHA256, src.Dest, opts.AllowUnpinned)
 			if err != nil {
@@ -139,7 +166,7 @@ func fileItem(spec *specs.Spec, field, url, sum, dest string, allowUnpinned bool
 	it := &item{dest: dest, source: url, kind: specs.SourceKind(url),
 		want: fetch.Want{Name: dest, URL: url, Size: -1, SHA256: sum}}
 	if it.kind == specs.KindGetter && fetch.IsGitSource(url) {
-		return nil, spec.Errorf(field+".url", "git repositories are not single files; use a go-getter address of one file")
+		return nil, spec.Errorf(field+".url", "git repositories are model sources only, not runtime artefacts")
 	}
 	if sum == "" {
 		if !allowUnpinned {

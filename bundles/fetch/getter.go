@@ -59,3 +59,16 @@ func Get(ctx context.Context, src, dst string, dir bool) error {
 	}
 	return nil
 }
+
+// GitRef returns the ?ref= of a git source ("" when none).
+func GitRef(src string) string {
+	_, q, ok := strings.Cut(src, "?")
+	if !ok {
+		return ""
+	}
+	v, err := url.ParseQuery(q)
+	if err != nil {
+		return ""
+	}
+	return v.Get("ref")
+}
