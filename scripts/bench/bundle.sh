@@ -148,7 +148,7 @@ echo "== pack and unpack vs tar (same tree)"
 t0=$(now)
 tar -cf "$work/ref.tar" -C "$work/bundle" .
 t1=$(now)
-$rss "$work/rss-pack" "$bin" bundle pack "$work/bundle" --out "$work/vols" --volume-size 512M --key "$work/k.key" >/dev/null
+rss "$work/rss-pack" "$bin" bundle pack "$work/bundle" --out "$work/vols" --volume-size 512M --key "$work/k.key" >/dev/null
 t2=$(now)
 pt=$(elapsed "$t0" "$t1"); pq=$(elapsed "$t1" "$t2")
 echo "tar -cf                         ${pt} s"
@@ -161,7 +161,7 @@ t0=$(now)
 tar -xf "$work/ref.tar" -C "$work/ref"
 t1=$(now)
 rm -rf "$work/ref" "$work/ref.tar"
-$rss "$work/rss-unpack" "$bin" bundle unpack "$work/vols" --out "$work/unpacked" --trust "$work/k.pub" >/dev/null
+rss "$work/rss-unpack" "$bin" bundle unpack "$work/vols" --out "$work/unpacked" --trust "$work/k.pub" >/dev/null
 t2=$(now)
 ut=$(elapsed "$t0" "$t1"); uq=$(elapsed "$t1" "$t2")
 echo "tar -xf                         ${ut} s"
