@@ -167,6 +167,7 @@ func hashInto(ctx context.Context, dir string, f *File, chunkSize int64, progres
 
 // scan lists the regular files under dir, sorted by path, with size and mode.
 func scan(dir string) ([]File, error) {
+	dir = filepath.Clean(dir) // WalkDir's paths are clean: "./b/" walks as "b/…"
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("create manifest: %w", err)

@@ -530,3 +530,16 @@ func TestStoreModes(t *testing.T) {
 		t.Fatal("store modes accepted without StoreModes")
 	}
 }
+
+func TestUncleanDirectoryNames(t *testing.T) {
+	dir, _ := signedTree(t)
+	for _, d := range []string{dir + "/", dir + "/./", dir + "//"} {
+		m, err := Create(context.Background(), d, createOpts())
+		if err != nil {
+			t.Fatalf("%q: %v", d, err)
+		}
+		if err := CheckFiles(context.Background(), d, m, CheckOptions{}); err != nil {
+			t.Fatalf("%q: %v", d, err)
+		}
+	}
+}

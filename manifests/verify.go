@@ -318,6 +318,7 @@ func openChecked(dir string, f File, storeModes bool) (*os.File, *FileProblem) {
 // findExtra reports files under dir that m does not list, and anything that is
 // not a regular file or directory (symlinks, devices, FIFOs, sockets).
 func findExtra(dir string, m *Manifest, ignore []string, report func(FileProblem)) error {
+	dir = filepath.Clean(dir) // WalkDir's paths are clean: "./b/" walks as "b/…"
 	listed := make(map[string]bool, len(m.Files))
 	for _, f := range m.Files {
 		listed[f.Path] = true
