@@ -172,10 +172,14 @@ func TestUnitsVerify(t *testing.T) {
 		GatewayUnit:  mustUnit(t, Service{Description: "gateway", ExecStart: "/bin/true", AllowCIDRs: exampleGateway().AllowCIDRs}),
 		RuntimeUnit:  mustUnit(t, Service{Description: "runtime", ExecStart: "/bin/true", GPU: true, Environment: RuntimeEnv}),
 	} {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// All units are written before any is verified: the runtime and gateway
+	// units require the firewall unit, which must be beside them.
+	for _, name := range []string{FirewallUnit, GatewayUnit, RuntimeUnit} {
+		path := filepath.Join(dir, name)
 		if out, err := exec.Command("systemd-analyze", "verify", path).CombinedOutput(); err != nil || len(out) > 0 {
 			t.Errorf("systemd-analyze verify %s: %v\n%s", name, err, out)
 		}

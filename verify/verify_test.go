@@ -264,7 +264,7 @@ func tlsFixture(t *testing.T, h http.HandlerFunc, minVersion uint16) *Target {
 
 func TestGatewayChecks(t *testing.T) {
 	good := tlsFixture(t, gatewayFixture, tls.VersionTLS12)
-	expect(t, runOne(t, "gateway.authentication", good), Pass, "401")
+	expect(t, runOne(t, "gateway.authentication", good), Pass, "-> 401")
 	expect(t, runOne(t, "gateway.runtime-routes", good), Pass, "routes refused")
 	expect(t, runOne(t, "gateway.tls", good), Pass, "1.1 refused")
 

@@ -51,7 +51,7 @@ func scriptConditions(cond string) (bool, error) {
 }
 
 // cmdSandbox makes the isolated host of the end-to-end scripts: a network
-// namespace ($NS) and an ext4 image with encryption support mounted at $MNT.
+// namespace ($NS) joined to a peer at $PEER, and an ext4 image with encryption support mounted at $MNT.
 // Everything is torn down when the script ends, pass or fail: services the
 // install recorded under $WORK/root are killed first, then the image is
 // unmounted and detached and the namespace deleted.
@@ -59,7 +59,9 @@ func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 0 {
 		ts.Fatalf("usage: sandbox")
 	}
-	ns := fmt.Sprintf("qa-ts-%d-%d", os.Getpid(), rand.IntN(1e6))
+	n := rand.IntN(200) + 20
+	ns := fmt.Sprintf("qa-ts-%d-%d", os.Getpid(), n)
+	peer := fmt.Sprintf("qa-tp-%d-%d", os.Getpid(), n)
 	mnt := ts.MkAbs("mnt")
 	img := ts.MkAbs("disk.img")
 	run := func(name string, a ...string) {
@@ -71,6 +73,7 @@ func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
 		killRecorded(ts.MkAbs("root/var/lib/qwen-appliance/state.json"))
 		exec.Command("umount", mnt).Run()
 		exec.Command("ip", "netns", "del", ns).Run()
+		exec.Command("ip", "netns", "del", peer).Run()
 	})
 	// The service user must be able to pass through the script's private
 	// temporary directories to reach the sandbox root (traverse only).
@@ -78,14 +81,24 @@ func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
 	for _, d := range []string{work, filepath.Dir(work)} {
 		ts.Check(os.Chmod(d, 0o711))
 	}
+	// "the internet": a peer namespace on a veth pair, which answers TCP
+	// (with resets) and ICMP when nothing filters the host.
 	run("ip", "netns", "add", ns)
-	run("ip", "-n", ns, "link", "set", "lo", "up")
+	run("ip", "netns", "add", peer)
+	vh, vp := fmt.Sprintf("qats%d", n), fmt.Sprintf("qatp%d", n)
+	run("ip", "link", "add", vh, "netns", ns, "type", "veth", "peer", "name", vp, "netns", peer)
+	run("ip", "-n", ns, "addr", "add", fmt.Sprintf("10.233.%d.1/24", n), "dev", vh)
+	run("ip", "-n", peer, "addr", "add", fmt.Sprintf("10.233.%d.2/24", n), "dev", vp)
+	for _, a := range [][]string{{ns, "lo"}, {peer, "lo"}, {ns, vh}, {peer, vp}} {
+		run("ip", "-n", a[0], "link", "set", a[1], "up")
+	}
 	ts.Check(os.WriteFile(img, nil, 0o600))
 	ts.Check(os.Truncate(img, 2<<30)) // sparse; preflight wants 1 GiB free
 	run("mkfs.ext4", "-q", "-O", "encrypt", img)
 	ts.Check(os.MkdirAll(mnt, 0o755))
 	run("mount", "-o", "loop", img, mnt)
 	ts.Setenv("NS", ns)
+	ts.Setenv("PEER", fmt.Sprintf("10.233.%d.2", n))
 	ts.Setenv("MNT", mnt)
 }
 
