@@ -150,6 +150,11 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, p := range []string{in.serviceExe, in.o.Store} {
+		if err := reachable(p, id); err != nil {
+			return nil, err
+		}
+	}
 	if err := in.firewall(ctx, st); err != nil {
 		return nil, err
 	}

@@ -211,6 +211,28 @@ func (in *installer) program(st *state.State) error {
 	return nil
 }
 
+// reachable checks that the service user can pass through every directory
+// above path, so a service does not fail later with a bare "permission
+// denied" (a --root or store under a private temporary directory, say).
+func reachable(path string, id harden.Identity) error {
+	for d := filepath.Dir(path); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		mode := fi.Mode().Perm()
+		uid, gid := ownerOf(fi)
+		ok := mode&0o001 != 0 || (uid == id.UID && mode&0o100 != 0) || (gid == id.GID && mode&0o010 != 0)
+		if !ok {
+			return fmt.Errorf("the service user %s (uid %d) cannot reach %s: %s is mode %04o, owner uid %d; give it search permission (chmod o+x) or choose another --root/--store",
+				id.User, id.UID, path, d, mode, uid)
+		}
+		if d == "/" || d == "." {
+			return nil
+		}
+	}
+}
+
 func (in *installer) startService(ctx context.Context, s service, ready func() bool) (int, error) {
 	if err := os.MkdirAll(filepath.Dir(s.Log), 0o750); err != nil {
 		return 0, err

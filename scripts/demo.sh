@@ -36,6 +36,7 @@ ollama=$(bash scripts/build-ollama.sh)
 echo "runtime: $ollama"
 
 work=$(mktemp -d /tmp/qwen-appliance-demo.XXXXXX)
+chmod 0711 "$work" # the service user passes through to the sandbox root
 ns=qa-demo-$$
 mnt=$work/mnt
 cleanup() {
