@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -36,7 +37,7 @@ func cmdMkfile(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
 		ts.Fatalf("usage: mkfile NAME SIZE")
 	}
-	n, err := parseSize(args[1])
+	n, err := space.Parse(args[1])
 	ts.Check(err)
 	r := rand.New(rand.NewPCG(uint64(n), 7))
 	b := make([]byte, n)

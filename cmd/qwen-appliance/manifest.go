@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -161,7 +162,7 @@ func manifestCreate(c *cli.Context) error {
 	if err != nil {
 		return usagef("--expires takes 90d, 2y, 36h or an RFC 3339 time", "--expires: %v", err)
 	}
-	chunk, err := parseSize(c.String("chunk-size"))
+	chunk, err := space.Parse(c.String("chunk-size"))
 	if err != nil || chunk%4096 != 0 || chunk == 0 {
 		return usagef("--chunk-size takes a multiple of 4K, e.g. 16M", "--chunk-size %q is not a positive multiple of 4096 bytes", c.String("chunk-size"))
 	}
@@ -184,20 +185,17 @@ func manifestCreate(c *cli.Context) error {
 		meta.Provenance.Tool = "qwen-appliance " + toolVersion()
 	}
 	start := time.Now()
-	var bar *progressBar
+	rep := reporter(c, "hash")
 	m, err := manifests.Create(c.Context, dir, manifests.CreateOptions{
 		Name: name, Version: c.Uint64("version"), Created: created, Expires: expires,
 		Meta: meta, ChunkSize: chunk,
-		Progress: func(n int64) {
-			if bar != nil {
-				bar.Add(n)
-			}
-		},
+		Progress: byteProgress(rep, dir, -1),
 	})
+	rep.Done(dir, err)
+	rep.Stop()
 	if err != nil {
 		return withCode(exitError, err, "fix or remove the named files, then run manifest create again")
 	}
-	bar = nil
 	if err := manifests.Write(dir, m, keys...); err != nil {
 		return err
 	}
@@ -209,7 +207,7 @@ func manifestCreate(c *cli.Context) error {
 		})
 	}
 	fmt.Fprintf(c.App.Writer, "wrote %s and %s: %s version %d, %d files, %s, hashed in %s\n",
-		filepath.Join(dir, manifests.ManifestFile), manifests.SignatureFile, m.Name, m.Version, len(m.Files), humanBytes(m.TotalSize()), el.Round(time.Millisecond))
+		filepath.Join(dir, manifests.ManifestFile), manifests.SignatureFile, m.Name, m.Version, len(m.Files), space.Format(m.TotalSize()), el.Round(time.Millisecond))
 	return nil
 }
 
@@ -259,9 +257,10 @@ func manifestVerify(c *cli.Context) error {
 		m := signed.Manifest
 		rep.Name, rep.Version, rep.Expires, rep.KeyIDs = m.Name, m.Version, &m.Expires, signed.KeyIDs
 		rep.Files, rep.Bytes = len(m.Files), m.TotalSize()
-		bar := newProgress(c.App.ErrWriter, "verify", m.TotalSize())
-		err = manifests.CheckFiles(c.Context, dir, m, manifests.CheckOptions{Progress: bar.Add})
-		bar.Done()
+		rep := reporter(c, "verify")
+		err = manifests.CheckFiles(c.Context, dir, m, manifests.CheckOptions{Progress: byteProgress(rep, dir, m.TotalSize())})
+		rep.Done(dir, err)
+		rep.Stop()
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	var fe *manifests.FilesError
@@ -292,7 +291,7 @@ func manifestVerify(c *cli.Context) error {
 		return err
 	}
 	fmt.Fprintf(c.App.Writer, "OK %s version %d: signature by %s, expires %s, %d files (%s) match, checked in %s\n",
-		rep.Name, rep.Version, strings.Join(rep.KeyIDs, ", "), rep.Expires.Format(time.RFC3339), rep.Files, humanBytes(rep.Bytes),
+		rep.Name, rep.Version, strings.Join(rep.KeyIDs, ", "), rep.Expires.Format(time.RFC3339), rep.Files, space.Format(rep.Bytes),
 		time.Duration(rep.Seconds*float64(time.Second)).Round(time.Millisecond))
 	return nil
 }

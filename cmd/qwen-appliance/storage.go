@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
 	"io"
 	"os"
 	"os/user"
@@ -282,7 +283,7 @@ func storageInit(c *cli.Context) error {
 	}
 	var size int64
 	if v := c.String("size"); v != "" {
-		if size, err = parseSize(v); err != nil {
+		if size, err = space.Parse(v); err != nil {
 			return usagef("pass --size like 20G or 512M", "%v", err)
 		}
 	}
@@ -469,9 +470,10 @@ func storageCopyIn(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	bar := newProgress(c.App.ErrWriter, "copy-in", signed.Manifest.TotalSize())
-	err = storage.CopyIn(c.Context, bundle, c.String("dir"), signed.Manifest, storage.CopyOptions{Owner: owner, Progress: bar.Add, Signature: sig})
-	bar.Done()
+	rep := reporter(c, "copy-in")
+	err = storage.CopyIn(c.Context, bundle, c.String("dir"), signed.Manifest, storage.CopyOptions{Owner: owner, Progress: byteProgress(rep, bundle, signed.Manifest.TotalSize()), Signature: sig})
+	rep.Done(bundle, err)
+	rep.Stop()
 	if err != nil {
 		return storageError(err)
 	}

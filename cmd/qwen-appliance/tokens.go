@@ -63,7 +63,7 @@ func tokensCreate(c *cli.Context) error {
 	}
 	var expires time.Duration
 	if e := c.String("expires"); e != "" {
-		if expires, err = tokens.ParseDuration(e); err != nil {
+		if expires, err = parseSpan(e); err != nil {
 			return usagef("pass --expires like 90d or 12h", "%v", err)
 		}
 	}

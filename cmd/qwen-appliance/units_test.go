@@ -5,22 +5,6 @@ import (
 	"time"
 )
 
-func TestParseSize(t *testing.T) {
-	good := map[string]int64{"0": 0, "4096": 4096, "4K": 4096, "4k": 4096, "16M": 16 << 20, "4G": 4 << 30, "4GiB": 4 << 30,
-		"1T": 1 << 40, "1.5G": 3 << 29, "512MB": 512 << 20}
-	for in, want := range good {
-		got, err := parseSize(in)
-		if err != nil || got != want {
-			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"", "G", "-1", "4X", "abc", "1e400", "NaN", "99999999P"} {
-		if _, err := parseSize(in); err == nil {
-			t.Errorf("parseSize(%q) accepted", in)
-		}
-	}
-}
-
 func TestParseTimeOrAfter(t *testing.T) {
 	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cases := map[string]time.Time{

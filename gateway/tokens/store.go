@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -283,21 +282,4 @@ func (s *Store) Authenticate(token string, now time.Time) (*Token, error) {
 		return t, ErrExpired
 	}
 	return t, nil
-}
-
-// ParseDuration reads an expiry such as "90d", "12h" or "30m"; a plain Go
-// duration is accepted too.
-func ParseDuration(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		d, err := strconv.Atoi(n)
-		if err != nil || d <= 0 || d > 100*365 {
-			return 0, fmt.Errorf("duration %q: want a number of days such as 90d", s)
-		}
-		return time.Duration(d) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("duration %q: want e.g. 90d, 12h or 30m", s)
-	}
-	return d, nil
 }

@@ -104,19 +104,6 @@ func TestParseStoreRejects(t *testing.T) {
 	}
 }
 
-func TestParseDuration(t *testing.T) {
-	for in, want := range map[string]time.Duration{"90d": 90 * 24 * time.Hour, "12h": 12 * time.Hour, "30m": 30 * time.Minute} {
-		if got, err := ParseDuration(in); err != nil || got != want {
-			t.Errorf("ParseDuration(%q) = %v, %v", in, got, err)
-		}
-	}
-	for _, bad := range []string{"", "d", "-1d", "0d", "abc", "-5m"} {
-		if _, err := ParseDuration(bad); err == nil {
-			t.Errorf("ParseDuration(%q) accepted", bad)
-		}
-	}
-}
-
 func TestUpdateConcurrent(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokens.json")
 	errs := make(chan error, 8)
