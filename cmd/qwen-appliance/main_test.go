@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/qwen-appliance/qwen-appliance/bundles/space"
+	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -26,7 +27,7 @@ func TestScript(t *testing.T) {
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {
-			env.Setenv("OLLAMA", ollamaPath())
+			env.Setenv("OLLAMA", runtime.FindOllama())
 			return nil
 		},
 	})

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -14,23 +15,6 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// ollamaPath finds the CPU runtime that scripts/build-ollama.sh builds.
-func ollamaPath() string {
-	if p := os.Getenv("QWA_OLLAMA"); p != "" {
-		return p
-	}
-	cache := os.Getenv("QWA_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "qwen-appliance")
-	}
-	p := filepath.Join(cache, "ollama-v0.6.5", "bin", "ollama")
-	if _, err := os.Stat(p); err != nil {
-		return ""
-	}
-	return p
-}
-
 // scriptConditions adds [root], [ollama] and [sandbox] (root with ip,
 // mkfs.ext4 and mount) to the script conditions.
 func scriptConditions(cond string) (bool, error) {
@@ -38,7 +22,7 @@ func scriptConditions(cond string) (bool, error) {
 	case "root":
 		return os.Getuid() == 0, nil
 	case "ollama":
-		return ollamaPath() != "", nil
+		return runtime.FindOllama() != "", nil
 	case "sandbox":
 		for _, tool := range []string{"ip", "mkfs.ext4", "mount", "umount", "nft"} {
 			if _, err := exec.LookPath(tool); err != nil {

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -28,23 +27,11 @@ import (
 )
 
 func ollamaBinary(t *testing.T) string {
-	if p := os.Getenv("QWA_OLLAMA"); p != "" {
-		return p
+	p := runtime.FindOllama()
+	if p == "" {
+		t.Skip("no Ollama v0.6.5: run scripts/build-ollama.sh")
 	}
-	cache := os.Getenv("QWA_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "qwen-appliance")
-	}
-	p := filepath.Join(cache, "ollama-v0.6.5", "bin", "ollama")
-	if _, err := os.Stat(p); err == nil {
-		return p
-	}
-	if p, err := exec.LookPath("ollama"); err == nil {
-		return p
-	}
-	t.Skip("no Ollama v0.6.5 (QWA_OLLAMA unset, not in the cache, not on PATH): run scripts/build-ollama.sh")
-	return ""
+	return p
 }
 
 // startOllama lays out a demo bundle and starts Ollama on it.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,23 +19,12 @@ import (
 // or skips the test saying how to get it.
 func ollamaBinary(t testing.TB) string {
 	t.Helper()
-	if p := os.Getenv("QWA_OLLAMA"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("QWA_OLLAMA: %v", err)
-		}
-		return p
+	p := FindOllama()
+	if p == "" {
+		t.Skip("no Ollama v0.6.5 (QWA_OLLAMA, the cache or PATH): run scripts/build-ollama.sh (needs nlohmann-json3-dev) to run the CPU end-to-end tests")
 	}
-	cache := os.Getenv("QWA_CACHE")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache", "qwen-appliance")
-	}
-	p := filepath.Join(cache, "ollama-v0.6.5", "bin", "ollama")
 	if _, err := os.Stat(p); err != nil {
-		if onPath, err := exec.LookPath("ollama"); err == nil {
-			return onPath
-		}
-		t.Skipf("no Ollama v0.6.5 at %s or on PATH, and QWA_OLLAMA unset: run scripts/build-ollama.sh (needs nlohmann-json3-dev) to run the CPU end-to-end tests", p)
+		t.Fatalf("Ollama: %v", err)
 	}
 	return p
 }
