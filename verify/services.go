@@ -41,12 +41,16 @@ func init() {
 	)
 }
 
-// telemetryEnv is what each runtime kind must have in its environment.
-var telemetryEnv = map[string]map[string]string{
-	"vllm":      {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"},
-	"llama.cpp": {"HF_HUB_OFFLINE": "1"},
-	"ollama":    {},
-}
+// telemetryOff is what every inference server's environment must hold:
+// the opt-outs of telemetry and hub downloads that the servers and their
+// libraries read; telemetryByKind adds each kind's own.
+var (
+	telemetryOff    = map[string]string{"DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TRANSFORMERS_OFFLINE": "1"}
+	telemetryByKind = map[string]map[string]string{
+		"vllm":   {"VLLM_NO_USAGE_STATS": "1"},
+		"ollama": {"OLLAMA_NOPRUNE": "1"},
+	}
+)
 
 // services lists the processes install recorded, with their PIDs.
 func (t *Target) services() []state.Service {
@@ -155,44 +159,90 @@ func checkTelemetry(_ context.Context, t *Target) Outcome {
 		return notApplicable("install recorded no runtime")
 	}
 	rt := t.State.Runtime
-	want := map[string]string{}
-	for k, v := range telemetryEnv[rt.Kind] {
-		want[k] = v
-	}
-	for k, v := range rt.Env {
-		want[k] = v
-	}
 	if rt.PID == 0 {
 		return notApplicable("runtime runs under systemd; its Environment= is covered by integrity.config-files")
 	}
-	got, err := procEnv(rt.PID)
-	if err != nil {
-		return errored(fmt.Errorf("runtime pid %d: %w", rt.PID, err))
+	want := map[string]string{}
+	for _, m := range []map[string]string{telemetryOff, telemetryByKind[rt.Kind], rt.Env} {
+		for k, v := range m {
+			want[k] = v
+		}
 	}
 	keys := make([]string, 0, len(want))
 	for k := range want {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	// The supervisor (rt.PID) starts the server with an environment built
+	// from scratch; the server and whatever it starts are what must comply.
+	servers := descendants(rt.PID)
+	if len(servers) == 0 {
+		return fail(fmt.Sprintf("no inference server process runs under the runtime supervisor (pid %d)", rt.PID))
+	}
 	var evs []Evidence
 	bad := 0
-	for _, k := range keys {
-		v, ok := got[k]
-		switch {
-		case !ok:
+	for _, pid := range servers {
+		got, err := procEnv(pid)
+		if err != nil {
+			continue // exited meanwhile
+		}
+		name := fmt.Sprintf("pid %d %s", pid, procName(pid))
+		var missing []string
+		for _, k := range keys {
+			if got[k] != want[k] {
+				missing = append(missing, fmt.Sprintf("%s=%q (want %q)", k, got[k], want[k]))
+			}
+		}
+		if len(missing) > 0 {
 			bad++
-			evs = append(evs, ev(k, "missing (want %q)", want[k]))
-		case v != want[k]:
-			bad++
-			evs = append(evs, ev(k, "%q (want %q)", v, want[k]))
-		default:
-			evs = append(evs, ev(k, "%q", v))
+			evs = append(evs, ev(name, "%s", strings.Join(missing, ", ")))
+		} else {
+			evs = append(evs, ev(name, "all %d variables set", len(keys)))
 		}
 	}
 	if bad > 0 {
-		return fail(fmt.Sprintf("%d telemetry/offline variable(s) not as required", bad), evs...)
+		return fail(fmt.Sprintf("%d server process(es) lack telemetry/offline settings", bad), evs...)
 	}
-	return pass(fmt.Sprintf("%s runtime (pid %d) has %d required variables", rt.Kind, rt.PID, len(keys)), evs...)
+	return pass(fmt.Sprintf("%s: %d server process(es) with all %d required variables (%s)", rt.Kind, len(servers), len(keys), strings.Join(keys, ", ")), evs...)
+}
+
+// descendants lists the processes below pid (children, grandchildren …).
+func descendants(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	children := map[int][]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// The parent PID is the second field after the ")" closing the name.
+		i := bytes.LastIndexByte(data, ')')
+		f := strings.Fields(string(data[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if pp, err := strconv.Atoi(f[1]); err == nil {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	var out []int
+	queue := children[pid]
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = append(queue[1:], children[p]...)
+		out = append(out, p)
+	}
+	sort.Ints(out)
+	return out
+}
+
+func procName(pid int) string {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(data))
 }
 
 func checkStorePermissions(_ context.Context, t *Target) Outcome {

@@ -198,13 +198,34 @@ func startProcess(t *testing.T, env []string, uid int) int {
 	return cmd.Process.Pid
 }
 
+// startSupervised starts "sh", which starts "sleep" with env, the way the
+// runtime supervisor starts the server; it returns the supervisor's PID.
+func startSupervised(t *testing.T, env []string) int {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "sleep 60 & wait")
+	cmd.Env = env
+	must(t, cmd.Start())
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Process.Kill(); cmd.Wait() })
+	for range 500 {
+		if len(descendants(cmd.Process.Pid)) > 0 {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", descendants(cmd.Process.Pid)[0])); bytes.HasPrefix(b, []byte("sleep")) {
+				break
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return cmd.Process.Pid
+}
+
 func TestServiceChecks(t *testing.T) {
 	tg, _ := installed(t)
-	env := []string{"HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "VLLM_NO_USAGE_STATS=1", "DO_NOT_TRACK=1"}
-	tg.State.Runtime = state.Service{Name: "runtime", Kind: "vllm", PID: startProcess(t, env, -1)}
-	expect(t, runOne(t, "services.telemetry-off", tg), Pass, "4 required")
-	tg.State.Runtime.PID = startProcess(t, env[:3], -1)
-	expect(t, runOne(t, "services.telemetry-off", tg), Fail, "DO_NOT_TRACK: missing")
+	env := []string{"HF_HUB_OFFLINE=1", "TRANSFORMERS_OFFLINE=1", "VLLM_NO_USAGE_STATS=1", "DO_NOT_TRACK=1", "HF_HUB_DISABLE_TELEMETRY=1"}
+	tg.State.Runtime = state.Service{Name: "runtime", Kind: "vllm", PID: startSupervised(t, env)}
+	expect(t, runOne(t, "services.telemetry-off", tg), Pass, "5 required")
+	tg.State.Runtime.PID = startSupervised(t, env[:3])
+	expect(t, runOne(t, "services.telemetry-off", tg), Fail, `DO_NOT_TRACK="" (want "1")`)
+	tg.State.Runtime.PID = startProcess(t, env, -1) // a supervisor whose server is gone
+	expect(t, runOne(t, "services.telemetry-off", tg), Fail, "no inference server process")
 
 	if os.Getuid() != 0 {
 		t.Skip("identity checks need root to start a process as another user")

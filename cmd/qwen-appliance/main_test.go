@@ -21,9 +21,10 @@ func TestScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"mkfile":   cmdMkfile,
-			"flipbyte": cmdFlipbyte,
-			"sandbox":  cmdSandbox,
+			"mkfile":      cmdMkfile,
+			"flipbyte":    cmdFlipbyte,
+			"sandbox":     cmdSandbox,
+			"killservice": cmdKillService,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {

@@ -86,20 +86,46 @@ func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv("MNT", mnt)
 }
 
-// killRecorded kills the process groups of the services a state file names.
-func killRecorded(stateFile string) {
+// cmdKillService NAME stops the runtime or gateway that the sandbox's
+// install recorded, as a crash would.
+func cmdKillService(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: killservice runtime|gateway")
+	}
+	pids := recordedPIDs(ts.MkAbs("root/var/lib/qwen-appliance/state.json"))
+	pid, ok := pids[args[0]]
+	if !ok {
+		ts.Fatalf("no %s recorded", args[0])
+	}
+	ts.Check(syscall.Kill(-pid, syscall.SIGKILL))
+	for range 100 {
+		if syscall.Kill(pid, 0) != nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// recordedPIDs reads the runtime's and gateway's PIDs from a state file.
+func recordedPIDs(stateFile string) map[string]int {
+	out := map[string]int{}
 	data, err := os.ReadFile(stateFile)
 	if err != nil {
-		return
+		return out
 	}
 	var st struct {
 		Runtime struct{ PID int } `json:"runtime"`
 		Gateway struct{ PID int } `json:"gateway"`
 	}
-	if json.Unmarshal(data, &st) != nil {
-		return
+	if json.Unmarshal(data, &st) == nil {
+		out["runtime"], out["gateway"] = st.Runtime.PID, st.Gateway.PID
 	}
-	for _, pid := range []int{st.Runtime.PID, st.Gateway.PID} {
+	return out
+}
+
+// killRecorded kills the process groups of the services a state file names.
+func killRecorded(stateFile string) {
+	for _, pid := range recordedPIDs(stateFile) {
 		if pid > 0 {
 			syscall.Kill(-pid, syscall.SIGKILL)
 		}
