@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,7 +23,11 @@ import (
 // Options configure the gateway. Zero limits take the defaults in
 // withDefaults.
 type Options struct {
-	Upstream      string // http://127.0.0.1:PORT or unix:///path.sock
+	Upstream string // http://127.0.0.1:PORT or unix:///path.sock
+	// UpstreamFile, when set, holds the upstream instead of Upstream and is
+	// re-read on Reload: install switches an upgraded runtime in by
+	// rewriting it and sending SIGHUP.
+	UpstreamFile  string
 	Listen        string // API address, e.g. 0.0.0.0:8443
 	MetricsListen string // metrics, health and readiness; "" disables (default 127.0.0.1:9464 in the CLI)
 	TokensFile    string
@@ -85,7 +90,7 @@ func (o *Options) withDefaults() {
 // Gateway is a configured gateway; Serve runs it.
 type Gateway struct {
 	o        Options
-	upstream *upstream
+	upstream atomic.Pointer[upstream] // swapped whole on Reload when UpstreamFile is set
 	audit    *audit.Log
 	metrics  *metrics
 	tls      *tls.Config
@@ -109,15 +114,15 @@ func New(o Options) (*Gateway, error) {
 	if o.TokensFile == "" || o.AuditLog == "" {
 		return nil, errors.New("gateway: a token file and an audit log are required")
 	}
-	up, err := newUpstream(o.Upstream, o.UpstreamTimeout, o.MaxConcurrent)
-	if err != nil {
+	g := &Gateway{o: o, metrics: newMetrics(), rate: newLimiter(), tpm: newLimiter(),
+		failures: newLimiter(), slots: make(chan struct{}, o.MaxConcurrent)}
+	if err := g.reloadUpstream(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{o: o, upstream: up, metrics: newMetrics(), rate: newLimiter(), tpm: newLimiter(),
-		failures: newLimiter(), slots: make(chan struct{}, o.MaxConcurrent)}
 	if err := g.reloadTokens(true); err != nil {
 		return nil, err
 	}
+	var err error
 	if g.tls, g.certs, err = tlsConfig(&o); err != nil {
 		return nil, err
 	}
@@ -131,13 +136,39 @@ func New(o Options) (*Gateway, error) {
 // Close flushes and signs the audit log.
 func (g *Gateway) Close() error { return g.audit.Close() }
 
-// Reload re-reads the token file and the TLS certificate (on SIGHUP).
+// Reload re-reads the token file, the TLS certificate and, with
+// UpstreamFile, the upstream (on SIGHUP).
 func (g *Gateway) Reload() error {
-	err := g.reloadTokens(true)
+	err := errors.Join(g.reloadTokens(true), g.reloadUpstream())
 	if g.certs != nil {
 		err = errors.Join(err, g.certs.load())
 	}
 	return err
+}
+
+// reloadUpstream sets the upstream from Options.Upstream or, when set, from
+// the first line of UpstreamFile. The switch is atomic: requests already
+// forwarded finish on the old upstream, new ones go to the new one. A file
+// that does not name a valid upstream leaves the old one in force.
+func (g *Gateway) reloadUpstream() error {
+	raw := g.o.Upstream
+	if g.o.UpstreamFile != "" {
+		data, err := os.ReadFile(g.o.UpstreamFile)
+		if err != nil {
+			return fmt.Errorf("upstream file: %w", err)
+		}
+		raw, _, _ = strings.Cut(strings.TrimSpace(string(data)), "\n")
+	} else if g.upstream.Load() != nil {
+		return nil
+	}
+	up, err := newUpstream(raw, g.o.UpstreamTimeout, g.o.MaxConcurrent)
+	if err != nil {
+		return err
+	}
+	if old := g.upstream.Swap(up); old != nil && old.base != up.base && g.o.Log != nil {
+		g.o.Log.Info("upstream switched", "from", old.base, "to", up.base)
+	}
+	return nil
 }
 
 // reloadTokens re-reads the token file when it changed (or always, when

@@ -172,12 +172,13 @@ func (g *Gateway) authenticate(r *http.Request, ex *exchange) (*tokens.Token, *a
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, ex *exchange, rt route, req *apiRequest, tok *tokens.Token) {
 	ctx, cancel := context.WithTimeout(r.Context(), g.o.UpstreamTimeout)
 	defer cancel()
+	up := g.upstream.Load() // one upstream for the whole exchange, retries included
 	newReq := func() *http.Request {
 		var body io.Reader
 		if req != nil {
 			body = bytes.NewReader(req.body)
 		}
-		ureq, _ := http.NewRequestWithContext(ctx, rt.method, g.upstream.url(rt.path), body)
+		ureq, _ := http.NewRequestWithContext(ctx, rt.method, up.url(rt.path), body)
 		ureq.Header.Set("X-Request-Id", ex.requestID)
 		if req != nil {
 			ureq.Header.Set("Content-Type", "application/json")
@@ -189,7 +190,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, ex *exchange, 
 		}
 		return ureq
 	}
-	resp, err := g.upstream.pool.do(ctx, newReq, g.o.UpstreamTimeout)
+	resp, err := up.pool.do(ctx, newReq, g.o.UpstreamTimeout)
 	if err != nil {
 		switch {
 		case r.Context().Err() != nil:

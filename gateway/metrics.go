@@ -102,11 +102,12 @@ func (g *Gateway) metricsHandler() http.Handler {
 
 // upstreamModels asks the upstream how many models it serves.
 func (g *Gateway) upstreamModels(ctx context.Context) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.upstream.url("/v1/models"), nil)
+	up := g.upstream.Load()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, up.url("/v1/models"), nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := g.upstream.client.Do(req)
+	resp, err := up.client.Do(req)
 	if err != nil {
 		return 0, err
 	}

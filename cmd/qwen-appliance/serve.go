@@ -27,7 +27,8 @@ func init() {
 			"(flag name: value); flags given on the command line win.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "YAML file of settings named like these flags"},
-			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT or unix:///path.sock (required)"},
+			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT or unix:///path.sock (this or --upstream-file is required)"},
+			&cli.StringFlag{Name: "upstream-file", Usage: "file whose first line is the upstream; re-read on SIGHUP, switching atomically (install uses it for upgrades)"},
 			&cli.StringFlag{Name: "listen", Usage: "API address", Value: "127.0.0.1:8443"},
 			&cli.StringFlag{Name: "tokens", Usage: "token file made by 'tokens create' (required)"},
 			&cli.StringFlag{Name: "audit-log", Usage: "audit log file, appended and hash-chained (required)"},
@@ -59,13 +60,16 @@ func serve(c *cli.Context) error {
 	if err := applyConfig(c); err != nil {
 		return err
 	}
-	for _, name := range []string{"upstream", "tokens", "audit-log"} {
+	if c.String("upstream") == "" && c.String("upstream-file") == "" {
+		return usagef("pass --upstream URL or --upstream-file FILE", "no upstream given")
+	}
+	for _, name := range []string{"tokens", "audit-log"} {
 		if c.String(name) == "" {
 			return usagef("pass --"+name+" or set it in --config", "required setting %q not set", name)
 		}
 	}
 	o := gateway.Options{
-		Upstream: c.String("upstream"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
+		Upstream: c.String("upstream"), UpstreamFile: c.String("upstream-file"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
 		TokensFile: c.String("tokens"), AuditLog: c.String("audit-log"), AuditContent: c.Bool("audit-content"),
 		AuditMaxBytes: c.Int64("audit-max-bytes"), AuditEvery: c.Duration("audit-checkpoint"),
 		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), ClientCA: c.String("client-ca"), TLS13Only: c.Bool("tls13-only"),
@@ -84,7 +88,11 @@ func serve(c *cli.Context) error {
 		o.Log.Warn("no --audit-key: the audit log is hash-chained but unsigned, so lines removed from its end cannot be detected")
 	}
 	err := gateway.Run(c.Context, o, func(api, metrics net.Addr) {
-		args := []any{"api", api.String(), "tls", o.TLSCert != "", "upstream", o.Upstream}
+		upstream := o.Upstream
+		if o.UpstreamFile != "" {
+			upstream = "from " + o.UpstreamFile
+		}
+		args := []any{"api", api.String(), "tls", o.TLSCert != "", "upstream", upstream}
 		if metrics != nil {
 			args = append(args, "metrics", metrics.String())
 		}
