@@ -167,16 +167,14 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	}
 	st.Bundle = state.Bundle{Name: m.Name, Version: m.Version, ManifestSHA256: manifestSHA, Dir: rel}
 	st.LastAcceptedVersion = max(m.Version, in.lastAccepted())
-	if err := in.stopPrevious(); err != nil {
-		return nil, err
+	if in.prev != nil {
+		st.Previous = in.prev.Previous
+		if in.prev.Bundle.Dir != rel {
+			p := in.prev.Bundle
+			st.Previous = &p
+		}
 	}
-	if err := in.runtime(ctx, st, m, id); err != nil {
-		return nil, err
-	}
-	if err := in.gateway(ctx, st, id); err != nil {
-		return nil, err
-	}
-	if err := in.smoke(ctx, st, m); err != nil {
+	if err := in.switchTo(ctx, st, m, id); err != nil {
 		return nil, err
 	}
 	st.Updated = in.now()
@@ -341,7 +339,7 @@ func (in *installer) identity(ctx context.Context, st *state.State) (harden.Iden
 	if err != nil {
 		return id, fmt.Errorf("service identity: %w", err)
 	}
-	st.ServiceUser, st.ServiceUID = id.User, id.UID
+	st.ServiceUser, st.ServiceUID, st.ServiceGID = id.User, id.UID, id.GID
 	in.logf("service user %s (uid %d)", id.User, id.UID)
 	return id, nil
 }

@@ -27,6 +27,7 @@ func (l layout) path(p string) string { return l.root.Path(p) }
 
 func (l layout) tlsDir() string      { return l.path(filepath.Join(ConfigDir, "tls")) }
 func (l layout) tokens() string      { return l.path(filepath.Join(ConfigDir, "tokens.json")) }
+func (l layout) upstream() string    { return l.path(filepath.Join(ConfigDir, "upstream")) }
 func (l layout) auditKey() string    { return l.path(filepath.Join(ConfigDir, "audit")) } // .key and .pub
 func (l layout) storeKey() string    { return l.path(filepath.Join(ConfigDir, "store.key")) }
 func (l layout) auditLog() string    { return l.path(filepath.Join(LogDir, "audit.log")) }

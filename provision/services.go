@@ -115,17 +115,27 @@ func waitFor(ctx context.Context, s service, pid int, timeout time.Duration, rea
 	}
 }
 
-// logSays reports whether the log file has a line starting with prefix.
-func logSays(path, prefix string) func() bool {
+// logSays reports whether the log file, from byte offset from on (logs are
+// appended to across restarts), has a line that starts with prefix and
+// contains each of parts.
+func logSays(path string, from int64, prefix string, parts ...string) func() bool {
 	return func() bool {
 		data, err := os.ReadFile(path)
-		if err != nil {
+		if err != nil || int64(len(data)) < from {
 			return false
 		}
+		data = data[from:]
+	lines:
 		for _, l := range strings.Split(string(data), "\n") {
-			if strings.HasPrefix(l, prefix) {
-				return true
+			if !strings.HasPrefix(l, prefix) {
+				continue
 			}
+			for _, p := range parts {
+				if !strings.Contains(l, p) {
+					continue lines
+				}
+			}
+			return true
 		}
 		return false
 	}
@@ -164,4 +174,13 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// logSize is the current length of a log file (0 when it does not exist).
+func logSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }

@@ -168,22 +168,6 @@ func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir stri
 	return rel, nil
 }
 
-// stopPrevious stops the services of the installation being replaced.
-func (in *installer) stopPrevious() error {
-	if in.prev == nil {
-		return nil
-	}
-	for _, s := range []state.Service{in.prev.Gateway.Service, in.prev.Runtime} {
-		if s.PID > 0 {
-			in.logf("stopping previous %s (pid %d)", s.Name, s.PID)
-			if err := stop(s.PID, 30*time.Second); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
 // program installs a root-owned copy of this executable that the services
 // run, so they never depend on where the operator started install from (a
 // home directory the service user cannot read, removable media), and records
@@ -266,7 +250,8 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 	}
 	// Serve what preflight sized for this host: the context that fits and,
 	// on GPUs, the tensor-parallel degree and the devices.
-	if p := in.res.Preflight.Plan; p != nil {
+	if in.res.Preflight != nil && in.res.Preflight.Plan != nil {
+		p := in.res.Preflight.Plan
 		if p.Context > 0 {
 			args = append(args, "--context", strconv.Itoa(p.Context))
 		}
@@ -276,7 +261,7 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 	}
 	svc := service{Name: "runtime", Args: args, Log: in.l.log("runtime"), UID: id.UID, GID: id.GID}
 	in.logf("starting the %s runtime on 127.0.0.1:%d", m.Runtime.Kind, port)
-	pid, err := in.startService(ctx, svc, logSays(svc.Log, "ready:"))
+	pid, err := in.startService(ctx, svc, logSays(svc.Log, logSize(svc.Log), "ready:"))
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)
 	}
@@ -335,7 +320,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 	if err := os.Chown(logDir, id.UID, id.GID); err != nil {
 		return err
 	}
-	args := []string{"serve", "--upstream", "http://" + st.Runtime.Listen[0], "--listen", in.o.Listen,
+	args := []string{"serve", "--upstream-file", in.l.upstream(), "--listen", in.o.Listen,
 		"--tokens", in.l.tokens(), "--audit-log", in.l.auditLog(), "--audit-key", auditKey + ".key",
 		"--tls-cert", filepath.Join(tlsDir, "server.crt"), "--tls-key", serverKey, "--metrics-listen", in.o.MetricsListen}
 	svc := service{Name: "gateway", Args: args, Log: in.l.log("gateway"), UID: id.UID, GID: id.GID}
@@ -385,10 +370,9 @@ func (in *installer) adminToken(id harden.Identity) error {
 	return os.Chown(path, id.UID, id.GID)
 }
 
-// smoke sends a real chat completion through the gateway with TLS, as a
-// client would. Without an admin token from this run (a re-install), it only
-// checks that the gateway refuses an unauthenticated request.
-func (in *installer) smoke(ctx context.Context, st *state.State, m *manifests.Manifest) error {
+// smoke sends a real chat completion through the gateway over TLS, as a
+// client would, with a token made for it and revoked afterwards.
+func (in *installer) smoke(ctx context.Context, st *state.State, m *manifests.Manifest, id harden.Identity) error {
 	ca, err := os.ReadFile(st.Gateway.CACert)
 	if err != nil {
 		return err
@@ -396,31 +380,51 @@ func (in *installer) smoke(ctx context.Context, st *state.State, m *manifests.Ma
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca)
 	c := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	secret, revoke, err := in.smokeToken(st, id)
+	if err != nil {
+		return fmt.Errorf("smoke test: %w", err)
+	}
+	defer revoke()
 	model := m.Runtime.ServedModelName
 	if model == "" {
 		model = m.Name
 	}
 	body, _ := json.Marshal(map[string]any{"model": model, "max_tokens": 8,
 		"messages": []map[string]string{{"role": "user", "content": "Reply with one word: are you ready?"}}})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.Gateway.URL+"/v1/chat/completions", bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if in.res.AdminToken != "" {
-		req.Header.Set("Authorization", "Bearer "+in.res.AdminToken)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("smoke test through the gateway: %w", err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if in.res.AdminToken == "" {
-		if resp.StatusCode != http.StatusUnauthorized {
-			return fmt.Errorf("smoke test: the gateway answered %d to a request without a token", resp.StatusCode)
+	var status int
+	var data []byte
+	// The gateway picks up the new token when it handles the SIGHUP; an
+	// address throttled for earlier failed authentications (verify's
+	// probes, say) is answered 429 with Retry-After until it cools down.
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, st.Gateway.URL+"/v1/chat/completions", bytes.NewReader(body))
+		if err != nil {
+			return err
 		}
-		return nil
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := c.Do(req)
+		if err != nil {
+			return fmt.Errorf("smoke test through the gateway: %w", err)
+		}
+		data, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		status = resp.StatusCode
+		wait := 200 * time.Millisecond
+		if status == http.StatusTooManyRequests {
+			if sec, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && sec > 0 {
+				wait = time.Duration(min(sec, 60)) * time.Second
+			}
+			in.logf("smoke test: the gateway asks to retry in %s (%s)", wait, strings.TrimSpace(string(data)))
+		} else if status != http.StatusUnauthorized {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
 	}
 	var out struct {
 		Choices []struct {
@@ -430,8 +434,8 @@ func (in *installer) smoke(ctx context.Context, st *state.State, m *manifests.Ma
 			CompletionTokens int `json:"completion_tokens"`
 		} `json:"usage"`
 	}
-	if resp.StatusCode != http.StatusOK || json.Unmarshal(data, &out) != nil || len(out.Choices) == 0 || out.Usage.CompletionTokens == 0 {
-		return fmt.Errorf("smoke test through the gateway: status %d: %s", resp.StatusCode, strings.TrimSpace(string(data)))
+	if status != http.StatusOK || json.Unmarshal(data, &out) != nil || len(out.Choices) == 0 || out.Usage.CompletionTokens == 0 {
+		return fmt.Errorf("smoke test through the gateway: status %d: %s", status, strings.TrimSpace(string(data)))
 	}
 	in.logf("smoke test through the gateway: %d tokens: %q", out.Usage.CompletionTokens, out.Choices[0].Message.Content)
 	return nil

@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
@@ -88,7 +89,11 @@ func checkManifest(_ context.Context, t *Target) Outcome {
 		return fail("the installed manifest is not the one install recorded", evs...)
 	}
 	if s.Manifest.Version < t.State.LastAcceptedVersion {
-		return fail(fmt.Sprintf("installed version %d is lower than version %d accepted before", s.Manifest.Version, t.State.LastAcceptedVersion), evs...)
+		if t.State.RolledBack == nil {
+			return fail(fmt.Sprintf("installed version %d is lower than version %d accepted before", s.Manifest.Version, t.State.LastAcceptedVersion), evs...)
+		}
+		evs = append(evs, ev("rollback", "the operator rolled back to version %d at %s (version %d was accepted before)",
+			s.Manifest.Version, t.State.RolledBack.Format(time.RFC3339), t.State.LastAcceptedVersion))
 	}
 	return pass("signature valid, manifest as recorded at install", evs...)
 }

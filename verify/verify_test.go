@@ -157,6 +157,15 @@ func TestIntegrityChecks(t *testing.T) {
 	tg.Trusted = []manifests.PublicKey{key(t, 9).Public()}
 	expect(t, runOne(t, "integrity.manifest", tg), Fail, "not signed by a trusted key")
 
+	// An older version than one accepted before: a rollback only when the
+	// operator recorded one.
+	tg, _ = installed(t)
+	tg.State.LastAcceptedVersion = 3
+	expect(t, runOne(t, "integrity.manifest", tg), Fail, "lower than version 3 accepted before")
+	when := t0.Add(time.Hour)
+	tg.State.RolledBack = &when
+	expect(t, runOne(t, "integrity.manifest", tg), Pass, "rolled back to version 2")
+
 	// An edited unit file.
 	tg, _ = installed(t)
 	for p := range tg.State.Files {

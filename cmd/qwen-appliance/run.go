@@ -159,7 +159,9 @@ func runServer(c *cli.Context) error {
 // read from the store; install and 'audit verify' hash it.
 func checkRuntimeFiles(c *cli.Context, bundle string, m *manifests.Manifest) error {
 	err := manifests.CheckFiles(c.Context, bundle, m, manifests.CheckOptions{
-		StoreModes: true, // an installed bundle is the store's strict 0400/0500 copy
+		StoreModes: true, // an installed bundle is the store's strict 0400/0500 copy,
+		// and the server keeps its own state beside it (STORE/state/KIND)
+		IgnoreExtra: []string{"state"},
 		Select: func(f manifests.File) []int {
 			if !strings.HasPrefix(f.Path, "runtime/") {
 				return []int{}

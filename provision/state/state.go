@@ -35,6 +35,12 @@ type State struct {
 	Root          string    `json:"root"` // "/" on a real host, a prefix in sandboxes
 
 	Bundle Bundle `json:"bundle"`
+	// Previous is the release that was serving before the last install or
+	// rollback; it stays in the store for 'qwen-appliance rollback'.
+	Previous *Bundle `json:"previous,omitempty"`
+	// RolledBack is when an operator last rolled back to Bundle, which may
+	// then be older than LastAcceptedVersion; install clears it.
+	RolledBack *time.Time `json:"rolledBack,omitempty"`
 	// LastAcceptedVersion is the highest bundle version ever installed;
 	// lower versions are refused (rollback protection).
 	LastAcceptedVersion uint64 `json:"lastAcceptedVersion"`
@@ -43,6 +49,7 @@ type State struct {
 
 	ServiceUser string   `json:"serviceUser,omitempty"`
 	ServiceUID  int      `json:"serviceUid,omitempty"` // as created under Root (a sandbox's passwd is not the host's)
+	ServiceGID  int      `json:"serviceGid,omitempty"`
 	Store       Store    `json:"store"`
 	Firewall    Firewall `json:"firewall"`
 	// Files maps configuration and unit files (absolute, inside Root) to the

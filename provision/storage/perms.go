@@ -51,9 +51,11 @@ func CheckPermissions(dir string, owner Owner) error {
 				add(path, "directory mode %04o is looser than %04o", mode.Perm(), DirMode)
 			}
 		case mode.IsRegular():
-			// Owner-execute is allowed for the runtime's own binaries; it
-			// lets nobody else read anything.
-			if mode.Perm()&^(FileMode|0o100) != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid) != 0 {
+			// Copied-in data is 0400 (0500 for the runtime's binaries, which
+			// verify checks against the manifest); the runtime's own state
+			// beside it (Ollama's blobs, keys) needs owner write. Group and
+			// others get nothing, ever.
+			if mode.Perm()&0o077 != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid) != 0 {
 				add(path, "file mode %04o is looser than %04o", mode.Perm(), FileMode)
 			}
 		default:

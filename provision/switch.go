@@ -1,0 +1,125 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
+)
+
+// switchTo brings the release st.Bundle into service: a runtime for it
+// beside whatever serves now, the gateway pointed at it atomically (or
+// started, when none runs), a chat completion through the gateway, and only
+// then the previous runtime stopped. Until that last step every change is
+// undone on failure, so the previous release keeps serving.
+func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests.Manifest, id harden.Identity) error {
+	if err := in.runtime(ctx, st, m, id); err != nil {
+		return err
+	}
+	upstream := "http://" + st.Runtime.Listen[0]
+	if in.prev != nil && alive(in.prev.Gateway.PID) {
+		if err := in.repoint(ctx, in.prev, upstream); err != nil {
+			return err
+		}
+		st.Gateway = in.prev.Gateway
+	} else {
+		if err := in.writeUpstream(upstream, id); err != nil {
+			return err
+		}
+		if err := in.gateway(ctx, st, id); err != nil {
+			return err
+		}
+	}
+	if err := in.smoke(ctx, st, m, id); err != nil {
+		return err
+	}
+	if in.prev != nil && in.prev.Runtime.PID > 0 && in.prev.Runtime.PID != st.Runtime.PID && alive(in.prev.Runtime.PID) {
+		in.logf("stopping the previous runtime (pid %d)", in.prev.Runtime.PID)
+		if err := stop(in.prev.Runtime.PID, 30*time.Second); err != nil {
+			in.logf("warning: %v", err)
+		}
+	}
+	return nil
+}
+
+// writeUpstream writes the gateway's upstream file atomically.
+func (in *installer) writeUpstream(upstream string, id harden.Identity) error {
+	p := in.l.upstream()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	if err := manifests.WriteFileAtomic(p, []byte(upstream+"\n"), 0o640); err != nil {
+		return fmt.Errorf("upstream file: %w", err)
+	}
+	return os.Chown(p, 0, id.GID)
+}
+
+// repoint switches the running gateway to upstream: the upstream file is
+// rewritten and the gateway told with SIGHUP; install waits until the
+// gateway logs the switch. Undo points it back.
+func (in *installer) repoint(ctx context.Context, prev *state.State, upstream string) error {
+	old, err := os.ReadFile(in.l.upstream())
+	if err != nil {
+		return fmt.Errorf("the running gateway has no upstream file (installed by an older version?): %w", err)
+	}
+	id := harden.Identity{UID: prev.ServiceUID, GID: prev.ServiceGID}
+	gw := prev.Gateway
+	in.onUndo(func() error {
+		err := in.writeUpstream(strings.TrimSpace(string(old)), id)
+		return errors.Join(err, syscall.Kill(gw.PID, syscall.SIGHUP))
+	})
+	from := logSize(gw.Log)
+	if err := in.writeUpstream(upstream, id); err != nil {
+		return err
+	}
+	if err := syscall.Kill(gw.PID, syscall.SIGHUP); err != nil {
+		return fmt.Errorf("signal the gateway (pid %d): %w", gw.PID, err)
+	}
+	in.logf("gateway (pid %d) switching to %s", gw.PID, upstream)
+	s := service{Name: "gateway", Log: gw.Log}
+	return waitFor(ctx, s, gw.PID, 30*time.Second, logSays(gw.Log, from, "", "upstream switched", "to="+upstream))
+}
+
+// smokeToken makes a short-lived token for the smoke test, so that every
+// install and rollback proves a real answer through the gateway without
+// holding an operator's secret; the caller revokes it.
+func (in *installer) smokeToken(st *state.State, id harden.Identity) (secret string, revoke func(), err error) {
+	path := in.l.tokens()
+	store, err := tokens.Load(path)
+	if err != nil {
+		return "", nil, fmt.Errorf("tokens: %w", err)
+	}
+	secret, tok, err := store.Create(tokens.CreateOptions{Name: "install-smoke-test", Role: tokens.RoleUser, Expires: 10 * time.Minute, Now: in.o.Now()})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := store.Save(path); err != nil {
+		return "", nil, err
+	}
+	if err := os.Chown(path, id.UID, id.GID); err != nil {
+		return "", nil, err
+	}
+	revoke = func() {
+		if s, err := tokens.Load(path); err == nil {
+			if _, err := s.Revoke(tok.ID, in.o.Now()); err == nil {
+				s.Save(path)
+				os.Chown(path, id.UID, id.GID)
+			}
+		}
+		syscall.Kill(st.Gateway.PID, syscall.SIGHUP)
+	}
+	// The gateway re-reads its token file on SIGHUP; give it a moment, so
+	// the first try is not a failed authentication.
+	syscall.Kill(st.Gateway.PID, syscall.SIGHUP)
+	time.Sleep(300 * time.Millisecond)
+	return secret, revoke, nil
+}
