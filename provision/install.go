@@ -158,13 +158,16 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if err := in.firewall(ctx, st); err != nil {
 		return nil, err
 	}
+	in.stepDone("firewall")
 	if err := in.store(ctx, st, id); err != nil {
 		return nil, err
 	}
+	in.stepDone("store")
 	rel, err := in.copyIn(ctx, st, bundleDir, signed, sig, id)
 	if err != nil {
 		return nil, err
 	}
+	in.stepDone("copy-in")
 	st.Bundle = state.Bundle{Name: m.Name, Version: m.Version, ManifestSHA256: manifestSHA, Dir: rel}
 	st.LastAcceptedVersion = max(m.Version, in.lastAccepted())
 	if in.prev != nil {
@@ -182,6 +185,7 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if err := state.Save(string(in.l.root), st); err != nil {
 		return nil, err
 	}
+	in.stepDone("state")
 	in.logf("installed %s version %d; gateway at %s", m.Name, m.Version, st.Gateway.URL)
 	in.res.State, in.res.Changed = st, true
 	return &in.res, nil

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
@@ -130,4 +131,18 @@ func mkdirPrivate(dir string) error {
 		return err
 	}
 	return nil
+}
+
+// FaultEnv names a step after which install kills itself with SIGKILL, as a
+// power cut would: the crash-recovery tests set it to prove that running
+// install again reaches the same end state. Unset, it does nothing.
+const FaultEnv = "QWA_FAULT_AFTER"
+
+// stepDone marks the end of a step for the crash-recovery tests.
+func (in *installer) stepDone(step string) {
+	if os.Getenv(FaultEnv) == step {
+		in.logf("%s=%s: killing this install (SIGKILL) to test crash recovery", FaultEnv, step)
+		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		select {}
+	}
 }

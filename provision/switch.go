@@ -25,6 +25,7 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 	if err := in.runtime(ctx, st, m, id); err != nil {
 		return err
 	}
+	in.stepDone("runtime")
 	upstream := "http://" + st.Runtime.Listen[0]
 	if in.prev != nil && alive(in.prev.Gateway.PID) {
 		if err := in.repoint(ctx, in.prev, upstream); err != nil {
@@ -39,9 +40,11 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 			return err
 		}
 	}
+	in.stepDone("gateway")
 	if err := in.smoke(ctx, st, m, id); err != nil {
 		return err
 	}
+	in.stepDone("smoke")
 	if in.prev != nil && in.prev.Runtime.PID > 0 && in.prev.Runtime.PID != st.Runtime.PID && alive(in.prev.Runtime.PID) {
 		in.logf("stopping the previous runtime (pid %d)", in.prev.Runtime.PID)
 		if err := stop(in.prev.Runtime.PID, 30*time.Second); err != nil {

@@ -25,6 +25,7 @@ func TestScript(t *testing.T) {
 			"flipbyte":    cmdFlipbyte,
 			"sandbox":     cmdSandbox,
 			"killservice": cmdKillService,
+			"nsprocs":     cmdNSProcs,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {

@@ -106,6 +106,23 @@ func cmdKillService(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
+// cmdNSProcs prints the command line of every process in the sandbox's
+// network namespace, one per line, so a script can count what runs there.
+func cmdNSProcs(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 0 {
+		ts.Fatalf("usage: nsprocs")
+	}
+	out, err := exec.Command("ip", "netns", "pids", ts.Getenv("NS")).Output()
+	ts.Check(err)
+	for _, pid := range strings.Fields(string(out)) {
+		cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
+		if err != nil {
+			continue
+		}
+		fmt.Fprintln(ts.Stdout(), strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "))
+	}
+}
+
 // recordedPIDs reads the runtime's and gateway's PIDs from a state file.
 func recordedPIDs(stateFile string) map[string]int {
 	out := map[string]int{}
