@@ -20,6 +20,7 @@ type Status struct {
 	Installed bool            `json:"installed"`
 	Bundle    string          `json:"bundle,omitempty"`
 	Version   uint64          `json:"version,omitempty"`
+	Previous  string          `json:"previous,omitempty"` // the release rollback would serve
 	Updated   time.Time       `json:"updated,omitempty"`
 	Services  []ServiceStatus `json:"services,omitempty"`
 	Gateway   string          `json:"gateway,omitempty"`
@@ -49,6 +50,9 @@ func GetStatus(root string) (*Status, error) {
 	}
 	s := &Status{Installed: true, Bundle: st.Bundle.Name, Version: st.Bundle.Version, Updated: st.Updated,
 		Gateway: st.Gateway.URL, Store: st.Store.Dir, Backend: st.Store.Backend}
+	if p := st.Previous; p != nil {
+		s.Previous = fmt.Sprintf("%s version %d", p.Name, p.Version)
+	}
 	s.Healthy = true
 	for _, svc := range []state.Service{st.Runtime, st.Gateway.Service} {
 		ss := ServiceStatus{Name: svc.Name, PID: svc.PID, Running: alive(svc.PID), Listen: svc.Listen, Log: svc.Log}

@@ -36,6 +36,9 @@ Example:
 			} else {
 				fmt.Fprintf(c.App.Writer, "%s version %d, installed %s\ngateway %s ready=%v\nstore %s (%s)\n",
 					s.Bundle, s.Version, s.Updated.Format("2006-01-02 15:04:05Z07:00"), s.Gateway, s.Ready, s.Store, s.Backend)
+				if s.Previous != "" {
+					fmt.Fprintf(c.App.Writer, "previous %s (qwen-appliance rollback serves it again)\n", s.Previous)
+				}
 				for _, svc := range s.Services {
 					fmt.Fprintf(c.App.Writer, "%-8s pid %-7d running=%-5v %s  log %s\n", svc.Name, svc.PID, svc.Running, strings.Join(svc.Listen, ","), svc.Log)
 				}
