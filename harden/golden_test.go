@@ -1,13 +1,12 @@
 package harden
 
 import (
+	"context"
 	"flag"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"testing"
 )
 
@@ -86,14 +85,10 @@ func mustUnit(t *testing.T, s Service) string {
 	return u
 }
 
-// Exposure scores systemd-analyze gives the units (0 best … 10 worst); the
-// README records them.
 const (
-	maxGatewayExposure = 2.0
-	maxRuntimeExposure = 4.0
+	maxGatewayExposure = MaxGatewayExposure
+	maxRuntimeExposure = MaxRuntimeExposure
 )
-
-var exposureRE = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
 
 // exposure scores a unit file with systemd's own offline analysis.
 func exposure(t *testing.T, name, text string) float64 {
@@ -101,21 +96,13 @@ func exposure(t *testing.T, name, text string) float64 {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
 		t.Skip("systemd-analyze not installed")
 	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, name)
+	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("systemd-analyze", "security", "--offline=yes", "--no-pager", path)
-	cmd.Env = append(os.Environ(), "SYSTEMD_COLORS=0")
-	out, _ := cmd.CombinedOutput() // exits non-zero above its threshold; the score is what counts
-	m := exposureRE.FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("no exposure level in systemd-analyze output:\n%s", out)
-	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
+	v, out, err := Exposure(context.Background(), path)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, out)
 	}
 	return v
 }
