@@ -61,7 +61,7 @@ func serve(c *cli.Context) error {
 		return err
 	}
 	if c.String("upstream") == "" && c.String("upstream-file") == "" {
-		return usagef("pass --upstream URL or --upstream-file FILE", "no upstream given")
+		return usagef("pass --upstream URL or --upstream-file FILE (or set one in --config)", "no upstream given")
 	}
 	for _, name := range []string{"tokens", "audit-log"} {
 		if c.String(name) == "" {
