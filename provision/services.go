@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -68,29 +70,84 @@ func alive(pid int) bool {
 	return i > 0 && i+2 < len(data) && data[i+2] != 'Z' && data[i+2] != 'X'
 }
 
-// stop ends the process group led by pid: SIGTERM, then SIGKILL after grace.
+// stop ends the process group led by pid, and every process below it: the
+// runtime supervisor starts the inference server in a group of its own,
+// and a server's workers (Ollama's runners) must not outlive it. SIGTERM
+// first, so each stops gracefully; SIGKILL for whatever is left after grace.
 func stop(pid int, grace time.Duration) error {
 	if !alive(pid) {
 		return nil
 	}
+	// Taken before signalling: once a parent dies its children are
+	// re-parented and can no longer be found from it.
+	tree := append(Descendants(pid), pid)
 	if err := syscall.Kill(-pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("stop pid %d: %w", pid, err)
 	}
 	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if !alive(pid) {
-			return nil
-		}
+	for time.Now().Before(deadline) && anyAlive(tree) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	syscall.Kill(-pid, syscall.SIGKILL)
+	for _, p := range tree {
+		if alive(p) {
+			syscall.Kill(-p, syscall.SIGKILL)
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
 	for range 100 {
-		if !alive(pid) {
+		if !anyAlive(tree) {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("stop pid %d: still running after SIGKILL", pid)
+}
+
+func anyAlive(pids []int) bool {
+	for _, p := range pids {
+		if alive(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Descendants lists the processes below pid (children, grandchildren …),
+// read from /proc.
+func Descendants(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	children := map[int][]int{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// The parent PID is the second field after the ")" closing the name.
+		i := bytes.LastIndexByte(data, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(data[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		if pp, err := strconv.Atoi(f[1]); err == nil {
+			children[pp] = append(children[pp], p)
+		}
+	}
+	var out []int
+	queue := children[pid]
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = append(queue[1:], children[p]...)
+		out = append(out, p)
+	}
+	sort.Ints(out)
+	return out
 }
 
 // waitFor polls ready until it returns true, the process dies, or timeout

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
@@ -175,7 +176,7 @@ func checkTelemetry(_ context.Context, t *Target) Outcome {
 	sort.Strings(keys)
 	// The supervisor (rt.PID) starts the server with an environment built
 	// from scratch; the server and whatever it starts are what must comply.
-	servers := descendants(rt.PID)
+	servers := provision.Descendants(rt.PID)
 	if len(servers) == 0 {
 		return fail(fmt.Sprintf("no inference server process runs under the runtime supervisor (pid %d)", rt.PID))
 	}
@@ -204,40 +205,6 @@ func checkTelemetry(_ context.Context, t *Target) Outcome {
 		return fail(fmt.Sprintf("%d server process(es) lack telemetry/offline settings", bad), evs...)
 	}
 	return pass(fmt.Sprintf("%s: %d server process(es) with all %d required variables (%s)", rt.Kind, len(servers), len(keys), strings.Join(keys, ", ")), evs...)
-}
-
-// descendants lists the processes below pid (children, grandchildren …).
-func descendants(pid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	children := map[int][]int{}
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		// The parent PID is the second field after the ")" closing the name.
-		i := bytes.LastIndexByte(data, ')')
-		f := strings.Fields(string(data[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		if pp, err := strconv.Atoi(f[1]); err == nil {
-			children[pp] = append(children[pp], p)
-		}
-	}
-	var out []int
-	queue := children[pid]
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = append(queue[1:], children[p]...)
-		out = append(out, p)
-	}
-	sort.Ints(out)
-	return out
 }
 
 func procName(pid int) string {

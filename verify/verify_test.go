@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
@@ -216,8 +217,8 @@ func startSupervised(t *testing.T, env []string) int {
 	must(t, cmd.Start())
 	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Process.Kill(); cmd.Wait() })
 	for range 500 {
-		if len(descendants(cmd.Process.Pid)) > 0 {
-			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", descendants(cmd.Process.Pid)[0])); bytes.HasPrefix(b, []byte("sleep")) {
+		if len(provision.Descendants(cmd.Process.Pid)) > 0 {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", provision.Descendants(cmd.Process.Pid)[0])); bytes.HasPrefix(b, []byte("sleep")) {
 				break
 			}
 		}

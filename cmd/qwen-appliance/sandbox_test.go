@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -54,7 +55,7 @@ func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	}
 	ts.Defer(func() {
-		killRecorded(ts.MkAbs("root/var/lib/qwen-appliance/state.json"))
+		killNamespace(ns)
 		exec.Command("umount", mnt).Run()
 		exec.Command("ip", "netns", "del", ns).Run()
 		exec.Command("ip", "netns", "del", peer).Run()
@@ -114,6 +115,9 @@ func cmdNSProcs(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	out, err := exec.Command("ip", "netns", "pids", ts.Getenv("NS")).Output()
 	ts.Check(err)
+	if len(strings.Fields(string(out))) == 0 {
+		fmt.Fprintln(ts.Stdout(), "no processes")
+	}
 	for _, pid := range strings.Fields(string(out)) {
 		cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
 		if err != nil {
@@ -140,11 +144,13 @@ func recordedPIDs(stateFile string) map[string]int {
 	return out
 }
 
-// killRecorded kills the process groups of the services a state file names.
-func killRecorded(stateFile string) {
-	for _, pid := range recordedPIDs(stateFile) {
-		if pid > 0 {
-			syscall.Kill(-pid, syscall.SIGKILL)
+// killNamespace kills every process in the network namespace: whatever a
+// failed script left running (services, their servers and workers).
+func killNamespace(ns string) {
+	out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 	time.Sleep(200 * time.Millisecond)
