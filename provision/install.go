@@ -139,7 +139,7 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 		err = in.j.finish()
 	}()
 
-	st := &state.State{Root: string(in.l.root), TrustedKeys: nil, Files: map[string]string{}}
+	st := &state.State{Root: string(in.l.root), Files: map[string]string{}}
 	if err := in.trust(st); err != nil {
 		return nil, err
 	}
