@@ -9,6 +9,7 @@ package progress
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/bundles/space"
 	"io"
 	"sort"
 	"strings"
@@ -150,7 +151,7 @@ func (r *Reporter) Done(file string, err error) {
 		if err != nil {
 			status = "FAILED: " + err.Error()
 		}
-		fmt.Fprintf(r.w, "%s %s %s %s\n", r.op, file, human(e.done), status)
+		fmt.Fprintf(r.w, "%s %s %s %s\n", r.op, file, space.Format(e.done), status)
 		r.redraw(r.now(), true)
 	}
 }
@@ -231,11 +232,11 @@ func (r *Reporter) redraw(t time.Time, force bool) {
 
 func line(done, size int64, elapsed time.Duration) string {
 	rate, eta := rateETA(done, size, elapsed)
-	s := human(done)
+	s := space.Format(done)
 	if size > 0 {
-		s += fmt.Sprintf(" / %s (%.0f%%)", human(size), 100*float64(done)/float64(size))
+		s += fmt.Sprintf(" / %s (%.0f%%)", space.Format(size), 100*float64(done)/float64(size))
 	}
-	s += fmt.Sprintf(" %s/s", human(int64(rate)))
+	s += fmt.Sprintf(" %s/s", space.Format(int64(rate)))
 	if eta > 0 {
 		s += " ETA " + (time.Duration(eta) * time.Second).String()
 	}
@@ -251,17 +252,4 @@ func rateETA(done, size int64, elapsed time.Duration) (rate, eta float64) {
 		eta = float64(int64(float64(size-done) / rate))
 	}
 	return rate, eta
-}
-
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 4; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
 }
