@@ -52,8 +52,7 @@ Example:
 					&cli.IntFlag{Name: "jobs", Value: 4, Usage: "files downloaded at once"},
 					&cli.StringSliceFlag{Name: "artifact", Usage: "supply a runtime artefact: NAME=URL or NAME=URL#sha256=HEX (repeatable)"},
 					&cli.BoolFlag{Name: "allow-unpinned", Usage: "fetch sources and artefacts with no SHA-256 pin, recording what arrived (marked in the SBOM)"},
-					&cli.StringFlag{Name: "created", Usage: "creation time (RFC 3339); default $SOURCE_DATE_EPOCH or now"},
-					&cli.StringFlag{Name: "expires", Value: "365d", Usage: "manifest expiry: an RFC 3339 time or a span after creation (90d, 2y)"},
+					createdFlag, expiresFlag,
 					&cli.BoolFlag{Name: "json", Usage: "JSON result on stdout, JSON-lines progress on stderr"},
 				},
 				Action: bundleCreate,
@@ -90,11 +89,7 @@ func loadKey(c *cli.Context) (manifests.PrivateKey, error) {
 	if p == "" {
 		return manifests.PrivateKey{}, usagef("pass --key NAME.key (make one with 'qwen-appliance keys generate --out NAME')", "--key is required")
 	}
-	k, err := manifests.LoadPrivateKey(p)
-	if err != nil {
-		return k, withCode(exitError, err, "check --key: it must be a .key file written by 'qwen-appliance keys generate', mode 0600")
-	}
-	return k, nil
+	return privateKey(p)
 }
 
 func bundleCreate(c *cli.Context) error {

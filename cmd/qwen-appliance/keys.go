@@ -56,3 +56,12 @@ func keysGenerate(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "key %s\nprivate key: %s (keep it offline, mode 0600)\npublic key:  %s (copy to the isolated host, pass to --trust)\n", k.ID, name+".key", name+".pub")
 	return nil
 }
+
+// privateKey loads a --key file, with the hint every command gives for it.
+func privateKey(path string) (manifests.PrivateKey, error) {
+	k, err := manifests.LoadPrivateKey(path)
+	if err != nil {
+		return k, withCode(exitError, err, "check --key: it must be a .key file written by 'qwen-appliance keys generate', mode 0600")
+	}
+	return k, nil
+}

@@ -37,8 +37,7 @@ Example:
 					&cli.StringSliceFlag{Name: "key", Usage: "private key file NAME.key to sign with (repeat for several signers)"},
 					&cli.StringFlag{Name: "name", Usage: "bundle name (default: DIR's base name, lower-cased)"},
 					&cli.Uint64Flag{Name: "version", Value: 1, Usage: "bundle version, a whole number that must grow with every release"},
-					&cli.StringFlag{Name: "created", Usage: "creation time (RFC 3339); default $SOURCE_DATE_EPOCH or now"},
-					&cli.StringFlag{Name: "expires", Value: "365d", Usage: "expiry: an RFC 3339 time or a span after creation (90d, 2y, 36h)"},
+					createdFlag, expiresFlag,
 					&cli.StringFlag{Name: "meta", Usage: "JSON file with the model, requirements, runtime and provenance sections"},
 					&cli.StringFlag{Name: "chunk-size", Value: "16M", Usage: "chunk size, a multiple of 4K (e.g. 16M)"},
 					&cli.BoolFlag{Name: "json", Usage: "print a JSON summary"},
@@ -79,6 +78,12 @@ Example:
 		},
 	})
 }
+
+// The validity flags of every command that signs a manifest.
+var (
+	createdFlag = &cli.StringFlag{Name: "created", Usage: "creation time (RFC 3339); default $SOURCE_DATE_EPOCH or now"}
+	expiresFlag = &cli.StringFlag{Name: "expires", Value: "365d", Usage: "manifest expiry: an RFC 3339 time or a span after creation (90d, 2y, 36h)"}
+)
 
 // trustFlags are the flags of every command that accepts a signed manifest.
 func trustFlags() []cli.Flag {
@@ -148,9 +153,9 @@ func manifestCreate(c *cli.Context) error {
 	}
 	var keys []manifests.PrivateKey
 	for _, p := range keyPaths {
-		k, err := manifests.LoadPrivateKey(p)
+		k, err := privateKey(p)
 		if err != nil {
-			return withCode(exitError, err, "check --key: it must be a .key file written by 'qwen-appliance keys generate', mode 0600")
+			return err
 		}
 		keys = append(keys, k)
 	}
@@ -301,12 +306,9 @@ func manifestSign(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	if c.String("key") == "" {
-		return usagef("pass --key NAME.key of the co-signer", "manifest sign: --key is required")
-	}
-	k, err := manifests.LoadPrivateKey(c.String("key"))
+	k, err := loadKey(c)
 	if err != nil {
-		return withCode(exitError, err, "check --key: it must be a .key file written by 'qwen-appliance keys generate', mode 0600")
+		return err
 	}
 	m, err := manifests.Cosign(c.Context, dir, k, manifests.CheckOptions{})
 	if errors.Is(err, manifests.ErrVerification) {

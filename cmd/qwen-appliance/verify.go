@@ -81,9 +81,9 @@ func verifyRun(c *cli.Context) error {
 		if c.String("key") == "" {
 			return usagef("pass --key KEY.key to sign the report (make one with 'qwen-appliance keys generate')", "--report-dir needs --key")
 		}
-		k, err := manifests.LoadPrivateKey(c.String("key"))
+		k, err := privateKey(c.String("key"))
 		if err != nil {
-			return withCode(exitError, err, "check --key")
+			return err
 		}
 		key = k
 	}
