@@ -32,6 +32,11 @@ func (r Root) Path(p string) string {
 
 func (r Root) unitPath() string { return r.Path(filepath.Join(UnitDir, FirewallUnit)) }
 
+// BootUnit is the firewall's boot unit file under the root, and
+// BootUnitLink the link that enables it (sysinit.target wants it).
+func (r Root) BootUnit() string     { return r.unitPath() }
+func (r Root) BootUnitLink() string { return r.wantsLink() }
+
 func (r Root) wantsLink() string {
 	return r.Path(filepath.Join(UnitDir, "sysinit.target.wants", FirewallUnit))
 }

@@ -64,6 +64,16 @@ func checkFirewall(_ context.Context, t *Target) Outcome {
 	for _, p := range st.Problems {
 		evs = append(evs, ev("problem", "%s", p))
 	}
+	// The boot unit must be there and enabled, or a reboot comes up open.
+	root := harden.Root(t.Root)
+	if t.Root == "/" {
+		root = ""
+	}
+	// The link names the unit as the booted host sees it (no root prefix).
+	target, _ := os.Readlink(root.BootUnitLink())
+	_, unitErr := os.Stat(root.BootUnit())
+	enabled := unitErr == nil && target == filepath.Join(harden.UnitDir, harden.FirewallUnit)
+	evs = append(evs, ev("boot unit", "%s enabled=%v (via %s)", root.BootUnit(), enabled, root.BootUnitLink()))
 	switch {
 	case !st.LiveTable:
 		return fail("table inet "+harden.TableName+" is not loaded: egress is not denied", evs...)
@@ -71,6 +81,8 @@ func checkFirewall(_ context.Context, t *Target) Outcome {
 		return fail("the firewall differs from what was applied: "+strings.Join(append(st.Problems, st.Diff...), "; "), evs...)
 	case st.SHA256 != t.State.Firewall.RulesetSHA256:
 		return fail("the applied ruleset is not the one install recorded", evs...)
+	case !enabled:
+		return fail("the boot unit that loads the firewall is missing or not enabled: a reboot would come up without it", evs...)
 	}
 	return pass("table live with policy drop, equal to the recorded ruleset", evs...)
 }

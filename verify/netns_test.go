@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -101,6 +102,12 @@ func TestFirewallCheckInNamespace(t *testing.T) {
 	must(t, err)
 	st.Firewall.RulesetSHA256 = res.SHA256
 	expect(t, runOne(t, "network.firewall", tg), Pass, "policy drop")
+
+	// Not enabled at boot: a reboot would come up open.
+	must(t, os.Remove(harden.Root(root).BootUnitLink()))
+	expect(t, runOne(t, "network.firewall", tg), Fail, "not enabled")
+	must(t, os.Symlink(filepath.Join(harden.UnitDir, harden.FirewallUnit), harden.Root(root).BootUnitLink()))
+	expect(t, runOne(t, "network.firewall", tg), Pass, "enabled=true")
 
 	st.Firewall.RulesetSHA256 = strings.Repeat("0", 64)
 	expect(t, runOne(t, "network.firewall", tg), Fail, "not the one install recorded")
