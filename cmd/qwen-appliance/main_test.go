@@ -26,6 +26,7 @@ func TestScript(t *testing.T) {
 			"sandbox":     cmdSandbox,
 			"killservice": cmdKillService,
 			"nsprocs":     cmdNSProcs,
+			"snapshot":    cmdSnapshot,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {

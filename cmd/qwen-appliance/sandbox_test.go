@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
@@ -125,6 +126,43 @@ func cmdNSProcs(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		fmt.Fprintln(ts.Stdout(), strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " "))
 	}
+}
+
+// cmdSnapshot FILE writes what a refused install must leave unchanged: every
+// path under the sandbox root and the store with its type, mode, owner and
+// content hash (logs excepted: the running gateway appends to them), and the
+// namespace's nftables ruleset.
+func cmdSnapshot(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: snapshot FILE")
+	}
+	var b strings.Builder
+	for _, top := range []string{ts.MkAbs("root"), ts.Getenv("MNT")} {
+		err := filepath.Walk(top, func(p string, fi os.FileInfo, err error) error {
+			if err != nil {
+				return err
+			}
+			if strings.Contains(p, "/var/log/") {
+				return nil
+			}
+			st := fi.Sys().(*syscall.Stat_t)
+			line := fmt.Sprintf("%s %v %d:%d", p, fi.Mode(), st.Uid, st.Gid)
+			if fi.Mode().IsRegular() {
+				data, err := os.ReadFile(p)
+				if err != nil {
+					return err
+				}
+				line += fmt.Sprintf(" %x", sha256.Sum256(data))
+			}
+			b.WriteString(line + "\n")
+			return nil
+		})
+		ts.Check(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", ts.Getenv("NS"), "nft", "list", "ruleset").CombinedOutput()
+	ts.Check(err)
+	b.Write(out)
+	ts.Check(os.WriteFile(ts.MkAbs(args[0]), []byte(b.String()), 0o644))
 }
 
 // recordedPIDs reads the runtime's and gateway's PIDs from a state file.
