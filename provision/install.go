@@ -100,6 +100,9 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 
 	// 1. Verify everything before touching the host.
 	bundleDir, signed, sig, err := in.verify(ctx)
+	// Packed volumes were unpacked into a staging directory: plaintext
+	// weights that must not outlive this run, whatever happens.
+	defer in.removeStaging()
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +267,14 @@ func (in *installer) lastAccepted() uint64 {
 	return in.prev.LastAcceptedVersion
 }
 
+func (in *installer) staging() string { return in.l.path(filepath.Join(StateDir, "incoming")) }
+
+func (in *installer) removeStaging() {
+	if err := os.RemoveAll(in.staging()); err != nil {
+		in.logf("warning: remove the staging copy %s: %v", in.staging(), err)
+	}
+}
+
 // verify opens the bundle (unpacking packed volumes into a staging directory
 // after checking every volume), checks its signature, expiry and rollback, and
 // hashes every file.
@@ -274,7 +285,7 @@ func (in *installer) verify(ctx context.Context) (dir string, s *manifests.Signe
 	}
 	dir = in.o.Bundle
 	if _, err := volume.FindIndex(dir); err == nil {
-		staging := in.l.path(filepath.Join(StateDir, "incoming"))
+		staging := in.staging()
 		os.RemoveAll(staging)
 		if err := mkdirPrivate(filepath.Dir(staging)); err != nil {
 			return "", nil, nil, err
