@@ -51,7 +51,33 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 			in.logf("warning: %v", err)
 		}
 	}
+	in.prune(st)
 	return nil
+}
+
+// prune removes the releases in the store other than the one now serving
+// and the previous one (kept for rollback). Failing to remove one is only
+// logged: it costs disk, not safety.
+func (in *installer) prune(st *state.State) {
+	keep := map[string]bool{st.Bundle.Dir: true}
+	if st.Previous != nil {
+		keep[st.Previous.Dir] = true
+	}
+	dir := filepath.Join(in.o.Store, ReleasesDir)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		if keep[p] || !e.IsDir() {
+			continue
+		}
+		in.logf("removing the old release %s", p)
+		if err := os.RemoveAll(p); err != nil {
+			in.logf("warning: %v", err)
+		}
+	}
 }
 
 // writeUpstream writes the gateway's upstream file atomically.
