@@ -33,9 +33,9 @@ did; running install again after a crash cleans up and carries on; installing
 the same bundle again changes nothing. A version lower than the last one
 accepted is refused unless --allow-downgrade.
 
-Where systemd is not PID 1 (containers, CI, the demo) the runtime and gateway
-run as detached processes under this program's supervisor; their PIDs and logs
-are in the state record.
+The runtime and gateway run as detached processes under this program's
+supervisor (systemd units are not used yet, even where systemd is PID 1); their
+PIDs and logs are in the state record.
 
 Examples:
    qwen-appliance install ./qwen2.5-7b --trust release.pub --allow-cidr 10.20.0.0/16 --listen 0.0.0.0:8443

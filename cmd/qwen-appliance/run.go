@@ -32,8 +32,8 @@ the command gives up with the last lines of the server's log. Ctrl-C stops the
 server and everything it started. With --once the server is stopped right
 after it proved it answers.
 
-Where systemd is PID 1, install generates a hardened unit instead; this command
-serves tests, containers and the demo.
+install runs this command as a detached service (systemd units are not used yet,
+even where systemd is PID 1); on its own it serves tests, containers and the demo.
 
 Example:
    qwen-appliance run --bundle ./demo-bundle --store /srv/store --trust release.pub --port 11434`,
