@@ -480,39 +480,15 @@ func bundleVerify(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if isBundleDir(dir) {
+		// A bundle directory is checked exactly as 'manifest verify' does.
+		return manifestVerify(c)
+	}
 	v, err := verifierFromFlags(c)
 	if err != nil {
 		return err
 	}
 	w := c.App.Writer
-	if isBundleDir(dir) {
-		// manifests' walk compares paths textually: "./b" or "b/" would
-		// make every file look unlisted.
-		dir = filepath.Clean(dir)
-		s, err := v.Open(dir)
-		if err != nil {
-			return withCode(exitVerification, err, verificationHint(err))
-		}
-		rep := reporter(c, "verify")
-		const label = "all files"
-		rep.Start(label, s.Manifest.TotalSize(), 0)
-		err = manifests.CheckFiles(c.Context, dir, s.Manifest, manifests.CheckOptions{Progress: func(n int64) { rep.Add(label, n) }})
-		rep.Done(label, err)
-		rep.Stop()
-		if err != nil {
-			if errors.Is(err, manifests.ErrVerification) {
-				return withCode(exitVerification, err, verificationHint(err))
-			}
-			return err
-		}
-		if c.Bool("json") {
-			return printJSON(w, map[string]any{"ok": true, "kind": "directory", "name": s.Manifest.Name, "version": s.Manifest.Version,
-				"files": len(s.Manifest.Files), "bytes": s.Manifest.TotalSize(), "keyIds": s.KeyIDs})
-		}
-		fmt.Fprintf(w, "OK %s version %d: signature by %s; %d files, %s match the manifest\n", s.Manifest.Name, s.Manifest.Version,
-			strings.Join(s.KeyIDs, ", "), len(s.Manifest.Files), space.Format(s.Manifest.TotalSize()))
-		return nil
-	}
 	rep := reporter(c, "verify")
 	r, err := volume.Verify(c.Context, dir, v, rep)
 	rep.Stop()
