@@ -1,10 +1,9 @@
 package harden
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"io/fs"
 	"os"
 	"time"
@@ -27,13 +26,8 @@ var ErrNotApplied = errors.New("harden has not been applied here")
 // an invalid policy are errors.
 func ParseRecord(data []byte) (Record, error) {
 	var r Record
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	if err := manifests.DecodeStrict(data, &r); err != nil {
 		return Record{}, fmt.Errorf("parse harden state: %w", err)
-	}
-	if dec.More() {
-		return Record{}, errors.New("parse harden state: trailing data after the record")
 	}
 	if r.Version != 1 {
 		return Record{}, fmt.Errorf("parse harden state: version %d is not 1", r.Version)

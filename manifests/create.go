@@ -1,12 +1,9 @@
 package manifests
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -29,16 +26,9 @@ type Meta struct {
 
 // ParseMeta decodes a Meta document strictly (unknown fields are errors).
 func ParseMeta(data []byte) (Meta, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var m Meta
-	if err := dec.Decode(&m); err != nil {
-		return Meta{}, describeJSONError(data, err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return Meta{}, errors.New("data after the closing brace")
-	}
-	return m, nil
+	err := DecodeStrict(data, &m)
+	return m, err
 }
 
 // CreateOptions are the inputs of Create besides the directory. The same

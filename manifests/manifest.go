@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"regexp"
 	"strconv"
 	"time"
@@ -131,14 +130,9 @@ func Marshal(m *Manifest) ([]byte, error) {
 // values and any encoding other than the canonical one are errors. Parse does
 // not check signatures; use a Verifier for bytes from outside.
 func Parse(data []byte) (*Manifest, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var m Manifest
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("parse manifest: %w", describeJSONError(data, err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("parse manifest: data after the closing brace")
+	if err := DecodeStrict(data, &m); err != nil {
+		return nil, fmt.Errorf("parse manifest: %w", err)
 	}
 	if err := m.Validate(); err != nil {
 		return nil, fmt.Errorf("parse manifest: %w", err)

@@ -1,12 +1,10 @@
 package manifests
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 )
 
 // Purposes name what a signature is for. The purpose is signed along with the
@@ -63,14 +61,9 @@ func (s *Signatures) Marshal() []byte {
 
 // ParseSignatures decodes a signature file strictly.
 func ParseSignatures(data []byte) (*Signatures, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var s Signatures
-	if err := dec.Decode(&s); err != nil {
+	if err := DecodeStrict(data, &s); err != nil {
 		return nil, fmt.Errorf("parse signatures: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, fmt.Errorf("parse signatures: data after the closing brace")
 	}
 	if len(s.Signatures) == 0 {
 		return nil, ErrUnsigned

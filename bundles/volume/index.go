@@ -1,8 +1,6 @@
 package volume
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -87,14 +85,9 @@ func IndexSigName(prefix string) string { return prefix + ".index.sig" }
 // ParseIndex decodes an index strictly and checks its consistency. It does
 // not check the signature; OpenIndex does.
 func ParseIndex(data []byte) (*Index, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var x Index
-	if err := dec.Decode(&x); err != nil {
+	if err := manifests.DecodeStrict(data, &x); err != nil {
 		return nil, fmt.Errorf("parse index: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("parse index: data after the closing brace")
 	}
 	if err := x.validate(); err != nil {
 		return nil, fmt.Errorf("parse index: %w", err)

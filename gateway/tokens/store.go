@@ -1,12 +1,10 @@
 package tokens
 
 import (
-	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strings"
@@ -81,14 +79,9 @@ const storeVersion = 1
 // ParseStore decodes a token file strictly: unknown fields, duplicate IDs, bad
 // digests and unknown roles are errors naming the entry.
 func ParseStore(data []byte) (*Store, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var s Store
-	if err := dec.Decode(&s); err != nil {
+	if err := manifests.DecodeStrict(data, &s); err != nil {
 		return nil, fmt.Errorf("parse token file: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("parse token file: data after the closing brace")
 	}
 	if s.Version != storeVersion {
 		return nil, fmt.Errorf("parse token file: version %d is not supported (want %d)", s.Version, storeVersion)

@@ -6,11 +6,9 @@
 package state
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -132,14 +130,9 @@ func Load(root string) (*State, error) {
 
 // Parse decodes a state file strictly.
 func Parse(data []byte) (*State, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var s State
-	if err := dec.Decode(&s); err != nil {
+	if err := manifests.DecodeStrict(data, &s); err != nil {
 		return nil, fmt.Errorf("parse state: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("parse state: data after the closing brace")
 	}
 	if s.SchemaVersion != SchemaVersion {
 		return nil, fmt.Errorf("parse state: schemaVersion %d is not supported (want %d)", s.SchemaVersion, SchemaVersion)

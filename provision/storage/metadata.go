@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -92,14 +91,9 @@ func newID() string {
 
 // ParseMetadata decodes a metadata file strictly and checks every field.
 func ParseMetadata(data []byte) (*Metadata, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var m Metadata
-	if err := dec.Decode(&m); err != nil {
+	if err := manifests.DecodeStrict(data, &m); err != nil {
 		return nil, fmt.Errorf("parse store metadata: %w", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("parse store metadata: data after the closing brace")
 	}
 	if err := m.validate(); err != nil {
 		return nil, fmt.Errorf("parse store metadata: %w", err)
