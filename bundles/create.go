@@ -118,8 +118,8 @@ func Create(ctx context.Context, spec *specs.Spec, opts CreateOptions) (*Result,
 	if err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
 	}
-	if err := checkOut(out); err != nil {
-		return nil, err
+	if err := space.EmptyOrAbsent(out); err != nil {
+		return nil, fmt.Errorf("create bundle: %w", err)
 	}
 	client := &fetch.Client{HTTP: opts.HTTP, Retries: opts.Retries, Backoff: opts.Backoff, Progress: opts.Progress}
 	hub := opts.Hub
@@ -203,20 +203,6 @@ func Create(ctx context.Context, spec *specs.Spec, opts CreateOptions) (*Result,
 	}
 	res.Dir, res.Manifest, res.Files, res.Bytes = out, m, len(m.Files), m.TotalSize()
 	return res, nil
-}
-
-// checkOut refuses an output that exists and is not an empty directory.
-func checkOut(out string) error {
-	ents, err := os.ReadDir(out)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil
-	case err != nil:
-		return fmt.Errorf("create bundle: %w", err)
-	case len(ents) > 0:
-		return fmt.Errorf("create bundle: %s exists and is not empty; choose a new --out", out)
-	}
-	return nil
 }
 
 // partName is the cache file of an item: the same address and pin resume

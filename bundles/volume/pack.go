@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -150,16 +149,10 @@ func makeOut(out string) error {
 	if out == "" {
 		return errors.New("pack: no output directory")
 	}
-	ents, err := os.ReadDir(out)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return os.MkdirAll(out, 0o755)
-	case err != nil:
+	if err := space.EmptyOrAbsent(out); err != nil {
 		return fmt.Errorf("pack: %w", err)
-	case len(ents) > 0:
-		return fmt.Errorf("pack: %s exists and is not empty; choose a new --out", out)
 	}
-	return nil
+	return os.MkdirAll(out, 0o755)
 }
 
 // writeStream writes the tar stream: the manifest and signature, then every

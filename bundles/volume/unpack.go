@@ -71,7 +71,7 @@ func run(ctx context.Context, dir, out string, v manifests.Verifier, rep *progre
 		if out, err = filepath.Abs(out); err != nil {
 			return nil, err
 		}
-		if err := emptyOrAbsent(out); err != nil {
+		if err := space.EmptyOrAbsent(out); err != nil {
 			return nil, err
 		}
 		parent = filepath.Dir(out)
@@ -155,19 +155,6 @@ func run(ctx context.Context, dir, out string, v manifests.Verifier, rep *progre
 	}
 	r.Dir = out
 	return r, nil
-}
-
-func emptyOrAbsent(out string) error {
-	ents, err := os.ReadDir(out)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil
-	case err != nil:
-		return err
-	case len(ents) > 0:
-		return fmt.Errorf("%s exists and is not empty; choose a new --out", out)
-	}
-	return nil
 }
 
 // openStream concatenates the data volumes, each cut to its indexed size.
