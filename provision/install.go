@@ -218,8 +218,12 @@ func newInstaller(o Options) (*installer, error) {
 	if o.Store, err = filepath.Abs(o.Store); err != nil {
 		return nil, err
 	}
-	if o.Backend == "" {
+	switch o.Backend {
+	case "":
 		o.Backend = storage.BackendFscrypt
+	case storage.BackendFscrypt, BackendNone:
+	default:
+		return nil, fmt.Errorf("install: store backend %q: install creates fscrypt stores (or none); LUKS volumes are made and opened with 'qwen-appliance storage'", o.Backend)
 	}
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:8443"

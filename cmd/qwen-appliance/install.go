@@ -46,7 +46,7 @@ Examples:
 			&cli.IntFlag{Name: "threshold", Value: 1, Usage: "signatures by distinct trusted keys required (k of n)"},
 			&cli.StringFlag{Name: "root", Value: "/", Usage: "write every file under this PREFIX (sandboxes, tests)"},
 			&cli.StringFlag{Name: "store", Usage: "encrypted model store directory (default ROOT/var/lib/qwen-appliance/store)"},
-			&cli.StringFlag{Name: "storage", Value: "fscrypt", Usage: "store encryption: fscrypt, luks, or none (unencrypted; verify will fail it)"},
+			&cli.StringFlag{Name: "storage", Value: "fscrypt", Usage: "store encryption: fscrypt, or none (unencrypted; verify will fail it). On a LUKS volume, open and mount it first ('qwen-appliance storage'), then use fscrypt or none on it"},
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8443", Usage: "gateway API address (use 0.0.0.0:8443 to serve the network)"},
 			&cli.StringFlag{Name: "metrics-listen", Value: "127.0.0.1:9464", Usage: "gateway metrics, /healthz and /readyz address"},
 			&cli.StringFlag{Name: "host", Value: "localhost", Usage: "host name in the gateway's TLS certificate"},
@@ -81,12 +81,10 @@ func installAction(c *cli.Context) error {
 	switch b := c.String("storage"); b {
 	case "none":
 		o.Backend = provision.BackendNone
+	case "fscrypt":
+		o.Backend = storage.BackendFscrypt
 	default:
-		backend, err := storage.ParseBackend(b)
-		if err != nil {
-			return usagef("--storage takes fscrypt, luks or none", "--storage: %v", err)
-		}
-		o.Backend = backend
+		return usagef("--storage takes fscrypt or none; a LUKS volume is prepared with 'qwen-appliance storage init --backend luks'", "--storage %q is not supported by install", b)
 	}
 	for _, flag := range []struct {
 		name string
