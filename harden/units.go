@@ -29,6 +29,10 @@ type Service struct {
 	// GPU opens the NVIDIA devices (and only those) and relaxes what CUDA
 	// needs: /proc/driver, writable-executable memory for JIT runtimes.
 	GPU bool
+	// SystemInfo keeps /proc/meminfo, /proc/cpuinfo and the like visible
+	// (no ProcSubset=pid): inference servers size themselves from them, and
+	// Ollama refuses to load a model when it reads 0 bytes of memory.
+	SystemInfo bool
 	// AllowCIDRs are peers the unit may exchange packets with besides
 	// localhost (the gateway's client CIDRs); everything else is denied by
 	// the cgroup's IP filter in both directions.
@@ -36,6 +40,13 @@ type Service struct {
 	ReadOnlyPaths  []string
 	ReadWritePaths []string
 	After          []string // ordering, besides the firewall
+	// StopStatus is the exit status the program ends with when systemd
+	// stops it (qwen-appliance exits 130 after SIGTERM), counted as a clean
+	// stop rather than a failure; 0 for none.
+	StopStatus int
+	// Log, when set, is a file that systemd appends the service's output
+	// to (opened by systemd, so the service needs no write access to it).
+	Log string
 }
 
 // RuntimeEnv turns off the inference servers' phone-home paths (vLLM usage
@@ -49,7 +60,7 @@ func Unit(s Service) (string, error) {
 	if !strings.HasPrefix(s.ExecStart, "/") {
 		return "", fmt.Errorf("unit: ExecStart %q must start with an absolute path", s.ExecStart)
 	}
-	for _, v := range [][]string{s.Environment, s.ReadOnlyPaths, s.ReadWritePaths, s.After, {s.Description, s.ExecStart}} {
+	for _, v := range [][]string{s.Environment, s.ReadOnlyPaths, s.ReadWritePaths, s.After, {s.Description, s.ExecStart, s.Log}} {
 		for _, x := range v {
 			if strings.ContainsAny(x, "\n\r") {
 				return "", fmt.Errorf("unit: %q contains a line break", x)
@@ -64,7 +75,11 @@ func Unit(s Service) (string, error) {
 			return "", fmt.Errorf("unit: environment entry %q must be KEY=VALUE without spaces or quotes", e)
 		}
 	}
-	for _, p := range append(append([]string(nil), s.ReadOnlyPaths...), s.ReadWritePaths...) {
+	paths := append(append([]string(nil), s.ReadOnlyPaths...), s.ReadWritePaths...)
+	if s.Log != "" {
+		paths = append(paths, s.Log)
+	}
+	for _, p := range paths {
 		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " \t") {
 			return "", fmt.Errorf("unit: path %q must be absolute, without spaces", p)
 		}
@@ -85,7 +100,14 @@ func Unit(s Service) (string, error) {
 		w("Environment=%s", e)
 	}
 	w("Restart=on-failure")
+	if s.StopStatus != 0 {
+		w("SuccessExitStatus=%d", s.StopStatus)
+	}
 	w("UMask=0077")
+	if s.Log != "" {
+		w("StandardOutput=append:%s", s.Log)
+		w("StandardError=inherit")
+	}
 	w("")
 	w("# Privileges: none, and no way to gain any.")
 	w("NoNewPrivileges=yes")
@@ -106,7 +128,7 @@ func Unit(s Service) (string, error) {
 	w("PrivateTmp=yes")
 	w("PrivateMounts=yes")
 	w("ProtectProc=invisible")
-	if !s.GPU {
+	if !s.GPU && !s.SystemInfo {
 		w("ProcSubset=pid")
 	}
 	if len(s.ReadOnlyPaths) > 0 {

@@ -49,6 +49,12 @@ type Options struct {
 	DryRun         bool // print the plan, change nothing
 	Context        int  // context length to serve; preflight's choice when 0
 
+	// Supervisor runs the runtime and the gateway: SupervisorSystemd
+	// (hardened units), SupervisorProcess (detached processes), or, when
+	// empty, what the installation already uses, else systemd where it is
+	// PID 1 and Root is "/".
+	Supervisor string
+
 	NVML         nvml.Interface   // nvml.New() when nil
 	Netfilter    harden.Netfilter // the kernel in the current network namespace when nil
 	Executable   string           // this program, run detached for the services; os.Executable() when empty
@@ -77,6 +83,7 @@ type installer struct {
 	undos []func() error
 	// serviceExe is the installed copy of this executable the services run.
 	serviceExe string
+	supervisor string // SupervisorSystemd or SupervisorProcess
 }
 
 func (in *installer) logf(format string, args ...any) {
@@ -258,6 +265,14 @@ func newInstaller(o Options) (*installer, error) {
 	case errors.Is(err, state.ErrNotInstalled):
 	default:
 		return nil, fmt.Errorf("install: %w", err)
+	}
+	if in.supervisor, err = supervisor(o.Supervisor, l.root, in.prev); err != nil {
+		return nil, err
+	}
+	if in.supervisor == SupervisorSystemd {
+		if err := visibleToUnits(o.Store); err != nil {
+			return nil, err
+		}
 	}
 	return in, nil
 }

@@ -1,6 +1,7 @@
 package provision
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -20,9 +21,10 @@ import (
 // so that an attempt killed half-way (kill -9, power loss) is cleaned up by
 // the next one. It is removed when the attempt ends, successfully or undone.
 type journal struct {
-	path string
-	PIDs []int     `json:"pids"`
-	At   time.Time `json:"at"`
+	path  string
+	PIDs  []int     `json:"pids"`
+	Units []string  `json:"units,omitempty"` // systemd units, when systemd runs the services
+	At    time.Time `json:"at"`
 }
 
 func (j *journal) save() error {
@@ -37,7 +39,12 @@ func (j *journal) save() error {
 }
 
 func (j *journal) begin() error {
-	j.At, j.PIDs = time.Now().UTC(), nil
+	j.At, j.PIDs, j.Units = time.Now().UTC(), nil, nil
+	return j.save()
+}
+
+func (j *journal) addUnit(name string) error {
+	j.Units = append(j.Units, name)
 	return j.save()
 }
 
@@ -70,9 +77,20 @@ func (in *installer) recover() error {
 		return in.j.finish()
 	}
 	keep := map[int]bool{}
+	keepUnit := map[string]bool{}
 	if in.prev != nil {
 		keep[in.prev.Runtime.PID] = true
 		keep[in.prev.Gateway.PID] = true
+		keepUnit[filepath.Base(in.prev.Runtime.Unit)] = true
+		keepUnit[filepath.Base(in.prev.Gateway.Unit)] = true
+	}
+	for _, u := range old.Units {
+		if !keepUnit[u] {
+			in.logf("removing unit %s left by the install interrupted at %s", u, old.At.Format(time.RFC3339))
+			if err := removeUnit(context.Background(), in.l, u); err != nil {
+				return err
+			}
+		}
 	}
 	for _, pid := range old.PIDs {
 		if !keep[pid] && alive(pid) {
@@ -105,7 +123,7 @@ func (in *installer) undo() error {
 
 // healthy reports whether the recorded services run and the gateway is ready.
 func (in *installer) healthy(st *state.State) bool {
-	return alive(st.Runtime.PID) && alive(st.Gateway.PID) && st.Gateway.MetricsURL != "" && httpOK(st.Gateway.MetricsURL+"/readyz")()
+	return running(st.Runtime) && running(st.Gateway.Service) && st.Gateway.MetricsURL != "" && httpOK(st.Gateway.MetricsURL+"/readyz")()
 }
 
 func fileDigest(path string) (string, error) {

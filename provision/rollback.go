@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
@@ -69,6 +70,7 @@ func Rollback(ctx context.Context, o RollbackOptions) (*state.State, error) {
 
 	next := *cur
 	next.Bundle, next.Previous = prev, &cur.Bundle
+	next.Files = maps.Clone(cur.Files)
 	id := harden.Identity{User: cur.ServiceUser, UID: cur.ServiceUID, GID: cur.ServiceGID}
 	if err := in.j.begin(); err != nil {
 		return nil, err

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/harden"
 )
 
 // service is a process install starts detached from itself (its own session,
@@ -24,6 +26,10 @@ type service struct {
 	Log  string
 	UID  int
 	GID  int
+	// Under systemd: the unit's name and its hardening (ExecStart and Log
+	// are filled in from the fields above).
+	UnitName string
+	Unit     harden.Service
 }
 
 // start launches s and returns its PID. The process is not waited for: it

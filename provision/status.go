@@ -33,7 +33,8 @@ type Status struct {
 // ServiceStatus is one supervised process.
 type ServiceStatus struct {
 	Name    string   `json:"name"`
-	PID     int      `json:"pid"`
+	PID     int      `json:"pid"`            // the main process now
+	Unit    string   `json:"unit,omitempty"` // its systemd unit file, when systemd runs it
 	Running bool     `json:"running"`
 	Listen  []string `json:"listen,omitempty"`
 	Log     string   `json:"log,omitempty"`
@@ -55,7 +56,7 @@ func GetStatus(root string) (*Status, error) {
 	}
 	s.Healthy = true
 	for _, svc := range []state.Service{st.Runtime, st.Gateway.Service} {
-		ss := ServiceStatus{Name: svc.Name, PID: svc.PID, Running: alive(svc.PID), Listen: svc.Listen, Log: svc.Log}
+		ss := ServiceStatus{Name: svc.Name, PID: mainPID(svc), Unit: svc.Unit, Running: running(svc), Listen: svc.Listen, Log: svc.Log}
 		s.Healthy = s.Healthy && ss.Running
 		s.Services = append(s.Services, ss)
 	}
@@ -94,9 +95,9 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	}
 	var errs []error
 	for _, svc := range []state.Service{st.Gateway.Service, st.Runtime} {
-		if svc.PID > 0 {
-			logf("stopping %s (pid %d)", svc.Name, svc.PID)
-			errs = append(errs, stop(svc.PID, 30*time.Second))
+		if svc.PID > 0 || svc.Unit != "" {
+			logf("stopping %s (%s)", svc.Name, describe(svc))
+			errs = append(errs, stopService(l, svc, 30*time.Second))
 		}
 	}
 	nf := o.Netfilter
@@ -112,6 +113,11 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		logf("removing table inet %s and its files", harden.TableName)
 		if err := harden.Remove(nf, l.root); err != nil && !errors.Is(err, harden.ErrNotApplied) {
 			errs = append(errs, err)
+		}
+		if st.Gateway.Unit != "" {
+			// The firewall unit stays "active (exited)" until stopped;
+			// it has no ExecStop, the table is already gone.
+			errs = append(errs, removeUnit(ctx, l, harden.FirewallUnit), harden.Systemctl(ctx, "daemon-reload"))
 		}
 	}
 	if st.Store.Dir != "" {

@@ -11,8 +11,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +24,7 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
 	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
 )
@@ -217,23 +220,29 @@ func reachable(path string, id harden.Identity) error {
 	}
 }
 
-func (in *installer) startService(ctx context.Context, s service, ready func() bool) (int, error) {
+// startService starts s under the installation's supervisor and waits
+// until ready says it serves. It returns the unit file (under systemd) and
+// the main PID.
+func (in *installer) startService(ctx context.Context, s service, ready func() bool) (unit string, pid int, err error) {
 	if err := os.MkdirAll(filepath.Dir(s.Log), 0o750); err != nil {
-		return 0, err
+		return "", 0, err
 	}
-	pid, err := s.start(in.serviceExe)
+	if in.supervisor == SupervisorSystemd {
+		return in.startUnit(ctx, s, ready)
+	}
+	pid, err = s.start(in.serviceExe)
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	if err := in.j.addPID(pid); err != nil {
 		stop(pid, 5*time.Second)
-		return 0, err
+		return "", 0, err
 	}
 	in.onUndo(func() error { return stop(pid, 30*time.Second) })
 	if err := waitFor(ctx, s, pid, in.o.ReadyTimeout, ready); err != nil {
-		return 0, err
+		return "", 0, err
 	}
-	return pid, nil
+	return "", pid, nil
 }
 
 func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.Manifest, id harden.Identity) error {
@@ -260,13 +269,43 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 		}
 	}
 	svc := service{Name: "runtime", Args: args, Log: in.l.log("runtime"), UID: id.UID, GID: id.GID}
+	if in.supervisor == SupervisorSystemd {
+		// The release is read-only to the server; only its state
+		// directory (Ollama's imported model, say) is writable.
+		stateDir := runtime.Config{Store: st.Bundle.Dir}.StateDir(m.Runtime.Kind)
+		if err := os.MkdirAll(stateDir, 0o700); err != nil {
+			return fmt.Errorf("runtime: %w", err)
+		}
+		for _, d := range []string{filepath.Dir(stateDir), stateDir} {
+			if err := os.Chown(d, id.UID, id.GID); err != nil {
+				return fmt.Errorf("runtime: %w", err)
+			}
+		}
+		if svc.UnitName, err = harden.RuntimeUnitFor(filepath.Base(st.Bundle.Dir)); err != nil {
+			return fmt.Errorf("runtime: %w", err)
+		}
+		svc.Unit = harden.Service{
+			Description:    fmt.Sprintf("qwen-appliance inference server (%s, %s version %d)", m.Runtime.Kind, st.Bundle.Name, st.Bundle.Version),
+			GPU:            slices.Contains(m.Runtime.Devices, "cuda"),
+			SystemInfo:     true,
+			ReadOnlyPaths:  []string{st.Bundle.Dir},
+			ReadWritePaths: []string{stateDir},
+		}
+	}
 	in.logf("starting the %s runtime on 127.0.0.1:%d", m.Runtime.Kind, port)
-	pid, err := in.startService(ctx, svc, logSays(svc.Log, logSize(svc.Log), "ready:"))
+	unit, pid, err := in.startService(ctx, svc, logSays(svc.Log, logSize(svc.Log), "ready:"))
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)
 	}
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	st.Runtime = state.Service{Name: "runtime", Kind: m.Runtime.Kind, PID: pid, Listen: []string{listen}, Log: svc.Log}
+	st.Runtime = state.Service{Name: "runtime", Kind: m.Runtime.Kind, PID: pid, Unit: unit, Listen: []string{listen}, Log: svc.Log}
+	if unit != "" {
+		if err := recordFile(st, unit); err != nil {
+			return fmt.Errorf("runtime: %w", err)
+		}
+		in.logf("runtime ready (unit %s, pid %d)", filepath.Base(unit), pid)
+		return nil
+	}
 	in.logf("runtime ready (pid %d)", pid)
 	return nil
 }
@@ -324,15 +363,27 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 		"--tokens", in.l.tokens(), "--audit-log", in.l.auditLog(), "--audit-key", auditKey + ".key",
 		"--tls-cert", filepath.Join(tlsDir, "server.crt"), "--tls-key", serverKey, "--metrics-listen", in.o.MetricsListen}
 	svc := service{Name: "gateway", Args: args, Log: in.l.log("gateway"), UID: id.UID, GID: id.GID}
+	if in.supervisor == SupervisorSystemd {
+		svc.UnitName = harden.GatewayUnit
+		svc.Unit = harden.Service{
+			Description:    "qwen-appliance API gateway",
+			AllowCIDRs:     append(append([]netip.Prefix(nil), in.o.ClientCIDRs...), in.o.AdminCIDRs...),
+			ReadOnlyPaths:  []string{in.l.path(ConfigDir)},
+			ReadWritePaths: []string{logDir},
+		}
+	}
 	in.logf("starting the gateway on %s", in.o.Listen)
-	pid, err := in.startService(ctx, svc, httpOK("http://"+in.o.MetricsListen+"/readyz"))
+	unit, pid, err := in.startService(ctx, svc, httpOK("http://"+in.o.MetricsListen+"/readyz"))
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	st.Gateway = state.Gateway{
-		Service: state.Service{Name: "gateway", PID: pid, Listen: []string{in.o.Listen, in.o.MetricsListen}, Log: svc.Log},
+		Service: state.Service{Name: "gateway", PID: pid, Unit: unit, Listen: []string{in.o.Listen, in.o.MetricsListen}, Log: svc.Log},
 		URL:     "https://" + hostPortFor(in.o.Listen), MetricsURL: "http://" + in.o.MetricsListen,
 		CACert: filepath.Join(tlsDir, certs.CAFile), TokensFile: in.l.tokens(), AuditLog: in.l.auditLog(), AuditKey: auditKey + ".pub",
+	}
+	if err := recordFile(st, unit); err != nil {
+		return fmt.Errorf("gateway: %w", err)
 	}
 	in.logf("gateway ready (pid %d) at %s", pid, st.Gateway.URL)
 	return nil

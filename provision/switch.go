@@ -27,11 +27,14 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 	}
 	in.stepDone("runtime")
 	upstream := "http://" + st.Runtime.Listen[0]
-	if in.prev != nil && alive(in.prev.Gateway.PID) {
+	if in.prev != nil && running(in.prev.Gateway.Service) {
 		if err := in.repoint(ctx, in.prev, upstream); err != nil {
 			return err
 		}
 		st.Gateway = in.prev.Gateway
+		if u := st.Gateway.Unit; u != "" {
+			st.Files[u] = in.prev.Files[u]
+		}
 	} else {
 		if err := in.writeUpstream(upstream, id); err != nil {
 			return err
@@ -45,14 +48,46 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 		return err
 	}
 	in.stepDone("smoke")
-	if in.prev != nil && in.prev.Runtime.PID > 0 && in.prev.Runtime.PID != st.Runtime.PID && alive(in.prev.Runtime.PID) {
-		in.logf("stopping the previous runtime (pid %d)", in.prev.Runtime.PID)
-		if err := stop(in.prev.Runtime.PID, 30*time.Second); err != nil {
+	if old := in.prevRuntime(st); old != nil {
+		in.logf("stopping the previous runtime (%s)", describe(*old))
+		if err := stopService(in.l, *old, 30*time.Second); err != nil {
 			in.logf("warning: %v", err)
+		}
+		if old.Unit != "" {
+			delete(st.Files, old.Unit) // removed with the unit
 		}
 	}
 	in.prune(st)
 	return nil
+}
+
+// prevRuntime is the runtime that served before st's, when it still runs
+// (or, under systemd, still has its unit) and is not st's own.
+func (in *installer) prevRuntime(st *state.State) *state.Service {
+	if in.prev == nil {
+		return nil
+	}
+	old := in.prev.Runtime
+	switch {
+	case old.Unit != "":
+		if old.Unit == st.Runtime.Unit {
+			return nil
+		}
+		if _, err := os.Stat(old.Unit); err != nil {
+			return nil
+		}
+	case old.PID <= 0 || old.PID == st.Runtime.PID || !alive(old.PID):
+		return nil
+	}
+	return &old
+}
+
+// describe names a recorded service for the operator.
+func describe(svc state.Service) string {
+	if svc.Unit != "" {
+		return "unit " + filepath.Base(svc.Unit)
+	}
+	return fmt.Sprintf("pid %d", svc.PID)
 }
 
 // prune removes the releases in the store other than the one now serving
@@ -104,18 +139,18 @@ func (in *installer) repoint(ctx context.Context, prev *state.State, upstream st
 	gw := prev.Gateway
 	in.onUndo(func() error {
 		err := in.writeUpstream(strings.TrimSpace(string(old)), id)
-		return errors.Join(err, syscall.Kill(gw.PID, syscall.SIGHUP))
+		return errors.Join(err, signal(gw.Service, syscall.SIGHUP))
 	})
 	from := logSize(gw.Log)
 	if err := in.writeUpstream(upstream, id); err != nil {
 		return err
 	}
-	if err := syscall.Kill(gw.PID, syscall.SIGHUP); err != nil {
-		return fmt.Errorf("signal the gateway (pid %d): %w", gw.PID, err)
+	if err := signal(gw.Service, syscall.SIGHUP); err != nil {
+		return err
 	}
-	in.logf("gateway (pid %d) switching to %s", gw.PID, upstream)
+	in.logf("gateway (%s) switching to %s", describe(gw.Service), upstream)
 	s := service{Name: "gateway", Log: gw.Log}
-	return waitFor(ctx, s, gw.PID, 30*time.Second, logSays(gw.Log, from, "", "upstream switched", "to="+upstream))
+	return waitFor(ctx, s, mainPID(gw.Service), 30*time.Second, logSays(gw.Log, from, "", "upstream switched", "to="+upstream))
 }
 
 // smokeToken makes a short-lived token for the smoke test, so that every
@@ -144,11 +179,11 @@ func (in *installer) smokeToken(st *state.State, id harden.Identity) (secret str
 				os.Chown(path, id.UID, id.GID)
 			}
 		}
-		syscall.Kill(st.Gateway.PID, syscall.SIGHUP)
+		signal(st.Gateway.Service, syscall.SIGHUP)
 	}
 	// The gateway re-reads its token file on SIGHUP; give it a moment, so
 	// the first try is not a failed authentication.
-	syscall.Kill(st.Gateway.PID, syscall.SIGHUP)
+	signal(st.Gateway.Service, syscall.SIGHUP)
 	time.Sleep(300 * time.Millisecond)
 	return secret, revoke, nil
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
@@ -53,39 +54,55 @@ var (
 	}
 )
 
-// services lists the processes install recorded, with their PIDs.
+// services lists the processes install recorded, with their PIDs; a
+// systemd unit's PID is its main process now (systemd restarts units).
 func (t *Target) services() []state.Service {
 	if t.State == nil {
 		return nil
 	}
 	var out []state.Service
 	for _, s := range append([]state.Service{t.State.Runtime, t.State.Gateway.Service}, t.State.Services...) {
-		if s.Name != "" {
-			out = append(out, s)
+		if s.Name == "" {
+			continue
 		}
+		if s.Unit != "" {
+			s.PID, _ = harden.MainPID(context.Background(), filepath.Base(s.Unit))
+		}
+		out = append(out, s)
 	}
 	return out
 }
 
-// procUID returns the real and effective UID of a running process.
-func procUID(pid int) (real, effective int, err error) {
+// procStatus reads a running process's /proc/PID/status as key: value.
+func procStatus(pid int) (map[string]string, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, fmt.Errorf("process %d is not running: %w", pid, err)
+		return nil, fmt.Errorf("process %d is not running: %w", pid, err)
 	}
 	defer f.Close()
+	out := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "Uid:"); ok {
-			f := strings.Fields(rest)
-			if len(f) >= 2 {
-				real, _ = strconv.Atoi(f[0])
-				effective, _ = strconv.Atoi(f[1])
-				return real, effective, nil
-			}
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok {
+			out[k] = strings.TrimSpace(v)
 		}
 	}
-	return 0, 0, fmt.Errorf("process %d: no Uid line", pid)
+	return out, sc.Err()
+}
+
+// procUID returns the real and effective UID of a running process.
+func procUID(pid int) (real, effective int, err error) {
+	st, err := procStatus(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	f := strings.Fields(st["Uid"])
+	if len(f) < 2 {
+		return 0, 0, fmt.Errorf("process %d: no Uid line", pid)
+	}
+	real, _ = strconv.Atoi(f[0])
+	effective, _ = strconv.Atoi(f[1])
+	return real, effective, nil
 }
 
 // serviceUID resolves the recorded service user; -1 when none was recorded.
@@ -116,7 +133,8 @@ func checkIdentity(_ context.Context, t *Target) Outcome {
 	bad := 0
 	for _, s := range svcs {
 		if s.PID == 0 {
-			evs = append(evs, ev(s.Name, "run by systemd unit %s; identity checked from the unit", s.Unit))
+			bad++
+			evs = append(evs, ev(s.Name, "not running (unit %s has no main process)", s.Unit))
 			continue
 		}
 		r, e, err := procUID(s.PID)

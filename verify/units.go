@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
 func init() {
@@ -17,6 +19,27 @@ func init() {
 		Remediation: "Restore the units install generated (re-run install); 'systemd-analyze security --offline=yes UNIT' names each weak setting.",
 		Run:         checkHardening,
 	})
+}
+
+// sandboxed reads a unit's main process's status: it must have no
+// capabilities, no way to gain privileges, and a seccomp filter.
+func sandboxed(s state.Service) (Evidence, []string) {
+	if s.PID <= 0 {
+		return ev(s.Name, "unit %s has no main process", filepath.Base(s.Unit)), []string{s.Name + " is not running"}
+	}
+	st, err := procStatus(s.PID)
+	if err != nil {
+		return ev(s.Name, "%v", err), []string{err.Error()}
+	}
+	want := map[string]string{"NoNewPrivs": "1", "Seccomp": "2", "CapEff": "0000000000000000", "CapBnd": "0000000000000000"}
+	var problems []string
+	for _, k := range []string{"NoNewPrivs", "Seccomp", "CapEff", "CapBnd"} {
+		if st[k] != want[k] {
+			problems = append(problems, fmt.Sprintf("%s (pid %d) has %s %q, want %q", s.Name, s.PID, k, st[k], want[k]))
+		}
+	}
+	return ev(s.Name, "pid %d: NoNewPrivs %s, Seccomp %s (filter mode), CapEff %s, CapBnd %s",
+		s.PID, st["NoNewPrivs"], st["Seccomp"], st["CapEff"], st["CapBnd"]), problems
 }
 
 func checkHardening(ctx context.Context, t *Target) Outcome {
@@ -51,8 +74,18 @@ func checkHardening(ctx context.Context, t *Target) Outcome {
 			bad = append(bad, fmt.Sprintf("%s scores %.1f, above %.1f", u.path, score, u.limit))
 		}
 	}
+	// The unit files say what systemd should do; the running processes
+	// show that it did.
+	for _, s := range t.services() {
+		if s.Unit == "" {
+			continue
+		}
+		e, problems := sandboxed(s)
+		evs = append(evs, e)
+		bad = append(bad, problems...)
+	}
 	if len(bad) > 0 {
 		return fail(strings.Join(bad, "; "), evs...)
 	}
-	return pass(fmt.Sprintf("%d unit(s) within the exposure limits", len(units)), evs...)
+	return pass(fmt.Sprintf("%d unit(s) within the exposure limits, their processes sandboxed", len(units)), evs...)
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
@@ -21,10 +22,30 @@ func TestHardeningScore(t *testing.T) {
 	good := filepath.Join(dir, harden.GatewayUnit)
 	must(t, os.WriteFile(good, []byte(text), 0o644))
 	st := &state.State{Gateway: state.Gateway{Service: state.Service{Name: "gateway", Unit: good}}}
-	expect(t, runOne(t, "services.hardening", &Target{State: st}), Pass, "(limit 2.0)")
+	// The unit scores well, but no systemd runs it here: a unit that is
+	// not running is not a sandboxed service.
+	o := runOne(t, "services.hardening", &Target{State: st})
+	expect(t, o, Fail, "(limit 2.0)")
+	expect(t, o, Fail, "gateway is not running")
 
 	bare := filepath.Join(dir, "bare.service")
 	must(t, os.WriteFile(bare, []byte("[Service]\nExecStart=/usr/lib/qwen-appliance/qwen-appliance serve\n"), 0o644))
 	st.Gateway.Unit = bare
 	expect(t, runOne(t, "services.hardening", &Target{State: st}), Fail, "above 2.0")
+}
+
+// TestSandboxed reads a live process: this test's own, which has no seccomp
+// filter and, as root, every capability.
+func TestSandboxed(t *testing.T) {
+	e, problems := sandboxed(state.Service{Name: "self", Unit: "/etc/systemd/system/self.service", PID: os.Getpid()})
+	if !strings.Contains(e.Value, "Seccomp 0") {
+		t.Errorf("evidence %q does not show Seccomp 0", e.Value)
+	}
+	if !strings.Contains(strings.Join(problems, "; "), `has Seccomp "0", want "2"`) {
+		t.Errorf("problems %q do not name the missing seccomp filter", problems)
+	}
+	_, problems = sandboxed(state.Service{Name: "gone", Unit: "/etc/systemd/system/gone.service"})
+	if len(problems) != 1 || problems[0] != "gone is not running" {
+		t.Errorf("no process: problems %q", problems)
+	}
 }

@@ -33,9 +33,15 @@ did; running install again after a crash cleans up and carries on; installing
 the same bundle again changes nothing. A version lower than the last one
 accepted is refused unless --allow-downgrade.
 
-The runtime and gateway run as detached processes under this program's
-supervisor (systemd units are not used yet, even where systemd is PID 1); their
-PIDs and logs are in the state record.
+Where systemd is PID 1 (and --root is /), the runtime and the gateway run as
+hardened systemd units (no privileges, read-only system, IP traffic to
+localhost and the --allow-cidr networks only, a system-call filter), enabled so
+they start at boot after the firewall unit; each release's runtime has its own
+unit (qwen-appliance-runtime-NAME-vN.service) so an upgrade runs the new one
+beside the old. Elsewhere (containers, CI, --root sandboxes) they run as
+detached processes under this program's supervisor. --supervisor forces
+either; an upgrade keeps what the installation uses. Units, PIDs and logs are
+in the state record.
 
 Examples:
    qwen-appliance install ./qwen2.5-7b --trust release.pub --allow-cidr 10.20.0.0/16 --listen 0.0.0.0:8443
@@ -57,6 +63,7 @@ Examples:
 			&cli.IntFlag{Name: "context", Usage: "context length to serve (default: what preflight chose)"},
 			&cli.BoolFlag{Name: "allow-downgrade", Usage: "install a version lower than the last accepted one (logged)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "verify and preflight, print the plan, change nothing"},
+			&cli.StringFlag{Name: "supervisor", Usage: "systemd (hardened units) or process (detached processes); default: systemd where it is PID 1 and --root is /"},
 			&cli.DurationFlag{Name: "ready-timeout", Usage: "how long each service may take to become ready (default 5m)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 		},
@@ -76,7 +83,7 @@ func installAction(c *cli.Context) error {
 		Root: c.String("root"), Store: c.String("store"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
 		Host: c.String("host"), ProbeTargets: c.StringSlice("probe"), Context: c.Int("context"),
 		AllowDowngrade: c.Bool("allow-downgrade"), DryRun: c.Bool("dry-run"), ReadyTimeout: c.Duration("ready-timeout"),
-		Log: c.App.ErrWriter, Executable: selfPath(),
+		Log: c.App.ErrWriter, Executable: selfPath(), Supervisor: c.String("supervisor"),
 	}
 	switch b := c.String("storage"); b {
 	case "none":

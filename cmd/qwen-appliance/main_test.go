@@ -27,6 +27,7 @@ func TestScript(t *testing.T) {
 			"killservice": cmdKillService,
 			"nsprocs":     cmdNSProcs,
 			"snapshot":    cmdSnapshot,
+			"container":   cmdContainer,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {

@@ -17,12 +17,16 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// scriptConditions adds [root], [ollama] and [sandbox] (root with ip,
-// mkfs.ext4 and mount) to the script conditions.
+// scriptConditions adds [root], [ollama], [sandbox] (root with ip,
+// mkfs.ext4 and mount) and [systemd] (root with systemd-nspawn and
+// overlayfs, to boot a container with systemd as PID 1) to the script
+// conditions.
 func scriptConditions(cond string) (bool, error) {
 	switch cond {
 	case "root":
 		return os.Getuid() == 0, nil
+	case "systemd":
+		return systemdContainerReady(), nil
 	case "ollama":
 		return runtime.FindOllama() != "", nil
 	case "sandbox":

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/qwen-appliance/qwen-appliance/provision"
@@ -40,7 +41,11 @@ Example:
 					fmt.Fprintf(c.App.Writer, "previous %s (qwen-appliance rollback serves it again)\n", s.Previous)
 				}
 				for _, svc := range s.Services {
-					fmt.Fprintf(c.App.Writer, "%-8s pid %-7d running=%-5v %s  log %s\n", svc.Name, svc.PID, svc.Running, strings.Join(svc.Listen, ","), svc.Log)
+					unit := ""
+					if svc.Unit != "" {
+						unit = "  unit " + filepath.Base(svc.Unit)
+					}
+					fmt.Fprintf(c.App.Writer, "%-8s pid %-7d running=%-5v %s  log %s%s\n", svc.Name, svc.PID, svc.Running, strings.Join(svc.Listen, ","), svc.Log, unit)
 				}
 			}
 			if s.Installed && !s.Healthy {

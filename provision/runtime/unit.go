@@ -26,12 +26,9 @@ func Unit(c Config) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	words := append([]string{cmd.Path}, cmd.Args...)
-	for i, w := range words {
-		if w == "" || strings.ContainsAny(w, " \t\n\r\"'\\%") {
-			return "", fmt.Errorf("unit: argument %q: spaces, quotes, backslashes and %% cannot appear in a unit's command line here", w)
-		}
-		words[i] = strings.ReplaceAll(w, "$", "$$")
+	exec, err := harden.ExecLine(append([]string{cmd.Path}, cmd.Args...)...)
+	if err != nil {
+		return "", err
 	}
 	for _, kv := range cmd.Env {
 		if strings.Contains(kv, "%") {
@@ -40,9 +37,10 @@ func Unit(c Config) (string, error) {
 	}
 	return harden.Unit(harden.Service{
 		Description:    fmt.Sprintf("qwen-appliance inference server (%s)", a.Kind()),
-		ExecStart:      strings.Join(words, " "),
+		ExecStart:      exec,
 		Environment:    cmd.Env,
 		GPU:            slices.Contains(c.Runtime.Devices, "cuda"),
+		SystemInfo:     true,
 		ReadOnlyPaths:  []string{c.Bundle},
 		ReadWritePaths: []string{c.StateDir(a.Kind())},
 	})
