@@ -335,13 +335,20 @@ func (in *installer) verify(ctx context.Context) (dir string, s *manifests.Signe
 
 // plan lists what install would create, for --dry-run.
 func (in *installer) plan(m *manifests.Manifest) []string {
+	runBy := func(unit string) string {
+		if in.supervisor == SupervisorSystemd {
+			return ", hardened systemd unit " + in.l.path(filepath.Join(harden.UnitDir, unit)) + " (enabled)"
+		}
+		return ", detached process under this program's supervisor"
+	}
+	runtimeUnit, _ := harden.RuntimeUnitFor(fmt.Sprintf("%s-v%d", m.Name, m.Version))
 	return []string{
 		"service user " + harden.ServiceUser + " (no login shell, no home) and its directories",
 		"nftables table inet " + harden.TableName + " (policy drop on input, output, forward), rules file " + in.l.path(harden.RulesPath) + " and its boot unit",
 		fmt.Sprintf("encrypted model store %s (%s), key file %s", in.o.Store, in.o.Backend, in.l.storeKey()),
 		fmt.Sprintf("verified copy of %s version %d (%d files, %d bytes) in %s", m.Name, m.Version, len(m.Files), m.TotalSize(), release(in.o.Store, m.Name, m.Version)),
-		fmt.Sprintf("%s runtime on 127.0.0.1 as %s, log %s", m.Runtime.Kind, harden.ServiceUser, in.l.log("runtime")),
-		"gateway on " + in.o.Listen + " (TLS from " + in.l.tlsDir() + ", tokens " + in.l.tokens() + ", audit log " + in.l.auditLog() + "), metrics on " + in.o.MetricsListen,
+		fmt.Sprintf("%s runtime on 127.0.0.1 as %s, log %s%s", m.Runtime.Kind, harden.ServiceUser, in.l.log("runtime"), runBy(runtimeUnit)),
+		"gateway on " + in.o.Listen + " (TLS from " + in.l.tlsDir() + ", tokens " + in.l.tokens() + ", audit log " + in.l.auditLog() + "), metrics on " + in.o.MetricsListen + runBy(harden.GatewayUnit),
 		"a first admin token (printed once) and a smoke test through the gateway",
 		"state record " + state.Path(string(in.l.root)),
 	}
