@@ -78,15 +78,11 @@ func cmdContainer(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 func containerBoot(ts *testscript.TestScript) {
-	run := func(name string, a ...string) {
-		if out, err := exec.Command(name, a...).CombinedOutput(); err != nil {
-			ts.Fatalf("%s %s: %v\n%s", name, strings.Join(a, " "), err, out)
-		}
-	}
+	run := func(name string, a ...string) { mustRun(ts, name, a...) }
 	work := ts.Getenv("WORK")
 	base := ts.MkAbs("ct")
 	root := filepath.Join(base, "root")
-	mnt, img := ts.MkAbs("mnt"), ts.MkAbs("disk.img")
+	mnt := ts.MkAbs("mnt")
 	var nspawn *exec.Cmd
 	ts.Defer(func() {
 		if nspawn != nil && nspawn.Process != nil {
@@ -124,11 +120,7 @@ func containerBoot(ts *testscript.TestScript) {
 	ts.Check(os.MkdirAll(filepath.Join(work, "bin"), 0o755))
 	ts.Check(os.WriteFile(filepath.Join(work, "bin", "qwen-appliance"), data, 0o755))
 
-	ts.Check(os.WriteFile(img, nil, 0o600))
-	ts.Check(os.Truncate(img, 2<<30)) // sparse; preflight wants 1 GiB free
-	run("mkfs.ext4", "-q", "-O", "encrypt", img)
-	ts.Check(os.MkdirAll(mnt, 0o755))
-	run("mount", "-o", "loop", img, mnt)
+	mountStoreImage(ts, ts.MkAbs("disk.img"), mnt)
 
 	// The overlay's upper layer lives in a tmpfs, so nothing the
 	// container does reaches the host's disk.

@@ -53,12 +53,7 @@ func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
 	ns := fmt.Sprintf("qa-ts-%d-%d", os.Getpid(), n)
 	peer := fmt.Sprintf("qa-tp-%d-%d", os.Getpid(), n)
 	mnt := ts.MkAbs("mnt")
-	img := ts.MkAbs("disk.img")
-	run := func(name string, a ...string) {
-		if out, err := exec.Command(name, a...).CombinedOutput(); err != nil {
-			ts.Fatalf("%s %s: %v\n%s", name, strings.Join(a, " "), err, out)
-		}
-	}
+	run := func(name string, a ...string) { mustRun(ts, name, a...) }
 	ts.Defer(func() {
 		killNamespace(ns)
 		exec.Command("umount", mnt).Run()
@@ -82,14 +77,28 @@ func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
 	for _, a := range [][]string{{ns, "lo"}, {peer, "lo"}, {ns, vh}, {peer, vp}} {
 		run("ip", "-n", a[0], "link", "set", a[1], "up")
 	}
-	ts.Check(os.WriteFile(img, nil, 0o600))
-	ts.Check(os.Truncate(img, 2<<30)) // sparse; preflight wants 1 GiB free
-	run("mkfs.ext4", "-q", "-O", "encrypt", img)
-	ts.Check(os.MkdirAll(mnt, 0o755))
-	run("mount", "-o", "loop", img, mnt)
+	mountStoreImage(ts, ts.MkAbs("disk.img"), mnt)
 	ts.Setenv("NS", ns)
 	ts.Setenv("PEER", fmt.Sprintf("10.233.%d.2", n))
 	ts.Setenv("MNT", mnt)
+}
+
+// mustRun runs a command or fails the script with its output.
+func mustRun(ts *testscript.TestScript, name string, args ...string) {
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		ts.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// mountStoreImage makes a sparse 2 GiB ext4 image with encryption support
+// (preflight wants 1 GiB free) and loop-mounts it at mnt; the caller's
+// deferred cleanup unmounts it.
+func mountStoreImage(ts *testscript.TestScript, img, mnt string) {
+	ts.Check(os.WriteFile(img, nil, 0o600))
+	ts.Check(os.Truncate(img, 2<<30))
+	mustRun(ts, "mkfs.ext4", "-q", "-O", "encrypt", img)
+	ts.Check(os.MkdirAll(mnt, 0o755))
+	mustRun(ts, "mount", "-o", "loop", img, mnt)
 }
 
 // cmdKillService NAME stops the runtime or gateway that the sandbox's
