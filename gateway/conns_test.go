@@ -34,10 +34,8 @@ func TestConnPoolReuseAndRetry(t *testing.T) {
 	p := &connPool{maxIdle: 4, dial: func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", ln.Addr().String()) }}
 	get := func(readAll bool) {
 		t.Helper()
-		resp, err := p.do(context.Background(), func() *http.Request {
-			r, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/", nil)
-			return r
-		}, 5*time.Second)
+		req := &upRequest{method: "GET", path: "/", host: ln.Addr().String(), requestID: "req_test", accept: "text/plain"}
+		resp, err := p.do(context.Background(), req, time.Now().Add(5*time.Second))
 		if err != nil {
 			t.Fatal(err)
 		}

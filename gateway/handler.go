@@ -43,6 +43,23 @@ func newRequestID() string {
 	return "req_" + hex.EncodeToString(b[:])
 }
 
+// securityHeaders go on every answer. The value slices are shared between
+// requests, which is safe because net/http never appends to or changes
+// them in place (Header.Add on a full slice copies it).
+var (
+	securityHeaders = []struct {
+		name  string
+		value []string
+	}{
+		{"X-Content-Type-Options", []string{"nosniff"}},
+		{"X-Frame-Options", []string{"DENY"}},
+		{"Content-Security-Policy", []string{"default-src 'none'; frame-ancestors 'none'"}},
+		{"Referrer-Policy", []string{"no-referrer"}},
+		{"Cache-Control", []string{"no-store"}},
+	}
+	hstsHeader = []string{"max-age=31536000; includeSubDomains"}
+)
+
 // serveAPI is the gateway's whole request path: throttle, authenticate,
 // authorize, limit, forward, account.
 func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
@@ -51,14 +68,12 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 	ex := &exchange{start: time.Now(), requestID: newRequestID(), client: r.RemoteAddr, method: r.Method,
 		path: truncate(r.URL.Path, 200), route: "other"}
 	h := w.Header()
-	h.Set("X-Request-Id", ex.requestID)
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
-	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-store")
+	h["X-Request-Id"] = []string{ex.requestID}
+	for _, sh := range securityHeaders {
+		h[sh.name] = sh.value
+	}
 	if r.TLS != nil {
-		h.Set("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+		h["Strict-Transport-Security"] = hstsHeader
 	}
 	defer g.finish(ex)
 
@@ -168,29 +183,18 @@ func (g *Gateway) authenticate(r *http.Request, ex *exchange) (*tokens.Token, *a
 
 // forward sends the request upstream and relays the answer. The upstream
 // request lives in the client's context, so a client that goes away
-// cancels it.
+// cancels it, and must end within UpstreamTimeout.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, ex *exchange, rt route, req *apiRequest, tok *tokens.Token) {
-	ctx, cancel := context.WithTimeout(r.Context(), g.o.UpstreamTimeout)
-	defer cancel()
+	ctx := r.Context()
 	up := g.upstream.Load() // one upstream for the whole exchange, retries included
-	newReq := func() *http.Request {
-		var body io.Reader
-		if req != nil {
-			body = bytes.NewReader(req.body)
+	ureq := &upRequest{method: rt.method, path: rt.path, host: up.host, requestID: ex.requestID, accept: "application/json"}
+	if req != nil {
+		ureq.body = req.body
+		if req.stream {
+			ureq.accept = "text/event-stream"
 		}
-		ureq, _ := http.NewRequestWithContext(ctx, rt.method, up.url(rt.path), body)
-		ureq.Header.Set("X-Request-Id", ex.requestID)
-		if req != nil {
-			ureq.Header.Set("Content-Type", "application/json")
-		}
-		if req != nil && req.stream {
-			ureq.Header.Set("Accept", "text/event-stream")
-		} else {
-			ureq.Header.Set("Accept", "application/json")
-		}
-		return ureq
 	}
-	resp, err := up.pool.do(ctx, newReq, g.o.UpstreamTimeout)
+	resp, err := up.pool.do(ctx, ureq, time.Now().Add(g.o.UpstreamTimeout))
 	if err != nil {
 		switch {
 		case r.Context().Err() != nil:

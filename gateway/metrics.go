@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,37 @@ type metrics struct {
 	authFail    *prometheus.CounterVec
 	limited     *prometheus.CounterVec
 	inflight    prometheus.Gauge
+
+	// The series of each label set, looked up once: WithLabelValues
+	// hashes its labels and takes a lock on every call. Series are never
+	// deleted, so neither are these.
+	requestSeries sync.Map // requestKey → prometheus.Counter
+	routeSeries   sync.Map // route → *routeObservers
+}
+
+type requestKey struct {
+	route, token string
+	status       int
+}
+
+type routeObservers struct{ latency, ttft, tokenRate prometheus.Observer }
+
+func (m *metrics) requestCounter(k requestKey) prometheus.Counter {
+	if c, ok := m.requestSeries.Load(k); ok {
+		return c.(prometheus.Counter)
+	}
+	c := m.requests.WithLabelValues(k.route, strconv.Itoa(k.status), k.token)
+	m.requestSeries.Store(k, c)
+	return c
+}
+
+func (m *metrics) route(route string) *routeObservers {
+	if o, ok := m.routeSeries.Load(route); ok {
+		return o.(*routeObservers)
+	}
+	o := &routeObservers{m.latency.WithLabelValues(route), m.ttft.WithLabelValues(route), m.tokenRate.WithLabelValues(route)}
+	m.routeSeries.Store(route, o)
+	return o
 }
 
 func newMetrics() *metrics {
@@ -61,10 +93,11 @@ func (m *metrics) observe(ex *exchange) {
 	if tok == "" {
 		tok = "none"
 	}
-	m.requests.WithLabelValues(ex.route, strconv.Itoa(ex.status), tok).Inc()
-	m.latency.WithLabelValues(ex.route).Observe(ex.latency.Seconds())
+	m.requestCounter(requestKey{ex.route, tok, ex.status}).Inc()
+	rt := m.route(ex.route)
+	rt.latency.Observe(ex.latency.Seconds())
 	if ex.ttft > 0 {
-		m.ttft.WithLabelValues(ex.route).Observe(ex.ttft.Seconds())
+		rt.ttft.Observe(ex.ttft.Seconds())
 	}
 	if ex.promptTokens > 0 {
 		m.tokens.WithLabelValues(tok, "prompt").Add(float64(ex.promptTokens))
@@ -72,7 +105,7 @@ func (m *metrics) observe(ex *exchange) {
 	if ex.completionTokens > 0 {
 		m.tokens.WithLabelValues(tok, "completion").Add(float64(ex.completionTokens))
 		if gen := ex.latency - ex.ttft; ex.ttft > 0 && gen > time.Millisecond {
-			m.tokenRate.WithLabelValues(ex.route).Observe(float64(ex.completionTokens) / gen.Seconds())
+			rt.tokenRate.Observe(float64(ex.completionTokens) / gen.Seconds())
 		}
 	}
 }

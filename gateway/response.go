@@ -31,11 +31,13 @@ const maxResponseBytes = 64 << 20
 // maxContentBytes bounds how much of a streamed answer content logging keeps.
 const maxContentBytes = 1 << 20
 
-// copyHeaders sets the allowed upstream headers on w.
+// copyHeaders sets the allowed upstream headers on w. ReadResponse
+// canonicalized the upstream's header names, and passHeaders are canonical.
 func copyHeaders(w http.ResponseWriter, resp *http.Response) {
-	for _, h := range passHeaders {
-		if v := resp.Header.Get(h); v != "" {
-			w.Header().Set(h, v)
+	h := w.Header()
+	for _, name := range passHeaders {
+		if v := resp.Header[name]; len(v) > 0 && v[0] != "" {
+			h[name] = v[:1]
 		}
 	}
 }
@@ -125,13 +127,15 @@ func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exch
 		return errors.New("upstream answer larger than 64 MiB")
 	}
 	ex.ttft = time.Since(ex.start)
-	if resp.StatusCode == http.StatusOK {
+	if resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`"usage"`)) {
 		var c struct {
 			Usage *usage `json:"usage"`
 		}
 		if json.Unmarshal(body, &c) == nil && c.Usage != nil {
 			ex.promptTokens, ex.completionTokens = c.Usage.PromptTokens, c.Usage.CompletionTokens
 		}
+	}
+	if resp.StatusCode == http.StatusOK {
 		if rt.filters && tok != nil && len(tok.Models) > 0 {
 			body = filterModels(body, tok.Models)
 		}
@@ -140,7 +144,7 @@ func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exch
 		}
 	}
 	copyHeaders(w, resp)
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header()["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(resp.StatusCode)
 	// A client that reads slowly gets the write timeout, not a handler forever.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(g.o.WriteTimeout))

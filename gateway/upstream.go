@@ -14,6 +14,7 @@ import (
 // Unix socket. The gateway never talks to anything else.
 type upstream struct {
 	base   string // scheme://host, no path
+	host   string // the Host header sent
 	client *http.Client
 	pool   *connPool
 }
@@ -44,7 +45,7 @@ func newUpstream(raw string, responseHeaderTimeout time.Duration, maxConns int) 
 			return d.DialContext(ctx, "unix", path)
 		}
 		u.pool = &connPool{maxIdle: maxConns, dial: func(ctx context.Context) (net.Conn, error) { return tr.DialContext(ctx, "", "") }}
-		u.base = "http://upstream"
+		u.base, u.host = "http://upstream", "upstream"
 	case strings.HasPrefix(raw, "http://"):
 		pu, err := url.Parse(raw)
 		if err != nil {
@@ -58,7 +59,7 @@ func newUpstream(raw string, responseHeaderTimeout time.Duration, maxConns int) 
 		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			return nil, fmt.Errorf("upstream %q: the model server must listen on loopback (127.0.0.1, ::1) or a Unix socket", raw)
 		}
-		u.base = "http://" + pu.Host
+		u.base, u.host = "http://"+pu.Host, pu.Host
 		var d net.Dialer
 		u.pool = &connPool{maxIdle: maxConns, dial: func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", pu.Host) }}
 	default:
