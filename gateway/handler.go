@@ -40,7 +40,9 @@ type exchange struct {
 func newRequestID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return "req_" + hex.EncodeToString(b[:])
+	id := [len("req_") + 2*len(b)]byte{'r', 'e', 'q', '_'}
+	hex.Encode(id[4:], b[:])
+	return string(id[:])
 }
 
 // securityHeaders go on every answer. The value slices are shared between

@@ -41,7 +41,8 @@ type Log struct {
 	size   int64
 	seq    int64 // of the last line written
 	prev   string
-	unsign int // lines since the last checkpoint
+	unsign int    // lines since the last checkpoint
+	line   []byte // reused by write
 
 	ch     chan item
 	done   chan struct{}
@@ -289,13 +290,21 @@ func (l *Log) write(r *Record) error {
 		r.Time = l.o.Now()
 	}
 	r.Time = r.Time.UTC()
-	line, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("audit record: %w", err)
+	line, ok := appendRequest(l.line[:0], r)
+	if !ok {
+		var err error
+		if line, err = json.Marshal(r); err != nil {
+			return fmt.Errorf("audit record: %w", err)
+		}
 	}
-	if _, err := l.w.Write(append(line, '\n')); err != nil {
+	line = append(line, '\n')
+	if ok {
+		l.line = line
+	}
+	if _, err := l.w.Write(line); err != nil {
 		return fmt.Errorf("write audit log %s: %w", l.o.Path, err)
 	}
+	line = line[:len(line)-1]
 	l.seq, l.prev = r.Seq, lineHash(line)
 	l.size += int64(len(line)) + 1
 	l.unsign++
