@@ -2,13 +2,10 @@ package manifests
 
 import (
 	"context"
-	"encoding/hex"
+	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"os"
-
-	sha256 "github.com/minio/sha256-simd"
 )
 
 // blockSize is the unit of reading: large enough for sequential throughput,
@@ -19,67 +16,68 @@ const blockSize = 1 << 20
 // from several goroutines at once and must be cheap.
 type Progress func(n int64)
 
-// HashFile computes the whole-file SHA-256 and the per-chunk SHA-256s of the
-// size bytes read from r, in one sequential pass. The whole-file hash runs in
-// the reading goroutine and the chunk hashes in a second one, so one large
-// file keeps two cores busy while each byte is read once. r may be read
-// in parallel by nothing else.
+// HashFile computes the SHA-256 and the chunk proofs (see FileHasher) of
+// the size bytes read from r, in one pass (see Stream).
 func HashFile(ctx context.Context, r io.Reader, size, chunkSize int64, progress Progress) (sum string, chunks []string, err error) {
-	if chunkSize <= 0 {
-		return "", nil, fmt.Errorf("chunk size %d is not positive", chunkSize)
+	if chunkSize <= 0 || chunkSize%64 != 0 {
+		return "", nil, fmt.Errorf("chunk size %d is not a positive multiple of 64", chunkSize)
 	}
+	fh := NewFileHasher(chunkSize)
+	if err := Stream(ctx, r, size, fh, progress); err != nil {
+		return "", nil, err
+	}
+	sum, chunks = fh.Sum()
+	return sum, chunks, nil
+}
+
+// Stream reads exactly size bytes from r and writes them to sink (a
+// FileHasher, a StreamCheck), reading in the calling goroutine and writing in
+// a second one, so reading one block overlaps hashing the one before. It
+// fails when r holds fewer or more than size bytes, or ctx ends; sink's
+// errors are returned too. r may be read in parallel by nothing else.
+func Stream(ctx context.Context, r io.Reader, size int64, sink io.Writer, progress Progress) error {
 	type block struct {
-		buf      []byte
-		n        int
-		chunkEnd bool
+		buf []byte
+		n   int
 	}
 	const depth = 4
 	free := make(chan []byte, depth)
 	for range depth {
-		free <- make([]byte, min(blockSize, max(chunkSize, 1)))
+		free <- make([]byte, blockSize)
 	}
 	work := make(chan block, depth)
-	done := make(chan []string, 1)
+	var sinkErr error
+	done := make(chan struct{})
 	go func() {
-		var out []string
-		h := sha256.New()
 		for b := range work {
-			h.Write(b.buf[:b.n])
-			free <- b.buf
-			if b.chunkEnd {
-				out = append(out, hex.EncodeToString(h.Sum(nil)))
-				h.Reset()
+			if sinkErr == nil {
+				_, sinkErr = sink.Write(b.buf[:b.n])
 			}
+			free <- b.buf
 		}
-		done <- out
+		close(done)
 	}()
-	whole := sha256.New()
-	readErr := readBlocks(ctx, r, size, chunkSize, free, whole, func(buf []byte, n int, chunkEnd bool) {
-		work <- block{buf, n, chunkEnd}
+	readErr := readBlocks(ctx, r, size, free, func(buf []byte, n int) {
+		work <- block{buf, n}
 		if progress != nil {
 			progress(int64(n))
 		}
 	})
 	close(work)
-	chunks = <-done
-	if readErr != nil {
-		return "", nil, readErr
-	}
-	return hex.EncodeToString(whole.Sum(nil)), chunks, nil
+	<-done
+	return errors.Join(readErr, sinkErr)
 }
 
-// readBlocks reads exactly size bytes from r in blocks that never straddle a
-// chunk boundary, feeding each to whole and handing it to emit, which owns the
-// buffer until it returns it to free.
-func readBlocks(ctx context.Context, r io.Reader, size, chunkSize int64, free chan []byte, whole hash.Hash, emit func(buf []byte, n int, chunkEnd bool)) error {
+// readBlocks reads exactly size bytes from r into buffers from free, handing
+// each to emit, which owns the buffer until it returns it to free.
+func readBlocks(ctx context.Context, r io.Reader, size int64, free chan []byte, emit func(buf []byte, n int)) error {
 	var off int64
 	for off < size {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		buf := <-free
-		inChunk := chunkSize - off%chunkSize
-		want := min(int64(len(buf)), inChunk, size-off)
+		want := min(int64(len(buf)), size-off)
 		n, err := io.ReadFull(r, buf[:want])
 		if err != nil {
 			free <- buf
@@ -88,9 +86,8 @@ func readBlocks(ctx context.Context, r io.Reader, size, chunkSize int64, free ch
 			}
 			return err
 		}
-		whole.Write(buf[:n])
 		off += int64(n)
-		emit(buf, n, off%chunkSize == 0 || off == size)
+		emit(buf, n)
 	}
 	// A file that grew while being hashed would give a manifest that lies.
 	var one [1]byte
@@ -100,13 +97,18 @@ func readBlocks(ctx context.Context, r io.Reader, size, chunkSize int64, free ch
 	return nil
 }
 
-// hashChunk returns the SHA-256 of n bytes of f from off, read with buf.
-func hashChunk(f *os.File, off, n int64, buf []byte, h hash.Hash, progress Progress) (string, error) {
-	h.Reset()
+// checkChunk reports whether chunk i of file f, read from fh with buf, is
+// the signed one.
+func checkChunk(fh *os.File, f File, i int, buf []byte, progress Progress) (bool, error) {
+	c, err := f.CheckChunk(i)
+	if err != nil {
+		return false, err
+	}
+	off, n := f.ChunkRange(i)
 	for n > 0 {
-		m, err := f.ReadAt(buf[:min(int64(len(buf)), n)], off)
+		m, err := fh.ReadAt(buf[:min(int64(len(buf)), n)], off)
 		if m > 0 {
-			h.Write(buf[:m])
+			c.Write(buf[:m])
 			off += int64(m)
 			n -= int64(m)
 			if progress != nil {
@@ -115,10 +117,10 @@ func hashChunk(f *os.File, off, n int64, buf []byte, h hash.Hash, progress Progr
 		}
 		if err != nil && n > 0 {
 			if err == io.EOF {
-				return "", fmt.Errorf("file ended at byte %d", off)
+				return false, fmt.Errorf("file ended at byte %d", off)
 			}
-			return "", err
+			return false, err
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return c.OK(), nil
 }

@@ -10,7 +10,7 @@ import (
 )
 
 // SchemaVersion is the manifest schema this package writes and reads.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // File names of a signed manifest inside a bundle directory.
 const (
@@ -89,12 +89,15 @@ type Provenance struct {
 
 // File pins one regular file of the bundle.
 type File struct {
-	Path      string   `json:"path"` // slash-separated, relative to the bundle root
-	Size      int64    `json:"size"`
-	Mode      string   `json:"mode"` // permission bits in octal, e.g. "0644"
-	SHA256    string   `json:"sha256"`
-	ChunkSize int64    `json:"chunkSize"`
-	Chunks    []string `json:"chunks"` // SHA-256 of each ChunkSize-long piece, the last one shorter
+	Path      string `json:"path"` // slash-separated, relative to the bundle root
+	Size      int64  `json:"size"`
+	Mode      string `json:"mode"` // permission bits in octal, e.g. "0644"
+	SHA256    string `json:"sha256"`
+	ChunkSize int64  `json:"chunkSize"`
+	// Chunks proves each ChunkSize-long piece (the last one shorter) on its
+	// own: SHA-256's chaining value after the file's first i+1 chunks, and
+	// for the last chunk the file's SHA-256 (see FileHasher).
+	Chunks []string `json:"chunks"`
 }
 
 // ChunkRange returns the byte range [off, off+n) that chunk i of f covers.
@@ -180,6 +183,9 @@ var (
 
 // Validate checks every field of m and names the first one that is wrong.
 func (m *Manifest) Validate() error {
+	if m.SchemaVersion == 1 {
+		return fmt.Errorf("schemaVersion: 1 is no longer read (its chunk hashes were independent SHA-256s; version 2 chunks are SHA-256 chaining values): create the bundle again with this version")
+	}
 	if m.SchemaVersion != SchemaVersion {
 		return fmt.Errorf("schemaVersion: %d is not supported (want %d)", m.SchemaVersion, SchemaVersion)
 	}
@@ -235,6 +241,9 @@ func (m *Manifest) Validate() error {
 			if !hexDigest.MatchString(c) {
 				return fmt.Errorf("%s.chunks[%d]: not 64 lower-case hex digits", where, j)
 			}
+		}
+		if n := len(f.Chunks); n > 0 && f.Chunks[n-1] != f.SHA256 {
+			return fmt.Errorf("%s.chunks[%d]: the last chunk's proof must be the file's sha256", where, n-1)
 		}
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -130,8 +131,36 @@ func TestHashesMatchStandardLibrary(t *testing.T) {
 		}
 		for i, c := range f.Chunks {
 			off, n := f.ChunkRange(i)
-			if sum := sha256.Sum256(data[off : off+n]); hex.EncodeToString(sum[:]) != c {
-				t.Errorf("%s chunk %d differs from crypto/sha256", f.Path, i)
+			// The proof is crypto/sha256's chaining value after the
+			// first i+1 chunks, and the file's digest for the last.
+			h := sha256.New()
+			h.Write(data[:off+n])
+			state, err := h.(encoding.BinaryMarshaler).MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := hex.EncodeToString(state[4:36])
+			if i == len(f.Chunks)-1 {
+				want = f.SHA256
+			}
+			if c != want {
+				t.Errorf("%s chunk %d: proof %s, crypto/sha256 says %s", f.Path, i, c, want)
+			}
+			// Each chunk checks on its own, and not with a byte changed.
+			chk, err := f.CheckChunk(i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chk.Write(data[off : off+n])
+			if !chk.OK() {
+				t.Errorf("%s chunk %d does not check", f.Path, i)
+			}
+			bad := bytes.Clone(data[off : off+n])
+			bad[n/2] ^= 1
+			chk, _ = f.CheckChunk(i)
+			chk.Write(bad)
+			if chk.OK() {
+				t.Errorf("%s chunk %d checks with a flipped byte", f.Path, i)
 			}
 		}
 	}
@@ -410,7 +439,8 @@ func TestParseIsStrict(t *testing.T) {
 		"not canonical":   bytes.ReplaceAll(good, []byte("  "), []byte("\t")),
 		"duplicate key":   bytes.Replace(good, []byte(`"version": 3,`), []byte(`"version": 9, "version": 3,`), 1),
 		"bad hex":         bytes.Replace(good, []byte(m.Files[0].SHA256), []byte(strings.ToUpper(m.Files[0].SHA256)), 1),
-		"schema":          bytes.Replace(good, []byte(`"schemaVersion": 1`), []byte(`"schemaVersion": 2`), 1),
+		"schema":          bytes.Replace(good, []byte(`"schemaVersion": 2`), []byte(`"schemaVersion": 3`), 1),
+		"schema 1":        bytes.Replace(good, []byte(`"schemaVersion": 2`), []byte(`"schemaVersion": 1`), 1),
 		"traversal":       bytes.Replace(good, []byte(`"path": "bin/server"`), []byte(`"path": "../server"`), 1),
 		"wrong type":      bytes.Replace(good, []byte(`"version": 3`), []byte(`"version": "3"`), 1),
 		"negative size":   bytes.Replace(good, []byte(`"size": 1000`), []byte(`"size": -1000`), 1),

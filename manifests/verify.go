@@ -14,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	sha256 "github.com/minio/sha256-simd"
 )
 
 // maxManifestBytes bounds what is read before the signature is checked.
@@ -208,17 +206,16 @@ func CheckFiles(ctx context.Context, dir string, m *Manifest, opts CheckOptions)
 		go func() {
 			defer wg.Done()
 			buf := make([]byte, blockSize)
-			h := sha256.New()
 			for j := range jobs {
 				f := j.o.file
 				off, n := f.ChunkRange(j.chunk)
 				if ctx.Err() == nil {
-					sum, err := hashChunk(j.o.f, off, n, buf, h, opts.Progress)
+					ok, err := checkChunk(j.o.f, f, j.chunk, buf, opts.Progress)
 					switch {
 					case err != nil:
 						report(FileProblem{Path: f.Path, Kind: ProblemRead, Chunk: j.chunk, Offset: off, Length: n,
 							Detail: fmt.Sprintf("reading bytes %d-%d: %v", off, off+n-1, err)})
-					case sum != f.Chunks[j.chunk]:
+					case !ok:
 						report(FileProblem{Path: f.Path, Kind: ProblemChunk, Chunk: j.chunk, Offset: off, Length: n,
 							Detail: fmt.Sprintf("bytes %d-%d (chunk %d) differ from the manifest", off, off+n-1, j.chunk)})
 					}

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	sha256 "github.com/minio/sha256-simd"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
 // Digest is what hashing a file while it arrives yields: enough to pin it in
@@ -23,7 +23,7 @@ type Digest struct {
 
 const bufSize = 1 << 20
 
-// block is one buffer travelling from the reader to both hashing goroutines
+// block is one buffer travelling from the reader to the hashing goroutines
 // and back to the pool.
 type block struct {
 	buf  []byte
@@ -31,20 +31,20 @@ type block struct {
 	refs atomic.Int32
 }
 
-// hasher computes the whole-file SHA-256 and the per-chunk SHA-256s of a
-// stream in two goroutines (and the git blob SHA-1 when wanted), so hashing
-// keeps pace with the network on two cores. Buffers come from and go back to
-// a small pool: memory stays flat whatever the file size.
+// hasher computes a stream's SHA-256 and chunk proofs in one pass
+// (manifests.FileHasher) in a goroutine of its own, and the git blob SHA-1
+// in a second one when wanted, so hashing keeps pace with the network while
+// the reader only reads. Buffers come from and go back to a small pool:
+// memory stays flat whatever the file size.
 type hasher struct {
 	chunkSize int64
 	free      chan *block
-	whole     chan *block
-	chunks    chan *block
+	sha       chan *block
+	git       chan *block // nil unless the git blob ID is wanted
 	wg        sync.WaitGroup
 	size      int64
-	wholeSum  hash.Hash
+	file      *manifests.FileHasher
 	gitSum    hash.Hash
-	chunkOut  []string
 }
 
 // newHasher starts hashing goroutines; gitSize ≥ 0 also computes the git
@@ -54,51 +54,33 @@ func newHasher(chunkSize, gitSize int64) *hasher {
 	h := &hasher{
 		chunkSize: chunkSize,
 		free:      make(chan *block, depth),
-		whole:     make(chan *block, depth),
-		chunks:    make(chan *block, depth),
-		wholeSum:  sha256.New(),
-	}
-	if gitSize >= 0 {
-		h.gitSum = sha1.New()
-		fmt.Fprintf(h.gitSum, "blob %d\x00", gitSize)
+		sha:       make(chan *block, depth),
+		file:      manifests.NewFileHasher(chunkSize),
 	}
 	for range depth {
 		h.free <- &block{buf: make([]byte, bufSize)}
 	}
-	h.wg.Add(2)
+	h.wg.Add(1)
 	go func() {
 		defer h.wg.Done()
-		for b := range h.whole {
-			h.wholeSum.Write(b.buf[:b.n])
-			if h.gitSum != nil {
+		for b := range h.sha {
+			h.file.Write(b.buf[:b.n])
+			h.put(b)
+		}
+	}()
+	if gitSize >= 0 {
+		h.gitSum = sha1.New()
+		fmt.Fprintf(h.gitSum, "blob %d\x00", gitSize)
+		h.git = make(chan *block, depth)
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			for b := range h.git {
 				h.gitSum.Write(b.buf[:b.n])
+				h.put(b)
 			}
-			h.put(b)
-		}
-	}()
-	go func() {
-		defer h.wg.Done()
-		c := sha256.New()
-		var inChunk int64
-		for b := range h.chunks {
-			p := b.buf[:b.n]
-			for len(p) > 0 {
-				n := min(int64(len(p)), h.chunkSize-inChunk)
-				c.Write(p[:n])
-				p = p[n:]
-				inChunk += n
-				if inChunk == h.chunkSize {
-					h.chunkOut = append(h.chunkOut, hex.EncodeToString(c.Sum(nil)))
-					c.Reset()
-					inChunk = 0
-				}
-			}
-			h.put(b)
-		}
-		if inChunk > 0 {
-			h.chunkOut = append(h.chunkOut, hex.EncodeToString(c.Sum(nil)))
-		}
-	}()
+		}()
+	}
 	return h
 }
 
@@ -112,16 +94,21 @@ func (h *hasher) put(b *block) {
 func (h *hasher) get() *block { return <-h.free }
 
 // submit hands b, filled with b.n bytes and not touched again by the caller,
-// to both hashing goroutines.
+// to the hashing goroutines.
 func (h *hasher) submit(b *block) {
 	if b.n == 0 {
 		h.free <- b
 		return
 	}
 	h.size += int64(b.n)
+	if h.git == nil {
+		b.refs.Store(1)
+		h.sha <- b
+		return
+	}
 	b.refs.Store(2)
-	h.whole <- b
-	h.chunks <- b
+	h.sha <- b
+	h.git <- b
 }
 
 // abandon returns an unused block to the pool.
@@ -130,13 +117,13 @@ func (h *hasher) abandon(b *block) { h.free <- b }
 // finish waits for hashing to end and returns the digest. The hasher cannot
 // be used afterwards.
 func (h *hasher) finish() Digest {
-	close(h.whole)
-	close(h.chunks)
-	h.wg.Wait()
-	d := Digest{Size: h.size, SHA256: hex.EncodeToString(h.wholeSum.Sum(nil)), ChunkSize: h.chunkSize, Chunks: h.chunkOut}
-	if d.Chunks == nil {
-		d.Chunks = []string{}
+	close(h.sha)
+	if h.git != nil {
+		close(h.git)
 	}
+	h.wg.Wait()
+	sum, chunks := h.file.Sum()
+	d := Digest{Size: h.size, SHA256: sum, ChunkSize: h.chunkSize, Chunks: chunks}
 	if h.gitSum != nil {
 		d.GitSHA1 = hex.EncodeToString(h.gitSum.Sum(nil))
 	}

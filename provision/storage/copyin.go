@@ -11,7 +11,6 @@ import (
 	"os"
 	"path"
 	"runtime"
-	"slices"
 	"sync"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
@@ -148,12 +147,13 @@ func (c *copier) file(ctx context.Context, f manifests.File) ([]manifests.FilePr
 			c.dst.Remove(tmp)
 		}
 	}()
-	sum, chunks, err := manifests.HashFile(ctx, io.TeeReader(in, fw), f.Size, f.ChunkSize, c.progress)
+	check := f.StreamCheck()
+	err = manifests.Stream(ctx, io.TeeReader(in, fw), f.Size, check, c.progress)
 	fw.finish()
 	if err != nil {
 		return nil, err
 	}
-	if problems := compare(f, sum, chunks); len(problems) > 0 {
+	if problems := compare(f, check); len(problems) > 0 {
 		return problems, nil
 	}
 	// 0400, or 0500 for the bundle's executables (the runtime's server).
@@ -230,20 +230,18 @@ func (w *flushingWriter) finish() {
 	}
 }
 
-// compare lists each chunk whose hash differs from the manifest, and the
-// whole file when only its hash differs.
-func compare(f manifests.File, sum string, chunks []string) []manifests.FileProblem {
+// compare lists each chunk that differs from the manifest, and the whole
+// file when the check failed otherwise.
+func compare(f manifests.File, check *manifests.StreamCheck) []manifests.FileProblem {
 	var out []manifests.FileProblem
-	for i, want := range f.Chunks {
-		if i >= len(chunks) || chunks[i] != want {
-			off, n := f.ChunkRange(i)
-			out = append(out, manifests.FileProblem{Path: f.Path, Kind: manifests.ProblemChunk, Chunk: i, Offset: off, Length: n,
-				Detail: fmt.Sprintf("bytes %d-%d (chunk %d) differ from the manifest; not installed", off, off+n-1, i)})
-		}
+	for _, i := range check.Bad() {
+		off, n := f.ChunkRange(i)
+		out = append(out, manifests.FileProblem{Path: f.Path, Kind: manifests.ProblemChunk, Chunk: i, Offset: off, Length: n,
+			Detail: fmt.Sprintf("bytes %d-%d (chunk %d) differ from the manifest; not installed", off, off+n-1, i)})
 	}
-	if len(out) == 0 && (sum != f.SHA256 || !slices.Equal(chunks, f.Chunks)) {
+	if err := check.Err(); len(out) == 0 && err != nil {
 		out = append(out, manifests.FileProblem{Path: f.Path, Kind: manifests.ProblemChunk,
-			Detail: "SHA-256 differs from the manifest; not installed"})
+			Detail: err.Error() + "; not installed"})
 	}
 	return out
 }
