@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-for tool in curl sha256sum tar python3 openssl; do
+for tool in curl sha256sum tar python3 openssl /usr/bin/time; do
   if ! command -v "$tool" >/dev/null; then
     echo "bundle.sh: $tool not found; skipping"
     exit 0
@@ -52,6 +52,9 @@ elapsed() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 rate() { python3 -c "print(f'{$1 / ($3 - $2):.0f}')"; } # MiB/s from MiB, start, end
 best() { python3 -c "import sys; print(min(float(x) for x in sys.argv[1:]))" "$@"; }
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.2f}')" "$@"; }
+cputime() { local f=$1; shift; /usr/bin/time -f '%U %S' -o "$f.raw" "$@"; python3 -c "import sys; u,s=open(sys.argv[1]).read().split()[-2:]; print(f'{float(u)+float(s):.2f}')" "$f.raw" > "$f"; }
+srvcpu() { python3 -c "import os,sys; f=open(f'/proc/{sys.argv[1]}/stat').read().rsplit(')',1)[1].split(); print((int(f[11])+int(f[12]))/os.sysconf('SC_CLK_TCK'))" "$server"; }
 
 # Two model files of mib/2 MiB each, from a 64 MiB random block (content does
 # not matter: nothing is compressed).
@@ -89,6 +92,10 @@ http.server.ThreadingHTTPServer(("127.0.0.1", port), functools.partial(Handler, 
 PY
 "$bin" keys generate --out "$work/k" >/dev/null
 cat "$work"/srv/* > /dev/null # warm the page cache once
+# The CPU cost of hashing every byte once, as fast as this machine does it
+# (openssl uses the SHA extensions, as sha256-simd does).
+cputime "$work/cpu-sha" openssl dgst -sha256 "$work"/srv/* > /dev/null
+sha_pass=$(cat "$work/cpu-sha")
 
 # compare RATE: best of three interleaved runs of curl (both files in
 # parallel), curl + sha256sum, and bundle create, against a server pacing
@@ -113,21 +120,29 @@ model:
       sha256: $sum2
       dest: model/model-00002-of-00002.safetensors
 YAML
-  local dls=() dlsums=() qas=() t0 t1 t2 t3 t4 c1 c2
+  local dls=() dlsums=() qas=() t0 t1 t2 t3 t4 s0 s1 s2 s3
+  # CPU seconds (user+sys) of each client (/usr/bin/time) and of the
+  # server (/proc/PID/stat): on a machine whose cores are all busy, wall
+  # time follows CPU time.
+  local cpu_dl=() cpu_qa=() srv_dl=() srv_qa=()
   for _ in 1 2 3; do
     mkdir -p "$work/curl"
+    s0=$(srvcpu)
     t0=$(now)
-    curl -sf -o "$work/curl/1" "$url/model-00001-of-00002.safetensors" & c1=$!
-    curl -sf -o "$work/curl/2" "$url/model-00002-of-00002.safetensors" & c2=$!
-    wait "$c1" "$c2"
+    cputime "$work/cpu-dl" bash -c 'curl -sf -o "$1/1" "$2/model-00001-of-00002.safetensors" & curl -sf -o "$1/2" "$2/model-00002-of-00002.safetensors"; wait' _ "$work/curl" "$url"
     t1=$(now)
+    s1=$(srvcpu)
     sha256sum "$work/curl/1" "$work/curl/2" > /dev/null
     t2=$(now)
     rm -rf "$work/curl" "$work/bundle"
+    s2=$(srvcpu)
     t3=$(now)
-    "$bin" bundle create --spec "$work/bench.yaml" --out "$work/bundle" --key "$work/k.key" >/dev/null
+    cputime "$work/cpu-qa" "$bin" bundle create --spec "$work/bench.yaml" --out "$work/bundle" --key "$work/k.key" >/dev/null
     t4=$(now)
+    s3=$(srvcpu)
     dls+=("$(elapsed "$t0" "$t1")"); dlsums+=("$(elapsed "$t0" "$t2")"); qas+=("$(elapsed "$t3" "$t4")")
+    cpu_dl+=("$(cat "$work/cpu-dl")"); cpu_qa+=("$(cat "$work/cpu-qa")")
+    srv_dl+=("$(elapsed "$s0" "$s1")"); srv_qa+=("$(elapsed "$s2" "$s3")")
   done
   kill "$server"; wait "$server" 2>/dev/null || true; server=""
   local dl dlsum qa label="loopback, unpaced"
@@ -139,6 +154,18 @@ YAML
   echo "qwen-appliance bundle create    ${qa} s  ($(rate "$mib" 0 "$qa") MiB/s)   runs: ${qas[*]}"
   echo "ratio bundle create / curl alone:            $(ratio "$qa" "$dl")  (target <= 1.10)"
   echo "ratio bundle create / curl + sha256sum:      $(ratio "$qa" "$dlsum")"
+  local cdl cqa sdl sqa
+  cdl=$(median "${cpu_dl[@]}"); cqa=$(median "${cpu_qa[@]}"); sdl=$(median "${srv_dl[@]}"); sqa=$(median "${srv_qa[@]}")
+  echo "CPU s (user+sys, medians)       curl ${cdl} + server ${sdl};  bundle create ${cqa} + server ${sqa}"
+  echo "one SHA-256 pass over ${mib} MiB    ${sha_pass} s of CPU (openssl dgst -sha256)"
+  if [ "$rate" = 0 ]; then
+    # Both cores are busy during the curl run, so no client that must hash
+    # every byte once (the hub's SHA-256 check) can finish before the CPU
+    # that curl and the server use, plus one hashing pass, has run on them.
+    local floor
+    floor=$(python3 -c "print(f'{($cdl + $sdl + $sha_pass) / $(nproc):.2f}')")
+    echo "floor on $(nproc) cores for any client hashing each byte once: ${floor} s = $(ratio "$floor" "$dl") x curl alone"
+  fi
 }
 compare "${BENCH_RATE:-100}"
 compare 0
