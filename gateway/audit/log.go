@@ -26,6 +26,11 @@ type Options struct {
 	// unsigned at any time (defaults 30s and 1000 lines).
 	CheckpointEvery time.Duration
 	CheckpointLines int
+	// SyncEvery is the group commit window: a batch waits until this long
+	// after the previous fsync began, collecting the lines that arrive
+	// meanwhile, so a busy gateway fsyncs at most this often and a quiet
+	// one at once (default 5ms; Flush never waits).
+	SyncEvery time.Duration
 	// MaxBytes rotates the file when it grows past this size (0: never).
 	MaxBytes int64
 	// Now is the clock (time.Now when nil).
@@ -41,13 +46,15 @@ type Log struct {
 	size   int64
 	seq    int64 // of the last line written
 	prev   string
-	unsign int    // lines since the last checkpoint
-	line   []byte // reused by write
+	unsign int       // lines since the last checkpoint
+	line   []byte    // reused by write
+	synced time.Time // when the last fsync began
 
-	ch     chan item
-	done   chan struct{}
-	chMu   sync.RWMutex // Close takes it to close ch; senders hold it shared
-	closed bool
+	ch      chan item
+	done    chan struct{}
+	chMu    sync.RWMutex // Close takes it to close ch; senders hold it shared
+	closed  bool
+	closing bool // loop: batch saw ch closed
 
 	mu  sync.Mutex
 	err error
@@ -70,6 +77,9 @@ func Open(o Options) (*Log, error) {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.SyncEvery <= 0 {
+		o.SyncEvery = 5 * time.Millisecond
 	}
 	l := &Log{o: o, seq: -1, ch: make(chan item, 4096), done: make(chan struct{})}
 	if err := l.openFile(); err != nil {
@@ -239,7 +249,10 @@ func (l *Log) loop() {
 				l.setErr(l.finish())
 				return
 			}
-			l.batch(it)
+			if l.batch(it); l.closing {
+				l.setErr(l.finish())
+				return
+			}
 		case <-tick.C:
 			if l.unsign > 0 && l.o.Key != nil {
 				l.setErr(l.checkpoint(KindCheckpoint))
@@ -250,10 +263,12 @@ func (l *Log) loop() {
 }
 
 // batch writes it and whatever else is queued, then fsyncs once: under load
-// one fsync covers many requests.
+// one fsync covers many requests. Lines that arrive within SyncEvery of the
+// previous fsync wait for the rest of that window (group commit), unless
+// someone is waiting in Flush.
 func (l *Log) batch(it item) {
 	var waiters []chan error
-	for more := true; more; {
+	take := func(it item) {
 		if it.rec != nil {
 			l.setErr(l.write(it.rec))
 		}
@@ -263,12 +278,45 @@ func (l *Log) batch(it item) {
 		if l.unsign >= l.o.CheckpointLines && l.o.Key != nil {
 			l.setErr(l.checkpoint(KindCheckpoint))
 		}
-		select {
-		case it, more = <-l.ch:
-		default:
-			more = false
+	}
+	// next takes one more queued item, waiting for one until wait fires (a
+	// nil wait: not at all); false when there was none or the queue is
+	// closed.
+	next := func(wait <-chan time.Time) bool {
+		var it item
+		ok := false
+		if wait == nil {
+			select {
+			case it, ok = <-l.ch:
+			default:
+				return false
+			}
+		} else {
+			select {
+			case it, ok = <-l.ch:
+			case <-wait:
+				return false
+			}
+		}
+		if !ok {
+			l.closing = true
+			return false
+		}
+		take(it)
+		return true
+	}
+	take(it)
+	for next(nil) {
+	}
+	if wait := l.o.SyncEvery - time.Since(l.synced); wait > 0 && len(waiters) == 0 && !l.closing {
+		t := time.NewTimer(wait)
+		for len(waiters) == 0 && next(t.C) {
+		}
+		t.Stop()
+		for next(nil) {
 		}
 	}
+	l.synced = time.Now()
 	l.setErr(l.sync())
 	l.setErr(l.maybeRotate())
 	err := l.Err()

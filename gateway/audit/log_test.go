@@ -230,3 +230,44 @@ func TestOpenRefusesSecondWriter(t *testing.T) {
 		t.Fatalf("second Open = %v", err)
 	}
 }
+
+// TestGroupCommit checks that lines arriving within SyncEvery of the last
+// fsync wait for the window, that Flush cuts the wait short, and that Close
+// writes everything.
+func TestGroupCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path, SyncEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	onDisk := func(id string) bool {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bytes.Contains(data, []byte(`"requestId":"`+id+`"`))
+	}
+	l.Append(Record{RequestID: "first"})
+	if err := l.Flush(); err != nil || !onDisk("first") {
+		t.Fatalf("after Flush: %v, first on disk: %v", err, onDisk("first"))
+	}
+	l.Append(Record{RequestID: "second"})
+	time.Sleep(50 * time.Millisecond)
+	if onDisk("second") {
+		t.Fatal("a line was written inside the group commit window")
+	}
+	start := time.Now()
+	if err := l.Flush(); err != nil || !onDisk("second") {
+		t.Fatalf("after Flush: %v, second on disk: %v", err, onDisk("second"))
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Flush waited %v for the window", d)
+	}
+	l.Append(Record{RequestID: "third"})
+	if err := l.Close(); err != nil || !onDisk("third") {
+		t.Fatalf("after Close: %v, third on disk: %v", err, onDisk("third"))
+	}
+	if _, err := Verify([]string{path}, VerifyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
