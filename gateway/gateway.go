@@ -32,11 +32,12 @@ type Options struct {
 	MetricsListen string // metrics, health and readiness; "" disables (default 127.0.0.1:9464 in the CLI)
 	TokensFile    string
 
-	AuditLog      string
-	AuditKey      *manifests.PrivateKey // signs checkpoints; nil: chained but unsigned
-	AuditContent  bool                  // also log request and response bodies
-	AuditMaxBytes int64                 // rotate past this size (0: never)
-	AuditEvery    time.Duration         // checkpoint interval
+	AuditLog       string
+	AuditKey       *manifests.PrivateKey // signs checkpoints; nil: chained but unsigned
+	AuditContent   bool                  // also log request and response bodies
+	AuditMaxBytes  int64                 // rotate past this size (0: never)
+	AuditEvery     time.Duration         // checkpoint interval
+	AuditSyncEvery time.Duration         // group commit window: at most one fsync per this (default 5ms)
 
 	TLSCert, TLSKey string
 	ClientCA        string // require client certificates signed by this CA
@@ -126,7 +127,8 @@ func New(o Options) (*Gateway, error) {
 	if g.tls, g.certs, err = tlsConfig(&o); err != nil {
 		return nil, err
 	}
-	g.audit, err = audit.Open(audit.Options{Path: o.AuditLog, Key: o.AuditKey, MaxBytes: o.AuditMaxBytes, CheckpointEvery: o.AuditEvery})
+	g.audit, err = audit.Open(audit.Options{Path: o.AuditLog, Key: o.AuditKey, MaxBytes: o.AuditMaxBytes,
+		CheckpointEvery: o.AuditEvery, SyncEvery: o.AuditSyncEvery})
 	if err != nil {
 		return nil, err
 	}
