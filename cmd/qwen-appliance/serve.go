@@ -36,6 +36,7 @@ func init() {
 			&cli.BoolFlag{Name: "audit-content", Usage: "also log prompts and non-streamed answers (off: never)"},
 			&cli.Int64Flag{Name: "audit-max-bytes", Usage: "rotate the audit log past this size", Value: 256 << 20},
 			&cli.DurationFlag{Name: "audit-checkpoint", Usage: "longest time between signed checkpoints", Value: 30 * time.Second},
+			&cli.DurationFlag{Name: "audit-sync-every", Usage: "group commit window: under load at most one fsync of the audit log per this long (a quiet log is fsynced at once); a crash can lose the lines of at most one window", Value: 5 * time.Millisecond},
 			&cli.StringFlag{Name: "tls-cert", Usage: "server certificate (PEM); with --tls-key turns TLS on"},
 			&cli.StringFlag{Name: "tls-key", Usage: "server key (PEM)"},
 			&cli.StringFlag{Name: "client-ca", Usage: "require client certificates signed by this CA (mTLS)"},
@@ -71,7 +72,7 @@ func serve(c *cli.Context) error {
 	o := gateway.Options{
 		Upstream: c.String("upstream"), UpstreamFile: c.String("upstream-file"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
 		TokensFile: c.String("tokens"), AuditLog: c.String("audit-log"), AuditContent: c.Bool("audit-content"),
-		AuditMaxBytes: c.Int64("audit-max-bytes"), AuditEvery: c.Duration("audit-checkpoint"),
+		AuditMaxBytes: c.Int64("audit-max-bytes"), AuditEvery: c.Duration("audit-checkpoint"), AuditSyncEvery: c.Duration("audit-sync-every"),
 		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), ClientCA: c.String("client-ca"), TLS13Only: c.Bool("tls13-only"),
 		MaxBodyBytes: c.Int64("max-body"), MaxTokens: c.Int("max-tokens"), MaxN: c.Int("max-n"),
 		MaxConcurrent: c.Int("max-concurrent"), AuthFailures: c.Int("auth-failures"),
