@@ -307,6 +307,7 @@ func (c *Client) attempt(ctx context.Context, f *os.File, hp **hasher, w Want, o
 		return 0, false, err
 	}
 	h := *hp
+	flushed := off
 	for {
 		b := h.get()
 		n, rerr := io.ReadFull(resp.Body, b.buf)
@@ -318,6 +319,12 @@ func (c *Client) attempt(ctx context.Context, f *os.File, hp **hasher, w Want, o
 			if _, werr := f.Write(b.buf[:n]); werr != nil {
 				h.abandon(b)
 				return got, false, &permanentError{werr}
+			}
+			// Start writing to disk what arrived, so the fsync at the
+			// end does not stall on the whole file.
+			if end := off + got + int64(n); end-flushed >= writebackStep {
+				manifests.StartWriteback(f, flushed, end-flushed)
+				flushed = end
 			}
 			b.n = n
 			h.submit(b)
@@ -337,6 +344,10 @@ func (c *Client) attempt(ctx context.Context, f *os.File, hp **hasher, w Want, o
 		}
 	}
 }
+
+// writebackStep is how much of a download is written before the kernel is
+// asked to start writing it to disk.
+const writebackStep = 8 << 20
 
 // permanentError ends a download without retrying.
 type permanentError struct{ err error }

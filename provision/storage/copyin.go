@@ -203,7 +203,7 @@ func newFlushingWriter(f *os.File) *flushingWriter {
 		go func() {
 			defer wg.Done()
 			for r := range ranges { // not w.ranges: finish sets that to nil
-				startWriteback(w.f, r[0], r[1])
+				manifests.StartWriteback(w.f, r[0], r[1])
 			}
 		}()
 	}

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package manifests
+
+import "os"
+
+// StartWriteback does nothing here: the final fsync does all the work.
+func StartWriteback(*os.File, int64, int64) {}
