@@ -37,11 +37,12 @@ if [ "$avail" -lt "$need" ]; then
   exit 0
 fi
 
-# make bench builds bin/qwen-appliance just before running this script.
-bin=${QWA_BIN:-bin/qwen-appliance}
-if [ ! -x "$bin" ]; then
-  bin="$work/qwen-appliance"
-  CGO_CFLAGS=${CGO_CFLAGS:--Wno-deprecated-declarations} go build -trimpath -o "$bin" ./cmd/qwen-appliance
+# The tree's code, built now (make build is incremental; a bin/ left by an
+# earlier build may be stale); QWA_BIN measures another build instead.
+bin=${QWA_BIN:-}
+if [ -z "$bin" ]; then
+  make -s build
+  bin=bin/qwen-appliance
 fi
 
 now() { date +%s.%N; }

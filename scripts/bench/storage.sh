@@ -33,9 +33,9 @@ cleanup() {
 trap cleanup EXIT
 
 QA=${QA:-}
-if [ -z "$QA" ]; then
-  if [ -x bin/qwen-appliance ]; then QA=$PWD/bin/qwen-appliance; else
-    go build -o "$work/qwen-appliance" ./cmd/qwen-appliance; QA=$work/qwen-appliance; fi
+if [ -z "$QA" ]; then # the tree's code, built now (incremental)
+  make -s build
+  QA=$PWD/bin/qwen-appliance
 fi
 
 # The bundle lives outside the measured filesystem and is read from cache.
