@@ -48,6 +48,6 @@ row "$cores large: openssl dgst -sha256" "$t_ossl_m" "$multi" "$t_ossl_m"
 row "$cores large: manifest create" "$t_qa_m" "$multi" "$t_ossl_m"
 row "$cores large: manifest verify" "$t_qv_m" "$multi" "$t_ossl_m"
 echo
-echo "create hashes each byte twice (whole-file SHA-256 and chunk SHA-256s, on two goroutines);"
-echo "verify hashes each byte once (the signed chunk hashes prove the file), spread over all cores."
+echo "create hashes each byte once (the chunk proofs are the whole-file SHA-256's chaining values);"
+echo "verify hashes each byte once (the signed chunk proofs prove the file), spread over all cores."
 echo "ideal for $cores cores: ${cores}.00x openssl on the multi-file set"
