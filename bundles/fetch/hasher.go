@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"io"
 	"sync"
 	"sync/atomic"
 
@@ -64,28 +65,27 @@ func newHasher(chunkSize, gitSize int64) *hasher {
 	for range depth {
 		h.free <- &block{buf: make([]byte, bufSize)}
 	}
-	h.wg.Add(1)
-	go func() {
-		defer h.wg.Done()
-		for b := range h.sha {
-			h.file.Write(b.buf[:b.n])
-			h.put(b)
-		}
-	}()
+	h.consume(h.sha, h.file)
 	if gitSize >= 0 {
 		h.gitSum = sha1.New()
 		fmt.Fprintf(h.gitSum, "blob %d\x00", gitSize)
 		h.git = make(chan *block, depth)
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
-			for b := range h.git {
-				h.gitSum.Write(b.buf[:b.n])
-				h.put(b)
-			}
-		}()
+		h.consume(h.git, h.gitSum)
 	}
 	return h
+}
+
+// consume starts a goroutine that writes every block from ch to w and
+// gives the block back.
+func (h *hasher) consume(ch chan *block, w io.Writer) {
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		for b := range ch {
+			w.Write(b.buf[:b.n])
+			h.put(b)
+		}
+	}()
 }
 
 func (h *hasher) put(b *block) {
