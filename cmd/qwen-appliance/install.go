@@ -3,10 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -103,6 +105,19 @@ func installAction(c *cli.Context) error {
 				return usagef("--"+flag.name+" takes a CIDR such as 10.20.0.0/16", "--%s %q: %v", flag.name, s, err)
 			}
 			*flag.dst = append(*flag.dst, p)
+		}
+	}
+	// The gateway runs as the unprivileged service user with no
+	// capabilities, so it cannot bind a port below 1024.
+	for _, flag := range []string{"listen", "metrics-listen"} {
+		_, port, err := net.SplitHostPort(c.String(flag))
+		n, perr := strconv.Atoi(port)
+		if err != nil || perr != nil || n < 1 || n > 65535 {
+			return usagef("--"+flag+" takes HOST:PORT, e.g. 0.0.0.0:8443", "--%s %q is not HOST:PORT", flag, c.String(flag))
+		}
+		if n < 1024 {
+			return usagef("use a port from 1024 up (the default API port is 8443); the gateway runs without privileges, so it cannot bind "+port,
+				"--%s %q: port %d is privileged", flag, c.String(flag), n)
 		}
 	}
 	for _, s := range c.StringSlice("allow-egress") {
