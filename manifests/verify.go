@@ -163,8 +163,8 @@ func StoreMode(f File) os.FileMode {
 
 // CheckFiles compares the files under dir with m: every listed file must be a
 // regular file (reached without symlinks) with the recorded size, mode and
-// chunk hashes, and nothing else may be there. Chunks are hashed in parallel,
-// across and within files; since the chunk hashes are signed, matching chunks
+// chunk proofs, and nothing else may be there. Chunks are checked in parallel,
+// across and within files; since the chunk proofs are signed, matching chunks
 // prove the whole file. It returns a *FilesError naming every problem (with
 // the byte range of each bad chunk), or another error when it could not run.
 func CheckFiles(ctx context.Context, dir string, m *Manifest, opts CheckOptions) error {

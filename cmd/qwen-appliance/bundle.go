@@ -461,7 +461,7 @@ func verifyCommand() *cli.Command {
 		Usage:     "check a bundle directory or packed volumes against their signatures, without unpacking",
 		ArgsUsage: "DIR|VOLDIR",
 		Description: `For a bundle directory: the manifest signature, expiry and version, then every
-file's size, mode and chunk hashes. For packed volumes: the index signature,
+file's size, mode and signed chunk proofs. For packed volumes: the index signature,
 every volume's SHA-256 (naming missing, corrupt, duplicated and out-of-order
 ones, and whether parity can rebuild them), then every file inside the stream
 against the signed manifest; nothing is written.

@@ -28,8 +28,8 @@ type CopyOptions struct {
 }
 
 // CopyIn streams every file m lists from bundleDir into storeDir, hashing
-// while writing (each byte is read once): the chunk hashes and the whole-file
-// SHA-256 are compared with m, the file is made 0400 (0500 when the manifest lets its owner
+// while writing (each byte is read once): each chunk is checked against its
+// signed proof in m (matching chunks prove the whole file), the file is made 0400 (0500 when the manifest lets its owner
 // execute it) and owned by
 // opts.Owner, synced, and renamed into place only when it matched. The
 // manifest itself (m's canonical bytes, with opts.Signature) is written last,
