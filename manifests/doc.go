@@ -1,7 +1,8 @@
 // Package manifests defines what a bundle claims: the signed, pinned manifest
 // (schema v2) that lists every file of a bundle with its size, mode, SHA-256
-// and per-chunk proofs (SHA-256 chaining values, see FileHasher), together with the model facts, host requirements,
-// runtime and provenance that later steps rely on.
+// and per-chunk proofs (SHA-256 chaining values, see FileHasher), together
+// with the model facts, host requirements, runtime and provenance that later
+// steps rely on.
 //
 // It hashes (streaming, parallel across files and chunks), signs with ed25519
 // keys, and verifies signatures, expiry, rollback and every byte on disk.
