@@ -18,8 +18,9 @@ func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.
 	revision := ""
 	for i, src := range spec.Model.Sources {
 		field := fmt.Sprintf("model.sources[%d]", i)
-		switch specs.SourceKind(src.URL) {
-		case specs.KindHF:
+		kind := specs.SourceKind(src.URL)
+		switch {
+		case kind == specs.KindHF:
 			repo, rev, _ := specs.ParseHF(src.URL)
 			if !commitRE.MatchString(rev) && !opts.AllowUnpinned {
 				return nil, "", spec.Errorf(field+".url", "revision %q is not a 40-hex commit; pin one (or pass --allow-unpinned)", rev)
@@ -61,7 +62,7 @@ func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.
 			if len(matched) == 0 {
 				return nil, "", spec.Errorf(field+".include", "no file of %s@%s matches", repo, r.Commit)
 			}
-		case specs.KindGenerated:
+		case kind == specs.KindGenerated:
 			g, err := lookupGenerator(src.URL)
 			if err != nil {
 				return nil, "", spec.Errorf(field+".url", "%v", err)
@@ -72,19 +73,7 @@ func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.
 			meta.Requirements = overlay(gm.Requirements, meta.Requirements)
 			items = append(items, &item{dest: src.Dest, want: fetch.Want{Name: src.Dest, URL: src.URL, Size: -1, SHA256: src.SHA256},
 				kind: specs.KindGenerated, gen: &g, role: "model", source: src.URL, license: spec.Model.License, mode: "0644"})
-		case specs.KindGetter:
-			if !fetch.IsGitSource(src.URL) {
-				it, err := fileItem(spec, field, src.URL, src.SHA256, src.Dest, opts.AllowUnpinned)
-				if err != nil {
-					return nil, "", err
-				}
-				it.role, it.license, it.mode = "model", spec.Model.License, "0644"
-				if it.unpinned {
-					res.Unpinned = append(res.Unpinned, it.dest)
-				}
-				items = append(items, it)
-				continue
-			}
+		case kind == specs.KindGetter && fetch.IsGitSource(src.URL):
 			// A git repository, pinned by its commit: every file of the
 			// checkout lands under dest.
 			if src.SHA256 != "" {
@@ -99,7 +88,7 @@ func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.
 			items = append(items, &item{dest: strings.TrimSuffix(src.Dest, "/"), want: fetch.Want{Name: src.Dest, URL: src.URL, Size: -1},
 				kind: kindGit, role: "model", source: src.URL, revision: fetch.GitRef(src.URL), license: spec.Model.License, mode: "0644",
 				unpinned: !fetch.GitPinned(src.URL)})
-		default:
+		default: // one file: http(s), file://, or another go-getter scheme
 			it, err := fileItem(spec, field, src.URL, src.SHA256, src.Dest, opts.AllowUnpinned)
 			if err != nil {
 				return nil, "", err

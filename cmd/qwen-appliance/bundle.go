@@ -115,13 +115,9 @@ func bundleCreate(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	created, err := creationTime(c.String("created"))
+	created, expires, err := validity(c)
 	if err != nil {
-		return usagef("--created takes an RFC 3339 time such as 2026-11-26T00:00:00Z", "--created: %v", err)
-	}
-	expires, err := parseTimeOrAfter(c.String("expires"), created)
-	if err != nil {
-		return usagef("--expires takes 90d, 2y, 36h or an RFC 3339 time", "--expires: %v", err)
+		return err
 	}
 	arts := map[string]string{}
 	for _, a := range c.StringSlice("artifact") {

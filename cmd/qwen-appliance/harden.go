@@ -92,6 +92,20 @@ func hardenRoot(c *cli.Context) (harden.Root, error) {
 	return harden.Root(abs), nil
 }
 
+// hardenTarget resolves --root and opens the kernel's nftables in the
+// current network namespace.
+func hardenTarget(c *cli.Context) (harden.Root, *harden.Kernel, error) {
+	root, err := hardenRoot(c)
+	if err != nil {
+		return "", nil, err
+	}
+	k, err := harden.Open()
+	if err != nil {
+		return "", nil, hardenErr(err)
+	}
+	return root, k, nil
+}
+
 func hardenPolicy(c *cli.Context) (harden.EgressPolicy, error) {
 	p := harden.EgressPolicy{}
 	for _, f := range []struct {
@@ -221,13 +235,9 @@ func hardenApply(c *cli.Context) error {
 }
 
 func hardenStatus(c *cli.Context) error {
-	root, err := hardenRoot(c)
+	root, k, err := hardenTarget(c)
 	if err != nil {
 		return err
-	}
-	k, err := harden.Open()
-	if err != nil {
-		return hardenErr(err)
 	}
 	st, err := harden.Check(k, root)
 	if err != nil {
@@ -296,13 +306,9 @@ func hardenConfirm(c *cli.Context) error {
 }
 
 func hardenRemove(c *cli.Context) error {
-	root, err := hardenRoot(c)
+	root, k, err := hardenTarget(c)
 	if err != nil {
 		return err
-	}
-	k, err := harden.Open()
-	if err != nil {
-		return hardenErr(err)
 	}
 	if err := harden.Remove(k, root); err != nil {
 		return hardenErr(err)

@@ -159,13 +159,9 @@ func manifestCreate(c *cli.Context) error {
 		}
 		keys = append(keys, k)
 	}
-	created, err := creationTime(c.String("created"))
+	created, expires, err := validity(c)
 	if err != nil {
-		return usagef("--created takes an RFC 3339 time such as 2026-11-26T00:00:00Z", "--created: %v", err)
-	}
-	expires, err := parseTimeOrAfter(c.String("expires"), created)
-	if err != nil {
-		return usagef("--expires takes 90d, 2y, 36h or an RFC 3339 time", "--expires: %v", err)
+		return err
 	}
 	chunk, err := space.Parse(c.String("chunk-size"))
 	if err != nil || chunk%4096 != 0 || chunk == 0 {
@@ -214,6 +210,20 @@ func manifestCreate(c *cli.Context) error {
 	fmt.Fprintf(c.App.Writer, "wrote %s and %s: %s version %d, %d files, %s, hashed in %s\n",
 		filepath.Join(dir, manifests.ManifestFile), manifests.SignatureFile, m.Name, m.Version, len(m.Files), space.Format(m.TotalSize()), el.Round(time.Millisecond))
 	return nil
+}
+
+// validity reads --created and --expires (a time, or a span after
+// creation), with usage errors naming the flag.
+func validity(c *cli.Context) (created, expires time.Time, err error) {
+	created, err = creationTime(c.String("created"))
+	if err != nil {
+		return created, expires, usagef("--created takes an RFC 3339 time such as 2026-11-26T00:00:00Z", "--created: %v", err)
+	}
+	expires, err = parseTimeOrAfter(c.String("expires"), created)
+	if err != nil {
+		return created, expires, usagef("--expires takes 90d, 2y, 36h or an RFC 3339 time", "--expires: %v", err)
+	}
+	return created, expires, nil
 }
 
 // creationTime reads --created, else SOURCE_DATE_EPOCH, else the clock.
