@@ -137,9 +137,12 @@ func containerBoot(ts *testscript.TestScript) {
 		os.Symlink("/dev/null", filepath.Join(root, "etc/systemd/system", u+".service"))
 	}
 
+	// nspawn's own seccomp filter refuses bpf(2) by default, and systemd
+	// then silently runs units without their IPAddressDeny= filter; the
+	// container is allowed bpf(2) and CAP_BPF so the units' filters are real.
 	name := fmt.Sprintf("qa-ct-%d", os.Getpid())
 	nspawn = exec.Command("systemd-nspawn", "-D", root, "-M", name, "--register=no", "--keep-unit",
-		"--private-network", "--bind="+work+":/srv/work", "--console=passive", "-b")
+		"--private-network", "--system-call-filter=bpf", "--capability=CAP_BPF", "--bind="+work+":/srv/work", "--console=passive", "-b")
 	logf, err := os.Create(filepath.Join(work, "nspawn.log"))
 	ts.Check(err)
 	defer logf.Close()
