@@ -22,7 +22,8 @@ func init() {
 }
 
 // sandboxed reads a unit's main process's status: it must have no
-// capabilities, no way to gain privileges, and a seccomp filter.
+// capabilities, no way to gain privileges, a seccomp filter, and BPF
+// programs enforcing its IP allowlist on its cgroup.
 func sandboxed(s state.Service) (Evidence, []string) {
 	if s.PID <= 0 {
 		return ev(s.Name, "unit %s has no main process", filepath.Base(s.Unit)), []string{s.Name + " is not running"}
@@ -38,8 +39,20 @@ func sandboxed(s state.Service) (Evidence, []string) {
 			problems = append(problems, fmt.Sprintf("%s (pid %d) has %s %q, want %q", s.Name, s.PID, k, st[k], want[k]))
 		}
 	}
-	return ev(s.Name, "pid %d: NoNewPrivs %s, Seccomp %s (filter mode), CapEff %s, CapBnd %s",
-		s.PID, st["NoNewPrivs"], st["Seccomp"], st["CapEff"], st["CapBnd"]), problems
+	// IPAddressDeny= is only in force where systemd could attach its BPF
+	// programs to the unit's cgroup; it says nothing when it cannot.
+	filter := "IP filter: "
+	if in, out, err := ipFilterPrograms(s.PID); err != nil {
+		filter += err.Error()
+		problems = append(problems, fmt.Sprintf("%s (pid %d): cannot read its IP filter: %v", s.Name, s.PID, err))
+	} else {
+		filter += fmt.Sprintf("%d ingress and %d egress BPF programs", in, out)
+		if in == 0 || out == 0 {
+			problems = append(problems, fmt.Sprintf("%s (pid %d) runs without its IPAddressDeny= filter (no cgroup BPF program attached; the kernel or a container refused bpf(2))", s.Name, s.PID))
+		}
+	}
+	return ev(s.Name, "pid %d: NoNewPrivs %s, Seccomp %s (filter mode), CapEff %s, CapBnd %s; %s",
+		s.PID, st["NoNewPrivs"], st["Seccomp"], st["CapEff"], st["CapBnd"], filter), problems
 }
 
 func checkHardening(ctx context.Context, t *Target) Outcome {
