@@ -17,12 +17,12 @@ func sample() *State {
 		Bundle:      Bundle{Name: "demo", Version: 2, ManifestSHA256: strings.Repeat("ab", 32), Dir: "/store/releases/demo-v2"},
 		Previous:    &Bundle{Name: "demo", Version: 1, Dir: "/store/releases/demo-v1"},
 		ServiceUser: "qwen-appliance", ServiceUID: 999, ServiceGID: 999,
-		Store:       Store{Dir: "/store", Backend: "fscrypt"},
-		Firewall:    Firewall{Table: "inet qwen_appliance", RulesetSHA256: strings.Repeat("cd", 32), ProbeTargets: []string{"192.0.2.1"}},
-		Files:       map[string]string{"/etc/nftables.d/qwen.nft": strings.Repeat("ef", 32)},
-		Runtime:     Service{Name: "runtime", PID: 42, Listen: []string{"127.0.0.1:40000"}},
-		Gateway:     Gateway{Service: Service{Name: "gateway", PID: 43}, URL: "https://127.0.0.1:8443"},
-		Settings:    &Settings{Listen: "0.0.0.0:8443", MetricsListen: "127.0.0.1:9464", Host: "localhost", ClientCIDRs: []string{"10.20.0.0/16"}},
+		Store:    Store{Dir: "/store", Backend: "fscrypt"},
+		Firewall: Firewall{Table: "inet qwen_appliance", RulesetSHA256: strings.Repeat("cd", 32), ProbeTargets: []string{"192.0.2.1"}},
+		Files:    map[string]string{"/etc/nftables.d/qwen.nft": strings.Repeat("ef", 32)},
+		Runtime:  Service{Name: "runtime", PID: 42, Listen: []string{"127.0.0.1:40000"}},
+		Gateway:  Gateway{Service: Service{Name: "gateway", PID: 43}, URL: "https://127.0.0.1:8443"},
+		Settings: &Settings{Listen: "0.0.0.0:8443", MetricsListen: "127.0.0.1:9464", Host: "localhost", ClientCIDRs: []string{"10.20.0.0/16"}},
 	}
 }
 
