@@ -71,9 +71,9 @@ func TestToolMetadataLifecycle(t *testing.T) {
 		t.Fatalf("protectors: %+v", s.Meta.Protectors)
 	}
 	for path, want := range map[string]fs.FileMode{
-		filepath.Join(mnt, ".fscrypt"):                                         fs.ModeDir | 0o755,
-		filepath.Join(mnt, ".fscrypt/policies"):                                fs.ModeDir | 0o755,
-		filepath.Join(mnt, ".fscrypt/protectors"):                              fs.ModeDir | 0o755,
+		filepath.Join(mnt, ".fscrypt"):                                        fs.ModeDir | 0o755,
+		filepath.Join(mnt, ".fscrypt/policies"):                               fs.ModeDir | 0o755,
+		filepath.Join(mnt, ".fscrypt/protectors"):                             fs.ModeDir | 0o755,
 		filepath.Join(mnt, ".fscrypt/policies", s.Meta.Fscrypt.KeyIdentifier): 0o600,
 		filepath.Join(mnt, ".fscrypt/protectors", rec.FscryptProtector):       0o600,
 	} {
