@@ -180,8 +180,18 @@ func TestToolMetadataRefusesForeignDir(t *testing.T) {
 		"half set up": func(base string) {
 			os.MkdirAll(filepath.Join(base, "policies"), 0o755)
 		},
+		"a symlink somebody else owns": func(base string) {
+			elsewhere := t.TempDir()
+			os.MkdirAll(filepath.Join(elsewhere, "policies"), 0o755)
+			os.MkdirAll(filepath.Join(elsewhere, "protectors"), 0o755)
+			os.Symlink(elsewhere, base)
+			os.Lchown(base, 65534, 65534)
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
+			if strings.HasPrefix(name, "a symlink") && os.Geteuid() != 0 {
+				t.Skip("needs root to give the symlink to another user")
+			}
 			opts := Options{KDF: testKDF, kernel: newFakeKernel(), toolMount: fakeToolMount(t)}
 			mnt, _ := opts.toolMount("")
 			setup(filepath.Join(mnt, ".fscrypt"))

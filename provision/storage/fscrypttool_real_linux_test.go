@@ -98,7 +98,7 @@ func TestDebianFscryptUnlocksWithRecoveryKey(t *testing.T) {
 	desc := s.Meta.Protectors[1].FscryptProtector
 	for _, w := range []string{`"` + dir + `" is encrypted with fscrypt.`, "Policy:   " + s.Meta.Fscrypt.KeyIdentifier,
 		"padding:32 contents:AES_256_XTS filenames:AES_256_CTS policy_version:2", "Unlocked: No",
-		desc + `  No      raw key protector "qwen-appliance recovery key"`} {
+		"PROTECTOR         LINKED  DESCRIPTION", desc + `  No      raw key protector "qwen-appliance recovery key"`} {
 		if !strings.Contains(out, w) {
 			t.Errorf("fscrypt status lacks %q:\n%s", w, out)
 		}
@@ -121,7 +121,7 @@ func TestDebianFscryptUnlocksWithRecoveryKey(t *testing.T) {
 
 	// README's command: the printed recovery key, decoded, on stdin.
 	out, err = tool([]byte(recovery+"\n"), `tr -d ' \n-' | tr a-f A-F | basenc --base16 -d | fscrypt unlock "$1"`, dir)
-	if err != nil || !strings.Contains(out, "is now unlocked") {
+	if err != nil || !strings.Contains(out, `"`+dir+`" is now unlocked and ready for use.`) {
 		t.Fatalf("fscrypt unlock with the recovery key: %v\n%s", err, out)
 	}
 	if got := treeHashes(t, dir); !equalHashes(got, want) {

@@ -142,11 +142,13 @@ func Open(mount string) (Dir, error) {
 		fi, err := os.Lstat(p)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			return Dir{}, fmt.Errorf("fscrypt metadata: %s exists without %s (run `fscrypt setup %s`, or remove it)", base, sub, mount)
+			return Dir{}, fmt.Errorf("fscrypt metadata: %s exists without %s (make it, root's and 0755, or remove %s if it holds nothing)", base, sub, base)
 		case err != nil:
 			return Dir{}, fmt.Errorf("fscrypt metadata: %w", err)
+		case fi.Mode()&fs.ModeSymlink != 0:
+			return Dir{}, fmt.Errorf("fscrypt metadata: %s is a symlink; fscrypt accepts only a directory", p)
 		case !fi.IsDir():
-			return Dir{}, fmt.Errorf("fscrypt metadata: %s is a %s, not a directory", p, fi.Mode().Type())
+			return Dir{}, fmt.Errorf("fscrypt metadata: %s is not a directory", p)
 		case !trusted(fi):
 			return Dir{}, fmt.Errorf("fscrypt metadata: %s is owned by uid %d, not root", p, owner(fi))
 		case fi.Mode()&(fs.ModeSticky|0o002) == 0o002:
