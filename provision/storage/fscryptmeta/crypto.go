@@ -83,10 +83,10 @@ func ProtectorDescriptor(protectorKey []byte) string {
 	return hex.EncodeToString(h2[:ProtectorDescriptorLen/2])
 }
 
-// KeyIdentifier computes the kernel's identifier of a v2 policy key
+// keyIdentifier computes the kernel's identifier of a v2 policy key
 // (HKDF-SHA512, info "fscrypt\0" and HKDF_CONTEXT_KEY_IDENTIFIER), which is
 // also the policy's descriptor.
-func KeyIdentifier(policyKey []byte) ([16]byte, error) {
+func keyIdentifier(policyKey []byte) ([16]byte, error) {
 	var id [16]byte
 	b, err := hkdf.Key(sha512.New, policyKey, nil, "fscrypt\x00\x01", len(id))
 	copy(id[:], b)

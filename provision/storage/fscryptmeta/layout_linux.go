@@ -39,11 +39,11 @@ func FindMount(path string) (string, error) {
 		return "", fmt.Errorf("find the mount of %s: %w", path, err)
 	}
 	defer f.Close()
-	all, err := ParseMountInfo(f)
+	all, err := parseMountInfo(f)
 	if err != nil {
 		return "", fmt.Errorf("find the mount of %s: %w", path, err)
 	}
-	var mine []Mount
+	var mine []mountEntry
 	for _, m := range all {
 		if fi, err := os.Stat(m.Path); m.Device == dev && err == nil && fi.IsDir() {
 			mine = append(mine, m)
@@ -52,7 +52,7 @@ func FindMount(path string) (string, error) {
 	if len(mine) == 0 {
 		return "", fmt.Errorf("find the mount of %s: device %s is not in /proc/self/mountinfo", path, dev)
 	}
-	m, err := MainMount(mine)
+	m, err := mainMount(mine)
 	if err != nil {
 		return "", fmt.Errorf("find the mount of %s: %w", path, err)
 	}

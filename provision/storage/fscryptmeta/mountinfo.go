@@ -9,8 +9,8 @@ import (
 	"strings"
 )
 
-// Mount is one line of /proc/self/mountinfo.
-type Mount struct {
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct {
 	Path     string // where it is mounted
 	Subtree  string // the directory of the filesystem mounted there
 	Device   string // major:minor
@@ -18,11 +18,11 @@ type Mount struct {
 	ReadOnly bool
 }
 
-// ParseMountInfo reads /proc/PID/mountinfo (proc(5)). Malformed lines are
+// parseMountInfo reads /proc/PID/mountinfo (proc(5)). Malformed lines are
 // skipped, as fscrypt skips them; a later line for the same mount point
 // replaces an earlier one.
-func ParseMountInfo(r io.Reader) ([]Mount, error) {
-	var mounts []Mount
+func parseMountInfo(r io.Reader) ([]mountEntry, error) {
+	var mounts []mountEntry
 	at := map[string]int{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
@@ -46,23 +46,23 @@ func ParseMountInfo(r io.Reader) ([]Mount, error) {
 
 // parseMountInfoLine reads "ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS
 // [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS".
-func parseMountInfoLine(line string) (Mount, bool) {
+func parseMountInfoLine(line string) (mountEntry, bool) {
 	f := strings.Split(line, " ")
 	if len(f) < 10 {
-		return Mount{}, false
+		return mountEntry{}, false
 	}
 	sep := 6
 	for sep < len(f) && f[sep] != "-" {
 		sep++
 	}
 	if sep+3 >= len(f) {
-		return Mount{}, false
+		return mountEntry{}, false
 	}
 	var major, minor uint32
 	if n, err := fmt.Sscanf(f[2], "%d:%d", &major, &minor); n != 2 || err != nil {
-		return Mount{}, false
+		return mountEntry{}, false
 	}
-	m := Mount{Device: fmt.Sprintf("%d:%d", major, minor), Subtree: unescape(f[3]), Path: unescape(f[4]), FSType: unescape(f[sep+1])}
+	m := mountEntry{Device: fmt.Sprintf("%d:%d", major, minor), Subtree: unescape(f[3]), Path: unescape(f[4]), FSType: unescape(f[sep+1])}
 	for _, o := range strings.Split(f[5], ",") {
 		if o == "ro" {
 			m.ReadOnly = true
@@ -87,16 +87,16 @@ func unescape(s string) string {
 	return b.String()
 }
 
-// MainMount picks, among the mounts of one filesystem, the one whose root
+// mainMount picks, among the mounts of one filesystem, the one whose root
 // holds fscrypt's metadata directory, by fscrypt's rule
 // (filesystem/mountpoint.go, findMainMount): the top of a tree of mount
 // points whose mounted subtrees contain every other mounted subtree,
 // preferring a read-write mount. It returns an error where fscrypt would
 // find none, or where its choice would depend on map order (two such
 // mounts, both read-write or both read-only).
-func MainMount(mounts []Mount) (Mount, error) {
+func mainMount(mounts []mountEntry) (mountEntry, error) {
 	if len(mounts) == 0 {
-		return Mount{}, fmt.Errorf("no mounts")
+		return mountEntry{}, fmt.Errorf("no mounts")
 	}
 	byPath := map[string]int{}
 	subtrees := map[string]bool{}
@@ -138,7 +138,7 @@ func MainMount(mounts []Mount) (Mount, error) {
 			covered(c, dst)
 		}
 	}
-	var found []Mount
+	var found []mountEntry
 	for i := range mounts {
 		if parent[i] != -1 {
 			continue
@@ -150,14 +150,14 @@ func MainMount(mounts []Mount) (Mount, error) {
 		}
 	}
 	if len(found) == 0 {
-		return Mount{}, fmt.Errorf("device %s has several non-overlapping mounts, so fscrypt has no main mount for it", mounts[0].Device)
+		return mountEntry{}, fmt.Errorf("device %s has several non-overlapping mounts, so fscrypt has no main mount for it", mounts[0].Device)
 	}
 	for _, m := range found[1:] {
 		if m.Subtree != found[0].Subtree {
-			return Mount{}, fmt.Errorf("device %s has several non-overlapping mounts, so fscrypt has no main mount for it", mounts[0].Device)
+			return mountEntry{}, fmt.Errorf("device %s has several non-overlapping mounts, so fscrypt has no main mount for it", mounts[0].Device)
 		}
 	}
-	var rw []Mount
+	var rw []mountEntry
 	for _, m := range found {
 		if !m.ReadOnly {
 			rw = append(rw, m)
@@ -169,5 +169,5 @@ func MainMount(mounts []Mount) (Mount, error) {
 	case len(rw) == 1:
 		return rw[0], nil
 	}
-	return Mount{}, fmt.Errorf("device %s is mounted at both %s and %s; fscrypt's choice between them is not stable", mounts[0].Device, found[0].Path, found[1].Path)
+	return mountEntry{}, fmt.Errorf("device %s is mounted at both %s and %s; fscrypt's choice between them is not stable", mounts[0].Device, found[0].Path, found[1].Path)
 }

@@ -39,11 +39,11 @@ func TestMainMount(t *testing.T) {
 		{"two read-write mounts", `222 15 259:3 / /a rw shared:1 - ext4 /dev/root rw
 222 15 259:3 / /b rw shared:1 - ext4 /dev/root rw`, ""},
 	} {
-		mounts, err := ParseMountInfo(strings.NewReader(tc.mountinfo))
+		mounts, err := parseMountInfo(strings.NewReader(tc.mountinfo))
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := MainMount(mounts)
+		m, err := mainMount(mounts)
 		switch {
 		case tc.path == "" && err == nil:
 			t.Errorf("%s: chose %s, want none", tc.name, m.Path)
@@ -64,7 +64,7 @@ a
 15 0 259:3 / / rw shared:1 - ext4
 15 0 x:y / /z rw shared:1 - ext4 /dev/root rw
 `
-	mounts, err := ParseMountInfo(strings.NewReader(in))
+	mounts, err := parseMountInfo(strings.NewReader(in))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +74,7 @@ a
 	if mounts[0].FSType != "f2fs" {
 		t.Errorf("a later line for / did not replace the earlier one: %+v", mounts[0])
 	}
-	want := Mount{Path: "/tmp/My Dir\t\n\\", Subtree: "/", Device: "7:2", FSType: "ext4"}
+	want := mountEntry{Path: "/tmp/My Dir\t\n\\", Subtree: "/", Device: "7:2", FSType: "ext4"}
 	if mounts[1] != want {
 		t.Errorf("mount = %+v, want %+v", mounts[1], want)
 	}
@@ -84,16 +84,16 @@ func FuzzParseMountInfo(f *testing.F) {
 	f.Add("15 0 259:3 / / rw,relatime shared:1 - ext4 /dev/root rw\n222 15 259:3 /a /mnt ro - ext4 x rw\n")
 	f.Add(`36 25 7:2 / /tmp/My\040Dir rw shared:9 master:1 - ext4 /dev/loop2 rw`)
 	f.Fuzz(func(t *testing.T, s string) {
-		mounts, err := ParseMountInfo(strings.NewReader(s))
+		mounts, err := parseMountInfo(strings.NewReader(s))
 		if err != nil {
 			return
 		}
-		byDev := map[string][]Mount{}
+		byDev := map[string][]mountEntry{}
 		for _, m := range mounts {
 			byDev[m.Device] = append(byDev[m.Device], m)
 		}
 		for _, ms := range byDev {
-			if m, err := MainMount(ms); err == nil && m.Device == "" {
+			if m, err := mainMount(ms); err == nil && m.Device == "" {
 				t.Fatalf("main mount without a device: %+v", m)
 			}
 		}

@@ -55,7 +55,7 @@ func TestFscryptWrittenFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := KeyIdentifier(policyKey)
+	id, err := keyIdentifier(policyKey)
 	if err != nil {
 		t.Fatal(err)
 	}
