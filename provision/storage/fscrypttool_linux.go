@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"slices"
 
 	"github.com/qwen-appliance/qwen-appliance/provision/storage/fscryptmeta"
@@ -25,9 +26,12 @@ const toolProtectorName = "qwen-appliance recovery key"
 // toolDir opens the fscrypt tool's metadata directory of the store's
 // filesystem; with create, a missing one is made as `fscrypt setup` would.
 func (f *fscryptBackend) toolDir(s *ModelStore, create bool) (fscryptmeta.Dir, error) {
-	mount, err := f.toolMount(s.Dir)
+	// The parent is on the store's filesystem (the key ioctls rely on it
+	// too) and still there when the store directory was removed.
+	mount, err := f.toolMount(filepath.Dir(s.Dir))
 	if err != nil {
-		return fscryptmeta.Dir{}, err
+		// %v: a missing path is not a missing .fscrypt directory.
+		return fscryptmeta.Dir{}, fmt.Errorf("%v", err)
 	}
 	if create {
 		return fscryptmeta.Setup(mount)
@@ -86,7 +90,7 @@ func (f *fscryptBackend) removeToolProtectors(s *ModelStore, descs []string, all
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("fscrypt tool metadata: %w", err)
+		return err
 	}
 	id := s.Meta.Fscrypt.KeyIdentifier
 	if all {

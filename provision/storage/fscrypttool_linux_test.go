@@ -17,10 +17,17 @@ import (
 )
 
 // fakeToolMount keeps the fscrypt tool's metadata of fake-kernel stores in
-// a temporary directory instead of the root of the real filesystem.
+// a temporary directory instead of the root of the real filesystem; like
+// fscryptmeta.FindMount it fails for a path that does not exist.
 func fakeToolMount(t *testing.T) func(string) (string, error) {
 	mnt := t.TempDir()
-	return func(string) (string, error) { return mnt, nil }
+	return func(path string) (string, error) {
+		if path == "" {
+			return mnt, nil // the test asking where
+		}
+		_, err := os.Lstat(path)
+		return mnt, err
+	}
 }
 
 // toolUnwrap opens the fscrypt tool's files as the tool does: the raw key
@@ -144,7 +151,8 @@ func TestToolMetadataLifecycle(t *testing.T) {
 	}
 }
 
-// TestToolMetadataErase checks erase destroys the files init wrote.
+// TestToolMetadataErase checks erase destroys the files init wrote, even
+// when the store directory itself is already gone.
 func TestToolMetadataErase(t *testing.T) {
 	ctx := context.Background()
 	opts := Options{KDF: testKDF, kernel: newFakeKernel(), toolMount: fakeToolMount(t)}
@@ -152,6 +160,9 @@ func TestToolMetadataErase(t *testing.T) {
 	s, _, err := Init(ctx, InitOptions{Options: opts, Dir: filepath.Join(t.TempDir(), "m"), Owner: Owner{UID: os.Getuid(), GID: os.Getgid()},
 		Credentials: []Credential{{Passphrase: []byte("p")}}})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(s.Dir); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Erase(ctx); err != nil {
