@@ -158,3 +158,50 @@ func validMethod(m string) bool {
 		return r <= ' ' || r >= 0x7f || strings.ContainsRune("()<>@,;:\\\"/[]?={}", r)
 	}) < 0
 }
+
+// TestEveryMethodAndTargetAudited: OPTIONS * (which net/http answers 200 by
+// itself unless told not to), OPTIONS on an API route, CONNECT and unknown
+// methods go through the same authentication, security headers and audit
+// line as every other request (issue 21 case 10).
+func TestEveryMethodAndTargetAudited(t *testing.T) {
+	h := newHarness(t, nil)
+	cases := []struct {
+		line, token string
+		status      int
+	}{
+		{"OPTIONS * HTTP/1.1", "", 401},
+		{"OPTIONS * HTTP/1.1", h.tok["user"], 404},
+		{"OPTIONS /v1/chat/completions HTTP/1.1", "", 401},
+		{"OPTIONS /v1/chat/completions HTTP/1.1", h.tok["user"], 405},
+		{"CONNECT 127.0.0.1:22 HTTP/1.1", "", 401},
+		{"BREW /v1/models HTTP/1.1", "", 401},
+		{"TRACE /v1/models HTTP/1.1", h.tok["user"], 405},
+	}
+	for _, c := range cases {
+		req := c.line + "\r\nHost: x\r\nConnection: close\r\n"
+		if c.token != "" {
+			req += "Authorization: Bearer " + c.token + "\r\n"
+		}
+		resp := h.rawRequest(req + "\r\n")
+		if resp.StatusCode != c.status {
+			t.Errorf("%s (token %v): %d, want %d", c.line, c.token != "", resp.StatusCode, c.status)
+		}
+		for _, k := range []string{"X-Request-Id", "X-Content-Type-Options", "Content-Security-Policy", "Cache-Control"} {
+			if resp.Header.Get(k) == "" {
+				t.Errorf("%s: no %s header", c.line, k)
+			}
+		}
+		if resp.Header.Get("Allow") != "" {
+			t.Errorf("%s: answered by net/http (Allow: %s)", c.line, resp.Header.Get("Allow"))
+		}
+	}
+	recs := h.auditRecords()
+	if len(recs) != len(cases) {
+		t.Fatalf("%d audit lines for %d requests", len(recs), len(cases))
+	}
+	for i, r := range recs {
+		if r.Status != cases[i].status || r.Method != strings.Fields(cases[i].line)[0] {
+			t.Errorf("audit line %d: %s %s %d, want %s", i, r.Method, r.Route, r.Status, cases[i].line)
+		}
+	}
+}

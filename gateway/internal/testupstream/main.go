@@ -8,8 +8,8 @@ package main
 import (
 	"encoding/json"
 	"flag"
-	"io"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
