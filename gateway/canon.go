@@ -2,12 +2,11 @@ package gateway
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -88,11 +87,9 @@ func foldKey(s string) string {
 // field is one top-level member of a request, in the client's order.
 type field struct {
 	name  string
-	value any // as decoded with UseNumber: nil, bool, json.Number, string, []any, map[string]any
+	key   []byte // the name, encoded
+	value []byte // the value, canonical JSON
 }
-
-// maxDepth bounds nesting; encoding/json's own limit is 10000.
-const maxDepth = 200
 
 // errCanon is a body that is JSON but not one unambiguous request; the
 // message names the key.
@@ -100,125 +97,422 @@ type errCanon struct{ msg string }
 
 func (e *errCanon) Error() string { return e.msg }
 
+var errSyntax = errors.New("not valid JSON")
+
+// maxDepth bounds nesting, as encoding/json's own limit (10000) does.
+const maxDepth = 1000
+
 // decodeObject reads data as one JSON object and returns its members in
-// order. It refuses a key that appears twice, at any depth, and at the top
-// level two keys that fold to the same spelling or a key that folds to a
-// known field without being it (errCanon). Nested values are decoded with
-// encoding/json, so nested strings are read exactly as Go servers read them
-// (invalid UTF-8 and lone surrogates become U+FFFD).
+// order, each value re-encoded canonically: no insignificant space, strings
+// written with the fewest escapes, and each string holding exactly what
+// encoding/json reads from the original (invalid UTF-8 and lone surrogates
+// become U+FFFD). It refuses (errCanon) a key that appears twice in one
+// object, at any depth, and at the top level two keys that fold to the same
+// spelling or a key that folds to a known field without being it. Anything
+// else that encoding/json refuses is errSyntax. One pass, no reflection:
+// this runs on every request.
 func decodeObject(data []byte) ([]field, error) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not an object")
+	c := &canonizer{in: data, out: make([]byte, 0, len(data)+16)}
+	c.space()
+	if c.i >= len(c.in) || c.in[c.i] != '{' {
+		return nil, errSyntax
 	}
+	c.i++
 	var fields []field
 	seen := map[string]string{} // folded → as sent
-	for dec.More() {
-		t, err := dec.Token()
+	for first := true; ; first = false {
+		c.space()
+		if c.i < len(c.in) && c.in[c.i] == '}' && first {
+			c.i++
+			break
+		}
+		start := len(c.out)
+		name, err := c.key()
 		if err != nil {
 			return nil, err
 		}
-		name := t.(string) // Token only returns a string in key position
-		fold := foldKey(name)
+		fold := foldKey(string(name))
 		if prev, ok := seen[fold]; ok {
-			if prev == name {
+			if prev == string(name) {
 				return nil, &errCanon{fmt.Sprintf("key %q appears twice", name)}
 			}
 			return nil, &errCanon{fmt.Sprintf("keys %q and %q differ only in case", prev, name)}
 		}
-		seen[fold] = name
-		if known, ok := knownFold[fold]; ok && known != name {
+		seen[fold] = string(name)
+		if known, ok := knownFold[fold]; ok && known != string(name) {
 			return nil, &errCanon{fmt.Sprintf("key %q: did you mean %q? keys are case-sensitive", name, known)}
 		}
-		v, err := decodeValue(dec, 1)
-		if err != nil {
+		keyEnd := len(c.out)
+		if err := c.value(1); err != nil {
 			return nil, err
 		}
-		fields = append(fields, field{name, v})
+		fields = append(fields, field{name: string(name), key: c.out[start:keyEnd], value: c.out[keyEnd:len(c.out):len(c.out)]})
+		c.space()
+		if c.i < len(c.in) && c.in[c.i] == ',' {
+			c.i++
+			continue
+		}
+		if c.i < len(c.in) && c.in[c.i] == '}' {
+			c.i++
+			break
+		}
+		return nil, errSyntax
 	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("data after the object")
+	c.space()
+	if c.i != len(c.in) {
+		return nil, errSyntax
 	}
 	return fields, nil
 }
 
-// decodeValue reads the next value from dec, refusing duplicate keys in the
-// objects within it.
-func decodeValue(dec *json.Decoder, depth int) (any, error) {
-	if depth > maxDepth {
-		return nil, &errCanon{fmt.Sprintf("nested more than %d levels deep", maxDepth)}
+// canonizer copies JSON from in to out canonically.
+type canonizer struct {
+	in  []byte
+	i   int
+	out []byte
+}
+
+func (c *canonizer) space() {
+	for c.i < len(c.in) {
+		switch c.in[c.i] {
+		case ' ', '\t', '\n', '\r':
+			c.i++
+		default:
+			return
+		}
 	}
-	t, err := dec.Token()
+}
+
+// key reads an object key and the colon after it, writes the key, and
+// returns it decoded (a slice of in or out: valid until out grows).
+func (c *canonizer) key() ([]byte, error) {
+	if c.i >= len(c.in) || c.in[c.i] != '"' {
+		return nil, errSyntax
+	}
+	start := len(c.out)
+	decoded, err := c.str()
 	if err != nil {
 		return nil, err
 	}
-	switch t {
-	case json.Delim('{'):
-		m := map[string]any{}
-		for dec.More() {
-			kt, err := dec.Token()
-			if err != nil {
-				return nil, err
-			}
-			k := kt.(string)
-			if _, dup := m[k]; dup {
-				return nil, &errCanon{fmt.Sprintf("key %q appears twice in one object", k)}
-			}
-			if m[k], err = decodeValue(dec, depth+1); err != nil {
-				return nil, err
-			}
-		}
-		_, err = dec.Token()
-		return m, err
-	case json.Delim('['):
-		a := []any{}
-		for dec.More() {
-			v, err := decodeValue(dec, depth+1)
-			if err != nil {
-				return nil, err
-			}
-			a = append(a, v)
-		}
-		_, err = dec.Token()
-		return a, err
+	c.space()
+	if c.i >= len(c.in) || c.in[c.i] != ':' {
+		return nil, errSyntax
 	}
-	return t, nil
+	c.i++
+	c.out = append(c.out, ':')
+	if decoded == nil { // plain: what was written, less its quotes
+		decoded = c.out[start+1 : len(c.out)-2]
+	}
+	return decoded, nil
 }
 
-// encodeObject writes fields as a compact JSON object, in order.
-func encodeObject(fields []field) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	buf.WriteByte('{')
+// value copies one value; depth counts the arrays and objects around it.
+func (c *canonizer) value(depth int) error {
+	c.space()
+	if c.i >= len(c.in) {
+		return errSyntax
+	}
+	switch ch := c.in[c.i]; {
+	case ch == '"':
+		_, err := c.str()
+		return err
+	case ch == '{' || ch == '[':
+		if depth > maxDepth {
+			return &errCanon{fmt.Sprintf("nested more than %d levels deep", maxDepth)}
+		}
+		return c.compound(depth)
+	case ch == 't':
+		return c.literal("true")
+	case ch == 'f':
+		return c.literal("false")
+	case ch == 'n':
+		return c.literal("null")
+	case ch == '-' || '0' <= ch && ch <= '9':
+		return c.number()
+	}
+	return errSyntax
+}
+
+// compound copies an object or an array, refusing duplicate keys.
+func (c *canonizer) compound(depth int) error {
+	open := c.in[c.i]
+	closing := byte(']')
+	if open == '{' {
+		closing = '}'
+	}
+	c.i++
+	c.out = append(c.out, open)
+	var keys []string // few keys: a slice beats a map
+	var keySet map[string]bool
+	for first := true; ; first = false {
+		c.space()
+		if first && c.i < len(c.in) && c.in[c.i] == closing {
+			break
+		}
+		if !first {
+			c.out = append(c.out, ',')
+		}
+		if open == '{' {
+			k, err := c.key()
+			if err != nil {
+				return err
+			}
+			name := string(k)
+			dup := keySet[name]
+			if keySet == nil {
+				dup = slicesContains(keys, name)
+				if keys = append(keys, name); len(keys) > 16 {
+					keySet = map[string]bool{}
+					for _, k := range keys {
+						keySet[k] = true
+					}
+				}
+			} else {
+				keySet[name] = true
+			}
+			if dup {
+				return &errCanon{fmt.Sprintf("key %q appears twice in one object", name)}
+			}
+		}
+		if err := c.value(depth + 1); err != nil {
+			return err
+		}
+		c.space()
+		if c.i < len(c.in) && c.in[c.i] == ',' {
+			c.i++
+			continue
+		}
+		if c.i < len(c.in) && c.in[c.i] == closing {
+			break
+		}
+		return errSyntax
+	}
+	c.i++
+	c.out = append(c.out, closing)
+	return nil
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *canonizer) literal(lit string) error {
+	if !bytes.HasPrefix(c.in[c.i:], []byte(lit)) {
+		return errSyntax
+	}
+	c.i += len(lit)
+	c.out = append(c.out, lit...)
+	return nil
+}
+
+// number copies a number literal after checking JSON's grammar.
+func (c *canonizer) number() error {
+	in, i := c.in, c.i
+	digits := func() int {
+		n := 0
+		for i < len(in) && '0' <= in[i] && in[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if in[i] == '-' {
+		i++
+	}
+	if i < len(in) && in[i] == '0' {
+		i++
+	} else if digits() == 0 {
+		return errSyntax
+	}
+	if i < len(in) && in[i] == '.' {
+		i++
+		if digits() == 0 {
+			return errSyntax
+		}
+	}
+	if i < len(in) && (in[i] == 'e' || in[i] == 'E') {
+		i++
+		if i < len(in) && (in[i] == '+' || in[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return errSyntax
+		}
+	}
+	c.out = append(c.out, in[c.i:i]...)
+	c.i = i
+	return nil
+}
+
+// str copies a string. A string that needs no change (no escape, no
+// control or invalid byte) is copied as is and str returns nil; otherwise
+// it is decoded as encoding/json decodes it, written again, and returned
+// decoded.
+func (c *canonizer) str() ([]byte, error) {
+	in := c.in
+	i := c.i + 1
+	for i < len(in) {
+		ch := in[i]
+		if ch == '"' {
+			c.out = append(c.out, in[c.i:i+1]...)
+			c.i = i + 1
+			return nil, nil
+		}
+		if ch == '\\' || ch < 0x20 {
+			break
+		}
+		if ch < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(in[i:])
+		if r == utf8.RuneError && size == 1 {
+			break
+		}
+		i += size
+	}
+	decoded, end, ok := unquote(in, c.i)
+	if !ok {
+		return nil, errSyntax
+	}
+	c.i = end
+	c.out = appendQuoted(c.out, decoded)
+	return decoded, nil
+}
+
+// unquote decodes the string that starts with the quote at in[start] as
+// encoding/json does, returning the index after its closing quote.
+func unquote(in []byte, start int) (out []byte, end int, ok bool) {
+	out = make([]byte, 0, 16)
+	for i := start + 1; i < len(in); {
+		ch := in[i]
+		switch {
+		case ch == '"':
+			return out, i + 1, true
+		case ch < 0x20:
+			return nil, 0, false
+		case ch == '\\':
+			if i+1 >= len(in) {
+				return nil, 0, false
+			}
+			switch e := in[i+1]; e {
+			case '"', '\\', '/':
+				out = append(out, e)
+			case 'b':
+				out = append(out, '\b')
+			case 'f':
+				out = append(out, '\f')
+			case 'n':
+				out = append(out, '\n')
+			case 'r':
+				out = append(out, '\r')
+			case 't':
+				out = append(out, '\t')
+			case 'u':
+				r, ok := hex4(in, i+2)
+				if !ok {
+					return nil, 0, false
+				}
+				i += 6
+				if utf16.IsSurrogate(r) {
+					// A high surrogate followed by an escaped low one is
+					// one character; anything else is U+FFFD.
+					if r2, ok := hex4(in, i+2); ok && i+1 < len(in) && in[i] == '\\' && in[i+1] == 'u' {
+						if dec := utf16.DecodeRune(r, r2); dec != unicode.ReplacementChar {
+							out = utf8.AppendRune(out, dec)
+							i += 6
+							continue
+						}
+					}
+					r = unicode.ReplacementChar
+				}
+				out = utf8.AppendRune(out, r)
+				continue
+			default:
+				return nil, 0, false
+			}
+			i += 2
+		case ch < utf8.RuneSelf:
+			out = append(out, ch)
+			i++
+		default:
+			r, size := utf8.DecodeRune(in[i:])
+			out = utf8.AppendRune(out, r) // an invalid byte: U+FFFD
+			i += size
+		}
+	}
+	return nil, 0, false
+}
+
+func hex4(in []byte, i int) (rune, bool) {
+	if i+4 > len(in) {
+		return 0, false
+	}
+	var r rune
+	for _, ch := range in[i : i+4] {
+		switch {
+		case '0' <= ch && ch <= '9':
+			ch -= '0'
+		case 'a' <= ch && ch <= 'f':
+			ch = ch - 'a' + 10
+		case 'A' <= ch && ch <= 'F':
+			ch = ch - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(ch)
+	}
+	return r, true
+}
+
+// appendQuoted writes s (valid UTF-8) as a JSON string, escaping only what
+// JSON requires.
+func appendQuoted(b, s []byte) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for _, ch := range s {
+		switch {
+		case ch == '"' || ch == '\\':
+			b = append(b, '\\', ch)
+		case ch == '\n':
+			b = append(b, '\\', 'n')
+		case ch == '\r':
+			b = append(b, '\\', 'r')
+		case ch == '\t':
+			b = append(b, '\\', 't')
+		case ch < 0x20:
+			b = append(b, '\\', 'u', '0', '0', hex[ch>>4], hex[ch&0xF])
+		default:
+			b = append(b, ch)
+		}
+	}
+	return append(b, '"')
+}
+
+// encodeObject writes fields as a JSON object, in order.
+func encodeObject(fields []field) []byte {
+	n := 2
+	for _, f := range fields {
+		n += len(f.key) + len(f.value) + 1
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
 	for i, f := range fields {
 		if i > 0 {
-			buf.WriteByte(',')
+			b = append(b, ',')
 		}
-		if err := enc.Encode(f.name); err != nil {
-			return nil, err
-		}
-		buf.Truncate(buf.Len() - 1) // Encode's newline
-		buf.WriteByte(':')
-		if err := enc.Encode(f.value); err != nil {
-			return nil, err
-		}
-		buf.Truncate(buf.Len() - 1)
+		b = append(append(b, f.key...), f.value...)
 	}
-	buf.WriteByte('}')
-	return buf.Bytes(), nil
+	return append(b, '}')
 }
 
 // positiveInt reads a JSON integer literal (no fraction, no exponent).
-func positiveInt(v any) (int, bool) {
-	num, ok := v.(json.Number)
-	if !ok {
-		return 0, false
-	}
-	n, err := strconv.Atoi(string(num))
+func positiveInt(v []byte) (int, bool) {
+	n, err := strconv.Atoi(string(v))
 	return n, err == nil && n >= 1
 }

@@ -1,7 +1,10 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -25,14 +28,13 @@ func TestAmbiguousRequestsRefused(t *testing.T) {
 		`{"model":"qwen","max_tokens":1,"MAX_TOKENS":40}`,
 		`{"model":"qwen","Max_Tokens":null}`,
 		`{"model":"qwen","max_tokens":1,"Max_Tokens":null}`,
-		`{"model":"qwen","max_tokenſ":40}`,                              // long s: U+017F folds to s
-		`{"model":"qwen","max_to\u212aens":40}`,                         // Kelvin sign folds to k
-		`{"model":"other","Model":"demo"}`,                              // allowlist bypass
-		`{"model":"qwen","model":"demo"}`,                               // exact duplicate, last wins upstream
-		`{"model":"qwen","Stream":true}`,                                // streamed while the gateway thinks not
-		`{"model":"qwen","İnput":"x"}`,                                  // encoding/json folds İ to I
-		`{"model":"qwen","foo":1,"FOO":2}`,                              // unknown keys that collide
-		`{"model":"qwen","messages":[{"role":"user","role":"system"}]}`, // nested duplicate
+		`{"model":"qwen","max_tokenſ":40}`,      // long s: U+017F folds to s
+		`{"model":"qwen","max_to\u212aens":40}`, // Kelvin sign folds to k
+		`{"model":"other","Model":"demo"}`,      // allowlist bypass
+		`{"model":"qwen","model":"demo"}`,       // exact duplicate, last wins upstream
+		`{"model":"qwen","Stream":true}`,        // streamed while the gateway thinks not
+		`{"model":"qwen","İnput":"x"}`,          // encoding/json folds İ to I
+		`{"model":"qwen","foo":1,"FOO":2}`,      // unknown keys that collide
 	} {
 		_, aerr := parseRequest([]byte(body), rt, 5, 2)
 		if aerr == nil || aerr.status != 400 || aerr.code != "ambiguous_json" {
@@ -48,6 +50,8 @@ func TestAmbiguousRequestsRefused(t *testing.T) {
 		{"{\"model\":\"qwen\",\"max_token\\u0073\":2 , \"n\":null}", `{"model":"qwen","max_tokens":2}`},
 		{`{"model":"q<&>\ud800","stream":null,"messages":[{"content":"a\u00e9"}]}`, `{"model":"q<&>` + "\ufffd" + `","messages":[{"content":"aé"}],"max_tokens":5}`},
 		{`{"model":"qwen","max_completion_tokens":4,"seed":12345678901234567890}`, `{"model":"qwen","max_completion_tokens":4,"seed":12345678901234567890}`},
+		{"{\"model\":\"qwen\",\"tools\":[{\"a\":1,\"A\":[true,false,null,-0.5e+3]}],\"x\":\"\\/\\ud83d\\ude00\\u0001\\t\"}",
+			"{\"model\":\"qwen\",\"tools\":[{\"a\":1,\"A\":[true,false,null,-0.5e+3]}],\"x\":\"/😀\\u0001\\t\",\"max_tokens\":5}"},
 	} {
 		req, aerr := parseRequest([]byte(tc.body), rt, 5, 2)
 		if aerr != nil {
@@ -84,7 +88,7 @@ func TestUpstreamGetsCanonicalBody(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("%d %s", code, body)
 	}
-	want := `{"model":"qwen","messages":[{"content":"hi <","role":"user"}],"max_tokens":3,"temperature":0.50}`
+	want := `{"model":"qwen","messages":[{"role":"user","content":"hi <"}],"max_tokens":3,"temperature":0.50}`
 	if got := h.upstreamRaw(); got != want {
 		t.Errorf("upstream received\n %s\nwant\n %s", got, want)
 	}
@@ -155,6 +159,52 @@ func FuzzParseRequest(f *testing.F) {
 		}
 		if out["max_tokens"] == nil && out["max_completion_tokens"] == nil {
 			t.Fatalf("forwarded %q without a token limit", req.body)
+		}
+	})
+}
+
+// FuzzCanonical holds the canonical encoder to encoding/json: it refuses
+// what encoding/json refuses; what it accepts, encoding/json reads from its
+// output exactly as from the input; and its output is its own fixed point.
+func FuzzCanonical(f *testing.F) {
+	f.Add([]byte(`{"a":"\ud83d\ude00\ud800x\u00e9\"\\\/\b\f\n\r\t","b":[1,-0,2.5e-3,{"c":null}],"d":true}`))
+	f.Add([]byte("{\"a\":\"\xff\xc3\x28\"}"))
+	f.Add([]byte(` { "a" : [ ] , "b" : { } } `))
+	f.Add([]byte(`{"a":01}`))
+	f.Add([]byte(`{"a":1,}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fields, err := decodeObject(data)
+		var ce *errCanon
+		switch {
+		case errors.As(err, &ce):
+			return
+		case err != nil:
+			if json.Valid(data) && bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("{")) {
+				t.Fatalf("refused valid JSON %q: %v", data, err)
+			}
+			return
+		}
+		if !json.Valid(data) {
+			t.Fatalf("accepted invalid JSON %q", data)
+		}
+		out := encodeObject(fields)
+		var a, b any
+		da := json.NewDecoder(bytes.NewReader(data))
+		da.UseNumber()
+		db := json.NewDecoder(bytes.NewReader(out))
+		db.UseNumber()
+		if err := da.Decode(&a); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Decode(&b); err != nil {
+			t.Fatalf("output %q of %q: %v", out, data, err)
+		}
+		if !reflect.DeepEqual(a, b) {
+			t.Fatalf("%q reads as %v, its canonical form %q as %v", data, a, out, b)
+		}
+		again, err := decodeObject(out)
+		if err != nil || !bytes.Equal(encodeObject(again), out) {
+			t.Fatalf("canonical %q is not a fixed point: %v", out, err)
 		}
 	})
 }

@@ -71,27 +71,31 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 	hasLimit := false
 	kept := fields[:0]
 	for _, f := range fields {
+		null := string(f.value) == "null"
 		switch f.name {
 		case "model":
-			s, ok := f.value.(string)
-			if !ok || s == "" {
+			if f.value[0] != '"' {
 				return nil, errNoModel
 			}
-			req.model = s
-		case "stream":
-			if f.value == nil {
-				continue
+			m, _, _ := unquote(f.value, 0) // canonical, so it decodes
+			if len(m) == 0 {
+				return nil, errNoModel
 			}
-			b, ok := f.value.(bool)
-			if !ok {
+			req.model = string(m)
+		case "stream":
+			switch string(f.value) {
+			case "null":
+				continue
+			case "true", "false":
+				req.stream = f.value[0] == 't'
+			default:
 				return nil, errInvalid("stream", "must be true or false")
 			}
-			req.stream = b
 		case "max_tokens", "max_completion_tokens":
 			if !rt.capGen {
 				break
 			}
-			if f.value == nil {
+			if null {
 				continue
 			}
 			v, ok := positiveInt(f.value)
@@ -106,7 +110,7 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 			if !rt.capGen {
 				break
 			}
-			if f.value == nil {
+			if null {
 				continue
 			}
 			n, ok := positiveInt(f.value)
@@ -123,11 +127,9 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 		return nil, errNoModel
 	}
 	if rt.capGen && !hasLimit {
-		kept = append(kept, field{"max_tokens", json.Number(strconv.Itoa(maxTokens))})
+		kept = append(kept, field{name: "max_tokens", key: []byte(`"max_tokens":`), value: strconv.AppendInt(nil, int64(maxTokens), 10)})
 	}
-	if req.body, err = encodeObject(kept); err != nil {
-		return nil, errBadJSON
-	}
+	req.body = encodeObject(kept)
 	return req, nil
 }
 
