@@ -68,11 +68,12 @@ func TestConnPoolReuseAndRetry(t *testing.T) {
 	}
 }
 
-// closingUpstream answers GET / and, once per path under /once/, reads the
-// whole request and closes the connection without answering, the way an
-// upstream that dies after receiving a completion request does. It counts
-// the requests for each path.
-func closingUpstream(t *testing.T) (addr string, count func(path string) int) {
+// closingUpstream answers every request with 200 "ok" except the first to
+// each path under /once/ and, with dropPOST, the first POST to any path:
+// those it reads whole and then closes the connection without answering, the
+// way an upstream that dies after receiving a completion request does. It
+// counts the requests for each path.
+func closingUpstream(t *testing.T, dropPOST ...bool) (addr string, count func(path string) int) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -99,7 +100,7 @@ func closingUpstream(t *testing.T) (addr string, count func(path string) int) {
 					seen[req.URL.Path]++
 					first := seen[req.URL.Path] == 1
 					mu.Unlock()
-					if strings.HasPrefix(req.URL.Path, "/once/") && first {
+					if first && (strings.HasPrefix(req.URL.Path, "/once/") || len(dropPOST) > 0 && req.Method == "POST") {
 						return // read it all, answer nothing
 					}
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -176,5 +177,23 @@ func TestConnPoolRetriesUnsentPOST(t *testing.T) {
 	resp.Body.Close()
 	if n := count("/chat"); n != 1 {
 		t.Errorf("upstream received %d, want 1", n)
+	}
+}
+
+// TestGatewayNeverResendsCompletion: through the whole gateway, a completion
+// request that the upstream received and then dropped reaches it exactly
+// once, and the client gets a 502 it may choose to retry.
+func TestGatewayNeverResendsCompletion(t *testing.T) {
+	addr, count := closingUpstream(t, true)
+	h := newHarness(t, func(o *Options) { o.Upstream = "http://" + addr })
+	if code, _, body := h.do("GET", "/v1/models", h.tok["user"], nil); code != 200 { // a kept-alive connection
+		t.Fatalf("models: %d %s", code, body)
+	}
+	code, _, body := h.do("POST", "/v1/chat/completions", h.tok["user"], chat("qwen", nil))
+	if code != 502 {
+		t.Errorf("dropped completion: %d %s", code, body)
+	}
+	if n := count("/v1/chat/completions"); n != 1 {
+		t.Errorf("the upstream received the completion request %d times, want exactly 1", n)
 	}
 }
