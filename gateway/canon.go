@@ -50,11 +50,11 @@ var knownFold = func() map[string]string {
 }()
 
 // foldKey returns a spelling of s shared by every string that a
-// case-insensitive reader could take for s: Go's encoding/json folds a rune
-// as ToUpper(ToLower(r)) (so "İ" and "ı" match "i"), strings.EqualFold uses
-// Unicode simple folding (so "ſ" matches "s" and "K", the Kelvin sign,
-// matches "k"). Each rune becomes the smallest rune of the simple-folding
-// orbit of its encoding/json fold, which covers both.
+// case-insensitive reader could take for s. Go's encoding/json matches keys
+// by Unicode simple folding ("ſ" matches "s", "K", the Kelvin sign, matches
+// "k"); readers that lower-case and then upper-case a rune also take "İ"
+// and "ı" for "i". Each rune becomes the smallest rune of the simple-folding
+// orbit of ToUpper(ToLower(r)), which covers both.
 func foldKey(s string) string {
 	ascii := true
 	for i := 0; i < len(s); i++ {

@@ -33,7 +33,7 @@ func TestAmbiguousRequestsRefused(t *testing.T) {
 		`{"model":"other","Model":"demo"}`,      // allowlist bypass
 		`{"model":"qwen","model":"demo"}`,       // exact duplicate, last wins upstream
 		`{"model":"qwen","Stream":true}`,        // streamed while the gateway thinks not
-		`{"model":"qwen","İnput":"x"}`,          // encoding/json folds İ to I
+		`{"model":"qwen","İnput":"x"}`,          // ToUpper(ToLower(İ)) is I
 		`{"model":"qwen","foo":1,"FOO":2}`,      // unknown keys that collide
 	} {
 		_, aerr := parseRequest([]byte(body), rt, 5, 2)
