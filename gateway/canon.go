@@ -97,7 +97,10 @@ type errCanon struct{ msg string }
 
 func (e *errCanon) Error() string { return e.msg }
 
-var errSyntax = errors.New("not valid JSON")
+var (
+	errSyntax  = errors.New("not valid JSON")
+	errTooDeep = fmt.Errorf("nested more than %d levels deep", maxDepth)
+)
 
 // maxDepth bounds nesting, as encoding/json's own limit (10000) does.
 const maxDepth = 1000
@@ -108,8 +111,9 @@ const maxDepth = 1000
 // encoding/json reads from the original (invalid UTF-8 and lone surrogates
 // become U+FFFD). It refuses (errCanon) a key that appears twice in one
 // object, at any depth, and at the top level two keys that fold to the same
-// spelling or a key that folds to a known field without being it. Anything
-// else that encoding/json refuses is errSyntax. One pass, no reflection:
+// spelling or a key that folds to a known field without being it. Nesting
+// deeper than maxDepth is errTooDeep; anything else that encoding/json
+// refuses is errSyntax. One pass, no reflection:
 // this runs on every request.
 func decodeObject(data []byte) ([]field, error) {
 	c := &canonizer{in: data, out: make([]byte, 0, len(data)+16)}
@@ -218,7 +222,7 @@ func (c *canonizer) value(depth int) error {
 		return err
 	case ch == '{' || ch == '[':
 		if depth > maxDepth {
-			return &errCanon{fmt.Sprintf("nested more than %d levels deep", maxDepth)}
+			return errTooDeep
 		}
 		return c.compound(depth)
 	case ch == 't':

@@ -64,6 +64,17 @@ func TestAmbiguousRequestsRefused(t *testing.T) {
 	}
 }
 
+func TestDeepNestingRefused(t *testing.T) {
+	deep := `{"model":"qwen","x":` + strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1) + `}`
+	if _, aerr := parseRequest([]byte(deep), routes["/v1/embeddings"], 5, 2); aerr == nil || aerr.status != 400 || !strings.Contains(aerr.message, "nested more than") {
+		t.Errorf("nesting %d deep: %v", maxDepth+1, aerr)
+	}
+	ok := `{"model":"qwen","x":` + strings.Repeat("[", maxDepth-1) + strings.Repeat("]", maxDepth-1) + `}`
+	if _, aerr := parseRequest([]byte(ok), routes["/v1/embeddings"], 5, 2); aerr != nil {
+		t.Errorf("nesting %d deep: %v", maxDepth-1, aerr)
+	}
+}
+
 func TestFoldKey(t *testing.T) {
 	for _, pair := range [][2]string{
 		{"max_tokens", "MAX_TOKENS"}, {"max_tokens", "max_tokenſ"}, {"max_tokens", "max_to\u212aens"},
@@ -177,6 +188,8 @@ func FuzzCanonical(f *testing.F) {
 		var ce *errCanon
 		switch {
 		case errors.As(err, &ce):
+			return
+		case errors.Is(err, errTooDeep):
 			return
 		case err != nil:
 			if json.Valid(data) && bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("{")) {

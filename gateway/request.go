@@ -65,6 +65,9 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 			return nil, &apiError{status: 400, typ: "invalid_request_error", code: "ambiguous_json",
 				message: "request body is ambiguous: " + ce.msg}
 		}
+		if errors.Is(err, errTooDeep) {
+			return nil, errInvalid("body", err.Error())
+		}
 		return nil, errBadJSON
 	}
 	req := &apiRequest{}
