@@ -3,6 +3,7 @@ package gateway
 import (
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -42,4 +43,48 @@ func benchGet(b *testing.B, url, token string) {
 			}
 		}
 	})
+}
+
+// BenchmarkProxyChat is BenchmarkProxyModels for a small non-streamed chat
+// completion: the request body is parsed, checked and forwarded.
+func BenchmarkProxyChat(b *testing.B) {
+	h := newHarness(b, func(o *Options) { o.MaxConcurrent = 1024 })
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req, _ := http.NewRequest("POST", h.url+"/v1/chat/completions", strings.NewReader(benchChatBody))
+			req.Header.Set("Authorization", "Bearer "+h.tok["user"])
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := client.Do(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+}
+
+// benchChatBody is a typical small chat request: a system prompt, a short
+// exchange, sampling parameters.
+const benchChatBody = `{"model":"qwen","messages":[{"role":"system","content":"You are a helpful assistant. Answer briefly."},` +
+	`{"role":"user","content":"What is the capital of France?"},{"role":"assistant","content":"Paris."},` +
+	`{"role":"user","content":"And of Italy? Give one word."}],"temperature":0.2,"top_p":0.9,"max_tokens":8,"stream":false}`
+
+// BenchmarkParseRequest is the gateway's own work on that body.
+func BenchmarkParseRequest(b *testing.B) {
+	rt := routes["/v1/chat/completions"]
+	data := []byte(benchChatBody)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, aerr := parseRequest(data, rt, 4096, 4); aerr != nil {
+			b.Fatal(aerr)
+		}
+	}
 }

@@ -27,9 +27,19 @@ type connPool struct {
 }
 
 type upConn struct {
-	c  net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
+	c       net.Conn
+	br      *bufio.Reader
+	bw      *bufio.Writer
+	written int64 // bytes that reached c, so do knows whether a request left
+}
+
+// countingConn counts the bytes written to the connection under bw.
+type countingConn struct{ uc *upConn }
+
+func (w countingConn) Write(p []byte) (int, error) {
+	n, err := w.uc.c.Write(p)
+	w.uc.written += int64(n)
+	return n, err
 }
 
 // upRequest is one request to the upstream. The gateway writes it itself
@@ -64,20 +74,31 @@ func (r *upRequest) writeTo(w *bufio.Writer) error {
 // writes on a connection return at once.
 var longAgo = time.Unix(1, 0)
 
+// get takes an idle connection that the upstream has not closed, or dials
+// a new one.
 func (p *connPool) get(ctx context.Context) (*upConn, bool, error) {
-	p.mu.Lock()
-	if n := len(p.idle); n > 0 {
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			p.mu.Unlock()
+			break
+		}
 		uc := p.idle[n-1]
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
-		return uc, true, nil
+		if uc.br.Buffered() == 0 && idleAlive(uc.c) {
+			return uc, true, nil
+		}
+		uc.c.Close() // closed by the upstream while idle, or sent unasked-for bytes
 	}
-	p.mu.Unlock()
 	c, err := p.dial(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	return &upConn{c: c, br: bufio.NewReaderSize(c, 32<<10), bw: bufio.NewWriterSize(c, 16<<10)}, false, nil
+	uc := &upConn{c: c, br: bufio.NewReaderSize(c, 32<<10)}
+	uc.bw = bufio.NewWriterSize(countingConn{uc}, 16<<10)
+	return uc, false, nil
 }
 
 func (p *connPool) put(uc *upConn) {
@@ -97,14 +118,17 @@ func (p *connPool) put(uc *upConn) {
 // body is closed, which costs no timer of its own. The request lives in ctx:
 // when ctx ends, reads and writes on the connection fail at once and the
 // connection is dropped. A request that fails on a reused connection before
-// any answer arrived (the upstream closed it while idle) is sent once more
-// on a new one.
+// any answer arrived (the upstream closed it as it was taken) is sent once
+// more on a new one, as net/http's Transport does: only when none of it
+// reached the connection, or when it is a GET. A POST the upstream may have
+// received is never sent twice: a completion generated twice costs twice.
 func (p *connPool) do(ctx context.Context, req *upRequest, deadline time.Time) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		uc, reused, err := p.get(ctx)
 		if err != nil {
 			return nil, err
 		}
+		before := uc.written
 		stop := context.AfterFunc(ctx, func() { uc.c.SetDeadline(longAgo) })
 		uc.c.SetDeadline(deadline)
 		err = req.writeTo(uc.bw)
@@ -118,7 +142,7 @@ func (p *connPool) do(ctx context.Context, req *upRequest, deadline time.Time) (
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
-			if reused && attempt == 0 {
+			if reused && attempt == 0 && (uc.written == before || req.method == http.MethodGet) {
 				continue
 			}
 			return nil, err

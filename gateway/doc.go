@@ -5,7 +5,9 @@
 // record for every request, terminates TLS, and exposes metrics on a
 // separate listener.
 //
-// It must never forward a route outside its allowlist, pass the client's
+// It must never forward a route outside its allowlist, forward the client's
+// request bytes (only its own encoding of the values it checked), send a
+// request upstream twice when the first may have arrived, pass the client's
 // token upstream, answer with the upstream's internals (stack traces, paths),
 // or write prompt or completion text to the audit log unless told to.
 package gateway

@@ -210,7 +210,10 @@ func (g *Gateway) Serve(ctx context.Context, ln, mln net.Listener) error {
 		ReadTimeout:       g.o.ReadTimeout,
 		IdleTimeout:       g.o.IdleTimeout,
 		MaxHeaderBytes:    32 << 10,
-		ErrorLog:          slog.NewLogLogger(g.o.Log.Handler(), slog.LevelDebug),
+		// net/http answers "OPTIONS *" itself (200, no authentication, no
+		// headers, no audit line) unless told not to.
+		DisableGeneralOptionsHandler: true,
+		ErrorLog:                     slog.NewLogLogger(g.o.Log.Handler(), slog.LevelDebug),
 	}
 	if g.tls != nil {
 		srv.TLSConfig = g.tls

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
@@ -68,7 +69,7 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 	g.active.Add(1)
 	defer g.active.Done()
 	ex := &exchange{start: time.Now(), requestID: newRequestID(), client: r.RemoteAddr, method: r.Method,
-		path: truncate(r.URL.Path, 200), route: "other"}
+		path: auditString(r.URL.Path, 200), route: "other"}
 	h := w.Header()
 	h["X-Request-Id"] = []string{ex.requestID}
 	for _, sh := range securityHeaders {
@@ -293,9 +294,21 @@ func clientIP(remote string) string {
 	return host
 }
 
-func truncate(s string, n int) string {
+// auditString makes a client-supplied string fit for the audit log: invalid
+// UTF-8 becomes U+FFFD, and a string longer than n bytes is cut at the last
+// character boundary at or before n. The log must store exactly what it
+// encodes: encoding/json writes invalid bytes as \ufffd escapes, which read
+// back as U+FFFD and encode again as other bytes, and audit verify would
+// call the line edited.
+func auditString(s string, n int) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
 	if len(s) <= n {
 		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
 	return s[:n]
 }

@@ -235,6 +235,20 @@ func (h *harness) upstreamSaw() (hdr http.Header, body map[string]any, requests,
 	return v.Headers, v.Body, v.Requests, v.Cancelled
 }
 
+// upstreamRaw returns the bytes of the last request body the upstream got.
+func (h *harness) upstreamRaw() string {
+	resp, err := http.Get(h.direct + "/debug/last")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct {
+		Raw string `json:"raw"`
+	}
+	json.NewDecoder(resp.Body).Decode(&v)
+	return v.Raw
+}
+
 func chat(model string, extra map[string]any) map[string]any {
 	m := map[string]any{"model": model, "messages": []map[string]string{{"role": "user", "content": "hello secret prompt"}}}
 	for k, v := range extra {

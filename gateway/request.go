@@ -1,12 +1,12 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
@@ -28,13 +28,12 @@ var routes = map[string]route{
 	"/v1/models":           {method: http.MethodGet, path: "/v1/models", filters: true},
 }
 
-// apiRequest is what the gateway reads from a request body: enough to
-// authorize and cap it. Every other field passes through untouched.
+// apiRequest is a request body as the gateway read it: the values it
+// checked, and the canonical body it forwards.
 type apiRequest struct {
-	fields map[string]json.RawMessage
 	model  string
 	stream bool
-	body   []byte // as forwarded
+	body   []byte // canonical: re-encoded from the parsed values, never the client's bytes
 }
 
 // readRequest reads and checks the JSON body of rt, filling in max_tokens
@@ -55,63 +54,86 @@ func (g *Gateway) readRequest(w http.ResponseWriter, r *http.Request, rt route) 
 }
 
 // parseRequest is readRequest's pure part; FuzzParseRequest exercises it.
+// It parses data once (decodeObject), checks and caps the parsed values, and
+// encodes them again as the body to forward. A null max_tokens, n or stream
+// counts as absent.
 func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *apiError) {
-	req := &apiRequest{body: data}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&req.fields); err != nil || req.fields == nil {
+	fields, err := decodeObject(data)
+	if err != nil {
+		var ce *errCanon
+		if errors.As(err, &ce) {
+			return nil, &apiError{status: 400, typ: "invalid_request_error", code: "ambiguous_json",
+				message: "request body is ambiguous: " + ce.msg}
+		}
+		if errors.Is(err, errTooDeep) {
+			return nil, errInvalid("body", err.Error())
+		}
 		return nil, errBadJSON
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errBadJSON
+	req := &apiRequest{}
+	hasLimit := false
+	kept := fields[:0]
+	for _, f := range fields {
+		null := string(f.value) == "null"
+		switch f.name {
+		case "model":
+			if f.value[0] != '"' {
+				return nil, errNoModel
+			}
+			m, _, _ := unquote(f.value, 0) // canonical, so it decodes
+			if len(m) == 0 {
+				return nil, errNoModel
+			}
+			req.model = string(m)
+		case "stream":
+			switch string(f.value) {
+			case "null":
+				continue
+			case "true", "false":
+				req.stream = f.value[0] == 't'
+			default:
+				return nil, errInvalid("stream", "must be true or false")
+			}
+		case "max_tokens", "max_completion_tokens":
+			if !rt.capGen {
+				break
+			}
+			if null {
+				continue
+			}
+			v, ok := positiveInt(f.value)
+			if !ok {
+				return nil, errInvalid(f.name, "must be a positive integer")
+			}
+			if v > maxTokens {
+				return nil, errInvalid(f.name, fmt.Sprintf("%d is more than this gateway allows (%d)", v, maxTokens))
+			}
+			hasLimit = true
+		case "n":
+			if !rt.capGen {
+				break
+			}
+			if null {
+				continue
+			}
+			n, ok := positiveInt(f.value)
+			if !ok {
+				return nil, errInvalid("n", "must be a positive integer")
+			}
+			if n > maxN {
+				return nil, errInvalid("n", fmt.Sprintf("%d is more than this gateway allows (%d)", n, maxN))
+			}
+		}
+		kept = append(kept, f)
 	}
-	if err := json.Unmarshal(req.fields["model"], &req.model); err != nil || req.model == "" {
+	if req.model == "" {
 		return nil, errNoModel
 	}
-	if raw, ok := req.fields["stream"]; ok {
-		if err := json.Unmarshal(raw, &req.stream); err != nil {
-			return nil, errInvalid("stream", "must be true or false")
-		}
+	if rt.capGen && !hasLimit {
+		kept = append(kept, field{name: "max_tokens", key: []byte(`"max_tokens":`), value: strconv.AppendInt(nil, int64(maxTokens), 10)})
 	}
-	if !rt.capGen {
-		return req, nil
-	}
-	changed := false
-	for _, name := range []string{"max_tokens", "max_completion_tokens"} {
-		raw, ok := req.fields[name]
-		if !ok || string(raw) == "null" {
-			continue
-		}
-		var v int
-		if err := json.Unmarshal(raw, &v); err != nil || v < 1 {
-			return nil, errInvalid(name, "must be a positive integer")
-		}
-		if v > maxTokens {
-			return nil, errInvalid(name, fmt.Sprintf("%d is more than this gateway allows (%d)", v, maxTokens))
-		}
-	}
-	if isNull(req.fields["max_tokens"]) && isNull(req.fields["max_completion_tokens"]) {
-		req.fields["max_tokens"] = json.RawMessage(fmt.Sprint(maxTokens))
-		changed = true
-	}
-	if raw, ok := req.fields["n"]; ok && !isNull(raw) {
-		var n int
-		if err := json.Unmarshal(raw, &n); err != nil || n < 1 {
-			return nil, errInvalid("n", "must be a positive integer")
-		}
-		if n > maxN {
-			return nil, errInvalid("n", fmt.Sprintf("%d is more than this gateway allows (%d)", n, maxN))
-		}
-	}
-	if changed {
-		b, err := json.Marshal(req.fields)
-		if err != nil {
-			return nil, errBadJSON
-		}
-		req.body = b
-	}
+	req.body = encodeObject(kept)
 	return req, nil
 }
-
-func isNull(raw json.RawMessage) bool { return raw == nil || string(raw) == "null" }
 
 func jsonValid(b []byte) bool { return json.Valid(b) }

@@ -20,7 +20,10 @@ func init() {
 			"   qwen-appliance serve --config /etc/qwen/serve.yaml [flags that override it]",
 		Description: "Forwards only /v1/chat/completions, /v1/completions, /v1/embeddings and\n" +
 			"/v1/models to the model server on loopback or a Unix socket. Every request is\n" +
-			"authenticated with a token from --tokens and recorded in --audit-log. SIGHUP\n" +
+			"authenticated with a token from --tokens and recorded in --audit-log. A body is\n" +
+			"parsed once and forwarded as the gateway re-encodes it; duplicate keys, and keys\n" +
+			"that match a field like max_tokens or model only when case is ignored, get 400\n" +
+			"ambiguous_json. SIGHUP\n" +
 			"reloads the token file and the TLS certificate; the token file is also\n" +
 			"re-read within seconds of a change. Metrics, /healthz and /readyz are served\n" +
 			"on --metrics-listen only. --config names a YAML file of the same settings\n" +
@@ -43,7 +46,7 @@ func init() {
 			&cli.BoolFlag{Name: "tls13-only", Usage: "refuse TLS 1.2"},
 			&cli.StringFlag{Name: "metrics-listen", Usage: "address for /metrics, /healthz, /readyz (empty: off)", Value: "127.0.0.1:9464"},
 			&cli.Int64Flag{Name: "max-body", Usage: "request body limit in bytes", Value: 1 << 20},
-			&cli.IntFlag{Name: "max-tokens", Usage: "cap on max_tokens (filled in when absent)", Value: 4096},
+			&cli.IntFlag{Name: "max-tokens", Usage: "cap on max_tokens (filled in when absent or null)", Value: 4096},
 			&cli.IntFlag{Name: "max-n", Usage: "cap on n", Value: 4},
 			&cli.IntFlag{Name: "max-concurrent", Usage: "requests forwarded at once; more get 503", Value: 64},
 			&cli.IntFlag{Name: "auth-failures", Usage: "failed authentications per minute per address before it is throttled", Value: 10},

@@ -338,6 +338,7 @@ func (l *Log) write(r *Record) error {
 		r.Time = l.o.Now()
 	}
 	r.Time = r.Time.UTC()
+	r.validUTF8()
 	line, ok := appendRequest(l.line[:0], r)
 	if !ok {
 		var err error

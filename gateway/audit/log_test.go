@@ -271,3 +271,43 @@ func TestGroupCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestForgedUnsignedTail (issue 21 case 9): a forged request line and an
+// unsigned stop record, re-chained onto a signed log, fail verification even
+// without a trusted key, since the log's own start record names the key that
+// signs every checkpoint.
+func TestForgedUnsignedTail(t *testing.T) {
+	path, key := writeLog(t, 4)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls := lines(t, path)
+	last := mustParse(t, []byte(strings.TrimSuffix(ls[len(ls)-1], "\n")))
+	forged := &Record{Seq: last.Seq + 1, Kind: KindRequest, Time: last.Time, Prev: lineHash([]byte(strings.TrimSuffix(ls[len(ls)-1], "\n"))),
+		RequestID: "req_forged", Route: "/v1/models", Status: 200}
+	fl := mustMarshal(t, forged)
+	stop := &Record{Seq: forged.Seq + 1, Kind: KindStop, Time: last.Time, Prev: lineHash(fl)}
+	sl := mustMarshal(t, stop)
+	out := append(append(append(append(data, fl...), '\n'), sl...), '\n')
+	if err := os.WriteFile(path, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []VerifyOptions{{}, {Trusted: []manifests.PublicKey{key.Public()}}} {
+		_, err := Verify([]string{path}, o)
+		if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "unsigned stop") {
+			t.Errorf("trusted keys %d: forged tail gave %v", len(o.Trusted), err)
+		}
+	}
+	// A log written without a key has unsigned checkpoints by design.
+	p2 := filepath.Join(t.TempDir(), "nokey.log")
+	l, err := Open(Options{Path: p2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Append(Record{RequestID: "r"})
+	l.Close()
+	if _, err := Verify([]string{p2}, VerifyOptions{}); err != nil {
+		t.Errorf("keyless log: %v", err)
+	}
+}

@@ -10,7 +10,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
@@ -63,6 +65,20 @@ type Record struct {
 type Content struct {
 	Request  json.RawMessage `json:"request,omitempty"`
 	Response json.RawMessage `json:"response,omitempty"`
+}
+
+// validUTF8 replaces invalid UTF-8 in r's strings with U+FFFD. encoding/json
+// writes an invalid byte as the escape \ufffd, which reads back as U+FFFD
+// and encodes again as that character's own bytes: a line holding one would
+// never verify. Checking costs a scan of each string, which the encoder does
+// anyway.
+func (r *Record) validUTF8() {
+	for _, p := range [...]*string{&r.Kind, &r.Prev, &r.RequestID, &r.TokenID, &r.Client, &r.Method,
+		&r.Route, &r.Model, &r.Error, &r.KeyID, &r.PublicKey, &r.Previous} {
+		if !utf8.ValidString(*p) {
+			*p = strings.ToValidUTF8(*p, "\uFFFD")
+		}
+	}
 }
 
 // lineHash is the chain hash of one line, without its newline.

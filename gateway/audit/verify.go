@@ -64,6 +64,7 @@ type verifier struct {
 	seq     int64
 	prev    string
 	last    string // kind of the last record
+	keyID   string // the key the last start or rotate record named ("": none)
 	lineNo  int    // lines read from the current file
 	trusted map[string]manifests.PublicKey
 	keyIDs  map[string]bool
@@ -192,6 +193,7 @@ func (v *verifier) line(name string, n int, line []byte) error {
 	case KindRequest:
 		v.rep.Requests++
 	case KindStart, KindRotate:
+		v.keyID = r.KeyID
 		if r.PublicKey != "" {
 			keys, err := manifests.ParsePublicKeys([]byte(r.PublicKey))
 			if err != nil || len(keys) != 1 || keys[0].ID != r.KeyID {
@@ -205,6 +207,10 @@ func (v *verifier) line(name string, n int, line []byte) error {
 		if r.Signature == nil {
 			if len(v.o.Trusted) > 0 {
 				return fail("unsigned %s record, but --trust requires signed checkpoints", r.Kind)
+			}
+			if v.keyID != "" {
+				// A gateway with a key signs every checkpoint and stop.
+				return fail("unsigned %s record after a start record naming key %s, whose gateway signs every checkpoint: lines were added", r.Kind, v.keyID)
 			}
 			break
 		}

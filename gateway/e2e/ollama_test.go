@@ -184,3 +184,102 @@ func TestGatewayInFrontOfOllama(t *testing.T) {
 	}
 	t.Logf("audit: %d requests, %d chat lines with token counts", rep.Requests, withUsage)
 }
+
+// TestCanonicalRequestAgainstOllama (issue 21 case 2): each body the outside
+// review used to make the gateway and Ollama read one request differently
+// really does so when sent to Ollama directly, and is refused by the
+// gateway; the cap applies to a null or missing max_tokens.
+func TestCanonicalRequestAgainstOllama(t *testing.T) {
+	s := startOllama(t)
+	dir := t.TempDir()
+	tokFile, auditFile := filepath.Join(dir, "tokens.json"), filepath.Join(dir, "audit.log")
+	store := &tokens.Store{}
+	tok, _, err := store.Create(tokens.CreateOptions{Name: "e2e", Role: tokens.RoleUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := store.Create(tokens.CreateOptions{Name: "other-only", Role: tokens.RoleUser, Models: []string{"other"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Save(tokFile); err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Options{Upstream: s.BaseURL, TokensFile: tokFile, AuditLog: auditFile, MaxTokens: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Serve(ctx, ln, nil) }()
+	defer func() {
+		cancel()
+		<-done
+		g.Close()
+	}()
+	post := func(base, token, body string) (int, []byte) {
+		req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		// A body that slips past the cap can generate for minutes: fail instead.
+		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, data
+	}
+	completion := func(body []byte) (model string, tokens int) {
+		var r struct {
+			Model string `json:"model"`
+			Usage struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal(body, &r); err != nil {
+			t.Fatalf("answer %s: %v", body, err)
+		}
+		return r.Model, r.Usage.CompletionTokens
+	}
+	gw := "http://" + ln.Addr().String()
+	msgs := `"messages":[{"role":"user","content":"count to one hundred"}],"seed":1,"temperature":0`
+	m := `"model":"` + s.Model + `"`
+
+	// Ollama itself reads the case-folded key, last one winning: proof that
+	// the refusals below stop a real bypass.
+	code, body := post(s.BaseURL, "", `{`+m+`,`+msgs+`,"max_tokens":1,"MAX_TOKENS":12}`)
+	if _, n := completion(body); code != 200 || n <= 1 {
+		t.Fatalf("directly to Ollama, max_tokens 1 then MAX_TOKENS 12: %d, %d tokens (%s); the variant proves nothing here", code, n, body)
+	}
+	for _, c := range []struct{ token, body string }{
+		{tok, `{` + m + `,` + msgs + `,"max_tokens":1,"MAX_TOKENS":40}`},
+		{tok, `{` + m + `,` + msgs + `,"Max_Tokens":null}`},
+		{tok, `{` + m + `,` + msgs + `,"max_tokens":1,"Max_Tokens":null}`},
+		{tok, `{` + m + `,` + msgs + `,"max_tokenſ":40}`},
+		{other, `{"model":"other","Model":"` + s.Model + `",` + msgs + `,"max_tokens":3}`},
+	} {
+		code, body := post(gw, c.token, c.body)
+		if code != 400 || !strings.Contains(string(body), "ambiguous_json") {
+			t.Errorf("%s: %d %s", c.body, code, body)
+		}
+	}
+	// What the gateway accepts, Ollama serves within the cap.
+	for _, b := range []string{`{` + m + `,` + msgs + `}`, `{` + m + `,` + msgs + `,"max_tokens":null}`} {
+		code, body := post(gw, tok, b)
+		model, n := completion(body)
+		if code != 200 || n < 1 || n > 5 || model != s.Model {
+			t.Errorf("%s: %d, model %q, %d tokens (cap 5): %s", b, code, model, n, body)
+		}
+	}
+	// The allowlist holds on the parsed model.
+	if code, body := post(gw, other, `{`+m+`,`+msgs+`}`); code != 403 {
+		t.Errorf("token for model other asking for %s: %d %s", s.Model, code, body)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net"
 	"net/http"
@@ -23,6 +24,7 @@ type state struct {
 	mu        sync.Mutex
 	last      http.Header
 	lastBody  map[string]any
+	lastRaw   string // the body's bytes as received
 	requests  atomic.Int64
 	cancelled atomic.Int64
 }
@@ -70,7 +72,7 @@ func main() {
 	mux.HandleFunc("GET /debug/last", func(w http.ResponseWriter, r *http.Request) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		writeJSON(w, map[string]any{"headers": s.last, "body": s.lastBody,
+		writeJSON(w, map[string]any{"headers": s.last, "body": s.lastBody, "raw": s.lastRaw,
 			"requests": s.requests.Load(), "cancelled": s.cancelled.Load()})
 	})
 	log.Fatal(http.Serve(ln, mux))
@@ -79,11 +81,13 @@ func main() {
 func (s *state) record(r *http.Request, body *http.Request) map[string]any {
 	s.requests.Add(1)
 	var m map[string]any
+	var raw []byte
 	if body != nil {
-		_ = json.NewDecoder(body.Body).Decode(&m)
+		raw, _ = io.ReadAll(body.Body)
+		_ = json.Unmarshal(raw, &m)
 	}
 	s.mu.Lock()
-	s.last, s.lastBody = r.Header.Clone(), m
+	s.last, s.lastBody, s.lastRaw = r.Header.Clone(), m, string(raw)
 	s.mu.Unlock()
 	return m
 }
