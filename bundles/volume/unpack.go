@@ -37,6 +37,8 @@ type Report struct {
 	Bytes    int64     `json:"bytes"`
 	Dir      string    `json:"dir,omitempty"`
 	KeyIDs   []string  `json:"keyIds"`
+	// Signed is the verified manifest read from the stream.
+	Signed *manifests.Signed `json:"-"`
 }
 
 // Unpack checks the signed index and every volume in dir, rebuilds missing
@@ -140,7 +142,7 @@ func run(ctx context.Context, dir, out string, v manifests.Verifier, rep *progre
 	if err != nil {
 		return r, err
 	}
-	r.Files, r.Bytes, r.KeyIDs = len(signed.Manifest.Files), signed.Manifest.TotalSize(), signed.KeyIDs
+	r.Files, r.Bytes, r.KeyIDs, r.Signed = len(signed.Manifest.Files), signed.Manifest.TotalSize(), signed.KeyIDs, signed
 	if out == "" {
 		return r, nil
 	}
