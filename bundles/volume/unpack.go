@@ -169,7 +169,7 @@ func openStream(x *Index, found map[int]string) (io.Reader, func(), error) {
 	}
 	var rs []io.Reader
 	for n := 1; n <= x.DataVolumes; n++ {
-		f, err := os.Open(found[n])
+		f, err := manifests.OpenMedia(found[n])
 		if err != nil {
 			closeAll()
 			return nil, nil, err
@@ -207,7 +207,7 @@ func Inspect(dir string, trusted []manifests.PublicKey) (*Info, error) {
 	if found[1] == "" {
 		return info, nil
 	}
-	f, err := os.Open(found[1])
+	f, err := manifests.OpenMedia(found[1])
 	if err != nil {
 		return info, nil
 	}

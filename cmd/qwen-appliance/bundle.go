@@ -361,7 +361,7 @@ Example:
 }
 
 func isBundleDir(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, manifests.ManifestFile))
+	_, err := os.Lstat(filepath.Join(dir, manifests.ManifestFile))
 	return err == nil
 }
 
@@ -387,7 +387,10 @@ func bundleInspect(c *cli.Context) error {
 			}
 			m, verified = s.Manifest, true
 		} else {
-			data, err := os.ReadFile(filepath.Join(dir, manifests.ManifestFile))
+			data, err := manifests.ReadUnverified(dir)
+			if errors.Is(err, manifests.ErrVerification) {
+				return withCode(exitVerification, err, verificationHint(err))
+			}
 			if err != nil {
 				return err
 			}
