@@ -132,6 +132,8 @@ func installAction(c *cli.Context) error {
 		switch {
 		case errors.Is(err, manifests.ErrVerification):
 			return withCode(exitVerification, err, verificationHint(err))
+		case errors.Is(err, provision.ErrBusy):
+			return withCode(exitError, err, busyHint)
 		case errors.Is(err, provision.ErrHostUnfit):
 			if res != nil && res.Preflight != nil {
 				res.Preflight.WriteTable(c.App.ErrWriter)
@@ -171,6 +173,10 @@ func installAction(c *cli.Context) error {
 	}
 	return nil
 }
+
+// busyHint answers provision.ErrBusy: another install, rollback or
+// uninstall holds the installation's lock.
+const busyHint = "wait for it to finish (status shows what is installed), then run this again; the lock is released when that process exits, however it exits"
 
 // selfPath is how this program was started, as an absolute path, without
 // resolving symlinks: the services install starts run the same command.
