@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/qwen-appliance/qwen-appliance/internal/flock"
 )
@@ -44,19 +43,16 @@ func (l layout) lock() (*hostLock, error) {
 	if err := flock.TryLock(f); err != nil {
 		f.Close()
 		if errors.Is(err, flock.ErrLocked) {
-			data, _ := os.ReadFile(p)
-			holder := strings.TrimSpace(string(data))
-			if _, err := strconv.Atoi(holder); err != nil {
-				holder = "unknown"
+			holder := "unknown"
+			if pid := flock.Holder(p); pid > 0 {
+				holder = strconv.Itoa(pid)
 			}
 			return nil, fmt.Errorf("%w (pid %s holds %s)", ErrBusy, holder, p)
 		}
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
-	// The holder's PID, for the message a second run prints.
-	if err := f.Truncate(0); err == nil {
-		f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	// Nothing is written into the file: the kernel knows the holder
+	// (/proc/locks), and a refused install leaves every file as it was.
 	return &hostLock{f: f, path: p}, nil
 }
 

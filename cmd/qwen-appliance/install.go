@@ -31,9 +31,13 @@ user, the nftables egress-deny table, the encrypted model store, a copy-in that
 re-hashes every byte, the runtime on 127.0.0.1, the TLS gateway with a first
 admin token (printed once), a chat completion through the gateway, and the state
 record under ROOT/var/lib/qwen-appliance. A failed step undoes what this attempt
-did; running install again after a crash cleans up and carries on; installing
-the same bundle again changes nothing. A version lower than the last one
-accepted is refused unless --allow-downgrade.
+did; running install again after a crash cleans up and carries on (it signals
+only processes whose recorded start time still matches, removes plaintext
+staging a killed run left, and revokes an admin token nobody was shown);
+installing the same bundle again changes nothing. Packed volumes are unpacked
+only inside the encrypted store. A version lower than the last one accepted
+is refused unless --allow-downgrade. One install, rollback or uninstall runs
+at a time: a second exits 1 naming the first's PID (--dry-run takes no lock).
 
 Where systemd is PID 1 (and --root is /), the runtime and the gateway run as
 hardened systemd units (no privileges, read-only system, IP traffic to
