@@ -34,10 +34,10 @@ func OpenMedia(path string) (*os.File, error) {
 	return f, nil
 }
 
-// ReadUnverified reads dir/manifest.json as readSigned does (no symlinks,
-// no waiting on a FIFO, bounded), for showing a bundle whose signature is
-// not checked.
-func ReadUnverified(dir string) ([]byte, error) { return readBounded(dir, ManifestFile) }
+// ReadFile reads a bundle directory's manifest.json or manifest.sig (name)
+// as verification does: no symlinks, no waiting on a FIFO, bounded in size.
+// A file that is not a regular one is a *FileTypeError.
+func ReadFile(dir, name string) ([]byte, error) { return readBounded(dir, name) }
 
 // openByLstat is the portable fallback of openInRoot: it refuses any symlink
 // among the path's elements, then opens the file without following a final

@@ -359,7 +359,7 @@ func (in *installer) verify(ctx context.Context) (dir string, s *manifests.Signe
 		return "", nil, nil, fmt.Errorf("verify bundle %s: %w", dir, err)
 	}
 	in.logf("all %d files match the manifest (%d bytes)", len(s.Manifest.Files), s.Manifest.TotalSize())
-	sig, err = os.ReadFile(filepath.Join(dir, manifests.SignatureFile))
+	sig, err = manifests.ReadFile(dir, manifests.SignatureFile)
 	return dir, s, sig, err
 }
 

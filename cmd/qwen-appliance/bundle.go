@@ -387,7 +387,7 @@ func bundleInspect(c *cli.Context) error {
 			}
 			m, verified = s.Manifest, true
 		} else {
-			data, err := manifests.ReadUnverified(dir)
+			data, err := manifests.ReadFile(dir, manifests.ManifestFile)
 			if errors.Is(err, manifests.ErrVerification) {
 				return withCode(exitVerification, err, verificationHint(err))
 			}
