@@ -15,8 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// procRoot is where /proc is mounted; tests never change it, it only names
-// the one place read.
+// procRoot is where this package reads process facts from.
 const procRoot = "/proc"
 
 // Read returns the stat line of pid, parsed. A process that does not exist
@@ -101,7 +100,10 @@ func BootID() (string, error) {
 
 // Identity names one process for its whole life: its PID, its start time
 // and the boot it started in. Record it when the process is started; check
-// it (Ours) before every signal.
+// it (Ours) before every signal. Start times count clock ticks (usually
+// 10 ms), so a PID handed to a new process within the same tick as the old
+// one exited could not be told apart; crashes, reboots and restarted PID
+// namespaces are far slower than that.
 type Identity struct {
 	PID   int    `json:"pid"`
 	Start uint64 `json:"start,omitempty"` // clock ticks after boot, /proc/PID/stat field 22
