@@ -293,8 +293,8 @@ func openChecked(dir string, f File, storeModes bool) (*os.File, *FileProblem) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, &FileProblem{Path: f.Path, Kind: ProblemMissing, Detail: "missing"}
 		}
-		if strings.Contains(err.Error(), "symlink") {
-			return nil, &FileProblem{Path: f.Path, Kind: ProblemType, Detail: "reached through a symlink"}
+		if fte := (*FileTypeError)(nil); errors.As(err, &fte) {
+			return nil, &FileProblem{Path: f.Path, Kind: ProblemType, Detail: fte.Type}
 		}
 		return nil, &FileProblem{Path: f.Path, Kind: ProblemRead, Detail: err.Error()}
 	}
