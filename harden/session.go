@@ -6,8 +6,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strconv"
 	"strings"
+
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 )
 
 // Session is the remote login an apply runs over (from SSH_CONNECTION): the
@@ -118,20 +119,11 @@ func parseSSHClient(v string) (*Session, error) {
 	return ParseSession(strings.Join([]string{f[0], f[1], "-", f[2]}, " "))
 }
 
-// parentPID reads the parent of pid from /proc/PID/stat, whose second
-// field (the command name, in parentheses) may itself hold spaces and ")".
+// parentPID reads the parent of pid from /proc/PID/stat.
 func parentPID(pid int) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := proc.Read(pid)
 	if err != nil {
 		return 0, err
 	}
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 2 {
-		return 0, fmt.Errorf("/proc/%d/stat: too short", pid)
-	}
-	return strconv.Atoi(f[1])
+	return s.PPID, nil
 }

@@ -71,3 +71,18 @@ func (e *FilesError) Error() string {
 }
 
 func (e *FilesError) Is(target error) bool { return target == ErrVerification }
+
+// FileTypeError says a file of a bundle or of its media is not a regular
+// file: a symlink (or a path through one), a FIFO, a device, a socket or a
+// directory. Bundles hold only regular files, so it matches ErrVerification.
+type FileTypeError struct {
+	Path string
+	Type string // "a symlink", "a FIFO" … or "reached through a symlink"
+}
+
+func (e *FileTypeError) Error() string {
+	return fmt.Sprintf("%s: is %s, not a regular file; bundles and their volumes hold only regular files", e.Path, e.Type)
+}
+
+// Is makes a FileTypeError match ErrVerification.
+func (e *FileTypeError) Is(target error) bool { return target == ErrVerification }

@@ -1,11 +1,43 @@
 package manifests
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 )
+
+// OpenMedia opens a file of a bundle or of its packed volumes (often on
+// removable media) for reading, without ever waiting on it: it is opened
+// with O_NONBLOCK, so a FIFO put in its place opens at once instead of
+// blocking until a writer appears; anything but a regular file is refused
+// with a *FileTypeError naming path (which matches ErrVerification); then
+// O_NONBLOCK is cleared for ordinary reads. A final symlink is followed,
+// and what it points to must be a regular file.
+func OpenMedia(path string) (*os.File, error) {
+	f, err := openNonblock(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, &FileTypeError{Path: path, Type: fileType(st.Mode())}
+	}
+	if err := setBlocking(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// ReadFile reads a bundle directory's manifest.json or manifest.sig (name)
+// as verification does: no symlinks, no waiting on a FIFO, bounded in size.
+// A file that is not a regular one is a *FileTypeError.
+func ReadFile(dir, name string) ([]byte, error) { return readBounded(dir, name) }
 
 // openByLstat is the portable fallback of openInRoot: it refuses any symlink
 // among the path's elements, then opens the file without following a final
@@ -19,7 +51,7 @@ func openByLstat(root, rel string) (*os.File, error) {
 			return nil, err
 		}
 		if st.Mode()&os.ModeSymlink != 0 {
-			return nil, fmt.Errorf("open %s: path goes through a symlink", rel)
+			return nil, &FileTypeError{Path: filepath.Join(root, rel), Type: "reached through a symlink"}
 		}
 	}
 	return os.Open(p)

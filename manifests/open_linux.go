@@ -3,7 +3,6 @@
 package manifests
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 
@@ -30,7 +29,7 @@ func openInRoot(root, rel string) (*os.File, error) {
 	}
 	if err != nil {
 		if err == unix.ELOOP || err == unix.EXDEV {
-			return nil, fmt.Errorf("open %s: path goes through a symlink", rel)
+			return nil, &FileTypeError{Path: filepath.Join(root, rel), Type: "reached through a symlink"}
 		}
 		return nil, &os.PathError{Op: "open", Path: rel, Err: err}
 	}
@@ -39,4 +38,27 @@ func openInRoot(root, rel string) (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), filepath.Join(root, rel)), nil
+}
+
+// openNonblock opens path read-only with O_NONBLOCK, so that opening a FIFO
+// never waits for a writer.
+func openNonblock(path string) (*os.File, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
+}
+
+// setBlocking clears O_NONBLOCK once the file is known to be regular.
+func setBlocking(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), false) }); err != nil {
+		return err
+	}
+	return serr
 }

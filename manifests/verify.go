@@ -125,8 +125,12 @@ func readBounded(dir, name string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("read %s: not a regular file", name)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read: %w", &FileTypeError{Path: filepath.Join(dir, name), Type: fileType(st.Mode())})
 	}
 	data, err := io.ReadAll(io.LimitReader(f, maxManifestBytes+1))
 	if err != nil {
@@ -289,8 +293,8 @@ func openChecked(dir string, f File, storeModes bool) (*os.File, *FileProblem) {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, &FileProblem{Path: f.Path, Kind: ProblemMissing, Detail: "missing"}
 		}
-		if strings.Contains(err.Error(), "symlink") {
-			return nil, &FileProblem{Path: f.Path, Kind: ProblemType, Detail: "reached through a symlink"}
+		if fte := (*FileTypeError)(nil); errors.As(err, &fte) {
+			return nil, &FileProblem{Path: f.Path, Kind: ProblemType, Detail: fte.Type}
 		}
 		return nil, &FileProblem{Path: f.Path, Kind: ProblemRead, Detail: err.Error()}
 	}

@@ -104,6 +104,10 @@ type installer struct {
 	serviceExe string
 	supervisor string          // SupervisorSystemd or SupervisorProcess
 	settings   []settingChange // how the settings differ from in.prev's
+	// volumes is the directory of packed volumes being installed, when
+	// the bundle came packed; they are unpacked inside the store.
+	volumes  string
+	verifier manifests.Verifier
 }
 
 func (in *installer) logf(format string, args ...any) {
@@ -121,15 +125,23 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := in.recover(); err != nil {
-		return nil, err
+	// A dry run changes nothing, so it neither locks nor cleans up: a
+	// crashed attempt's leftovers (or a running install's work) are not
+	// its to touch.
+	if !o.DryRun {
+		lk, err := in.l.lock()
+		if err != nil {
+			return nil, fmt.Errorf("install: %w", err)
+		}
+		defer lk.release()
+		if err := in.recover(); err != nil {
+			return nil, err
+		}
+		in.removeLeftovers()
 	}
 
 	// 1. Verify everything before touching the host.
 	bundleDir, signed, sig, err := in.verify(ctx)
-	// Packed volumes were unpacked into a staging directory: plaintext
-	// weights that must not outlive this run, whatever happens.
-	defer in.removeStaging()
 	if err != nil {
 		return nil, err
 	}
@@ -315,39 +327,57 @@ func (in *installer) lastAccepted() uint64 {
 	return in.prev.LastAcceptedVersion
 }
 
-func (in *installer) staging() string { return in.l.path(filepath.Join(StateDir, "incoming")) }
+// storeStaging is where packed volumes are unpacked: inside the encrypted
+// store, so that no plaintext byte of a bundle is ever written outside it.
+func (in *installer) storeStaging() string { return filepath.Join(in.o.Store, StagingDir) }
 
-func (in *installer) removeStaging() {
-	if err := os.RemoveAll(in.staging()); err != nil {
-		in.logf("warning: remove the staging copy %s: %v", in.staging(), err)
+// removeLeftovers removes staging copies an install killed half-way left:
+// plaintext bundles in the places versions before this one unpacked volumes
+// to (StateDir/incoming and its temporary siblings), and the staging
+// directory in the store (reachable once the store is unlocked; copyIn
+// removes it again then). Failures are logged: they cost disk, and the next
+// run tries again.
+func (in *installer) removeLeftovers() {
+	dir := in.l.path(StateDir)
+	old, _ := filepath.Glob(filepath.Join(dir, ".incoming.*"))
+	for _, p := range append(old, filepath.Join(dir, "incoming"), in.storeStaging()) {
+		if _, err := os.Lstat(p); err != nil {
+			continue
+		}
+		in.logf("removing %s, a staging copy left by an interrupted install", p)
+		if err := os.RemoveAll(p); err != nil {
+			in.logf("warning: remove %s: %v", p, err)
+		}
 	}
 }
 
-// verify opens the bundle (unpacking packed volumes into a staging directory
-// after checking every volume), checks its signature, expiry and rollback, and
-// hashes every file.
+// verify checks the bundle without writing anything: its signature, expiry
+// and rollback, and every file's bytes. Packed volumes are verified in
+// place (the signed index, every volume, every file in the stream); they are
+// unpacked later, into the store, by copyIn.
 func (in *installer) verify(ctx context.Context) (dir string, s *manifests.Signed, sig []byte, err error) {
 	keys, err := manifests.LoadPublicKeys(in.o.TrustedKeys...)
 	if err != nil {
 		return "", nil, nil, fmt.Errorf("install: %w", err)
 	}
-	dir = in.o.Bundle
-	if _, err := volume.FindIndex(dir); err == nil {
-		staging := in.staging()
-		os.RemoveAll(staging)
-		if err := mkdirPrivate(filepath.Dir(staging)); err != nil {
-			return "", nil, nil, err
-		}
-		in.logf("unpacking volumes from %s", dir)
-		if _, err := volume.Unpack(ctx, dir, volume.UnpackOptions{Out: staging, Verifier: manifests.Verifier{Trusted: keys, Threshold: in.o.Threshold}}); err != nil {
-			return "", nil, nil, fmt.Errorf("unpack %s: %w", dir, err)
-		}
-		dir = staging
-	}
 	v := manifests.Verifier{Trusted: keys, Threshold: in.o.Threshold, MinVersion: in.lastAccepted()}
 	if in.o.AllowDowngrade && v.MinVersion > 0 {
 		in.logf("warning: --allow-downgrade: versions below %d are accepted", v.MinVersion)
 		v.MinVersion = 0
+	}
+	in.verifier = v
+	dir = in.o.Bundle
+	if _, err := volume.FindIndex(dir); err == nil {
+		in.logf("verifying the volumes in %s", dir)
+		rep, err := volume.Verify(ctx, dir, v, nil)
+		if err != nil {
+			return "", nil, nil, fmt.Errorf("verify volumes %s: %w", dir, err)
+		}
+		in.volumes = dir
+		s = rep.Signed
+		in.logf("signature by %v valid: %s version %d; all %d files in %d volume(s) match the manifest (%d bytes)",
+			s.KeyIDs, s.Manifest.Name, s.Manifest.Version, rep.Files, rep.Volumes, rep.Bytes)
+		return dir, s, nil, nil
 	}
 	s, err = v.Open(dir)
 	if err != nil {
@@ -358,7 +388,7 @@ func (in *installer) verify(ctx context.Context) (dir string, s *manifests.Signe
 		return "", nil, nil, fmt.Errorf("verify bundle %s: %w", dir, err)
 	}
 	in.logf("all %d files match the manifest (%d bytes)", len(s.Manifest.Files), s.Manifest.TotalSize())
-	sig, err = os.ReadFile(filepath.Join(dir, manifests.SignatureFile))
+	sig, err = manifests.ReadFile(dir, manifests.SignatureFile)
 	return dir, s, sig, err
 }
 

@@ -10,20 +10,29 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
-// journal records, while an install attempt runs, the processes it started,
-// so that an attempt killed half-way (kill -9, power loss) is cleaned up by
-// the next one. It is removed when the attempt ends, successfully or undone.
+// journal records, while an install attempt runs, the processes it started
+// and the admin token it made, so that an attempt killed half-way (kill -9,
+// power loss) is cleaned up by the next one. It is removed when the attempt
+// ends, successfully or undone.
 type journal struct {
 	path  string
-	PIDs  []int     `json:"pids"`
-	Units []string  `json:"units,omitempty"` // systemd units, when systemd runs the services
-	At    time.Time `json:"at"`
+	Procs []proc.Identity `json:"procs,omitempty"` // with start time and boot id: only these are ever signalled
+	PIDs  []int           `json:"pids,omitempty"`  // written by older versions: never signalled
+	Units []string        `json:"units,omitempty"` // systemd units, when systemd runs the services
+	// AdminToken is the ID of the admin token this attempt made. Its
+	// secret reaches the operator only when the attempt succeeds, so a
+	// crashed attempt's token is revoked by the next one.
+	AdminToken string    `json:"adminToken,omitempty"`
+	At         time.Time `json:"at"`
 }
 
 func (j *journal) save() error {
@@ -38,7 +47,7 @@ func (j *journal) save() error {
 }
 
 func (j *journal) begin() error {
-	j.At, j.PIDs, j.Units = time.Now().UTC(), nil, nil
+	j.At, j.Procs, j.PIDs, j.Units, j.AdminToken = time.Now().UTC(), nil, nil, nil, ""
 	return j.save()
 }
 
@@ -47,8 +56,13 @@ func (j *journal) addUnit(name string) error {
 	return j.save()
 }
 
-func (j *journal) addPID(pid int) error {
-	j.PIDs = append(j.PIDs, pid)
+func (j *journal) addProc(id proc.Identity) error {
+	j.Procs = append(j.Procs, id)
+	return j.save()
+}
+
+func (j *journal) setAdminToken(id string) error {
+	j.AdminToken = id
 	return j.save()
 }
 
@@ -60,8 +74,11 @@ func (j *journal) finish() error {
 }
 
 // recover stops what a crashed attempt started and is not part of the
-// recorded installation. Files a crashed attempt wrote are overwritten by this
-// one; a release copy it left half-done fails its check and is copied again.
+// recorded installation, and revokes the admin token it made, whose secret
+// nobody saw. Files a crashed attempt wrote are overwritten by this one; a
+// release copy it left half-done fails its check and is copied again. A
+// recorded process is only signalled while its identity (start time, boot)
+// still matches: after a power loss its PID belongs to someone else.
 func (in *installer) recover() error {
 	data, err := os.ReadFile(in.j.path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -75,31 +92,80 @@ func (in *installer) recover() error {
 		in.logf("warning: unreadable journal of an interrupted install (%v); ignoring it", err)
 		return in.j.finish()
 	}
-	keep := map[int]bool{}
+	at := old.At.Format(time.RFC3339)
 	keepUnit := map[string]bool{}
+	var keep []proc.Identity
 	if in.prev != nil {
-		keep[in.prev.Runtime.PID] = true
-		keep[in.prev.Gateway.PID] = true
+		keep = append(keep, identityOf(in.prev.Runtime), identityOf(in.prev.Gateway.Service))
 		keepUnit[filepath.Base(in.prev.Runtime.Unit)] = true
 		keepUnit[filepath.Base(in.prev.Gateway.Unit)] = true
 	}
 	for _, u := range old.Units {
 		if !keepUnit[u] {
-			in.logf("removing unit %s left by the install interrupted at %s", u, old.At.Format(time.RFC3339))
+			in.logf("removing unit %s left by the install interrupted at %s", u, at)
 			if err := removeUnit(context.Background(), in.l, u); err != nil {
 				return err
 			}
 		}
 	}
-	for _, pid := range old.PIDs {
-		if !keep[pid] && alive(pid) {
-			in.logf("stopping pid %d left by the install interrupted at %s", pid, old.At.Format(time.RFC3339))
-			if err := stop(pid, 10*time.Second); err != nil {
+	for _, id := range old.Procs {
+		if slices.Contains(keep, id) {
+			continue
+		}
+		switch err := id.Check(); {
+		case errors.Is(err, proc.ErrGone):
+		case err != nil:
+			in.logf("not stopping pid %d recorded by the install interrupted at %s: %v", id.PID, at, err)
+		default:
+			in.logf("stopping pid %d left by the install interrupted at %s", id.PID, at)
+			if err := stop(id, 10*time.Second); err != nil {
 				return err
 			}
 		}
 	}
+	for _, pid := range old.PIDs {
+		in.logf("not stopping pid %d recorded by the install interrupted at %s: recorded without its start time, it cannot be told apart from a later process; stop it by hand if it is still ours", pid, at)
+	}
+	if old.AdminToken != "" {
+		if err := in.revokeUnshown(old.AdminToken, "the install interrupted at "+at); err != nil {
+			return err
+		}
+	}
 	return in.j.finish()
+}
+
+// revokeUnshown revokes the admin token a crashed attempt made: its secret
+// was never printed, so no operator holds it, and a valid token nobody
+// holds is one nobody would notice stolen. The next gateway step then
+// issues a new one and prints it.
+func (in *installer) revokeUnshown(id, madeBy string) error {
+	path := in.l.tokens()
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // the crash came before the token file was written
+	}
+	if err != nil {
+		return fmt.Errorf("recover: tokens: %w", err)
+	}
+	revoked := false
+	err = tokens.Update(path, func(s *tokens.Store) error {
+		t, err := s.Revoke(id, in.o.Now())
+		revoked = err == nil && t.Revoked != nil
+		return err
+	})
+	if !revoked {
+		return nil // never saved (the crash came first)
+	}
+	if err != nil {
+		return fmt.Errorf("recover: revoke the unshown admin token %s: %w", id, err)
+	}
+	// Saving replaced the file; the gateway's user must still read it.
+	uid, gid := ownerOf(fi)
+	if err := os.Chown(path, uid, gid); err != nil {
+		return fmt.Errorf("recover: tokens: %w", err)
+	}
+	in.logf("revoked admin token %s, made by %s and never shown", id, madeBy)
+	return nil
 }
 
 // onUndo registers how to reverse a step this attempt completed.

@@ -15,6 +15,7 @@ const (
 	LogDir      = "/var/log/qwen-appliance"
 	StoreDir    = "/var/lib/qwen-appliance/store"
 	ReleasesDir = "releases"                               // inside the store: one verified copy per bundle version
+	StagingDir  = ".staging"                               // inside the store: packed volumes unpacked during install
 	ProgramPath = "/usr/lib/qwen-appliance/qwen-appliance" // the copy the services run
 )
 

@@ -50,6 +50,23 @@ func Rollback(ctx context.Context, o RollbackOptions) (*state.State, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rollback: %w", err)
 	}
+	lk, err := in.l.lock()
+	if err != nil {
+		return nil, fmt.Errorf("rollback: %w", err)
+	}
+	defer lk.release()
+	// Re-read under the lock: an install may have finished meanwhile.
+	if cur, err = state.Load(root); err != nil {
+		return nil, fmt.Errorf("rollback: %w", err)
+	}
+	if cur.Previous == nil {
+		return nil, fmt.Errorf("rollback: %w", ErrNoPrevious)
+	}
+	in.prev = cur
+	if err := in.recover(); err != nil {
+		return nil, fmt.Errorf("rollback: %w", err)
+	}
+	in.removeLeftovers()
 	in.serviceExe = in.l.path(ProgramPath)
 	keys, err := manifests.LoadPublicKeys(cur.TrustedKeys...)
 	if err != nil {

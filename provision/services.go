@@ -1,21 +1,18 @@
 package provision
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 )
 
 // service is a process install starts detached from itself (its own session,
@@ -32,12 +29,13 @@ type service struct {
 	Unit     harden.Service
 }
 
-// start launches s and returns its PID. The process is not waited for: it
-// belongs to the host now, and its PID goes into the state record.
-func (s service) start(exe string) (int, error) {
+// start launches s and returns its identity (PID, start time, boot id),
+// which is recorded and checked before any later signal. The process is not
+// waited for: it belongs to the host now.
+func (s service) start(exe string) (proc.Identity, error) {
 	logf, err := os.OpenFile(s.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return 0, fmt.Errorf("start %s: %w", s.Name, err)
+		return proc.Identity{}, fmt.Errorf("start %s: %w", s.Name, err)
 	}
 	defer logf.Close()
 	cmd := exec.Command(exe, s.Args...)
@@ -54,107 +52,34 @@ func (s service) start(exe string) (int, error) {
 	err = cmd.Start()
 	syscall.Umask(old)
 	if err != nil {
-		return 0, fmt.Errorf("start %s: %w", s.Name, err)
+		return proc.Identity{}, fmt.Errorf("start %s: %w", s.Name, err)
 	}
-	pid := cmd.Process.Pid
+	// Read before reaping can happen: until Wait, the PID stays ours.
+	id, err := proc.Identify(cmd.Process.Pid)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return proc.Identity{}, fmt.Errorf("start %s: record its identity: %w", s.Name, err)
+	}
 	// Reap it if it dies while install still runs, so alive() sees the death.
 	go cmd.Wait()
-	return pid, nil
+	return id, nil
 }
 
 // alive reports whether pid is a running (not zombie) process.
-func alive(pid int) bool {
-	if pid <= 0 {
-		return false
-	}
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state is the field after the ")" that closes the command name.
-	i := bytes.LastIndexByte(data, ')')
-	return i > 0 && i+2 < len(data) && data[i+2] != 'Z' && data[i+2] != 'X'
-}
+func alive(pid int) bool { return proc.Alive(pid) }
 
-// stop ends the process group led by pid, and every process below it: the
-// runtime supervisor starts the inference server in a group of its own,
-// and a server's workers (Ollama's runners) must not outlive it. SIGTERM
-// first, so each stops gracefully; SIGKILL for whatever is left after grace.
-func stop(pid int, grace time.Duration) error {
-	if !alive(pid) {
-		return nil
-	}
-	// Taken before signalling: once a parent dies its children are
-	// re-parented and can no longer be found from it.
-	tree := append(Descendants(pid), pid)
-	if err := syscall.Kill(-pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("stop pid %d: %w", pid, err)
-	}
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) && anyAlive(tree) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	for _, p := range tree {
-		if alive(p) {
-			syscall.Kill(-p, syscall.SIGKILL)
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-	}
-	for range 100 {
-		if !anyAlive(tree) {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("stop pid %d: still running after SIGKILL", pid)
-}
-
-func anyAlive(pids []int) bool {
-	for _, p := range pids {
-		if alive(p) {
-			return true
-		}
-	}
-	return false
-}
+// stop ends the process id names, with its process group and every process
+// below it (the runtime supervisor starts the inference server in a group
+// of its own, and a server's workers must not outlive it): SIGTERM first,
+// SIGKILL after grace. A PID now held by another process (after a crash, a
+// power loss, in another PID namespace) is never signalled: it is logged
+// through the returned *proc.Mismatch, which callers treat as "already gone".
+func stop(id proc.Identity, grace time.Duration) error { return proc.Stop(id, grace) }
 
 // Descendants lists the processes below pid (children, grandchildren …),
 // read from /proc.
-func Descendants(pid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	children := map[int][]int{}
-	for _, e := range entries {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// The parent PID is the second field after the ")" closing the name.
-		i := bytes.LastIndexByte(data, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(data[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		if pp, err := strconv.Atoi(f[1]); err == nil {
-			children[pp] = append(children[pp], p)
-		}
-	}
-	var out []int
-	queue := children[pid]
-	for len(queue) > 0 {
-		p := queue[0]
-		queue = append(queue[1:], children[p]...)
-		out = append(out, p)
-	}
-	sort.Ints(out)
-	return out
-}
+func Descendants(pid int) []int { return proc.Descendants(pid) }
 
 // waitFor polls ready until it returns true, the process dies, or timeout
 // passes; failures carry the last lines of the service's log.

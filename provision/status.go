@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
 )
@@ -89,7 +90,15 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	st, err := state.Load(root)
+	if _, err := state.Load(root); err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	lk, err := l.lock()
+	if err != nil {
+		return fmt.Errorf("uninstall: %w", err)
+	}
+	defer lk.release()
+	st, err := state.Load(root) // under the lock: as the last install left it
 	if err != nil {
 		return fmt.Errorf("uninstall: %w", err)
 	}
@@ -97,7 +106,14 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	for _, svc := range []state.Service{st.Gateway.Service, st.Runtime} {
 		if svc.PID > 0 || svc.Unit != "" {
 			logf("stopping %s (%s)", svc.Name, describe(svc))
-			errs = append(errs, stopService(l, svc, 30*time.Second))
+			err := stopService(l, svc, 30*time.Second)
+			if m := (*proc.Mismatch)(nil); errors.As(err, &m) {
+				// Not ours: the recorded process is gone (a reboot,
+				// a crash) and another holds its PID now.
+				logf("%v", err)
+				err = nil
+			}
+			errs = append(errs, err)
 		}
 	}
 	nf := o.Netfilter
@@ -132,10 +148,15 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		logf("removing the model store %s", st.Store.Dir)
 		errs = append(errs, os.RemoveAll(st.Store.Dir), removeIfExists(storage.MetadataPath(st.Store.Dir)))
 	}
-	for _, p := range []string{l.path(ConfigDir), l.path(LogDir), l.path(StateDir)} {
+	for _, p := range []string{l.path(ConfigDir), l.path(LogDir)} {
 		logf("removing %s", p)
 		errs = append(errs, os.RemoveAll(p))
 	}
+	// The state directory goes too, all but the lock, which is held
+	// until the very end so no install starts before the user is gone.
+	logf("removing %s", l.path(StateDir))
+	errs = append(errs, removeAllBut(l.path(StateDir), LockFile))
+	defer func() { os.Remove(l.lockPath()); os.Remove(l.path(StateDir)) }()
 	if st.ServiceUser != "" {
 		args := []string{st.ServiceUser}
 		if l.root != "" {
@@ -143,6 +164,21 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		}
 		if out, err := exec.Command("userdel", args...).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("userdel %s: %v: %s", st.ServiceUser, err, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeAllBut removes everything in dir except the entry named keep.
+func removeAllBut(dir, keep string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if e.Name() != keep {
+			errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
 		}
 	}
 	return errors.Join(errs...)

@@ -20,9 +20,11 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
 	"github.com/qwen-appliance/qwen-appliance/gateway/certs"
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -152,9 +154,29 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir string, s *manifests.Signed, sig []byte, id harden.Identity) (string, error) {
 	m := s.Manifest
 	rel := release(in.o.Store, m.Name, m.Version)
+	// A staging copy an interrupted install left in the store, readable
+	// now that the store is unlocked.
+	staging := in.storeStaging()
+	if err := os.RemoveAll(staging); err != nil {
+		return "", fmt.Errorf("remove the staging copy %s: %w", staging, err)
+	}
 	if err := manifests.CheckFiles(ctx, rel, m, manifests.CheckOptions{StoreModes: true}); err == nil {
 		in.logf("release %s already in the store and intact", rel)
 		return rel, nil
+	}
+	if in.volumes != "" {
+		// Plaintext weights: staged inside the encrypted store, and gone
+		// when this step ends, whatever happens.
+		defer func() {
+			if err := os.RemoveAll(staging); err != nil {
+				in.logf("warning: remove the staging copy %s: %v", staging, err)
+			}
+		}()
+		dir, signature, err := in.unpack(ctx, staging, s)
+		if err != nil {
+			return "", err
+		}
+		bundleDir, sig = dir, signature
 	}
 	if err := os.MkdirAll(filepath.Dir(rel), 0o700); err != nil {
 		return "", err
@@ -178,6 +200,31 @@ func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir stri
 	}
 	in.logf("copied and re-verified %d files into %s", len(m.Files), rel)
 	return rel, nil
+}
+
+// unpack unpacks the packed volumes into staging (inside the store) and
+// returns the bundle directory and its signature file. The volumes are
+// checked again as they stream; the manifest must be the very one verify
+// accepted, so media swapped since then are refused.
+func (in *installer) unpack(ctx context.Context, staging string, s *manifests.Signed) (dir string, sig []byte, err error) {
+	if err := os.Mkdir(staging, 0o700); err != nil {
+		return "", nil, err
+	}
+	dir = filepath.Join(staging, "bundle")
+	in.logf("unpacking volumes from %s into %s (inside the store)", in.volumes, staging)
+	if _, err := volume.Unpack(ctx, in.volumes, volume.UnpackOptions{Out: dir, Verifier: in.verifier}); err != nil {
+		return "", nil, fmt.Errorf("unpack %s: %w", in.volumes, err)
+	}
+	in.stepDone("unpack")
+	raw, err := os.ReadFile(filepath.Join(dir, manifests.ManifestFile))
+	if err != nil {
+		return "", nil, err
+	}
+	if !bytes.Equal(raw, s.Raw) {
+		return "", nil, fmt.Errorf("unpack %s: %w: the volumes hold another manifest than the one verified (were the media changed?)", in.volumes, manifests.ErrVerification)
+	}
+	sig, err = os.ReadFile(filepath.Join(dir, manifests.SignatureFile))
+	return dir, sig, err
 }
 
 // program installs a root-owned copy of this executable that the services
@@ -231,27 +278,32 @@ func reachable(path string, id harden.Identity) error {
 
 // startService starts s under the installation's supervisor and waits
 // until ready says it serves. It returns the unit file (under systemd) and
-// the main PID.
-func (in *installer) startService(ctx context.Context, s service, ready func() bool) (unit string, pid int, err error) {
+// the main process's identity.
+func (in *installer) startService(ctx context.Context, s service, ready func() bool) (unit string, id proc.Identity, err error) {
 	if err := os.MkdirAll(filepath.Dir(s.Log), 0o750); err != nil {
-		return "", 0, err
+		return "", id, err
 	}
 	if in.supervisor == SupervisorSystemd {
-		return in.startUnit(ctx, s, ready)
+		unit, pid, err := in.startUnit(ctx, s, ready)
+		if err != nil {
+			return "", id, err
+		}
+		id, err = proc.Identify(pid)
+		return unit, id, err
 	}
-	pid, err = s.start(in.serviceExe)
+	id, err = s.start(in.serviceExe)
 	if err != nil {
-		return "", 0, err
+		return "", id, err
 	}
-	if err := in.j.addPID(pid); err != nil {
-		stop(pid, 5*time.Second)
-		return "", 0, err
+	if err := in.j.addProc(id); err != nil {
+		stop(id, 5*time.Second)
+		return "", id, err
 	}
-	in.onUndo(func() error { return stop(pid, 30*time.Second) })
-	if err := waitFor(ctx, s, pid, in.o.ReadyTimeout, ready); err != nil {
-		return "", 0, err
+	in.onUndo(func() error { return stop(id, 30*time.Second) })
+	if err := waitFor(ctx, s, id.PID, in.o.ReadyTimeout, ready); err != nil {
+		return "", id, err
 	}
-	return "", pid, nil
+	return "", id, nil
 }
 
 func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.Manifest, id harden.Identity) error {
@@ -302,20 +354,20 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 		}
 	}
 	in.logf("starting the %s runtime on 127.0.0.1:%d", m.Runtime.Kind, port)
-	unit, pid, err := in.startService(ctx, svc, logSays(svc.Log, logSize(svc.Log), "ready:"))
+	unit, started, err := in.startService(ctx, svc, logSays(svc.Log, logSize(svc.Log), "ready:"))
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)
 	}
 	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	st.Runtime = state.Service{Name: "runtime", Kind: m.Runtime.Kind, PID: pid, Unit: unit, Listen: []string{listen}, Log: svc.Log}
+	st.Runtime = state.Service{Name: "runtime", Kind: m.Runtime.Kind, PID: started.PID, Start: started.Start, Boot: started.Boot, Unit: unit, Listen: []string{listen}, Log: svc.Log}
 	if unit != "" {
 		if err := recordFile(st, unit); err != nil {
 			return fmt.Errorf("runtime: %w", err)
 		}
-		in.logf("runtime ready (unit %s, pid %d)", filepath.Base(unit), pid)
+		in.logf("runtime ready (unit %s, pid %d)", filepath.Base(unit), started.PID)
 		return nil
 	}
-	in.logf("runtime ready (pid %d)", pid)
+	in.logf("runtime ready (pid %d)", started.PID)
 	return nil
 }
 
@@ -386,19 +438,19 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 		}
 	}
 	in.logf("starting the gateway on %s", in.o.Listen)
-	unit, pid, err := in.startService(ctx, svc, httpOK("http://"+in.o.MetricsListen+"/readyz"))
+	unit, started, err := in.startService(ctx, svc, httpOK("http://"+in.o.MetricsListen+"/readyz"))
 	if err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
 	st.Gateway = state.Gateway{
-		Service: state.Service{Name: "gateway", PID: pid, Unit: unit, Listen: []string{in.o.Listen, in.o.MetricsListen}, Log: svc.Log},
+		Service: state.Service{Name: "gateway", PID: started.PID, Start: started.Start, Boot: started.Boot, Unit: unit, Listen: []string{in.o.Listen, in.o.MetricsListen}, Log: svc.Log},
 		URL:     "https://" + hostPortFor(in.o.Listen), MetricsURL: "http://" + in.o.MetricsListen,
 		CACert: filepath.Join(tlsDir, certs.CAFile), TokensFile: in.l.tokens(), AuditLog: in.l.auditLog(), AuditKey: auditKey + ".pub",
 	}
 	if err := recordFile(st, unit); err != nil {
 		return fmt.Errorf("gateway: %w", err)
 	}
-	in.logf("gateway ready (pid %d) at %s", pid, st.Gateway.URL)
+	in.logf("gateway ready (pid %d) at %s", started.PID, st.Gateway.URL)
 	return nil
 }
 
@@ -412,6 +464,10 @@ func hostPortFor(listen string) string {
 }
 
 // adminToken creates the first admin token when the token file has none.
+// The token's ID goes into the journal before the token file is saved: its
+// secret reaches the operator only if this attempt succeeds, so a failed
+// attempt revokes it and a crashed one has it revoked by the next run,
+// which then makes and prints a new one.
 func (in *installer) adminToken(id harden.Identity) error {
 	path := in.l.tokens()
 	store, err := tokens.Load(path)
@@ -423,13 +479,17 @@ func (in *installer) adminToken(id harden.Identity) error {
 			return os.Chown(path, id.UID, id.GID)
 		}
 	}
-	secret, _, err := store.Create(tokens.CreateOptions{Name: "install-admin", Role: tokens.RoleAdmin, Now: in.o.Now()})
+	secret, tok, err := store.Create(tokens.CreateOptions{Name: "install-admin", Role: tokens.RoleAdmin, Now: in.o.Now()})
 	if err != nil {
 		return fmt.Errorf("tokens: %w", err)
+	}
+	if err := in.j.setAdminToken(tok.ID); err != nil {
+		return err
 	}
 	if err := store.Save(path); err != nil {
 		return fmt.Errorf("tokens: %w", err)
 	}
+	in.onUndo(func() error { return in.revokeUnshown(tok.ID, "this failed attempt") })
 	in.res.AdminToken = secret
 	return os.Chown(path, id.UID, id.GID)
 }

@@ -86,7 +86,7 @@ func (in *installer) prevRuntime(st *state.State) *state.Service {
 		if _, err := os.Stat(old.Unit); err != nil {
 			return nil
 		}
-	case old.PID <= 0 || old.PID == st.Runtime.PID || !alive(old.PID):
+	case old.PID <= 0 || old.PID == st.Runtime.PID || !identityOf(old).Ours():
 		return nil
 	}
 	return &old

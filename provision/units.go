@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
@@ -155,12 +156,18 @@ func removeUnit(ctx context.Context, l layout, name string) error {
 }
 
 // running reports whether a recorded service is up: its unit is active, or
-// its process lives.
+// the very process install started still lives (a PID reused by another
+// process does not count).
 func running(svc state.Service) bool {
 	if svc.Unit != "" {
 		return harden.UnitActive(context.Background(), filepath.Base(svc.Unit))
 	}
-	return alive(svc.PID)
+	return identityOf(svc).Ours()
+}
+
+// identityOf is the recorded identity of a service's process.
+func identityOf(svc state.Service) proc.Identity {
+	return proc.Identity{PID: svc.PID, Start: svc.Start, Boot: svc.Boot}
 }
 
 // mainPID is a recorded service's process now: systemd may have restarted
@@ -175,23 +182,36 @@ func mainPID(svc state.Service) int {
 	return svc.PID
 }
 
-// signal sends sig to a recorded service's main process.
+// signal sends sig to a recorded service's main process: the one systemd
+// names for a unit, else the recorded process, only while its identity
+// still matches.
 func signal(svc state.Service, sig syscall.Signal) error {
-	pid := mainPID(svc)
-	if pid <= 0 {
-		return fmt.Errorf("signal %s: not running", svc.Name)
+	id := identityOf(svc)
+	if svc.Unit != "" {
+		pid := mainPID(svc)
+		if pid <= 0 {
+			return fmt.Errorf("signal %s: not running", svc.Name)
+		}
+		var err error
+		if id, err = proc.Identify(pid); err != nil {
+			return fmt.Errorf("signal %s: not running: %w", svc.Name, err)
+		}
 	}
-	if err := syscall.Kill(pid, sig); err != nil {
-		return fmt.Errorf("signal %s (pid %d): %w", svc.Name, pid, err)
+	if err := id.Check(); err != nil {
+		return fmt.Errorf("signal %s: %w", svc.Name, err)
+	}
+	if err := id.Signal(sig); err != nil {
+		return fmt.Errorf("signal %s: %w", svc.Name, err)
 	}
 	return nil
 }
 
 // stopService stops a recorded service: its unit is stopped, disabled and
-// removed, or its process tree ended.
+// removed, or its process tree ended. A recorded PID that another process
+// holds now is left alone and reported as a *proc.Mismatch.
 func stopService(l layout, svc state.Service, grace time.Duration) error {
 	if svc.Unit != "" {
 		return removeUnit(context.Background(), l, filepath.Base(svc.Unit))
 	}
-	return stop(svc.PID, grace)
+	return stop(identityOf(svc), grace)
 }

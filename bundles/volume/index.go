@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -242,7 +241,7 @@ func OpenIndex(dir string, trusted []manifests.PublicKey) (x *Index, verified bo
 }
 
 func readBounded(p string, limit int64) ([]byte, error) {
-	f, err := os.Open(p)
+	f, err := manifests.OpenMedia(p)
 	if err != nil {
 		return nil, err
 	}

@@ -43,11 +43,11 @@ func Pack(ctx context.Context, dir string, opts PackOptions) (_ *Index, err erro
 	if opts.Key.Key == nil {
 		return nil, errors.New("pack: no signing key")
 	}
-	mdata, err := os.ReadFile(filepath.Join(dir, manifests.ManifestFile))
+	mdata, err := manifests.ReadFile(dir, manifests.ManifestFile)
 	if err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
-	sdata, err := os.ReadFile(filepath.Join(dir, manifests.SignatureFile))
+	sdata, err := manifests.ReadFile(dir, manifests.SignatureFile)
 	if err != nil {
 		return nil, fmt.Errorf("pack: %w (sign the bundle first)", err)
 	}

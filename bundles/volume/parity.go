@@ -13,6 +13,7 @@ import (
 	"github.com/klauspost/reedsolomon"
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
 // streamBlock is the Reed-Solomon block per shard: memory is (data+parity)
@@ -137,7 +138,7 @@ func rebuild(ctx context.Context, x *Index, found map[int]string, missing []int,
 	const label = "rebuild"
 	rep.Start(label, int64(n-len(missing))*x.ShardSize, 0)
 	for num, p := range found {
-		f, err := os.Open(p)
+		f, err := manifests.OpenMedia(p)
 		if err != nil {
 			return nil, err
 		}

@@ -187,7 +187,7 @@ func hasProblem(ps []Problem, vol int, kind string) bool {
 }
 
 func hashFile(ctx context.Context, p string, rep *progress.Reporter) (string, error) {
-	f, err := os.Open(p)
+	f, err := manifests.OpenMedia(p)
 	if err != nil {
 		return "", err
 	}

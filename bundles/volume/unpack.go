@@ -37,6 +37,8 @@ type Report struct {
 	Bytes    int64     `json:"bytes"`
 	Dir      string    `json:"dir,omitempty"`
 	KeyIDs   []string  `json:"keyIds"`
+	// Signed is the verified manifest read from the stream.
+	Signed *manifests.Signed `json:"-"`
 }
 
 // Unpack checks the signed index and every volume in dir, rebuilds missing
@@ -140,7 +142,7 @@ func run(ctx context.Context, dir, out string, v manifests.Verifier, rep *progre
 	if err != nil {
 		return r, err
 	}
-	r.Files, r.Bytes, r.KeyIDs = len(signed.Manifest.Files), signed.Manifest.TotalSize(), signed.KeyIDs
+	r.Files, r.Bytes, r.KeyIDs, r.Signed = len(signed.Manifest.Files), signed.Manifest.TotalSize(), signed.KeyIDs, signed
 	if out == "" {
 		return r, nil
 	}
@@ -167,7 +169,7 @@ func openStream(x *Index, found map[int]string) (io.Reader, func(), error) {
 	}
 	var rs []io.Reader
 	for n := 1; n <= x.DataVolumes; n++ {
-		f, err := os.Open(found[n])
+		f, err := manifests.OpenMedia(found[n])
 		if err != nil {
 			closeAll()
 			return nil, nil, err
@@ -205,7 +207,7 @@ func Inspect(dir string, trusted []manifests.PublicKey) (*Info, error) {
 	if found[1] == "" {
 		return info, nil
 	}
-	f, err := os.Open(found[1])
+	f, err := manifests.OpenMedia(found[1])
 	if err != nil {
 		return info, nil
 	}

@@ -363,7 +363,7 @@ Example:
 }
 
 func isBundleDir(dir string) bool {
-	_, err := os.Stat(filepath.Join(dir, manifests.ManifestFile))
+	_, err := os.Lstat(filepath.Join(dir, manifests.ManifestFile))
 	return err == nil
 }
 
@@ -389,7 +389,10 @@ func bundleInspect(c *cli.Context) error {
 			}
 			m, verified = s.Manifest, true
 		} else {
-			data, err := os.ReadFile(filepath.Join(dir, manifests.ManifestFile))
+			data, err := manifests.ReadFile(dir, manifests.ManifestFile)
+			if errors.Is(err, manifests.ErrVerification) {
+				return withCode(exitVerification, err, verificationHint(err))
+			}
 			if err != nil {
 				return err
 			}

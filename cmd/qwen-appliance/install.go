@@ -33,9 +33,13 @@ user, the nftables egress-deny table, the encrypted model store, a copy-in that
 re-hashes every byte, the runtime on 127.0.0.1, the TLS gateway with a first
 admin token (printed once), a chat completion through the gateway, and the state
 record under ROOT/var/lib/qwen-appliance. A failed step undoes what this attempt
-did; running install again after a crash cleans up and carries on; installing
-the same bundle again changes nothing. A version lower than the last one
-accepted is refused unless --allow-downgrade.
+did; running install again after a crash cleans up and carries on (it signals
+only processes whose recorded start time still matches, removes plaintext
+staging a killed run left, and revokes an admin token nobody was shown);
+installing the same bundle again changes nothing. Packed volumes are unpacked
+only inside the encrypted store. A version lower than the last one accepted
+is refused unless --allow-downgrade. One install, rollback or uninstall runs
+at a time: a second exits 1 naming the first's PID (--dry-run takes no lock).
 
 SETTINGS: --listen, --metrics-listen, --host, --allow-cidr, --admin-cidr,
 --allow-egress and --probe are recorded in the state. An upgrade or a re-run
@@ -183,6 +187,8 @@ func installAction(c *cli.Context) error {
 			return withCode(exitError, err, "stop the program holding it (ss -ltnp shows which) or choose another --listen/--metrics-listen")
 		case errors.Is(err, manifests.ErrVerification):
 			return withCode(exitVerification, err, verificationHint(err))
+		case errors.Is(err, provision.ErrBusy):
+			return withCode(exitError, err, busyHint)
 		case errors.Is(err, provision.ErrHostUnfit):
 			if res != nil && res.Preflight != nil {
 				res.Preflight.WriteTable(c.App.ErrWriter)
@@ -228,6 +234,10 @@ func installAction(c *cli.Context) error {
 	}
 	return nil
 }
+
+// busyHint answers provision.ErrBusy: another install, rollback or
+// uninstall holds the installation's lock.
+const busyHint = "wait for it to finish (status shows what is installed), then run this again; the lock is released when that process exits, however it exits"
 
 // listFlag is a repeatable flag's values: nil when it was not given (an
 // upgrade keeps the recorded list), empty for "none" (clear it).

@@ -116,7 +116,10 @@ func verifierFromFlags(c *cli.Context) (manifests.Verifier, error) {
 
 // verificationHint maps a verification error to the step that fixes it.
 func verificationHint(err error) string {
+	var fte *manifests.FileTypeError
 	switch {
+	case errors.As(err, &fte):
+		return "replace " + fte.Path + " with the regular file from the original media (bundles hold no symlinks, FIFOs or devices)"
 	case errors.Is(err, manifests.ErrUntrustedKey):
 		return "pass the signer's public key with --trust, or get the bundle re-signed by a key you trust"
 	case errors.Is(err, manifests.ErrBadSignature), errors.Is(err, manifests.ErrNotCanonical):

@@ -28,6 +28,8 @@ Example:
 		Action: func(c *cli.Context) error {
 			st, err := provision.Rollback(c.Context, provision.RollbackOptions{Root: c.String("root"), ReadyTimeout: c.Duration("ready-timeout"), Log: c.App.ErrWriter})
 			switch {
+			case errors.Is(err, provision.ErrBusy):
+				return withCode(exitError, err, busyHint)
 			case errors.Is(err, provision.ErrNoPrevious):
 				return withCode(exitError, err, "rollback needs an earlier release installed on this host before the current one")
 			case errors.Is(err, manifests.ErrVerification):

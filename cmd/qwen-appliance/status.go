@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -71,6 +72,9 @@ Example:
 		Action: func(c *cli.Context) error {
 			err := provision.Uninstall(c.Context, provision.UninstallOptions{Root: c.String("root"), CryptoErase: c.Bool("crypto-erase"),
 				Log: func(f string, a ...any) { fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: uninstall: "+f+"\n", a...) }})
+			if errors.Is(err, provision.ErrBusy) {
+				return withCode(exitError, err, busyHint)
+			}
 			if err != nil {
 				return withCode(exitError, err, "fix what is named and run uninstall again; it carries on past what is already gone")
 			}

@@ -479,7 +479,7 @@ func storageCopyIn(c *cli.Context) error {
 	if err != nil {
 		return withCode(exitVerification, err, "check --trust and the bundle's manifest.sig")
 	}
-	sig, err := os.ReadFile(filepath.Join(bundle, manifests.SignatureFile))
+	sig, err := manifests.ReadFile(bundle, manifests.SignatureFile)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/gateway/internal/flock"
+	"github.com/qwen-appliance/qwen-appliance/internal/flock"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 

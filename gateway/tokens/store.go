@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/gateway/internal/flock"
+	"github.com/qwen-appliance/qwen-appliance/internal/flock"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 

@@ -4,11 +4,10 @@ package runtime
 
 import (
 	"errors"
-	"os"
 	"os/exec"
-	"strconv"
-	"strings"
 	"syscall"
+
+	procfs "github.com/qwen-appliance/qwen-appliance/internal/proc"
 )
 
 // setProcessGroup puts cmd in a process group of its own, so that stopping
@@ -29,31 +28,4 @@ func signalGroup(pgid int, sig syscall.Signal) error {
 
 // GroupMembers lists the live (not zombie) processes in process group pgid,
 // read from /proc.
-func GroupMembers(pgid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// Fields after the parenthesised command name: state ppid pgrp …
-		s := string(data)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, _ := strconv.Atoi(f[2]); g == pgid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
+func GroupMembers(pgid int) []int { return procfs.GroupMembers(pgid) }

@@ -110,6 +110,12 @@ type Service struct {
 	Log    string            `json:"log,omitempty"`
 	Env    map[string]string `json:"env,omitempty"` // environment install set (never secrets)
 	Kind   string            `json:"kind,omitempty"`
+
+	// Start and Boot identify the process PID names (its start time in
+	// clock ticks after boot, and the boot id): a PID is only ever
+	// signalled while both still match, never after it was reused.
+	Start uint64 `json:"start,omitempty"`
+	Boot  string `json:"boot,omitempty"`
 }
 
 // Gateway is the API gateway's configuration.

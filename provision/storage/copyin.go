@@ -118,7 +118,9 @@ func (c *copier) file(ctx context.Context, f manifests.File) ([]manifests.FilePr
 	if !fi.Mode().IsRegular() {
 		return []manifests.FileProblem{{Path: f.Path, Kind: manifests.ProblemType, Detail: "is a " + typeName(fi.Mode()) + " in the bundle, not a regular file"}}, nil
 	}
-	in, err := c.src.OpenFile(f.Path, os.O_RDONLY|oNoFollow, 0)
+	// Non-blocking: a FIFO swapped in since the Lstat must not hang the
+	// copy; the Stat below refuses it.
+	in, err := c.src.OpenFile(f.Path, os.O_RDONLY|oNoFollow|oNonblock, 0)
 	if err != nil {
 		return nil, err
 	}

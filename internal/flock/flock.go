@@ -1,6 +1,7 @@
 // Package flock takes advisory whole-file locks, so that two gateway
-// processes never append to one audit log and two "tokens create" runs never
-// lose each other's token. It must never be used for anything that needs a
+// processes never append to one audit log, two "tokens create" runs never
+// lose each other's token, and two installs (or an install and an
+// uninstall) never work on one host at once. It must never be used for anything that needs a
 // lock across machines.
 package flock
 
