@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -136,14 +135,13 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		logf("removing %s", p)
 		errs = append(errs, os.RemoveAll(p))
 	}
-	if st.ServiceUser != "" {
-		args := []string{st.ServiceUser}
-		if l.root != "" {
-			args = []string{"--prefix", string(l.root), st.ServiceUser}
-		}
-		if out, err := exec.Command("userdel", args...).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("userdel %s: %v: %s", st.ServiceUser, err, out))
-		}
+	users := st.CreatedUsers
+	if users == nil && st.ServiceUser != "" {
+		users = []string{st.ServiceUser} // recorded before CreatedUsers existed
+	}
+	for _, u := range users {
+		logf("removing the user and group %s", u)
+		errs = append(errs, harden.DeleteUser(ctx, l.root, u))
 	}
 	return errors.Join(errs...)
 }

@@ -44,13 +44,17 @@ func (in *installer) netfilter() (harden.Netfilter, error) {
 	return harden.NewKernel(c), nil
 }
 
-func (in *installer) firewall(ctx context.Context, st *state.State) error {
+func (in *installer) firewall(ctx context.Context, st *state.State, ids harden.Identities) error {
 	port, err := portOf(in.o.Listen)
 	if err != nil {
 		return fmt.Errorf("gateway listen address %q: %w", in.o.Listen, err)
 	}
 	policy := harden.EgressPolicy{APIPort: uint16(port), ClientCIDRs: in.o.ClientCIDRs, AdminCIDRs: in.o.AdminCIDRs,
-		SSHPort: harden.DefaultSSHPort, Egress: in.o.Egress}
+		SSHPort: harden.DefaultSSHPort, Egress: in.o.Egress,
+		// Only the gateway (and the runtime itself) may connect to the
+		// runtime: no local user gets round the gateway's tokens and audit.
+		Runtime: &harden.RuntimeAccess{FirstPort: harden.RuntimePortFirst, LastPort: harden.RuntimePortLast,
+			UIDs: []uint32{uint32(ids.Gateway.UID), uint32(ids.Runtime.UID)}}}
 	nf, err := in.netfilter()
 	if err != nil {
 		return err
@@ -80,6 +84,19 @@ func portOf(addr string) (int, error) {
 	return strconv.Atoi(p)
 }
 
+// runtimePort finds an unused loopback TCP port among those the firewall
+// reserves for the runtime (harden.RuntimePortFirst to RuntimePortLast).
+func runtimePort() (int, error) {
+	for p := harden.RuntimePortFirst; p <= harden.RuntimePortLast; p++ {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err == nil {
+			l.Close()
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("every runtime port from %d to %d is in use", harden.RuntimePortFirst, harden.RuntimePortLast)
+}
+
 // recordFile stores path's SHA-256 in the state for verify.
 func recordFile(st *state.State, path string) error {
 	if path == "" {
@@ -93,6 +110,8 @@ func recordFile(st *state.State, path string) error {
 	return nil
 }
 
+// store creates or unlocks the model store, owned by the runtime's user
+// (id), which alone reads the weights.
 func (in *installer) store(ctx context.Context, st *state.State, id harden.Identity) error {
 	owner := storage.Owner{UID: id.UID, GID: id.GID, Name: id.User}
 	st.Store = state.Store{Dir: in.o.Store, Backend: string(in.o.Backend)}
@@ -101,7 +120,7 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 		if err := os.MkdirAll(in.o.Store, 0o700); err != nil {
 			return err
 		}
-		return os.Chown(in.o.Store, id.UID, id.GID)
+		return own(in.o.Store, id)
 	}
 	sopts := storage.Options{KDF: in.o.KDF}
 	key := storage.Credential{KeyFile: in.l.storeKey()}
@@ -137,9 +156,31 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 		return fmt.Errorf("model store status: %w", err)
 	}
 	st.Store.Cipher, st.Store.KeyFile = stat.Cipher, key.KeyFile
-	return nil
+	// A store from an installation that ran the runtime as the gateway's
+	// user passes to the runtime's.
+	return own(in.o.Store, id)
 }
 
+// own gives everything under dir that belongs to someone else to id,
+// leaving modes alone: install's own files are private already, and the
+// store's files must keep the modes their manifest records.
+func own(dir string, id harden.Identity) error {
+	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if uid, gid := ownerOf(fi); uid == id.UID && gid == id.GID {
+			return nil
+		}
+		if err := os.Lchown(p, id.UID, id.GID); err != nil {
+			return fmt.Errorf("give %s to %s: %w", p, id.User, err)
+		}
+		return nil
+	})
+}
+
+// copyIn puts a verified copy of the bundle into the store, owned by the
+// runtime's user (id).
 func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir string, s *manifests.Signed, sig []byte, id harden.Identity) (string, error) {
 	m := s.Manifest
 	rel := release(in.o.Store, m.Name, m.Version)
@@ -245,10 +286,12 @@ func (in *installer) startService(ctx context.Context, s service, ready func() b
 	return "", pid, nil
 }
 
+// runtime starts the release's inference server as the runtime's user, on
+// a port the firewall lets only the gateway (and the runtime) connect to.
 func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.Manifest, id harden.Identity) error {
-	port, err := freePort()
+	port, err := runtimePort()
 	if err != nil {
-		return err
+		return fmt.Errorf("runtime: %w", err)
 	}
 	args := []string{"run", "--bundle", st.Bundle.Dir, "--store", st.Bundle.Dir, "--host", "127.0.0.1", "--port", strconv.Itoa(port)}
 	for _, k := range st.TrustedKeys {
@@ -288,6 +331,7 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 			Description:    fmt.Sprintf("qwen-appliance inference server (%s, %s version %d)", m.Runtime.Kind, st.Bundle.Name, st.Bundle.Version),
 			GPU:            slices.Contains(m.Runtime.Devices, "cuda"),
 			SystemInfo:     true,
+			User:           harden.RuntimeUser,
 			ReadOnlyPaths:  []string{st.Bundle.Dir},
 			ReadWritePaths: []string{stateDir},
 		}
@@ -310,6 +354,8 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 	return nil
 }
 
+// gateway starts the gateway as its own user (id), the only one that reads
+// its token file and keys and writes the audit log.
 func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Identity) error {
 	tlsDir := in.l.tlsDir()
 	if _, err := os.Stat(filepath.Join(tlsDir, certs.CAFile)); errors.Is(err, os.ErrNotExist) {
@@ -330,7 +376,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 			return err
 		}
 	}
-	if err := os.Chown(serverKey, id.UID, id.GID); err != nil {
+	if err := private(serverKey, id); err != nil {
 		return err
 	}
 	if err := os.Chmod(tlsDir, 0o750); err != nil {
@@ -349,7 +395,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 			return err
 		}
 	}
-	if err := os.Chown(auditKey+".key", id.UID, id.GID); err != nil {
+	if err := private(auditKey+".key", id); err != nil {
 		return err
 	}
 	logDir := filepath.Dir(in.l.auditLog())
@@ -381,6 +427,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 		Service: state.Service{Name: "gateway", PID: pid, Unit: unit, Listen: []string{in.o.Listen, in.o.MetricsListen}, Log: svc.Log},
 		URL:     "https://" + hostPortFor(in.o.Listen), MetricsURL: "http://" + in.o.MetricsListen,
 		CACert: filepath.Join(tlsDir, certs.CAFile), TokensFile: in.l.tokens(), AuditLog: in.l.auditLog(), AuditKey: auditKey + ".pub",
+		AuditSigningKey: auditKey + ".key", TLSKey: serverKey,
 	}
 	if err := recordFile(st, unit); err != nil {
 		return fmt.Errorf("gateway: %w", err)
@@ -407,7 +454,7 @@ func (in *installer) adminToken(id harden.Identity) error {
 	}
 	for _, t := range store.Tokens {
 		if t.Role == tokens.RoleAdmin && t.State(in.o.Now()) == "active" {
-			return os.Chown(path, id.UID, id.GID)
+			return private(path, id)
 		}
 	}
 	secret, _, err := store.Create(tokens.CreateOptions{Name: "install-admin", Role: tokens.RoleAdmin, Now: in.o.Now()})
@@ -418,7 +465,16 @@ func (in *installer) adminToken(id harden.Identity) error {
 		return fmt.Errorf("tokens: %w", err)
 	}
 	in.res.AdminToken = secret
-	return os.Chown(path, id.UID, id.GID)
+	return private(path, id)
+}
+
+// private makes a secret file the gateway's (id) alone: owner id, mode
+// 0600, so neither the runtime's user nor anyone else but root reads it.
+func private(path string, id harden.Identity) error {
+	if err := os.Chown(path, id.UID, id.GID); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o600)
 }
 
 // smoke sends a real chat completion through the gateway over TLS, as a

@@ -37,6 +37,7 @@ func Unit(c Config) (string, error) {
 	}
 	return harden.Unit(harden.Service{
 		Description:    fmt.Sprintf("qwen-appliance inference server (%s)", a.Kind()),
+		User:           harden.RuntimeUser,
 		ExecStart:      exec,
 		Environment:    cmd.Env,
 		GPU:            slices.Contains(c.Runtime.Devices, "cuda"),
