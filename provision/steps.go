@@ -127,6 +127,11 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 	s, err := storage.Open(in.o.Store, sopts)
 	switch {
 	case err == nil:
+		// A store from an installation that ran the runtime as the
+		// gateway's user passes to the runtime's.
+		if err := s.SetOwner(owner); err != nil {
+			return fmt.Errorf("model store: %w", err)
+		}
 		if err := s.Unlock(ctx, key); err != nil {
 			return fmt.Errorf("unlock model store %s: %w", in.o.Store, err)
 		}
@@ -156,9 +161,7 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 		return fmt.Errorf("model store status: %w", err)
 	}
 	st.Store.Cipher, st.Store.KeyFile = stat.Cipher, key.KeyFile
-	// A store from an installation that ran the runtime as the gateway's
-	// user passes to the runtime's.
-	return own(in.o.Store, id)
+	return nil
 }
 
 // own gives everything under dir that belongs to someone else to id,
