@@ -73,8 +73,9 @@ type UninstallOptions struct {
 }
 
 // Uninstall stops the services, removes the firewall table and its files,
-// the store (crypto-erased when asked), configuration, logs, the service user
-// and the state record. It carries on past failures and returns them all.
+// the store (crypto-erased when asked), configuration, logs, the service users
+// qwen-appliance made (with their groups) and the state record. It carries on
+// past failures and returns them all.
 func Uninstall(ctx context.Context, o UninstallOptions) error {
 	root, err := filepath.Abs(o.Root)
 	if err != nil {

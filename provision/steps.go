@@ -242,7 +242,7 @@ func (in *installer) program(st *state.State) error {
 	return nil
 }
 
-// reachable checks that the service user can pass through every directory
+// reachable checks that a service user (id) can pass through every directory
 // above path, so a service does not fail later with a bare "permission
 // denied" (a --root or store under a private temporary directory, say).
 func reachable(path string, id harden.Identity) error {

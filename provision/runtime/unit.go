@@ -9,7 +9,7 @@ import (
 )
 
 // Unit renders the systemd unit that runs the server as Command describes it,
-// with package harden's sandboxing: the service user, no privileges, a
+// with package harden's sandboxing: the runtime's user, no privileges, a
 // read-only system with only the server's state directory writable, the
 // NVIDIA devices only when the runtime runs on CUDA, and IP traffic to and
 // from localhost only. The unit's name is harden.RuntimeUnit.
