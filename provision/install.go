@@ -117,14 +117,15 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	m := signed.Manifest
 	sum := sha256.Sum256(signed.Raw)
 	manifestSHA := hex.EncodeToString(sum[:])
-	if in.prev != nil && in.prev.Bundle.ManifestSHA256 == manifestSHA && in.healthy(in.prev) {
-		if in.prev.RuntimeUser != "" {
-			in.logf("%s version %d is already installed and serving; nothing to do", m.Name, m.Version)
-			return &Result{State: in.prev}, nil
-		}
-		// Installed by a version that ran the runtime as the gateway's
-		// user: install again, so the runtime gets its own.
+	// Installed by a version that ran the runtime as the gateway's user:
+	// never "nothing to do", so the runtime gets its own.
+	migrate := in.prev != nil && in.prev.RuntimeUser == ""
+	if migrate {
 		in.logf("the runtime runs as the gateway's user %s; installing again to give it its own user %s", in.prev.ServiceUser, harden.RuntimeUser)
+	}
+	if in.prev != nil && !migrate && in.prev.Bundle.ManifestSHA256 == manifestSHA && in.healthy(in.prev) {
+		in.logf("%s version %d is already installed and serving; nothing to do", m.Name, m.Version)
+		return &Result{State: in.prev}, nil
 	}
 
 	// 2. Preflight.
