@@ -82,23 +82,36 @@ func cmdDialAs(ts *testscript.TestScript, neg bool, args []string) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		// The child is forked from this thread and keeps its namespace.
+		// The child is forked from this thread and starts in its
+		// namespace; the thread goes back to its own before it is
+		// unlocked. (A thread left behind would put this test process
+		// into $NS when it is the main one, and the sandbox's cleanup,
+		// which kills every process in $NS, would kill the test.)
 		runtime.LockOSThread()
+		orig, nerr := netns.Get()
+		if nerr != nil {
+			err = nerr
+			return // the thread stays locked: the runtime ends it
+		}
+		defer orig.Close()
 		ns, nerr := netns.GetFromName(ts.Getenv("NS"))
 		if nerr != nil {
 			err = nerr
+			runtime.UnlockOSThread()
 			return
 		}
 		defer ns.Close()
 		if err = netns.Set(ns); err != nil {
+			runtime.UnlockOSThread()
 			return
 		}
 		cmd := exec.Command("/proc/self/exe")
 		cmd.Env = []string{"QWA_VERIFY_DIAL=" + addr}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), NoSetGroups: true}}
 		out, err = cmd.Output()
-		// This thread stays in the namespace: it is not unlocked, so the
-		// Go runtime ends it with the goroutine.
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
 	}()
 	<-done
 	fmt.Fprintf(ts.Stdout(), "uid %d to %s: %s\n", uid, addr, strings.TrimSpace(string(out)))
