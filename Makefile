@@ -6,15 +6,28 @@ export CGO_CFLAGS ?= -Wno-deprecated-declarations
 FUZZTIME ?= 10s
 PKGS := ./...
 
-.PHONY: build test bench fuzz lint demo clean
+.PHONY: build appliance test bench fuzz lint demo clean
 
+# The full build, for the connected side (bundle create fetches through
+# go-getter: s3::, gcs::, git::).
 build:
 	$(GO) build -o $(BIN) ./cmd/qwen-appliance
+
+# The appliance build, for the isolated host: the same commands without
+# go-getter, so without the AWS, GCS, gRPC and OpenTelemetry modules it
+# brings. It fails if any of them is linked in.
+APPLIANCE_BIN := bin/appliance/qwen-appliance
+appliance:
+	$(GO) build -tags appliance -o $(APPLIANCE_BIN) ./cmd/qwen-appliance
+	@if $(GO) version -m $(APPLIANCE_BIN) | grep -E 'hashicorp/go-getter|aws/aws-sdk|cloud.google.com|google.golang.org/grpc|opentelemetry'; then \
+	  echo "appliance build links connected-side modules (above)"; exit 1; fi
+	@echo "$(APPLIANCE_BIN): $$(stat -c %s $(APPLIANCE_BIN)) bytes, $$($(GO) version -m $(APPLIANCE_BIN) | grep -c '^\s*dep') modules"
 
 # Privileged tests (network namespaces, loop-mounted filesystems) run when
 # root and skip with a reason otherwise.
 test:
 	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(GO) test -count=1 -tags appliance ./bundles/fetch
 
 # Go benchmarks, then every comparison script under scripts/bench (each runs
 # qwen-appliance and a reference tool in the same run and prints ratios).
@@ -34,6 +47,7 @@ fuzz:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags appliance ./bundles/... ./cmd/...
 
 demo: build
 	bash scripts/demo.sh

@@ -50,16 +50,28 @@ func TestParseEgress(t *testing.T) {
 
 func TestParseSession(t *testing.T) {
 	s, err := ParseSession("192.0.2.10 50000 10.0.0.1 22")
-	if err != nil || *s != (Session{Client: netip.MustParseAddr("192.0.2.10"), ClientPort: 50000, ServerPort: 22}) {
+	if err != nil || *s != (Session{Client: netip.MustParseAddr("192.0.2.10"), ClientPort: 50000, ServerPort: 22, Server: netip.MustParseAddr("10.0.0.1")}) {
 		t.Fatalf("%+v %v", s, err)
 	}
 	if s, err := ParseSession(""); s != nil || err != nil {
 		t.Fatalf("empty: %v %v", s, err)
 	}
-	for _, bad := range []string{"1.2.3.4 5", "x 1 2 3", "1.2.3.4 0 5.6.7.8 22", "1.2.3.4 1 5.6.7.8 99999"} {
+	for _, bad := range []string{"1.2.3.4 5", "x 1 2 3", "1.2.3.4 0 5.6.7.8 22", "1.2.3.4 1 5.6.7.8 99999", "1.2.3.4 1 server 22"} {
 		if _, err := ParseSession(bad); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+func TestSessionThroughHere(t *testing.T) {
+	if !(&Session{Server: netip.MustParseAddr("127.0.0.1")}).ThroughHere() {
+		t.Error("a session to loopback, which every namespace has, is not through here")
+	}
+	if (&Session{Server: netip.MustParseAddr("192.0.2.77")}).ThroughHere() {
+		t.Error("a session to an address no interface here has is through here")
+	}
+	if !(&Session{}).ThroughHere() {
+		t.Error("a session with no server address (SSH_CLIENT) must be assumed to pass through here")
 	}
 }
 

@@ -3,6 +3,7 @@ package harden
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"strconv"
@@ -15,6 +16,32 @@ type Session struct {
 	Client     netip.Addr `json:"client"`
 	ClientPort uint16     `json:"clientPort"`
 	ServerPort uint16     `json:"serverPort"`
+	// Server is the address the client connected to; invalid when only
+	// the older SSH_CLIENT told the session.
+	Server netip.Addr `json:"server"`
+}
+
+// ThroughHere reports whether the session's traffic passes through the
+// firewall of the current network namespace: its server address is one of
+// this namespace's interface addresses (or unknown, and then it is assumed
+// to). An install into a sandbox namespace cannot cut off a session that
+// arrives elsewhere.
+func (s *Session) ThroughHere() bool {
+	if !s.Server.IsValid() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true
+	}
+	for _, a := range addrs {
+		if p, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(p.IP); ok && ip.Unmap() == s.Server {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // ParseSession reads the SSH_CONNECTION value "CLIENT_IP CLIENT_PORT
@@ -39,7 +66,14 @@ func ParseSession(sshConnection string) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("SSH_CONNECTION %q: server %v", sshConnection, err)
 	}
-	return &Session{Client: ip.WithZone("").Unmap(), ClientPort: cport, ServerPort: sport}, nil
+	var server netip.Addr // "-" from SSH_CLIENT: unknown
+	if f[2] != "-" {
+		if server, err = netip.ParseAddr(f[2]); err != nil {
+			return nil, fmt.Errorf("SSH_CONNECTION %q: server %q is not an IP address", sshConnection, f[2])
+		}
+		server = server.WithZone("").Unmap()
+	}
+	return &Session{Client: ip.WithZone("").Unmap(), ClientPort: cport, ServerPort: sport, Server: server}, nil
 }
 
 // FindSession finds the SSH login this process runs under, for

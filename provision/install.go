@@ -38,13 +38,30 @@ type Options struct {
 	Backend storage.Backend // fscrypt when empty; "none" stores unencrypted and is recorded as such
 	KDF     storage.KDF     // argon2id cost for the store's protectors (tests lower it)
 
-	Listen        string // gateway API address; 127.0.0.1:8443 when empty
-	MetricsListen string // gateway metrics address; 127.0.0.1:9464 when empty
-	Host          string // name in the gateway's certificate; "localhost" when empty
+	// The settings below are recorded in the state. Left unset (an empty
+	// string, a nil slice), an upgrade or re-run keeps what the installation
+	// recorded, and a first install uses the defaults; an empty non-nil
+	// slice clears a list.
+	Listen        string // gateway API address; DefaultListen
+	MetricsListen string // gateway metrics address; DefaultMetricsListen
+	Host          string // name in the gateway's certificate; DefaultHost
 	ClientCIDRs   []netip.Prefix
 	AdminCIDRs    []netip.Prefix
 	Egress        []harden.EgressRule
 	ProbeTargets  []string // addresses verify's egress probe must fail to reach
+
+	// Session is the operator's remote login (harden.FindSession); install
+	// refuses a firewall that would cut it off unless ConfirmTimeout is set,
+	// in which case the firewall is reverted unless 'harden confirm' runs
+	// from a new connection in time.
+	Session        *harden.Session
+	ConfirmTimeout time.Duration
+
+	// Repair re-applies every step even when the installation looks
+	// healthy; a re-run repairs what it finds drifted anyway.
+	Repair bool
+
+	euid func() int // os.Geteuid when nil (tests)
 
 	AllowDowngrade bool // install a version lower than the last accepted one (logged)
 	DryRun         bool // print the plan, change nothing
@@ -67,9 +84,11 @@ type Options struct {
 // Result is what install did.
 type Result struct {
 	State       *state.State
-	Changed     bool   // false when the same bundle was already installed and serving
-	AdminToken  string // the first admin token, printed once (empty when none was made)
-	RecoveryKey string // the store's recovery key, printed once when the store was created
+	Changed     bool     // false when the same bundle was already installed and serving as recorded
+	Settings    []string // how the settings differ from the previous installation's ("listen: A -> B")
+	Drift       []string // what was found drifted from the recorded installation, and repaired
+	AdminToken  string   // the first admin token, printed once (empty when none was made)
+	RecoveryKey string   // the store's recovery key, printed once when the store was created
 	Plan        []string
 	Preflight   *preflight.Report
 }
@@ -84,7 +103,8 @@ type installer struct {
 	undos []func() error
 	// serviceExe is the installed copy of this executable the services run.
 	serviceExe string
-	supervisor string // SupervisorSystemd or SupervisorProcess
+	supervisor string          // SupervisorSystemd or SupervisorProcess
+	settings   []settingChange // how the settings differ from in.prev's
 }
 
 func (in *installer) logf(format string, args ...any) {
@@ -123,9 +143,22 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if migrate {
 		in.logf("the runtime runs as the gateway's user %s; installing again to give it its own user %s", in.prev.ServiceUser, harden.RuntimeUser)
 	}
-	if in.prev != nil && !migrate && in.prev.Bundle.ManifestSHA256 == manifestSHA && in.healthy(in.prev) {
-		in.logf("%s version %d is already installed and serving; nothing to do", m.Name, m.Version)
-		return &Result{State: in.prev}, nil
+	in.res.Settings = strs(in.settings)
+	for _, d := range in.settings {
+		in.logf("setting changed: %s", d)
+	}
+	if in.prev != nil && !migrate && in.prev.Bundle.ManifestSHA256 == manifestSHA {
+		in.res.Drift = in.drift(in.prev)
+		for _, d := range in.res.Drift {
+			in.logf("drifted from the recorded installation: %s", d)
+		}
+		if len(in.res.Drift) == 0 && len(in.settings) == 0 && !o.Repair {
+			in.logf("%s version %d is already installed and serving as recorded; nothing to do", m.Name, m.Version)
+			return &Result{State: in.prev}, nil
+		}
+	}
+	if err := in.precheck(); err != nil {
+		return &in.res, err
 	}
 
 	// 2. Preflight.
@@ -201,7 +234,8 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	st.Updated = in.now()
-	st.Firewall.ProbeTargets = o.ProbeTargets
+	st.Firewall.ProbeTargets = in.o.ProbeTargets
+	st.Settings = settingsOf(in.o)
 	if err := state.Save(string(in.l.root), st); err != nil {
 		return nil, err
 	}
@@ -242,15 +276,6 @@ func newInstaller(o Options) (*installer, error) {
 	default:
 		return nil, fmt.Errorf("install: store backend %q: install creates fscrypt stores (or none); LUKS volumes are made and opened with 'qwen-appliance storage'", o.Backend)
 	}
-	if o.Listen == "" {
-		o.Listen = "127.0.0.1:8443"
-	}
-	if o.MetricsListen == "" {
-		o.MetricsListen = "127.0.0.1:9464"
-	}
-	if o.Host == "" {
-		o.Host = "localhost"
-	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 5 * time.Minute
 	}
@@ -266,16 +291,20 @@ func newInstaller(o Options) (*installer, error) {
 	if log == nil {
 		log = io.Discard
 	}
-	in := &installer{o: o, l: l, log: log}
-	in.j = &journal{path: l.journal()}
 	prev, err := state.Load(root)
 	switch {
 	case err == nil:
-		in.prev = prev
 	case errors.Is(err, state.ErrNotInstalled):
+		prev = nil
 	default:
 		return nil, fmt.Errorf("install: %w", err)
 	}
+	diff, err := resolveSettings(&o, prev, l.root)
+	if err != nil {
+		return nil, fmt.Errorf("install: %w", err)
+	}
+	in := &installer{o: o, l: l, log: log, prev: prev, settings: diff}
+	in.j = &journal{path: l.journal()}
 	if in.supervisor, err = supervisor(o.Supervisor, l.root, in.prev); err != nil {
 		return nil, err
 	}

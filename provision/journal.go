@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
-	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
 // journal records, while an install attempt runs, the processes it started,
@@ -119,11 +118,6 @@ func (in *installer) undo() error {
 	}
 	errs = append(errs, in.j.finish())
 	return errors.Join(errs...)
-}
-
-// healthy reports whether the recorded services run and the gateway is ready.
-func (in *installer) healthy(st *state.State) bool {
-	return running(st.Runtime) && running(st.Gateway.Service) && st.Gateway.MetricsURL != "" && httpOK(st.Gateway.MetricsURL+"/readyz")()
 }
 
 func fileDigest(path string) (string, error) {

@@ -44,22 +44,45 @@ func (in *installer) netfilter() (harden.Netfilter, error) {
 	return harden.NewKernel(c), nil
 }
 
-func (in *installer) firewall(ctx context.Context, st *state.State, ids harden.Identities) error {
+// policy is the firewall the settings ask for. The runtime's ports are
+// open to root, the gateway's uid gw and the runtime's own uid rt; with
+// either unknown (0) the policy has no runtime rule.
+func (in *installer) policy(gw, rt int) (harden.EgressPolicy, error) {
 	port, err := portOf(in.o.Listen)
 	if err != nil {
-		return fmt.Errorf("gateway listen address %q: %w", in.o.Listen, err)
+		return harden.EgressPolicy{}, fmt.Errorf("gateway listen address %q: %w", in.o.Listen, err)
 	}
-	policy := harden.EgressPolicy{APIPort: uint16(port), ClientCIDRs: in.o.ClientCIDRs, AdminCIDRs: in.o.AdminCIDRs,
-		SSHPort: harden.DefaultSSHPort, Egress: in.o.Egress,
+	p := harden.EgressPolicy{APIPort: uint16(port), ClientCIDRs: in.o.ClientCIDRs, AdminCIDRs: in.o.AdminCIDRs,
+		SSHPort: harden.DefaultSSHPort, Egress: in.o.Egress}
+	if gw > 0 && rt > 0 {
 		// Only the gateway (and the runtime itself) may connect to the
 		// runtime: no local user gets round the gateway's tokens and audit.
-		Runtime: &harden.RuntimeAccess{FirstPort: harden.RuntimePortFirst, LastPort: harden.RuntimePortLast,
-			UIDs: []uint32{uint32(ids.Gateway.UID), uint32(ids.Runtime.UID)}}}
+		p.Runtime = &harden.RuntimeAccess{FirstPort: harden.RuntimePortFirst, LastPort: harden.RuntimePortLast,
+			UIDs: []uint32{uint32(gw), uint32(rt)}}
+	}
+	return p, nil
+}
+
+// recordedUIDs are the service users' uids the previous installation
+// recorded (0 when unknown).
+func (in *installer) recordedUIDs() (gw, rt int) {
+	if in.prev == nil || in.prev.RuntimeUser == "" {
+		return 0, 0
+	}
+	return in.prev.ServiceUID, in.prev.RuntimeUID
+}
+
+func (in *installer) firewall(ctx context.Context, st *state.State, ids harden.Identities) error {
+	policy, err := in.policy(ids.Gateway.UID, ids.Runtime.UID)
+	if err != nil {
+		return err
+	}
 	nf, err := in.netfilter()
 	if err != nil {
 		return err
 	}
-	res, err := harden.Apply(ctx, nf, harden.Options{Policy: policy, Root: in.l.root, Log: in.log, Now: in.o.Now})
+	res, err := harden.Apply(ctx, nf, harden.Options{Policy: policy, Root: in.l.root, Session: in.o.Session,
+		ConfirmTimeout: in.o.ConfirmTimeout, Log: in.log, Now: in.o.Now})
 	if err != nil {
 		return fmt.Errorf("firewall: %w", err)
 	}
@@ -361,15 +384,19 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 // its token file and keys and writes the audit log.
 func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Identity) error {
 	tlsDir := in.l.tlsDir()
+	host, _, _ := net.SplitHostPort(in.o.Listen)
+	hosts := []string{in.o.Host, "127.0.0.1"}
+	if host != "" && host != "127.0.0.1" && host != "0.0.0.0" && host != "::" {
+		hosts = append(hosts, host)
+	}
 	if _, err := os.Stat(filepath.Join(tlsDir, certs.CAFile)); errors.Is(err, os.ErrNotExist) {
-		host, _, _ := net.SplitHostPort(in.o.Listen)
-		hosts := []string{in.o.Host, "127.0.0.1"}
-		if host != "" && host != "127.0.0.1" && host != "0.0.0.0" && host != "::" {
-			hosts = append(hosts, host)
-		}
 		if err := certs.Init(certs.Options{Dir: tlsDir, Hosts: hosts, Now: in.o.Now()}); err != nil {
 			return fmt.Errorf("gateway TLS: %w", err)
 		}
+	} else if renewed, err := certs.EnsureServer(tlsDir, hosts, in.o.Now()); err != nil {
+		return fmt.Errorf("gateway TLS: %w", err)
+	} else if renewed {
+		in.logf("re-issued the gateway's server certificate for %v (same CA)", hosts)
 	}
 	// The service may enter the directory and read its own key; the CA's
 	// key stays root's.

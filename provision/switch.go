@@ -28,7 +28,17 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 	}
 	in.stepDone("runtime")
 	upstream := "http://" + st.Runtime.Listen[0]
-	if in.prev != nil && running(in.prev.Gateway.Service) {
+	live := in.prev != nil && running(in.prev.Gateway.Service)
+	if live && in.gatewaySettingsChanged() {
+		// The gateway's own flags (or, under systemd, its unit's IP
+		// allowlist) changed: it is started again with them below.
+		in.logf("restarting the gateway (%s) with the changed settings", describe(in.prev.Gateway.Service))
+		if err := stopService(in.l, in.prev.Gateway.Service, 30*time.Second); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+		live = false
+	}
+	if live {
 		if err := in.repoint(ctx, in.prev, upstream); err != nil {
 			return err
 		}

@@ -175,6 +175,8 @@ func createErr(err error) error {
 		return withCode(exitError, err, "check the URL and, for gated Hugging Face repositories, HF_TOKEN")
 	case specs.IsError(err):
 		return withCode(exitError, err, "fix the spec at the place named, or supply it with --artifact / --allow-unpinned")
+	case errors.Is(err, fetch.ErrConnectedOnly):
+		return withCode(exitUsage, err, "run 'bundle create' with the full build ('make build') on the connected side, or use an https://, hf:// or file:// source")
 	}
 	return withCode(exitError, err, "run the same command again to resume the downloads")
 }

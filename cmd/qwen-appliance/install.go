@@ -7,9 +7,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
@@ -35,6 +37,21 @@ did; running install again after a crash cleans up and carries on; installing
 the same bundle again changes nothing. A version lower than the last one
 accepted is refused unless --allow-downgrade.
 
+SETTINGS: --listen, --metrics-listen, --host, --allow-cidr, --admin-cidr,
+--allow-egress and --probe are recorded in the state. An upgrade or a re-run
+keeps them unless a flag changes them ('none' clears a list flag); a change is
+printed as "setting changed: NAME: OLD -> NEW" and applied, the gateway
+restarted when its own settings changed. Over SSH, a firewall that would cut
+off this session is refused before anything changes (exit 2) unless an
+--admin-cidr covers the client or --confirm-timeout is given.
+
+REPAIR: re-running install with the installed bundle checks the host against
+the record (the live firewall table, the recorded rules and unit files, the
+services) and runs the steps again when anything drifted, printing each
+finding as "drifted from the recorded installation: ..."; --repair runs them
+even when nothing did. Root, the gateway addresses and the firewall's effect on
+this session are checked before the first change, in --dry-run too.
+
 Where systemd is PID 1 (and --root is /), the runtime and the gateway run as
 hardened systemd units (no privileges, read-only system, IP traffic to
 localhost and the --allow-cidr networks only, a system-call filter), enabled so
@@ -48,6 +65,8 @@ in the state record.
 Examples:
    qwen-appliance install ./qwen2.5-7b --trust release.pub --allow-cidr 10.20.0.0/16 --listen 0.0.0.0:8443
    qwen-appliance install /media/usb --trust release.pub --dry-run
+   qwen-appliance install ./qwen2.5-7b-v2 --trust release.pub              # upgrade, same settings
+   qwen-appliance install ./qwen2.5-7b-v2 --trust release.pub --repair     # restore drifted firewall, units, services
    ip netns exec sandbox qwen-appliance install ./demo --trust release.pub --root /tmp/sandbox --store /mnt/enc/store`,
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "trust", Usage: "public key the bundle must be signed by (repeatable)"},
@@ -55,13 +74,15 @@ Examples:
 			&cli.StringFlag{Name: "root", Value: "/", Usage: "write every file under this PREFIX (sandboxes, tests)"},
 			&cli.StringFlag{Name: "store", Usage: "encrypted model store directory (default ROOT/var/lib/qwen-appliance/store)"},
 			&cli.StringFlag{Name: "storage", Value: "fscrypt", Usage: "store encryption: fscrypt, or none (unencrypted; verify will fail it). On a LUKS volume, open and mount it first ('qwen-appliance storage'), then use fscrypt or none on it"},
-			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8443", Usage: "gateway API address (use 0.0.0.0:8443 to serve the network)"},
-			&cli.StringFlag{Name: "metrics-listen", Value: "127.0.0.1:9464", Usage: "gateway metrics, /healthz and /readyz address"},
-			&cli.StringFlag{Name: "host", Value: "localhost", Usage: "host name in the gateway's TLS certificate"},
-			&cli.StringSliceFlag{Name: "allow-cidr", Usage: "client CIDR allowed to reach the API port (repeatable)"},
-			&cli.StringSliceFlag{Name: "admin-cidr", Usage: "admin CIDR allowed to reach SSH (repeatable)"},
-			&cli.StringSliceFlag{Name: "allow-egress", Usage: "allowed outbound PROTO:CIDR:PORT, e.g. udp:10.0.0.5/32:123 (repeatable)"},
-			&cli.StringSliceFlag{Name: "probe", Usage: "address verify's egress probe must fail to reach (repeatable)"},
+			&cli.StringFlag{Name: "listen", Usage: "gateway API address, e.g. 0.0.0.0:8443 to serve the network (first install: 127.0.0.1:8443)"},
+			&cli.StringFlag{Name: "metrics-listen", Usage: "gateway metrics, /healthz and /readyz address (first install: 127.0.0.1:9464)"},
+			&cli.StringFlag{Name: "host", Usage: "host name in the gateway's TLS certificate (first install: localhost)"},
+			&cli.StringSliceFlag{Name: "allow-cidr", Usage: "client CIDR allowed to reach the API port (repeatable; 'none' clears)"},
+			&cli.StringSliceFlag{Name: "admin-cidr", Usage: "admin CIDR allowed to reach SSH (repeatable; 'none' clears)"},
+			&cli.StringSliceFlag{Name: "allow-egress", Usage: "allowed outbound PROTO:CIDR:PORT, e.g. udp:10.0.0.5/32:123 (repeatable; 'none' clears)"},
+			&cli.StringSliceFlag{Name: "probe", Usage: "address verify's egress probe must fail to reach (repeatable; 'none' clears)"},
+			&cli.DurationFlag{Name: "confirm-timeout", Usage: "over SSH from an address no --admin-cidr covers: apply the firewall, and revert it unless 'qwen-appliance harden confirm' runs from a new connection within `DUR`"},
+			&cli.BoolFlag{Name: "repair", Usage: "run every step again even when the installation looks healthy (a re-run repairs what it finds drifted anyway)"},
 			&cli.IntFlag{Name: "context", Usage: "context length to serve (default: what preflight chose)"},
 			&cli.BoolFlag{Name: "allow-downgrade", Usage: "install a version lower than the last accepted one (logged)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "verify and preflight, print the plan, change nothing"},
@@ -83,9 +104,10 @@ func installAction(c *cli.Context) error {
 	o := provision.Options{
 		Bundle: c.Args().First(), TrustedKeys: c.StringSlice("trust"), Threshold: c.Int("threshold"),
 		Root: c.String("root"), Store: c.String("store"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
-		Host: c.String("host"), ProbeTargets: c.StringSlice("probe"), Context: c.Int("context"),
+		Host: c.String("host"), ProbeTargets: listFlag(c, "probe"), Context: c.Int("context"),
 		AllowDowngrade: c.Bool("allow-downgrade"), DryRun: c.Bool("dry-run"), ReadyTimeout: c.Duration("ready-timeout"),
 		Log: c.App.ErrWriter, Executable: selfPath(), Supervisor: c.String("supervisor"),
+		ConfirmTimeout: c.Duration("confirm-timeout"), Repair: c.Bool("repair"),
 	}
 	switch b := c.String("storage"); b {
 	case "none":
@@ -99,7 +121,11 @@ func installAction(c *cli.Context) error {
 		name string
 		dst  *[]netip.Prefix
 	}{{"allow-cidr", &o.ClientCIDRs}, {"admin-cidr", &o.AdminCIDRs}} {
-		for _, s := range c.StringSlice(flag.name) {
+		l := listFlag(c, flag.name)
+		if l != nil {
+			*flag.dst = []netip.Prefix{}
+		}
+		for _, s := range l {
 			p, err := harden.ParsePrefix(s)
 			if err != nil {
 				return usagef("--"+flag.name+" takes a CIDR such as 10.20.0.0/16", "--%s %q: %v", flag.name, s, err)
@@ -110,6 +136,9 @@ func installAction(c *cli.Context) error {
 	// The gateway runs as the unprivileged service user with no
 	// capabilities, so it cannot bind a port below 1024.
 	for _, flag := range []string{"listen", "metrics-listen"} {
+		if !c.IsSet(flag) {
+			continue
+		}
 		_, port, err := net.SplitHostPort(c.String(flag))
 		n, perr := strconv.Atoi(port)
 		if err != nil || perr != nil || n < 1 || n > 65535 {
@@ -120,16 +149,38 @@ func installAction(c *cli.Context) error {
 				"--%s %q: port %d is privileged", flag, c.String(flag), n)
 		}
 	}
-	for _, s := range c.StringSlice("allow-egress") {
+	if l := listFlag(c, "allow-egress"); l != nil {
+		o.Egress = []harden.EgressRule{}
+	}
+	for _, s := range listFlag(c, "allow-egress") {
 		r, err := harden.ParseEgress(s)
 		if err != nil {
 			return usagef("--allow-egress takes PROTO:CIDR:PORT, e.g. udp:10.0.0.5/32:123", "--allow-egress %q: %v", s, err)
 		}
 		o.Egress = append(o.Egress, r)
 	}
+	session, err := hardenSession()
+	if err != nil {
+		return err
+	}
+	o.Session = session
+	if o.ConfirmTimeout > 0 {
+		// Losing the SSH connection is what the window guards against: the
+		// hangup must not kill the revert (as in 'harden apply').
+		signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+		defer signal.Reset(syscall.SIGHUP, syscall.SIGPIPE)
+	}
 	res, err := provision.Install(c.Context, o)
 	if err != nil {
 		switch {
+		case errors.Is(err, harden.ErrLockout):
+			return withCode(exitUsage, err, fmt.Sprintf("add --admin-cidr covering %s, or pass --confirm-timeout 60s and run 'qwen-appliance harden confirm' from a new connection", o.Session.Client))
+		case errors.Is(err, harden.ErrNotConfirmed):
+			return withCode(exitError, err, "the previous firewall is back; install again and run 'qwen-appliance harden confirm' sooner")
+		case errors.Is(err, provision.ErrNotRoot):
+			return withCode(exitError, err, "run as root: sudo qwen-appliance install ...")
+		case errors.Is(err, provision.ErrAddressInUse):
+			return withCode(exitError, err, "stop the program holding it (ss -ltnp shows which) or choose another --listen/--metrics-listen")
 		case errors.Is(err, manifests.ErrVerification):
 			return withCode(exitVerification, err, verificationHint(err))
 		case errors.Is(err, provision.ErrHostUnfit):
@@ -152,11 +203,17 @@ func installAction(c *cli.Context) error {
 		return nil
 	}
 	if !res.Changed {
-		fmt.Fprintf(w, "%s version %d is already installed and serving at %s; nothing changed\n", res.State.Bundle.Name, res.State.Bundle.Version, res.State.Gateway.URL)
+		fmt.Fprintf(w, "%s version %d is already installed and serving at %s as recorded; nothing changed\n", res.State.Bundle.Name, res.State.Bundle.Version, res.State.Gateway.URL)
 		return nil
 	}
 	st := res.State
 	fmt.Fprintf(w, "installed %s version %d\n", st.Bundle.Name, st.Bundle.Version)
+	for _, d := range res.Settings {
+		fmt.Fprintf(w, "changed   %s\n", d)
+	}
+	for _, d := range res.Drift {
+		fmt.Fprintf(w, "repaired  %s\n", d)
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "gateway\t%s (CA %s)\n", st.Gateway.URL, st.Gateway.CACert)
 	fmt.Fprintf(tw, "runtime\t%s on %s (pid %d)\n", st.Runtime.Kind, strings.Join(st.Runtime.Listen, ", "), st.Runtime.PID)
@@ -170,6 +227,19 @@ func installAction(c *cli.Context) error {
 		fmt.Fprintf(w, "\nstore recovery key (shown once, keep it offline):\n  %s\n", res.RecoveryKey)
 	}
 	return nil
+}
+
+// listFlag is a repeatable flag's values: nil when it was not given (an
+// upgrade keeps the recorded list), empty for "none" (clear it).
+func listFlag(c *cli.Context, name string) []string {
+	if !c.IsSet(name) {
+		return nil
+	}
+	l := c.StringSlice(name)
+	if len(l) == 1 && l[0] == "none" {
+		return []string{}
+	}
+	return l
 }
 
 // selfPath is how this program was started, as an absolute path, without

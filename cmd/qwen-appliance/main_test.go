@@ -35,6 +35,9 @@ func TestScript(t *testing.T) {
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("OLLAMA", runtime.FindOllama())
+			// No remote session, whatever session runs the tests: scripts
+			// that test anti-lockout set their own.
+			env.Setenv("SSH_CONNECTION", "")
 			return nil
 		},
 	})

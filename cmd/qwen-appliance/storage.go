@@ -36,7 +36,9 @@ func init() {
 		Description: "An fscrypt v2 directory (AES-256-XTS contents, AES-256-CTS names; the default on ext4 and\n" +
 			"f2fs) or a LUKS2 volume (aes-xts-plain64, 512-bit key, argon2id). A random master key is\n" +
 			"wrapped by protectors: key files, passphrases and a recovery key printed once at init.\n" +
-			"Directories are 0700 and files 0400, owned by --owner; a looser store is refused.",
+			"Directories are 0700 and files 0400, owned by --owner; a looser store is refused.\n" +
+			"An fscrypt store is also written into Debian's fscrypt tool metadata (MOUNT/.fscrypt), with\n" +
+			"the recovery key as a raw-key protector: `fscrypt unlock` opens it without this program.",
 		Subcommands: []*cli.Command{{
 			Name:      "init",
 			Usage:     "create an encrypted store and print its recovery key once",
@@ -80,7 +82,8 @@ func init() {
 			Usage:     "replace one protector (key file or passphrase); the data stays",
 			UsageText: "qwen-appliance storage rotate-key --dir DIR (--key-file F | --passphrase | --recovery-key) (--new-key-file F | --new-passphrase)",
 			Description: "The old key opens the master key, which is wrapped for the new key; the old protector is\n" +
-				"removed. With passphrases from stdin, the old one is the first line and the new one the second.",
+				"removed. With passphrases from stdin, the old one is the first line and the new one the second.\n" +
+				"Retiring the recovery key (--recovery-key as the old key) also removes its fscrypt tool protector.",
 			Flags: append([]cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag,
 				&cli.StringFlag{Name: "new-key-file", Usage: "the new key `FILE` (created when missing)"},
 				&cli.BoolFlag{Name: "new-passphrase", Usage: "protect with a new passphrase"},
@@ -90,9 +93,10 @@ func init() {
 			Name:      "erase",
 			Usage:     "crypto-erase: destroy every key and the ciphertext",
 			UsageText: "qwen-appliance storage erase --dir DIR [--yes]",
-			Description: "Locks the store, destroys the wrapped keys (fscrypt) or wipes every key slot (LUKS), then\n" +
-				"removes the metadata and the ciphertext. No key, passphrase or recovery key can bring the\n" +
-				"data back. Asks on a terminal; --yes skips the question, and without a terminal it is required.",
+			Description: "Locks the store, destroys the wrapped keys (fscrypt: in its metadata and in the fscrypt\n" +
+				"tool's) or wipes every key slot (LUKS), then removes the metadata and the ciphertext.\n" +
+				"No key, passphrase or recovery key can bring the data back. Asks on a terminal; --yes\n" +
+				"skips the question, and without a terminal it is required.",
 			Flags:  []cli.Flag{dirFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
 			Action: storageErase,
 		}, {
@@ -316,6 +320,9 @@ func storageInit(c *cli.Context) error {
 			return printJSON(c.App.Writer, map[string]any{"dir": s.Dir, "backend": s.Meta.Backend, "metadata": storage.MetadataPath(s.Dir), "recoveryKey": recovery})
 		}
 		fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: the recovery key below opens the store if every other key is lost; it is shown only now.\n")
+		if backend == storage.BackendFscrypt && err == nil {
+			fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: without this program, Debian's fscrypt tool opens the store with it too: `fscrypt unlock %s` with the key's 32 bytes on stdin (see README)\n", s.Dir)
+		}
 		fmt.Fprintf(c.App.Writer, "recovery key: %s\n", recovery)
 	}
 	if err != nil {
@@ -385,7 +392,13 @@ func storageStatus(c *cli.Context) error {
 			if p.KDF != nil {
 				extra += fmt.Sprintf(" argon2id t=%d m=%dKiB p=%d", p.KDF.Time, p.KDF.MemoryKiB, p.KDF.Threads)
 			}
+			if p.FscryptProtector != "" {
+				extra += " (fscrypt tool protector " + p.FscryptProtector + ")"
+			}
 			fmt.Fprintf(w, "protector:  %s %s%s, added %s\n", p.ID, p.Kind, extra, p.Created.Format("2006-01-02"))
+		}
+		if st.FscryptTool != "" {
+			fmt.Fprintf(w, "fscrypt:    %s\n", st.FscryptTool)
 		}
 		for _, p := range st.Permissions {
 			fmt.Fprintf(w, "PROBLEM:    %s: %s\n", p.Path, p.Detail)

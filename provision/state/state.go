@@ -63,10 +63,25 @@ type State struct {
 	Firewall     Firewall `json:"firewall"`
 	// Files maps configuration and unit files (absolute, inside Root) to the
 	// SHA-256 they had when install wrote them.
-	Files    map[string]string `json:"files,omitempty"`
-	Runtime  Service           `json:"runtime"`
-	Gateway  Gateway           `json:"gateway"`
-	Services []Service         `json:"services,omitempty"` // supervised processes when systemd is not PID 1
+	Files   map[string]string `json:"files,omitempty"`
+	Runtime Service           `json:"runtime"`
+	Gateway Gateway           `json:"gateway"`
+	// Settings are the operator's install flags, which an upgrade or a
+	// re-run keeps unless it is given new ones. Nil in installations made
+	// before they were recorded.
+	Settings *Settings `json:"settings,omitempty"`
+	Services []Service `json:"services,omitempty"` // supervised processes when systemd is not PID 1
+}
+
+// Settings are what the operator chose at install time. The egress-probe
+// addresses are in Firewall.ProbeTargets.
+type Settings struct {
+	Listen        string   `json:"listen"`        // gateway API address
+	MetricsListen string   `json:"metricsListen"` // metrics, /healthz and /readyz address
+	Host          string   `json:"host"`          // name in the gateway's certificate
+	ClientCIDRs   []string `json:"clientCidrs,omitempty"`
+	AdminCIDRs    []string `json:"adminCidrs,omitempty"`
+	Egress        []string `json:"egress,omitempty"` // PROTO:CIDR:PORT
 }
 
 // Bundle names the installed bundle.

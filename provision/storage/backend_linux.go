@@ -2,7 +2,11 @@
 
 package storage
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/qwen-appliance/qwen-appliance/provision/storage/fscryptmeta"
+)
 
 func newBackend(b Backend, opts Options) (backend, error) {
 	switch b {
@@ -11,7 +15,11 @@ func newBackend(b Backend, opts Options) (backend, error) {
 		if k == nil {
 			k = realKernel{}
 		}
-		return &fscryptBackend{k: k}, nil
+		tm := opts.toolMount
+		if tm == nil {
+			tm = fscryptmeta.FindMount
+		}
+		return &fscryptBackend{k: k, toolMount: tm}, nil
 	case BackendLUKS:
 		cs := opts.Cryptsetup
 		if cs == nil {

@@ -22,7 +22,11 @@ import (
 const fscryptPadding = 32
 
 // fscryptBackend keeps a store as an fscrypt v2 directory.
-type fscryptBackend struct{ k fscryptKernel }
+type fscryptBackend struct {
+	k fscryptKernel
+	// toolMount finds where the fscrypt tool keeps its metadata for a store.
+	toolMount func(dir string) (string, error)
+}
 
 var _ backend = (*fscryptBackend)(nil)
 
@@ -79,6 +83,9 @@ func (f *fscryptBackend) create(ctx context.Context, s *ModelStore, opts InitOpt
 	}
 	defer func() {
 		if err != nil {
+			if descs := toolProtectors(s.Meta); len(descs) > 0 {
+				f.removeToolProtectors(s, descs, false)
+			}
 			f.k.removeKey(parent, id)
 			if made {
 				os.Remove(s.Dir)
@@ -99,6 +106,19 @@ func (f *fscryptBackend) create(ctx context.Context, s *ModelStore, opts InitOpt
 		if err := s.Meta.addProtector(c, key, opts.kdf(), opts.now()); err != nil {
 			return fmt.Errorf("protect with %s: %w", c, err)
 		}
+		if c.Kind() != KindRecovery {
+			continue
+		}
+		secret, err := c.secret()
+		if err != nil {
+			return err
+		}
+		desc, err := f.addToolProtector(s, key, secret)
+		clear(secret)
+		if err != nil {
+			return fmt.Errorf("write the fscrypt tool's metadata for the %s: %w", c, err)
+		}
+		s.Meta.Protectors[len(s.Meta.Protectors)-1].FscryptProtector = desc
 	}
 	if err := d.Chmod(DirMode); err != nil {
 		return err
@@ -208,6 +228,7 @@ func (f *fscryptBackend) status(ctx context.Context, s *ModelStore, st *Status) 
 	if err := f.checkPolicy(s); err != nil {
 		st.Permissions = append(st.Permissions, PermissionProblem{Path: s.Dir, Detail: err.Error()})
 	}
+	st.FscryptTool = f.toolStatus(s)
 	parent, err := openParent(s.Dir)
 	if err != nil {
 		return err
@@ -236,6 +257,13 @@ func (f *fscryptBackend) rotate(ctx context.Context, s *ModelStore, old, new Cre
 		return err
 	}
 	defer clear(key)
+	// The fscrypt tool's copy goes first: if anything below fails, the old
+	// key opens at most our own metadata, and rotating again finishes.
+	if desc := s.Meta.Protectors[i].FscryptProtector; desc != "" {
+		if err := f.removeToolProtectors(s, []string{desc}, false); err != nil {
+			return fmt.Errorf("retire the fscrypt tool's protector for the %s: %w", old, err)
+		}
+	}
 	m := *s.Meta
 	m.Protectors = append(append([]Protector(nil), s.Meta.Protectors[:i]...), s.Meta.Protectors[i+1:]...)
 	if err := m.addProtector(new, key, kdf, (Options{}).now()); err != nil {
@@ -256,6 +284,10 @@ func (f *fscryptBackend) erase(ctx context.Context, s *ModelStore) error {
 		}
 		// Open files keep their pages until closed; the wrapped keys are
 		// destroyed anyway, so nothing reopens the data afterwards.
+	}
+	descs := toolProtectors(s.Meta)
+	if err := f.removeToolProtectors(s, descs, true); err != nil && len(descs) > 0 {
+		return fmt.Errorf("destroy the fscrypt tool's metadata: %w", err)
 	}
 	if err := destroyMetadata(s.Dir); err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/storage/fscryptmeta"
 	"golang.org/x/sys/unix"
 )
 
@@ -245,6 +246,26 @@ func TestFscryptLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The fscrypt tool's copies of the wrapped keys (binary protobuf) must
+	// go with erase too; first make sure they are findable on the image.
+	tool, err := fscryptmeta.Open(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := tool.ReadPolicy(s.Meta.Fscrypt.KeyIdentifier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prot, err := tool.ReadProtector(pol.WrappedKeys[0].ProtectorDescriptor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toolWrapped := [][]byte{pol.WrappedKeys[0].WrappedKey.EncryptedKey, prot.WrappedKey.EncryptedKey}
+	for _, w := range toolWrapped {
+		if !imageContains(t, mnt, img, w) {
+			t.Fatal("the fscrypt tool's wrapped key is not on the image before erase")
+		}
+	}
 
 	// erase: no key, no metadata, no ciphertext, no wrapped key left on disk.
 	trimmed, err := s.Erase(ctx)
@@ -266,6 +287,11 @@ func TestFscryptLifecycle(t *testing.T) {
 	for _, w := range wrappedSeen {
 		if imageContains(t, mnt, img, []byte(base64.StdEncoding.EncodeToString(w))) {
 			t.Fatal("a wrapped master key survived erase on the raw image")
+		}
+	}
+	for _, w := range toolWrapped {
+		if imageContains(t, mnt, img, w) {
+			t.Fatal("a wrapped key of the fscrypt tool's metadata survived erase on the raw image")
 		}
 	}
 	// Even the right key file cannot bring anything back.

@@ -79,6 +79,11 @@ type Protector struct {
 	WrappedKey []byte    `json:"wrappedKey,omitempty"`
 	KeySlot    *int      `json:"keySlot,omitempty"`
 	Created    time.Time `json:"created"`
+	// FscryptProtector is the descriptor (16 hex digits, like our IDs) of
+	// the fscrypt tool's raw-key protector that wraps the same master key
+	// with this recovery key, so Debian's `fscrypt unlock` opens the store
+	// without this program.
+	FscryptProtector string `json:"fscryptProtector,omitempty"`
 }
 
 var idRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
@@ -159,6 +164,9 @@ func (m *Metadata) validate() error {
 		case KindKeyFile, KindRecovery, KindPassphrase:
 		default:
 			return fmt.Errorf("%s.kind: %q is not key-file, passphrase or recovery", where, p.Kind)
+		}
+		if p.FscryptProtector != "" && (m.Backend != BackendFscrypt || p.Kind != KindRecovery || !idRE.MatchString(p.FscryptProtector)) {
+			return fmt.Errorf("%s.fscryptProtector: only an fscrypt recovery protector has one, of 16 hex digits", where)
 		}
 		if m.Backend == BackendLUKS {
 			if p.KeySlot == nil || *p.KeySlot < 0 || *p.KeySlot > 31 {

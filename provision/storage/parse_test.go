@@ -41,10 +41,21 @@ func TestParseMetadata(t *testing.T) {
 		{`"padding":32`, `"padding":3`},
 		{`"kind":"passphrase"`, `"kind":"magic"`},
 		{`"schemaVersion":1`, `"schemaVersion":1,"extra":1`},
+		// only a recovery protector has an fscrypt tool protector
+		{`"kind":"passphrase"`, `"kind":"passphrase","fscryptProtector":"0123456789abcdef"`},
 	} {
 		bad := strings.Replace(string(good), tc.edit, tc.want, 1)
 		if _, err := ParseMetadata([]byte(bad)); err == nil {
 			t.Errorf("accepted %s", tc.want)
+		}
+	}
+	rec := strings.Replace(string(good), `"kind":"passphrase"`, `"kind":"recovery","fscryptProtector":"0123456789abcdef"`, 1)
+	if _, err := ParseMetadata([]byte(rec)); err != nil {
+		t.Errorf("a recovery protector with an fscrypt tool protector: %v", err)
+	}
+	for _, bad := range []string{"0123456789ABCDEF", "../../etc/passw", "0123"} {
+		if _, err := ParseMetadata([]byte(strings.Replace(rec, `"fscryptProtector":"0123456789abcdef"`, `"fscryptProtector":"`+bad+`"`, 1))); err == nil {
+			t.Errorf("accepted fscrypt protector %q", bad)
 		}
 	}
 	if _, err := ParseMetadata(append(good, []byte("{}")...)); err == nil {

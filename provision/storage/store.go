@@ -65,6 +65,9 @@ type Options struct {
 	Cryptsetup Cryptsetup // the LUKS tool; the cryptsetup binary when nil
 	Now        func() time.Time
 	kernel     fscryptKernel // the fscrypt ioctls; the real kernel when nil
+	// toolMount finds the mount point whose root holds the fscrypt tool's
+	// .fscrypt directory for a store; fscryptmeta.FindMount when nil.
+	toolMount func(dir string) (string, error)
 }
 
 func (o Options) kdf() KDF {
@@ -242,6 +245,10 @@ type Status struct {
 	Permissions []PermissionProblem `json:"permissionProblems"`
 	Volume      string              `json:"volume,omitempty"`
 	KeySlots    []KeySlot           `json:"keySlots,omitempty"`
+	// FscryptTool is, for fscrypt, the policy file through which Debian's
+	// fscrypt tool unlocks the store with the recovery key, or "none" or
+	// "broken: why".
+	FscryptTool string `json:"fscryptTool,omitempty"`
 }
 
 // ProtectorStatus is a protector without its secrets.
@@ -251,6 +258,8 @@ type ProtectorStatus struct {
 	KDF     *KDF      `json:"kdf,omitempty"`
 	KeySlot *int      `json:"keySlot,omitempty"`
 	Created time.Time `json:"created"`
+	// FscryptProtector is the fscrypt tool's protector for this key.
+	FscryptProtector string `json:"fscryptProtector,omitempty"`
 }
 
 // Status reports backend, cipher, policy, lock state, owner, modes and any
@@ -261,7 +270,8 @@ func (s *ModelStore) Status(ctx context.Context) (*Status, error) {
 		Owner: s.Meta.Owner, Permissions: []PermissionProblem{},
 	}
 	for _, p := range s.Meta.Protectors {
-		st.Protectors = append(st.Protectors, ProtectorStatus{ID: p.ID, Kind: p.Kind, KDF: p.KDF, KeySlot: p.KeySlot, Created: p.Created})
+		st.Protectors = append(st.Protectors, ProtectorStatus{ID: p.ID, Kind: p.Kind, KDF: p.KDF, KeySlot: p.KeySlot, Created: p.Created,
+			FscryptProtector: p.FscryptProtector})
 	}
 	if fi, err := os.Lstat(s.Dir); err == nil {
 		st.Mode = fmt.Sprintf("%04o", fi.Mode().Perm())

@@ -16,7 +16,7 @@ import (
 func TestStoreWithFakeKernel(t *testing.T) {
 	ctx := context.Background()
 	k := newFakeKernel()
-	opts := Options{KDF: testKDF, kernel: k}
+	opts := Options{KDF: testKDF, kernel: k, toolMount: fakeToolMount(t)}
 	dir := filepath.Join(t.TempDir(), "models")
 	me := Owner{UID: os.Getuid(), GID: os.Getgid()}
 	keyFile := newKeyFile(t)
@@ -83,7 +83,7 @@ func TestStoreWithFakeKernel(t *testing.T) {
 func TestInitRefusesNonEmptyDir(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "x"), nil, 0o600)
-	_, _, err := Init(context.Background(), InitOptions{Options: Options{KDF: testKDF, kernel: newFakeKernel()}, Dir: dir,
+	_, _, err := Init(context.Background(), InitOptions{Options: Options{KDF: testKDF, kernel: newFakeKernel(), toolMount: fakeToolMount(t)}, Dir: dir,
 		Credentials: []Credential{{Passphrase: []byte("p")}}})
 	if !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), dir) {
 		t.Fatalf("init into a non-empty directory: %v", err)

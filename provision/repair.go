@@ -1,0 +1,147 @@
+package provision
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
+)
+
+// ErrNotRoot is returned (wrapped) when install runs without root, which it
+// needs for the firewall, the service users and the store.
+var ErrNotRoot = errors.New("install needs root")
+
+// ErrAddressInUse is returned (wrapped) when another program holds a gateway
+// address install would listen on.
+var ErrAddressInUse = errors.New("address already in use")
+
+// precheck refuses, before anything on the host changes (and in a dry run
+// too), what would fail half-way or lock the operator out: running without
+// root, a firewall that would cut off the operator's own remote session,
+// and gateway addresses another program holds. Errors wrap ErrNotRoot,
+// harden.ErrLockout or ErrAddressInUse.
+func (in *installer) precheck() error {
+	if in.euid() != 0 {
+		return fmt.Errorf("install: %w (running as uid %d)", ErrNotRoot, in.euid())
+	}
+	policy, err := in.policy(in.recordedUIDs())
+	if err != nil {
+		return fmt.Errorf("install: %w", err)
+	}
+	if s := in.o.Session; s != nil && !s.ThroughHere() {
+		in.logf("the remote session from %s arrives at %s, not through this network namespace: its firewall cannot cut it off", s.Client, s.Server)
+		in.o.Session = nil
+	}
+	if s := in.o.Session; s != nil && in.o.ConfirmTimeout <= 0 && !policy.Admits(s.Client, s.ServerPort) {
+		return fmt.Errorf("install: firewall: %w (client %s, port %d): no --admin-cidr covers it", harden.ErrLockout, s.Client, s.ServerPort)
+	}
+	for _, addr := range []string{in.o.Listen, in.o.MetricsListen} {
+		if in.heldByGateway(addr) {
+			continue
+		}
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("install: gateway address %s: %w: %v", addr, ErrAddressInUse, err)
+		}
+		l.Close()
+	}
+	return nil
+}
+
+func (in *installer) euid() int {
+	if in.o.euid != nil {
+		return in.o.euid()
+	}
+	return os.Geteuid()
+}
+
+// heldByGateway reports whether the previous installation's running gateway
+// listens on addr's port: it is restarted or kept, so the port is free for
+// this install.
+func (in *installer) heldByGateway(addr string) bool {
+	if in.prev == nil || !running(in.prev.Gateway.Service) {
+		return false
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(in.prev.Gateway.Listen, func(l string) bool {
+		_, p, err := net.SplitHostPort(l)
+		return err == nil && p == port
+	})
+}
+
+// drift lists how the host differs from the recorded installation prev:
+// its firewall table, the files install recorded (rules file, boot and
+// service units), and its services. Install repairs each by running its
+// steps again.
+func (in *installer) drift(prev *state.State) []string {
+	var out []string
+	// Changed settings re-apply the firewall anyway, and the live table then
+	// differs from the new policy by design: only compare it when the
+	// settings are the recorded ones.
+	if len(in.settings) == 0 {
+		out = append(out, in.firewallDrift()...)
+	}
+	paths := make([]string, 0, len(prev.Files))
+	for p := range prev.Files {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	for _, p := range paths {
+		got, err := fileDigest(p)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			out = append(out, p+": missing")
+		case err != nil:
+			out = append(out, p+": "+err.Error())
+		case got != prev.Files[p]:
+			out = append(out, p+": changed (sha256 "+got[:16]+"…, recorded "+shortSum(prev.Files[p])+"…)")
+		}
+	}
+	for _, svc := range []state.Service{prev.Runtime, prev.Gateway.Service} {
+		if !running(svc) {
+			out = append(out, fmt.Sprintf("the %s (%s): not running", svc.Name, describe(svc)))
+		}
+	}
+	if running(prev.Gateway.Service) && (prev.Gateway.MetricsURL == "" || !httpOK(prev.Gateway.MetricsURL+"/readyz")()) {
+		out = append(out, "the gateway: not ready ("+prev.Gateway.MetricsURL+"/readyz)")
+	}
+	return out
+}
+
+// firewallDrift compares the live table with the one the settings ask for.
+func (in *installer) firewallDrift() []string {
+	name := "firewall table inet " + harden.TableName
+	policy, err := in.policy(in.recordedUIDs())
+	if err != nil {
+		return []string{name + ": " + err.Error()}
+	}
+	nf, err := in.netfilter()
+	if err != nil {
+		return []string{name + ": unreadable (" + err.Error() + ")"}
+	}
+	live, err := nf.Live()
+	if err != nil {
+		return []string{name + ": unreadable (" + err.Error() + ")"}
+	}
+	d := harden.Diff(live.Table, harden.Build(policy).Table())
+	if len(d) == 0 {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s: differs from the recorded policy (%d difference(s), first: %s)", name, len(d), strings.ReplaceAll(d[0], "\x00", " "))}
+}
+
+func shortSum(s string) string {
+	if len(s) > 16 {
+		return s[:16]
+	}
+	return strconv.Quote(s)
+}
