@@ -24,6 +24,9 @@ func (r Rule) exprs() []expr.Any {
 	for _, m := range r.matches {
 		out = append(out, m.exprs()...)
 	}
+	if r.reject {
+		return append(out, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST, Code: 0})
+	}
 	return append(out, &expr.Verdict{Kind: expr.VerdictAccept})
 }
 
@@ -57,13 +60,19 @@ func (m match) exprs() []expr.Any {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data},
 		}
 	case matchEstablished:
+		return ctState(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED)
+	case matchCtNew:
+		return ctState(expr.CtStateBitNEW)
+	case matchSkuid:
 		return []expr.Any{
-			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-				Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED),
-				Xor:  binaryutil.NativeEndian.PutUint32(0)},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+			&expr.Meta{Key: expr.MetaKeySKUID, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(m.uid)},
 		}
+	case matchPortRange:
+		return append(l4proto(unix.IPPROTO_TCP),
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binary.BigEndian.AppendUint16(nil, m.port)},
+			&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binary.BigEndian.AppendUint16(nil, m.last)})
 	case matchICMPv6:
 		return append(append(nfproto(false), l4proto(unix.IPPROTO_ICMPV6)...),
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
@@ -83,6 +92,17 @@ func (m match) exprs() []expr.Any {
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, m.port)})
 	}
 	panic(fmt.Sprintf("harden: unknown match kind %d", m.kind))
+}
+
+// ctState matches packets whose conntrack state has any of bits.
+func ctState(bits uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(bits),
+			Xor:  binaryutil.NativeEndian.PutUint32(0)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
+	}
 }
 
 func nfproto(v4 bool) []expr.Any {

@@ -52,12 +52,14 @@ func testPolicyPortable() EgressPolicy {
 			{Proto: "tcp", Prefix: netip.MustParsePrefix("10.20.0.6/32"), Port: 6514},
 			{Proto: "udp", Prefix: netip.MustParsePrefix("fd00:10::53/128"), Port: 514},
 		},
+		Runtime: &RuntimeAccess{FirstPort: RuntimePortFirst, LastPort: RuntimePortLast, UIDs: []uint32{999, 998}},
 	}
 }
 
 func exampleRuntime() Service {
 	return Service{
 		Description:    "qwen-appliance inference server (vLLM)",
+		User:           RuntimeUser,
 		ExecStart:      "/opt/qwen-appliance/runtime/bin/vllm serve /var/lib/qwen-appliance/models/qwen2.5-7b-instruct --host 127.0.0.1 --port 8000",
 		Environment:    RuntimeEnv,
 		GPU:            true,

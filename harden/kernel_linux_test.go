@@ -25,6 +25,7 @@ func testPolicy() EgressPolicy {
 			{Proto: "tcp", Prefix: netip.MustParsePrefix("fd00:200:1::2/128"), Port: 514},
 			{Proto: "udp", Prefix: netip.MustParsePrefix("0.0.0.0/0"), Port: 67},
 		},
+		Runtime: &RuntimeAccess{FirstPort: RuntimePortFirst, LastPort: RuntimePortLast, UIDs: []uint32{999, 998}},
 	}
 }
 

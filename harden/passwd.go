@@ -10,11 +10,12 @@ import (
 
 // account is one line of /etc/passwd or /etc/group that matters here.
 type account struct {
-	Name  string
-	ID    int // uid, or gid for groups
-	GID   int // passwd only
-	Home  string
-	Shell string
+	Name    string
+	ID      int    // uid, or gid for groups
+	GID     int    // passwd only
+	Comment string // GECOS
+	Home    string
+	Shell   string
 }
 
 // parseAccounts reads passwd (7 fields) or group (4 fields) text, skipping
@@ -48,7 +49,7 @@ func parseAccounts(data []byte, fields int) ([]account, error) {
 			if err != nil {
 				return nil, fmt.Errorf("line %d: gid %q is not a number", n, f[3])
 			}
-			a.GID, a.Home, a.Shell = int(gid), f[5], f[6]
+			a.GID, a.Comment, a.Home, a.Shell = int(gid), f[4], f[5], f[6]
 		}
 		out = append(out, a)
 	}

@@ -21,6 +21,31 @@ type EgressPolicy struct {
 	AdminCIDRs  []netip.Prefix `json:"adminCIDRs,omitempty"`  // who may reach SSHPort
 	SSHPort     uint16         `json:"sshPort"`
 	Egress      []EgressRule   `json:"egress,omitempty"` // the only new outbound flows allowed
+	// Runtime, when set, keeps every local user but root and the listed
+	// ones off the inference server's loopback ports.
+	Runtime *RuntimeAccess `json:"runtime,omitempty"`
+}
+
+// The loopback ports install gives inference servers: one per release that
+// runs at the same time (two during an upgrade or rollback), all covered
+// by the RuntimeAccess rule. They lie below the kernel's ephemeral range,
+// so no client socket is ever given one.
+const (
+	RuntimePortFirst = 11434
+	RuntimePortLast  = 11443
+)
+
+// RuntimeAccess says who may open TCP connections to the runtime's ports on
+// loopback: root (who can remove the table anyway, and whose verify asks
+// the runtime which models it serves) and UIDs: the gateway's, and the
+// runtime's own (its supervisor imports the model and checks readiness
+// through the server's API). Everyone else is refused with a TCP reset.
+// Ollama has no Unix socket listener, so the socket owner (meta skuid) is
+// what the kernel can check.
+type RuntimeAccess struct {
+	FirstPort uint16   `json:"firstPort"`
+	LastPort  uint16   `json:"lastPort"`
+	UIDs      []uint32 `json:"uids"`
 }
 
 // EgressRule is one allowlisted outbound destination, written PROTO:CIDR:PORT
@@ -121,6 +146,19 @@ func (p EgressPolicy) Validate() error {
 			errs = append(errs, fmt.Errorf("egress %s: port must be 1 to 65535", r))
 		}
 		check("egress", []netip.Prefix{r.Prefix})
+	}
+	if a := p.Runtime; a != nil {
+		if a.FirstPort == 0 || a.LastPort < a.FirstPort {
+			errs = append(errs, fmt.Errorf("runtime ports %d-%d: want 1 to 65535, first not above last", a.FirstPort, a.LastPort))
+		}
+		if len(a.UIDs) == 0 {
+			errs = append(errs, errors.New("runtime access names no uid: the gateway could not reach the runtime"))
+		}
+		for _, u := range a.UIDs {
+			if u == 0 {
+				errs = append(errs, errors.New("runtime access: uid 0 is always allowed; list service users only"))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

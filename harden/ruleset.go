@@ -25,11 +25,13 @@ type Chain struct {
 	Rules []Rule
 }
 
-// Rule is one accept rule.
+// Rule is one accept rule, or, with reject set, one that refuses a TCP
+// connection with a reset.
 type Rule struct {
 	Comment string
 	Text    string // nft syntax, without the comment
 	matches []match
+	reject  bool
 }
 
 type matchKind int
@@ -40,6 +42,9 @@ const (
 	matchICMPv6                       // icmpv6 type T ip6 hoplimit 255
 	matchAddr                         // ip/ip6 saddr/daddr PREFIX
 	matchPort                         // tcp/udp dport N
+	matchPortRange                    // tcp dport N-M
+	matchCtNew                        // ct state new
+	matchSkuid                        // meta skuid N
 )
 
 // match is one part of a rule, described portably; exprs_linux.go turns it
@@ -54,6 +59,8 @@ type match struct {
 	dst    bool // matchAddr: destination address
 	proto  string
 	port   uint16
+	last   uint16 // matchPortRange: the last port
+	uid    uint32
 }
 
 func rule(comment string, ms ...match) Rule {
@@ -63,6 +70,18 @@ func rule(comment string, ms ...match) Rule {
 	}
 	words = append(words, "accept")
 	return Rule{Comment: comment, Text: strings.Join(words, " "), matches: ms}
+}
+
+// rejectRule refuses what ms match with a TCP reset, so a local client
+// that may not connect fails at once (connection refused) instead of
+// waiting for a timeout. The matches must include a TCP port.
+func rejectRule(comment string, ms ...match) Rule {
+	var words []string
+	for _, m := range ms {
+		words = append(words, m.text)
+	}
+	words = append(words, "reject with tcp reset")
+	return Rule{Comment: comment, Text: strings.Join(words, " "), matches: ms, reject: true}
 }
 
 // Build renders p into the table's chains. p must be valid.
@@ -84,10 +103,23 @@ func Build(p EgressPolicy) Ruleset {
 		input = append(input, rule(fmt.Sprintf("ssh from %s", c), addr(false, c), port("tcp", p.SSHPort)))
 	}
 
-	output := []Rule{
+	// Only root and the listed users may open a connection to the
+	// runtime's loopback ports; these rules come before loopback's accept.
+	var output []Rule
+	if a := p.Runtime; a != nil {
+		on := func(more ...match) []match {
+			return append([]match{ifname(true, "lo"), portRange(a.FirstPort, a.LastPort), ctNew()}, more...)
+		}
+		output = append(output, rule("runtime port: root", on(skuid(0))...))
+		for _, u := range a.UIDs {
+			output = append(output, rule(fmt.Sprintf("runtime port: uid %d", u), on(skuid(u))...))
+		}
+		output = append(output, rejectRule("runtime port: every other user", on()...))
+	}
+	output = append(output,
 		rule("loopback", ifname(true, "lo")),
 		rule("replies and related", ctEstablished()),
-	}
+	)
 	for _, t := range []struct {
 		name string
 		typ  byte
@@ -149,4 +181,24 @@ func addr(dst bool, p netip.Prefix) match {
 // port matches a TCP or UDP destination port.
 func port(proto string, n uint16) match {
 	return match{kind: matchPort, text: fmt.Sprintf("%s dport %d", proto, n), proto: proto, port: n}
+}
+
+// portRange matches TCP destination ports first to last.
+func portRange(first, last uint16) match {
+	if first == last {
+		return port("tcp", first)
+	}
+	return match{kind: matchPortRange, text: fmt.Sprintf("tcp dport %d-%d", first, last), proto: "tcp", port: first, last: last}
+}
+
+// ctNew matches the first packet of a connection: only opening one is
+// restricted, so replies and the last packets of a closing connection
+// (sent by sockets without an owner) pass as before.
+func ctNew() match {
+	return match{kind: matchCtNew, text: "ct state new"}
+}
+
+// skuid matches packets sent by a socket that uid owns.
+func skuid(uid uint32) match {
+	return match{kind: matchSkuid, text: fmt.Sprintf("meta skuid %d", uid), uid: uid}
 }

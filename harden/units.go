@@ -6,9 +6,16 @@ import (
 	"strings"
 )
 
-// ServiceUser is the system user and group the inference server and the
-// gateway run as: no login shell, no home.
+// ServiceUser is the system user and group the gateway runs as: no login
+// shell, no home. It alone may read the token file, the audit and TLS keys
+// and write the audit log, and (by the firewall's runtime-port rule) connect
+// to the inference server.
 const ServiceUser = "qwen-appliance"
+
+// RuntimeUser is the system user and group the inference server runs as: no
+// login shell, no home, no secrets. It reads its release in the model store
+// and writes only its own state directory there.
+const RuntimeUser = "qwen-runtime"
 
 // Unit names install starts.
 const (
@@ -24,6 +31,9 @@ var NVIDIADevices = []string{"char-nvidiactl", "char-nvidia-frontend", "char-nvi
 // Service describes one long-running unit; Unit adds the hardening.
 type Service struct {
 	Description string
+	// User is the account (and group of the same name) the unit runs as;
+	// ServiceUser when empty.
+	User        string
 	ExecStart   string   // absolute path and arguments
 	Environment []string // KEY=VALUE, no spaces in values
 	// GPU opens the NVIDIA devices (and only those) and relaxes what CUDA
@@ -60,6 +70,13 @@ func Unit(s Service) (string, error) {
 	if !strings.HasPrefix(s.ExecStart, "/") {
 		return "", fmt.Errorf("unit: ExecStart %q must start with an absolute path", s.ExecStart)
 	}
+	user := s.User
+	if user == "" {
+		user = ServiceUser
+	}
+	if user != ServiceUser && user != RuntimeUser {
+		return "", fmt.Errorf("unit: User %q is neither %s nor %s", s.User, ServiceUser, RuntimeUser)
+	}
 	for _, v := range [][]string{s.Environment, s.ReadOnlyPaths, s.ReadWritePaths, s.After, {s.Description, s.ExecStart, s.Log}} {
 		for _, x := range v {
 			if strings.ContainsAny(x, "\n\r") {
@@ -94,8 +111,8 @@ func Unit(s Service) (string, error) {
 	w("[Service]")
 	w("Type=exec")
 	w("ExecStart=%s", s.ExecStart)
-	w("User=%s", ServiceUser)
-	w("Group=%s", ServiceUser)
+	w("User=%s", user)
+	w("Group=%s", user)
 	for _, e := range s.Environment {
 		w("Environment=%s", e)
 	}

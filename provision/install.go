@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -148,11 +149,17 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	m := signed.Manifest
 	sum := sha256.Sum256(signed.Raw)
 	manifestSHA := hex.EncodeToString(sum[:])
+	// Installed by a version that ran the runtime as the gateway's user:
+	// never "nothing to do", so the runtime gets its own.
+	migrate := in.prev != nil && in.prev.RuntimeUser == ""
+	if migrate {
+		in.logf("the runtime runs as the gateway's user %s; installing again to give it its own user %s", in.prev.ServiceUser, harden.RuntimeUser)
+	}
 	in.res.Settings = strs(in.settings)
 	for _, d := range in.settings {
 		in.logf("setting changed: %s", d)
 	}
-	if in.prev != nil && in.prev.Bundle.ManifestSHA256 == manifestSHA {
+	if in.prev != nil && !migrate && in.prev.Bundle.ManifestSHA256 == manifestSHA {
 		in.res.Drift = in.drift(in.prev)
 		for _, d := range in.res.Drift {
 			in.logf("drifted from the recorded installation: %s", d)
@@ -201,24 +208,27 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if err := in.program(st); err != nil {
 		return nil, err
 	}
-	id, err := in.identity(ctx, st)
+	ids, err := in.identity(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	for _, p := range []string{in.serviceExe, in.o.Store} {
-		if err := reachable(p, id); err != nil {
+	for _, r := range []struct {
+		path string
+		id   harden.Identity
+	}{{in.serviceExe, ids.Gateway}, {in.serviceExe, ids.Runtime}, {in.o.Store, ids.Runtime}} {
+		if err := reachable(r.path, r.id); err != nil {
 			return nil, err
 		}
 	}
-	if err := in.firewall(ctx, st); err != nil {
+	if err := in.firewall(ctx, st, ids); err != nil {
 		return nil, err
 	}
 	in.stepDone("firewall")
-	if err := in.store(ctx, st, id); err != nil {
+	if err := in.store(ctx, st, ids.Runtime); err != nil {
 		return nil, err
 	}
 	in.stepDone("store")
-	rel, err := in.copyIn(ctx, st, bundleDir, signed, sig, id)
+	rel, err := in.copyIn(ctx, st, bundleDir, signed, sig, ids.Runtime)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +242,7 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 			st.Previous = &p
 		}
 	}
-	if err := in.switchTo(ctx, st, m, id); err != nil {
+	if err := in.switchTo(ctx, st, m, ids); err != nil {
 		return nil, err
 	}
 	st.Updated = in.now()
@@ -402,11 +412,11 @@ func (in *installer) plan(m *manifests.Manifest) []string {
 	}
 	runtimeUnit, _ := harden.RuntimeUnitFor(fmt.Sprintf("%s-v%d", m.Name, m.Version))
 	return []string{
-		"service user " + harden.ServiceUser + " (no login shell, no home) and its directories",
-		"nftables table inet " + harden.TableName + " (policy drop on input, output, forward), rules file " + in.l.path(harden.RulesPath) + " and its boot unit",
+		"service users " + harden.ServiceUser + " (gateway) and " + harden.RuntimeUser + " (runtime), each with its own group, no login shell, no home, and their directories",
+		"nftables table inet " + harden.TableName + " (policy drop on input, output, forward; runtime ports " + strconv.Itoa(harden.RuntimePortFirst) + "-" + strconv.Itoa(harden.RuntimePortLast) + " only for " + harden.ServiceUser + "), rules file " + in.l.path(harden.RulesPath) + " and its boot unit",
 		fmt.Sprintf("encrypted model store %s (%s), key file %s", in.o.Store, in.o.Backend, in.l.storeKey()),
 		fmt.Sprintf("verified copy of %s version %d (%d files, %d bytes) in %s", m.Name, m.Version, len(m.Files), m.TotalSize(), release(in.o.Store, m.Name, m.Version)),
-		fmt.Sprintf("%s runtime on 127.0.0.1 as %s, log %s%s", m.Runtime.Kind, harden.ServiceUser, in.l.log("runtime"), runBy(runtimeUnit)),
+		fmt.Sprintf("%s runtime on 127.0.0.1 as %s, log %s%s", m.Runtime.Kind, harden.RuntimeUser, in.l.log("runtime"), runBy(runtimeUnit)),
 		"gateway on " + in.o.Listen + " (TLS from " + in.l.tlsDir() + ", tokens " + in.l.tokens() + ", audit log " + in.l.auditLog() + "), metrics on " + in.o.MetricsListen + runBy(harden.GatewayUnit),
 		"a first admin token (printed once) and a smoke test through the gateway",
 		"state record " + state.Path(string(in.l.root)),
@@ -434,12 +444,21 @@ func (in *installer) trust(st *state.State) error {
 	return nil
 }
 
-func (in *installer) identity(ctx context.Context, st *state.State) (harden.Identity, error) {
-	id, err := harden.CreateIdentity(ctx, in.l.root)
+func (in *installer) identity(ctx context.Context, st *state.State) (harden.Identities, error) {
+	ids, err := harden.CreateIdentity(ctx, in.l.root)
 	if err != nil {
-		return id, fmt.Errorf("service identity: %w", err)
+		return ids, fmt.Errorf("service identity: %w", err)
 	}
-	st.ServiceUser, st.ServiceUID, st.ServiceGID = id.User, id.UID, id.GID
-	in.logf("service user %s (uid %d)", id.User, id.UID)
-	return id, nil
+	st.ServiceUser, st.ServiceUID, st.ServiceGID = ids.Gateway.User, ids.Gateway.UID, ids.Gateway.GID
+	st.RuntimeUser, st.RuntimeUID, st.RuntimeGID = ids.Runtime.User, ids.Runtime.UID, ids.Runtime.GID
+	if in.prev != nil {
+		st.CreatedUsers = append(st.CreatedUsers, in.prev.CreatedUsers...)
+	}
+	for _, id := range []harden.Identity{ids.Gateway, ids.Runtime} {
+		if id.Ours && !slices.Contains(st.CreatedUsers, id.User) {
+			st.CreatedUsers = append(st.CreatedUsers, id.User)
+		}
+	}
+	in.logf("service users: gateway %s (uid %d), runtime %s (uid %d)", ids.Gateway.User, ids.Gateway.UID, ids.Runtime.User, ids.Runtime.UID)
+	return ids, nil
 }

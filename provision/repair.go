@@ -30,7 +30,7 @@ func (in *installer) precheck() error {
 	if in.euid() != 0 {
 		return fmt.Errorf("install: %w (running as uid %d)", ErrNotRoot, in.euid())
 	}
-	policy, err := in.policy()
+	policy, err := in.policy(in.recordedUIDs())
 	if err != nil {
 		return fmt.Errorf("install: %w", err)
 	}
@@ -120,7 +120,7 @@ func (in *installer) drift(prev *state.State) []string {
 // firewallDrift compares the live table with the one the settings ask for.
 func (in *installer) firewallDrift() []string {
 	name := "firewall table inet " + harden.TableName
-	policy, err := in.policy()
+	policy, err := in.policy(in.recordedUIDs())
 	if err != nil {
 		return []string{name + ": " + err.Error()}
 	}

@@ -88,11 +88,17 @@ func Rollback(ctx context.Context, o RollbackOptions) (*state.State, error) {
 	next := *cur
 	next.Bundle, next.Previous = prev, &cur.Bundle
 	next.Files = maps.Clone(cur.Files)
-	id := harden.Identity{User: cur.ServiceUser, UID: cur.ServiceUID, GID: cur.ServiceGID}
+	ids := harden.Identities{Gateway: harden.Identity{User: cur.ServiceUser, UID: cur.ServiceUID, GID: cur.ServiceGID}}
+	ids.Runtime = harden.Identity{User: cur.RuntimeUser, UID: cur.RuntimeUID, GID: cur.RuntimeGID}
+	if cur.RuntimeUser == "" {
+		// Recorded before the runtime had a user of its own; 'install'
+		// migrates, rollback keeps what runs.
+		ids.Runtime = ids.Gateway
+	}
 	if err := in.j.begin(); err != nil {
 		return nil, err
 	}
-	if err := in.switchTo(ctx, &next, s.Manifest, id); err != nil {
+	if err := in.switchTo(ctx, &next, s.Manifest, ids); err != nil {
 		in.logf("failed: %v; undoing", err)
 		return nil, errors.Join(fmt.Errorf("rollback: %w", err), in.undo())
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -75,8 +74,9 @@ type UninstallOptions struct {
 }
 
 // Uninstall stops the services, removes the firewall table and its files,
-// the store (crypto-erased when asked), configuration, logs, the service user
-// and the state record. It carries on past failures and returns them all.
+// the store (crypto-erased when asked), configuration, logs, the service users
+// qwen-appliance made (with their groups) and the state record. It carries on
+// past failures and returns them all.
 func Uninstall(ctx context.Context, o UninstallOptions) error {
 	root, err := filepath.Abs(o.Root)
 	if err != nil {
@@ -153,18 +153,17 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		errs = append(errs, os.RemoveAll(p))
 	}
 	// The state directory goes too, all but the lock, which is held
-	// until the very end so no install starts before the user is gone.
+	// until the very end so no install starts before the users are gone.
 	logf("removing %s", l.path(StateDir))
 	errs = append(errs, removeAllBut(l.path(StateDir), LockFile))
 	defer func() { os.Remove(l.lockPath()); os.Remove(l.path(StateDir)) }()
-	if st.ServiceUser != "" {
-		args := []string{st.ServiceUser}
-		if l.root != "" {
-			args = []string{"--prefix", string(l.root), st.ServiceUser}
-		}
-		if out, err := exec.Command("userdel", args...).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("userdel %s: %v: %s", st.ServiceUser, err, out))
-		}
+	users := st.CreatedUsers
+	if users == nil && st.ServiceUser != "" {
+		users = []string{st.ServiceUser} // recorded before CreatedUsers existed
+	}
+	for _, u := range users {
+		logf("removing the user and group %s", u)
+		errs = append(errs, harden.DeleteUser(ctx, l.root, u))
 	}
 	return errors.Join(errs...)
 }

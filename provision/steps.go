@@ -46,18 +46,36 @@ func (in *installer) netfilter() (harden.Netfilter, error) {
 	return harden.NewKernel(c), nil
 }
 
-// policy is the firewall the settings ask for.
-func (in *installer) policy() (harden.EgressPolicy, error) {
+// policy is the firewall the settings ask for. The runtime's ports are
+// open to root, the gateway's uid gw and the runtime's own uid rt; with
+// either unknown (0) the policy has no runtime rule.
+func (in *installer) policy(gw, rt int) (harden.EgressPolicy, error) {
 	port, err := portOf(in.o.Listen)
 	if err != nil {
 		return harden.EgressPolicy{}, fmt.Errorf("gateway listen address %q: %w", in.o.Listen, err)
 	}
-	return harden.EgressPolicy{APIPort: uint16(port), ClientCIDRs: in.o.ClientCIDRs, AdminCIDRs: in.o.AdminCIDRs,
-		SSHPort: harden.DefaultSSHPort, Egress: in.o.Egress}, nil
+	p := harden.EgressPolicy{APIPort: uint16(port), ClientCIDRs: in.o.ClientCIDRs, AdminCIDRs: in.o.AdminCIDRs,
+		SSHPort: harden.DefaultSSHPort, Egress: in.o.Egress}
+	if gw > 0 && rt > 0 {
+		// Only the gateway (and the runtime itself) may connect to the
+		// runtime: no local user gets round the gateway's tokens and audit.
+		p.Runtime = &harden.RuntimeAccess{FirstPort: harden.RuntimePortFirst, LastPort: harden.RuntimePortLast,
+			UIDs: []uint32{uint32(gw), uint32(rt)}}
+	}
+	return p, nil
 }
 
-func (in *installer) firewall(ctx context.Context, st *state.State) error {
-	policy, err := in.policy()
+// recordedUIDs are the service users' uids the previous installation
+// recorded (0 when unknown).
+func (in *installer) recordedUIDs() (gw, rt int) {
+	if in.prev == nil || in.prev.RuntimeUser == "" {
+		return 0, 0
+	}
+	return in.prev.ServiceUID, in.prev.RuntimeUID
+}
+
+func (in *installer) firewall(ctx context.Context, st *state.State, ids harden.Identities) error {
+	policy, err := in.policy(ids.Gateway.UID, ids.Runtime.UID)
 	if err != nil {
 		return err
 	}
@@ -91,6 +109,19 @@ func portOf(addr string) (int, error) {
 	return strconv.Atoi(p)
 }
 
+// runtimePort finds an unused loopback TCP port among those the firewall
+// reserves for the runtime (harden.RuntimePortFirst to RuntimePortLast).
+func runtimePort() (int, error) {
+	for p := harden.RuntimePortFirst; p <= harden.RuntimePortLast; p++ {
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+		if err == nil {
+			l.Close()
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("every runtime port from %d to %d is in use", harden.RuntimePortFirst, harden.RuntimePortLast)
+}
+
 // recordFile stores path's SHA-256 in the state for verify.
 func recordFile(st *state.State, path string) error {
 	if path == "" {
@@ -104,6 +135,8 @@ func recordFile(st *state.State, path string) error {
 	return nil
 }
 
+// store creates or unlocks the model store, owned by the runtime's user
+// (id), which alone reads the weights.
 func (in *installer) store(ctx context.Context, st *state.State, id harden.Identity) error {
 	owner := storage.Owner{UID: id.UID, GID: id.GID, Name: id.User}
 	st.Store = state.Store{Dir: in.o.Store, Backend: string(in.o.Backend)}
@@ -112,13 +145,18 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 		if err := os.MkdirAll(in.o.Store, 0o700); err != nil {
 			return err
 		}
-		return os.Chown(in.o.Store, id.UID, id.GID)
+		return own(in.o.Store, id)
 	}
 	sopts := storage.Options{KDF: in.o.KDF}
 	key := storage.Credential{KeyFile: in.l.storeKey()}
 	s, err := storage.Open(in.o.Store, sopts)
 	switch {
 	case err == nil:
+		// A store from an installation that ran the runtime as the
+		// gateway's user passes to the runtime's.
+		if err := s.SetOwner(owner); err != nil {
+			return fmt.Errorf("model store: %w", err)
+		}
 		if err := s.Unlock(ctx, key); err != nil {
 			return fmt.Errorf("unlock model store %s: %w", in.o.Store, err)
 		}
@@ -151,6 +189,26 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 	return nil
 }
 
+// own gives everything under dir that belongs to someone else to id,
+// leaving modes alone: install's own files are private already, and the
+// store's files must keep the modes their manifest records.
+func own(dir string, id harden.Identity) error {
+	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if uid, gid := ownerOf(fi); uid == id.UID && gid == id.GID {
+			return nil
+		}
+		if err := os.Lchown(p, id.UID, id.GID); err != nil {
+			return fmt.Errorf("give %s to %s: %w", p, id.User, err)
+		}
+		return nil
+	})
+}
+
+// copyIn puts a verified copy of the bundle into the store, owned by the
+// runtime's user (id).
 func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir string, s *manifests.Signed, sig []byte, id harden.Identity) (string, error) {
 	m := s.Manifest
 	rel := release(in.o.Store, m.Name, m.Version)
@@ -254,7 +312,7 @@ func (in *installer) program(st *state.State) error {
 	return nil
 }
 
-// reachable checks that the service user can pass through every directory
+// reachable checks that a service user (id) can pass through every directory
 // above path, so a service does not fail later with a bare "permission
 // denied" (a --root or store under a private temporary directory, say).
 func reachable(path string, id harden.Identity) error {
@@ -306,10 +364,12 @@ func (in *installer) startService(ctx context.Context, s service, ready func() b
 	return "", id, nil
 }
 
+// runtime starts the release's inference server as the runtime's user, on
+// a port the firewall lets only the gateway (and the runtime) connect to.
 func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.Manifest, id harden.Identity) error {
-	port, err := freePort()
+	port, err := runtimePort()
 	if err != nil {
-		return err
+		return fmt.Errorf("runtime: %w", err)
 	}
 	args := []string{"run", "--bundle", st.Bundle.Dir, "--store", st.Bundle.Dir, "--host", "127.0.0.1", "--port", strconv.Itoa(port)}
 	for _, k := range st.TrustedKeys {
@@ -349,6 +409,7 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 			Description:    fmt.Sprintf("qwen-appliance inference server (%s, %s version %d)", m.Runtime.Kind, st.Bundle.Name, st.Bundle.Version),
 			GPU:            slices.Contains(m.Runtime.Devices, "cuda"),
 			SystemInfo:     true,
+			User:           harden.RuntimeUser,
 			ReadOnlyPaths:  []string{st.Bundle.Dir},
 			ReadWritePaths: []string{stateDir},
 		}
@@ -371,6 +432,8 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 	return nil
 }
 
+// gateway starts the gateway as its own user (id), the only one that reads
+// its token file and keys and writes the audit log.
 func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Identity) error {
 	tlsDir := in.l.tlsDir()
 	host, _, _ := net.SplitHostPort(in.o.Listen)
@@ -395,7 +458,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 			return err
 		}
 	}
-	if err := os.Chown(serverKey, id.UID, id.GID); err != nil {
+	if err := private(serverKey, id); err != nil {
 		return err
 	}
 	if err := os.Chmod(tlsDir, 0o750); err != nil {
@@ -414,7 +477,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 			return err
 		}
 	}
-	if err := os.Chown(auditKey+".key", id.UID, id.GID); err != nil {
+	if err := private(auditKey+".key", id); err != nil {
 		return err
 	}
 	logDir := filepath.Dir(in.l.auditLog())
@@ -446,6 +509,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 		Service: state.Service{Name: "gateway", PID: started.PID, Start: started.Start, Boot: started.Boot, Unit: unit, Listen: []string{in.o.Listen, in.o.MetricsListen}, Log: svc.Log},
 		URL:     "https://" + hostPortFor(in.o.Listen), MetricsURL: "http://" + in.o.MetricsListen,
 		CACert: filepath.Join(tlsDir, certs.CAFile), TokensFile: in.l.tokens(), AuditLog: in.l.auditLog(), AuditKey: auditKey + ".pub",
+		AuditSigningKey: auditKey + ".key", TLSKey: serverKey,
 	}
 	if err := recordFile(st, unit); err != nil {
 		return fmt.Errorf("gateway: %w", err)
@@ -476,7 +540,7 @@ func (in *installer) adminToken(id harden.Identity) error {
 	}
 	for _, t := range store.Tokens {
 		if t.Role == tokens.RoleAdmin && t.State(in.o.Now()) == "active" {
-			return os.Chown(path, id.UID, id.GID)
+			return private(path, id)
 		}
 	}
 	secret, tok, err := store.Create(tokens.CreateOptions{Name: "install-admin", Role: tokens.RoleAdmin, Now: in.o.Now()})
@@ -491,7 +555,16 @@ func (in *installer) adminToken(id harden.Identity) error {
 	}
 	in.onUndo(func() error { return in.revokeUnshown(tok.ID, "this failed attempt") })
 	in.res.AdminToken = secret
-	return os.Chown(path, id.UID, id.GID)
+	return private(path, id)
+}
+
+// private makes a secret file the gateway's (id) alone: owner id, mode
+// 0600, so neither the runtime's user nor anyone else but root reads it.
+func private(path string, id harden.Identity) error {
+	if err := os.Chown(path, id.UID, id.GID); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o600)
 }
 
 // smoke sends a real chat completion through the gateway over TLS, as a

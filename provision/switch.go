@@ -21,8 +21,9 @@ import (
 // started, when none runs), a chat completion through the gateway, and only
 // then the previous runtime stopped. Until that last step every change is
 // undone on failure, so the previous release keeps serving.
-func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests.Manifest, id harden.Identity) error {
-	if err := in.runtime(ctx, st, m, id); err != nil {
+func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests.Manifest, ids harden.Identities) error {
+	id := ids.Gateway
+	if err := in.runtime(ctx, st, m, ids.Runtime); err != nil {
 		return err
 	}
 	in.stepDone("runtime")
@@ -179,14 +180,14 @@ func (in *installer) smokeToken(st *state.State, id harden.Identity) (secret str
 	if err := store.Save(path); err != nil {
 		return "", nil, err
 	}
-	if err := os.Chown(path, id.UID, id.GID); err != nil {
+	if err := private(path, id); err != nil {
 		return "", nil, err
 	}
 	revoke = func() {
 		if s, err := tokens.Load(path); err == nil {
 			if _, err := s.Revoke(tok.ID, in.o.Now()); err == nil {
 				s.Save(path)
-				os.Chown(path, id.UID, id.GID)
+				private(path, id)
 			}
 		}
 		signal(st.Gateway.Service, syscall.SIGHUP)

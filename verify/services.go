@@ -20,10 +20,10 @@ import (
 func init() {
 	register(
 		Check{
-			ID: "services.identity", Title: "the runtime and gateway run as the service user, not root",
-			Severity: High, Controls: []string{"AC-6", "CM-7"},
-			Rationale:   "A confined, unprivileged identity limits what a compromised inference server can read or change.",
-			Remediation: "Restart the services through 'qwen-appliance install' so they run as the recorded service user.",
+			ID: "services.identity", Title: "the runtime and the gateway run as two different unprivileged users",
+			Severity: High, Controls: []string{"AC-5", "AC-6", "CM-7"},
+			Rationale:   "A compromised inference server must not run as the user that holds the tokens, the audit key and the TLS key.",
+			Remediation: "Re-run 'qwen-appliance install' so the gateway runs as the service user and the runtime as the runtime user it records.",
 			Run:         checkIdentity,
 		},
 		Check{
@@ -34,10 +34,10 @@ func init() {
 			Run:         checkTelemetry,
 		},
 		Check{
-			ID: "storage.permissions", Title: "the model store is private to the service user",
+			ID: "storage.permissions", Title: "the model store is private to the runtime user",
 			Severity: High, Controls: []string{"AC-3", "AC-6", "SC-28"},
-			Rationale:   "No local user but the service may read weights, documents or logs.",
-			Remediation: "chown -R the store to the service user, chmod directories 0700 and files 0400 (or re-run install).",
+			Rationale:   "No local user but the inference server may read weights, documents or logs.",
+			Remediation: "chown -R the store to the runtime user, chmod directories 0700 and files 0400 (or re-run install).",
 			Run:         checkStorePermissions,
 		},
 	)
@@ -120,18 +120,51 @@ func (t *Target) serviceUID() (int, error) {
 	return strconv.Atoi(u.Uid)
 }
 
+// runtimeUID resolves the recorded runtime user; the service user for
+// records from before the two were separated.
+func (t *Target) runtimeUID() (int, string, error) {
+	if t.State == nil || t.State.RuntimeUser == "" {
+		uid, err := t.serviceUID()
+		if t.State == nil {
+			return uid, "", err
+		}
+		return uid, t.State.ServiceUser, err
+	}
+	if t.State.RuntimeUID > 0 {
+		return t.State.RuntimeUID, t.State.RuntimeUser, nil
+	}
+	u, err := user.Lookup(t.State.RuntimeUser)
+	if err != nil {
+		return 0, "", fmt.Errorf("runtime user %q: %w", t.State.RuntimeUser, err)
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	return uid, t.State.RuntimeUser, err
+}
+
 func checkIdentity(_ context.Context, t *Target) Outcome {
 	svcs := t.services()
 	if len(svcs) == 0 {
 		return notApplicable("install recorded no services")
 	}
-	want, err := t.serviceUID()
+	gw, err := t.serviceUID()
+	if err != nil {
+		return errored(err)
+	}
+	rt, rtUser, err := t.runtimeUID()
 	if err != nil {
 		return errored(err)
 	}
 	var evs []Evidence
 	bad := 0
+	if gw >= 0 && rt == gw {
+		bad++
+		evs = append(evs, ev("users", "the runtime runs as the gateway's user %s (uid %d): a compromised runtime reads the tokens and keys", t.State.ServiceUser, gw))
+	}
 	for _, s := range svcs {
+		want, wantUser := gw, t.State.ServiceUser
+		if s.Name == "runtime" {
+			want, wantUser = rt, rtUser
+		}
 		if s.PID == 0 {
 			bad++
 			evs = append(evs, ev(s.Name, "not running (unit %s has no main process)", s.Unit))
@@ -147,15 +180,26 @@ func checkIdentity(_ context.Context, t *Target) Outcome {
 			evs = append(evs, ev(s.Name, "pid %d runs as root (uid %d/%d)", s.PID, r, e))
 		case want >= 0 && e != want:
 			bad++
-			evs = append(evs, ev(s.Name, "pid %d runs as uid %d, service user %s is %d", s.PID, e, t.State.ServiceUser, want))
+			evs = append(evs, ev(s.Name, "pid %d runs as uid %d, its user %s is %d", s.PID, e, wantUser, want))
 		default:
-			evs = append(evs, ev(s.Name, "pid %d runs as uid %d", s.PID, e))
+			evs = append(evs, ev(s.Name, "pid %d runs as uid %d (%s)", s.PID, e, wantUser))
+		}
+		if s.Unit != "" {
+			continue
+		}
+		// Under the project's supervisor the server runs below it, and
+		// must not have changed user on the way.
+		for _, pid := range provision.Descendants(s.PID) {
+			if _, e, err := procUID(pid); err == nil && want >= 0 && e != want {
+				bad++
+				evs = append(evs, ev(s.Name, "pid %d %s (below pid %d) runs as uid %d, its user %s is %d", pid, procName(pid), s.PID, e, wantUser, want))
+			}
 		}
 	}
 	if bad > 0 {
-		return fail(fmt.Sprintf("%d service(s) not running as an unprivileged service user", bad), evs...)
+		return fail(fmt.Sprintf("%d problem(s): the services must run unprivileged, each as its own user", bad), evs...)
 	}
-	return pass("every service runs unprivileged", evs...)
+	return pass("the gateway and the runtime run unprivileged, as two different users", evs...)
 }
 
 // procEnv reads a process's environment.
@@ -234,7 +278,7 @@ func checkStorePermissions(_ context.Context, t *Target) Outcome {
 	if t.State == nil || t.State.Store.Dir == "" {
 		return notApplicable("install recorded no model store")
 	}
-	want, err := t.serviceUID()
+	want, wantUser, err := t.runtimeUID()
 	if err != nil {
 		return errored(err)
 	}
@@ -255,7 +299,7 @@ func checkStorePermissions(_ context.Context, t *Target) Outcome {
 			evs = append(evs, ev(p, "is a symlink"))
 		case want >= 0 && uid != want:
 			bad++
-			evs = append(evs, ev(p, "owned by uid %d, service user %s is %d", uid, t.State.ServiceUser, want))
+			evs = append(evs, ev(p, "owned by uid %d, runtime user %s is %d", uid, wantUser, want))
 		}
 		return nil
 	})
@@ -265,5 +309,5 @@ func checkStorePermissions(_ context.Context, t *Target) Outcome {
 	if bad > 0 {
 		return fail(fmt.Sprintf("%d of %d paths in the store are not private", bad, seen), evs...)
 	}
-	return pass(fmt.Sprintf("%d paths private to the service user", seen), ev("store", "%s", t.State.Store.Dir))
+	return pass(fmt.Sprintf("%d paths private to the runtime user", seen), ev("store", "%s", t.State.Store.Dir))
 }

@@ -242,7 +242,8 @@ func TestServiceChecks(t *testing.T) {
 	}
 	tg.State.Runtime.PID = startProcess(t, env, 0)
 	expect(t, runOne(t, "services.identity", tg), Fail, "runs as root")
-	tg.State.ServiceUser = "nobody"
+	tg.State.ServiceUser, tg.State.ServiceUID = "qwen-appliance", 4242
+	tg.State.RuntimeUser = "nobody"
 	tg.State.Runtime.PID = startProcess(t, env, 65534)
 	expect(t, runOne(t, "services.identity", tg), Pass, "uid 65534")
 	tg.State.Runtime.PID = 999999999

@@ -133,7 +133,8 @@ func containerBoot(ts *testscript.TestScript) {
 		"lowerdir=/,upperdir="+filepath.Join(base, "up")+",workdir="+filepath.Join(base, "work"), root)
 	// Whatever services the host image enables would boot too; the test
 	// needs none of them.
-	for _, u := range []string{"nginx", "postgresql", "redis-server", "memcached", "ssh", "cron", "docker", "containerd"} {
+	for _, u := range []string{"nginx", "postgresql", "redis-server", "memcached", "ssh", "cron", "docker", "containerd",
+		"prometheus", "prometheus-node-exporter", "prometheus-alertmanager"} {
 		os.Symlink("/dev/null", filepath.Join(root, "etc/systemd/system", u+".service"))
 	}
 

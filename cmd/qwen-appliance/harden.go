@@ -69,11 +69,13 @@ func init() {
 			Action:    hardenRemove,
 		}, {
 			Name:      "identity",
-			Usage:     "create the service user and group and the strict directories",
+			Usage:     "create the gateway's and the runtime's users and groups and the strict directories",
 			UsageText: "qwen-appliance harden identity [--root PREFIX] [--json]",
-			Description: "Creates the system user and group " + harden.ServiceUser + " (no login shell, no home) with\n" +
-				"useradd (--prefix PREFIX under --root), and the configuration, model, state and log\n" +
-				"directories with their owners and modes. Safe to run again.",
+			Description: "Creates the system users and groups " + harden.ServiceUser + " (the gateway: tokens, keys, audit\n" +
+				"log) and " + harden.RuntimeUser + " (the inference server: no secrets), each with a group of its own,\n" +
+				"no login shell and no home, with useradd (--prefix PREFIX under --root), and the\n" +
+				"configuration, model, state and log directories with their owners and modes. Safe to\n" +
+				"run again.",
 			Flags:  []cli.Flag{rootFlag, jsonFlag},
 			Action: hardenIdentity,
 		}},
@@ -322,19 +324,21 @@ func hardenIdentity(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	id, err := harden.CreateIdentity(c.Context, root)
+	ids, err := harden.CreateIdentity(c.Context, root)
 	if err != nil {
 		return withCode(exitError, err, "check that useradd is installed and --root is writable")
 	}
 	if c.Bool("json") {
-		return printJSON(c.App.Writer, id)
+		return printJSON(c.App.Writer, ids)
 	}
-	state := "exists"
-	if id.Created {
-		state = "created"
+	for _, id := range []harden.Identity{ids.Gateway, ids.Runtime} {
+		state := "exists"
+		if id.Created {
+			state = "created"
+		}
+		fmt.Fprintf(c.App.Writer, "user %s (uid %d, gid %d): %s\n", id.User, id.UID, id.GID, state)
 	}
-	fmt.Fprintf(c.App.Writer, "user %s (uid %d, gid %d): %s\n", id.User, id.UID, id.GID, state)
-	for _, d := range id.Dirs {
+	for _, d := range ids.Dirs {
 		fmt.Fprintf(c.App.Writer, "%04o %s:%s %s\n", d.Mode.Perm(), d.Owner, d.Group, root.Path(d.Path))
 	}
 	return nil

@@ -28,6 +28,9 @@ func TestScript(t *testing.T) {
 			"nsprocs":     cmdNSProcs,
 			"snapshot":    cmdSnapshot,
 			"container":   cmdContainer,
+			"asuser":      cmdAsUser,
+			"dialas":      cmdDialAs,
+			"whoruns":     cmdWhoRuns,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {

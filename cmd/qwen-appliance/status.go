@@ -57,11 +57,12 @@ Example:
 	})
 	register(&cli.Command{
 		Name:  "uninstall",
-		Usage: "remove the services, firewall table, store, configuration and service user",
+		Usage: "remove the services, firewall table, store, configuration and service users",
 		Description: `Stops the runtime and gateway, deletes only our nftables table and its boot
 unit, removes the model store (with --crypto-erase its key material is destroyed
 first, so the data is unrecoverable even from a disk image), configuration,
-logs, the service user and the state record.
+logs, the service users qwen-appliance made (qwen-appliance, qwen-runtime) with
+their groups, and the state record.
 
 Example:
    qwen-appliance uninstall --crypto-erase`,

@@ -45,11 +45,22 @@ type State struct {
 	// TrustedKeys are the public-key files install verified the bundle with.
 	TrustedKeys []string `json:"trustedKeys,omitempty"`
 
-	ServiceUser string   `json:"serviceUser,omitempty"`
-	ServiceUID  int      `json:"serviceUid,omitempty"` // as created under Root (a sandbox's passwd is not the host's)
-	ServiceGID  int      `json:"serviceGid,omitempty"`
-	Store       Store    `json:"store"`
-	Firewall    Firewall `json:"firewall"`
+	// ServiceUser is the gateway's account, the only one that may read the
+	// token file and the audit and TLS keys.
+	ServiceUser string `json:"serviceUser,omitempty"`
+	ServiceUID  int    `json:"serviceUid,omitempty"` // as created under Root (a sandbox's passwd is not the host's)
+	ServiceGID  int    `json:"serviceGid,omitempty"`
+	// RuntimeUser is the inference server's account; empty in records of
+	// installations from before the two were separated (both ran as
+	// ServiceUser), which the next install migrates.
+	RuntimeUser string `json:"runtimeUser,omitempty"`
+	RuntimeUID  int    `json:"runtimeUid,omitempty"`
+	RuntimeGID  int    `json:"runtimeGid,omitempty"`
+	// CreatedUsers are the accounts qwen-appliance made, which uninstall
+	// removes with their groups.
+	CreatedUsers []string `json:"createdUsers,omitempty"`
+	Store        Store    `json:"store"`
+	Firewall     Firewall `json:"firewall"`
 	// Files maps configuration and unit files (absolute, inside Root) to the
 	// SHA-256 they had when install wrote them.
 	Files   map[string]string `json:"files,omitempty"`
@@ -121,13 +132,16 @@ type Service struct {
 // Gateway is the API gateway's configuration.
 type Gateway struct {
 	Service
-	URL           string   `json:"url,omitempty"` // e.g. https://127.0.0.1:8443
-	MetricsURL    string   `json:"metricsUrl,omitempty"`
-	CACert        string   `json:"caCert,omitempty"`
-	TokensFile    string   `json:"tokensFile,omitempty"`
-	AuditLog      string   `json:"auditLog,omitempty"`
-	AuditKey      string   `json:"auditKey,omitempty"` // public key that signs audit checkpoints
-	UpstreamAdmin []string `json:"upstreamAdmin,omitempty"`
+	URL        string `json:"url,omitempty"` // e.g. https://127.0.0.1:8443
+	MetricsURL string `json:"metricsUrl,omitempty"`
+	CACert     string `json:"caCert,omitempty"`
+	TokensFile string `json:"tokensFile,omitempty"`
+	AuditLog   string `json:"auditLog,omitempty"`
+	AuditKey   string `json:"auditKey,omitempty"` // public key that signs audit checkpoints
+	// The gateway's secret files, for verify to check their owner and mode.
+	AuditSigningKey string   `json:"auditSigningKey,omitempty"`
+	TLSKey          string   `json:"tlsKey,omitempty"`
+	UpstreamAdmin   []string `json:"upstreamAdmin,omitempty"`
 }
 
 // Path returns the state file's path under root.
