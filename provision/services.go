@@ -153,7 +153,6 @@ func tail(path string, n int) string {
 	return "  " + strings.Join(lines, "\n  ")
 }
 
-
 // logSize is the current length of a log file (0 when it does not exist).
 func logSize(path string) int64 {
 	fi, err := os.Stat(path)

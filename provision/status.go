@@ -148,7 +148,7 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		logf("removing the model store %s", st.Store.Dir)
 		errs = append(errs, os.RemoveAll(st.Store.Dir), removeIfExists(storage.MetadataPath(st.Store.Dir)))
 	}
-	for _, p := range []string{l.path(ConfigDir), l.path(LogDir)} {
+	for _, p := range []string{l.path(ConfigDir), l.path(LogDir), filepath.Dir(l.path(ProgramPath))} {
 		logf("removing %s", p)
 		errs = append(errs, os.RemoveAll(p))
 	}
