@@ -28,6 +28,11 @@ func TestScript(t *testing.T) {
 			"nsprocs":     cmdNSProcs,
 			"snapshot":    cmdSnapshot,
 			"container":   cmdContainer,
+			"procs":       cmdProcs,
+			"signal":      cmdSignal,
+			"waithttp":    cmdWaitHTTP,
+			"waitgone":    cmdWaitGone,
+			"waitmatches": cmdWaitMatches,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {
