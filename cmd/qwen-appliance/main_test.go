@@ -29,6 +29,8 @@ func TestScript(t *testing.T) {
 			"snapshot":    cmdSnapshot,
 			"container":   cmdContainer,
 			"procs":       cmdProcs,
+			"hubserver":   cmdHubServer,
+			"hubcount":    cmdHubCount,
 			"signal":      cmdSignal,
 			"waithttp":    cmdWaitHTTP,
 			"waitgone":    cmdWaitGone,
