@@ -25,12 +25,19 @@ type Chain struct {
 	Rules []Rule
 }
 
-// Rule is one accept rule.
+// Rule is one accept rule, or the counted drop that ends the output chain.
 type Rule struct {
 	Comment string
 	Text    string // nft syntax, without the comment
 	matches []match
+	drop    bool // "counter drop": counts and drops what no rule accepted
 }
+
+// EgressDenied is the comment of the output chain's last rule, which counts
+// every packet the appliance refuses to let leave (and drops it, as the
+// chain's policy would). The egress probe reads its counter to tell the
+// appliance's drop from any other reason a probe went unanswered.
+const EgressDenied = "egress denied"
 
 type matchKind int
 
@@ -97,6 +104,7 @@ func Build(p EgressPolicy) Ruleset {
 	for _, e := range p.Egress {
 		output = append(output, rule("egress "+e.String(), addr(true, e.Prefix), port(e.Proto, e.Port)))
 	}
+	output = append(output, Rule{Comment: EgressDenied, Text: "counter drop", drop: true})
 	return Ruleset{Chains: []Chain{
 		{Name: "input", Hook: "input", Rules: input},
 		{Name: "forward", Hook: "forward", Rules: nil},
