@@ -55,8 +55,9 @@ func Guard(argv []string) int {
 		return 2
 	}
 	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		logf("become a child subreaper: %v", err)
-		return 1
+		// A seccomp filter may refuse it; the group kill still reaches
+		// orphans, which keep their process group when reparented.
+		logf("become a child subreaper: %v (orphans go to PID 1, still in the group)", err)
 	}
 	lifeline := os.NewFile(lifelineFD, "lifeline")
 	if lifeline == nil {
