@@ -200,8 +200,13 @@ func runServer(c *cli.Context) error {
 
 // guardCommand is how run starts the server: through this same program in
 // its guard role (runtime.Guard), so that the server's whole process tree
-// goes down with run, even when run is killed with SIGKILL.
+// goes down with run, even when run is killed with SIGKILL. /proc/self/exe
+// is the running binary itself, even after an upgrade replaced or removed
+// the file it was started from (a restart of the server then still works).
 func guardCommand() ([]string, error) {
+	if _, err := os.Stat("/proc/self/exe"); err == nil {
+		return []string{"/proc/self/exe", runtime.GuardArg}, nil
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, withCode(exitError, fmt.Errorf("find this program to start the server's guard: %w", err), "run qwen-appliance by its path")
