@@ -172,6 +172,11 @@ func Create(ctx context.Context, spec *specs.Spec, opts CreateOptions) (*Result,
 	if err := fetchAll(ctx, client, items, opts.Jobs); err != nil {
 		return nil, fmt.Errorf("create bundle: %w", err)
 	}
+	// Nothing is signed that preflight would refuse for want of facts.
+	read, errs := fillFacts(items, &meta)
+	if miss := missingFacts(meta.Model, true); len(miss) > 0 {
+		return nil, inputError{&MissingFactsError{Spec: spec.Name, Fields: miss, Read: read, Errs: errs}}
+	}
 
 	// Assemble next to Out and rename once complete.
 	stage, err := os.MkdirTemp(filepath.Dir(out), "."+filepath.Base(out)+".stage-")

@@ -70,7 +70,20 @@ func testKey(t *testing.T) manifests.PrivateKey {
 	return k
 }
 
+// specFor parses text and gives the spec the model facts preflight needs
+// where it has none, as a real spec would (facts_test.go tests without).
 func specFor(t *testing.T, text string) *specs.Spec {
+	s := bareSpec(t, text)
+	m := &s.Model
+	if m.Layers == 0 {
+		m.Layers, m.AttentionHeads, m.KVHeads, m.HeadDim, m.MaxContext = 2, 4, 2, 16, 2048
+	}
+	return s
+}
+
+// bareSpec parses text as it is.
+func bareSpec(t *testing.T, text string) *specs.Spec {
+	t.Helper()
 	s, err := specs.Parse("test.yaml", []byte(text))
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +93,7 @@ func specFor(t *testing.T, text string) *specs.Spec {
 
 func TestCreateFromHubHTTPAndFile(t *testing.T) {
 	files := map[string][]byte{
-		"config.json":       []byte(`{"layers":2}`),
+		"config.json":       []byte(`{"model_type":"qwen2","num_hidden_layers":28,"num_attention_heads":28,"num_key_value_heads":4,"hidden_size":3584,"max_position_embeddings":32768,"torch_dtype":"bfloat16","rope_theta":1e6}`),
 		"model.safetensors": bytes.Repeat([]byte("weights!"), 300000),
 		"README.md":         []byte("not included"),
 	}
@@ -141,6 +154,15 @@ runtime:
 	}
 	if s.Manifest.Provenance.Revision != testCommit || s.Manifest.Model.Layers != 2 {
 		t.Errorf("provenance/model: %+v %+v", s.Manifest.Provenance, s.Manifest.Model)
+	}
+	// The facts the spec left out came from config.json; the spec's own
+	// (layers: 2) won over it. The weights are the model files' bytes.
+	m := s.Manifest.Model
+	cfg, _ := s.Manifest.Lookup("model/config.json")
+	st, _ := s.Manifest.Lookup("model/model.safetensors")
+	if m.AttentionHeads != 28 || m.KVHeads != 4 || m.HeadDim != 128 || m.HiddenSize != 3584 || m.MaxContext != 32768 ||
+		m.Dtype != "bf16" || m.Architecture != "qwen2" || m.WeightsBytes != cfg.Size+st.Size {
+		t.Errorf("model facts from config.json: %+v", m)
 	}
 	sbom, _ := os.ReadFile(filepath.Join(out, SBOMFile))
 	for _, want := range []string{`"bomFormat": "CycloneDX"`, hexSum(files["model.safetensors"]), testCommit, `"id": "Apache-2.0"`, "machine-learning-model", "runtime/tool.bin"} {

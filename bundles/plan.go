@@ -14,8 +14,71 @@ import (
 
 // plan resolves the spec's sources into the list of files to fetch.
 func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.Hub, meta *manifests.Meta, res *Result) ([]*item, string, error) {
-	var items []*item
+	var items, runtimeItems []*item
 	revision := ""
+	// What the command line and the spec must supply is checked before any
+	// hub is asked or anything is fetched: runtime artefacts first.
+	known := map[string]bool{}
+	for _, a := range spec.Runtime.Artifacts {
+		known[a.Name] = true
+	}
+	for name := range opts.Artifacts {
+		if !known[name] {
+			var names []string
+			for n := range known {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			return nil, "", inputError{fmt.Errorf("--artifact %s: the spec has no such runtime artefact (it has: %s)", name, strings.Join(names, ", "))}
+		}
+	}
+	for i, a := range spec.Runtime.Artifacts {
+		field := fmt.Sprintf("runtime.artifacts[%d]", i)
+		url, sum := a.URL, a.SHA256
+		if o, ok := opts.Artifacts[a.Name]; ok {
+			url, sum = o, ""
+			if u, s, ok := strings.Cut(o, "#sha256="); ok {
+				url, sum = u, s
+				if !hexRE.MatchString(sum) {
+					return nil, "", inputError{fmt.Errorf("--artifact %s: sha256 %q is not 64 lower-case hex digits", a.Name, sum)}
+				}
+			}
+		}
+		if url == "" {
+			if a.Optional {
+				res.Skipped = append(res.Skipped, a.Name)
+				opts.Progress.Note("runtime artefact %s not supplied (optional); pass --artifact %s=URL to include it", a.Name, a.Name)
+				continue
+			}
+			return nil, "", inputError{spec.Errorf(field+".url", "%s has no URL; pass --artifact %s=URL#sha256=HEX", a.Name, a.Name)}
+		}
+		it, err := fileItem(spec, field, url, sum, a.Dest, opts.AllowUnpinned)
+		if err != nil {
+			return nil, "", inputError{err}
+		}
+		it.role, it.license, it.mode = "runtime", a.License, a.Mode
+		if it.mode == "" {
+			it.mode = "0644"
+		}
+		if it.unpinned {
+			res.Unpinned = append(res.Unpinned, it.dest)
+		}
+		runtimeItems = append(runtimeItems, it)
+	}
+	// Then the model facts preflight needs: those the spec (and a
+	// generator) leave out must be readable from a config.json or a GGUF
+	// header among the sources, or the bundle is refused now.
+	pre := *meta
+	for _, src := range spec.Model.Sources {
+		if specs.SourceKind(src.URL) == specs.KindGenerated {
+			if g, err := lookupGenerator(src.URL); err == nil {
+				pre.Model = overlay(g.Meta().Model, pre.Model)
+			}
+		}
+	}
+	if miss := missingFacts(pre.Model, false); len(miss) > 0 && !mayProvideFacts(spec) {
+		return nil, "", inputError{&MissingFactsError{Spec: spec.Name, Fields: miss}}
+	}
 	for i, src := range spec.Model.Sources {
 		field := fmt.Sprintf("model.sources[%d]", i)
 		kind := specs.SourceKind(src.URL)
@@ -100,53 +163,7 @@ func plan(ctx context.Context, spec *specs.Spec, opts CreateOptions, hub *fetch.
 			items = append(items, it)
 		}
 	}
-	known := map[string]bool{}
-	for _, a := range spec.Runtime.Artifacts {
-		known[a.Name] = true
-	}
-	for name := range opts.Artifacts {
-		if !known[name] {
-			var names []string
-			for n := range known {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			return nil, "", fmt.Errorf("--artifact %s: the spec has no such runtime artefact (it has: %s)", name, strings.Join(names, ", "))
-		}
-	}
-	for i, a := range spec.Runtime.Artifacts {
-		field := fmt.Sprintf("runtime.artifacts[%d]", i)
-		url, sum := a.URL, a.SHA256
-		if o, ok := opts.Artifacts[a.Name]; ok {
-			url, sum = o, ""
-			if u, s, ok := strings.Cut(o, "#sha256="); ok {
-				url, sum = u, s
-				if !hexRE.MatchString(sum) {
-					return nil, "", fmt.Errorf("--artifact %s: sha256 %q is not 64 lower-case hex digits", a.Name, sum)
-				}
-			}
-		}
-		if url == "" {
-			if a.Optional {
-				res.Skipped = append(res.Skipped, a.Name)
-				opts.Progress.Note("runtime artefact %s not supplied (optional); pass --artifact %s=URL to include it", a.Name, a.Name)
-				continue
-			}
-			return nil, "", spec.Errorf(field+".url", "%s has no URL; pass --artifact %s=URL#sha256=HEX", a.Name, a.Name)
-		}
-		it, err := fileItem(spec, field, url, sum, a.Dest, opts.AllowUnpinned)
-		if err != nil {
-			return nil, "", err
-		}
-		it.role, it.license, it.mode = "runtime", a.License, a.Mode
-		if it.mode == "" {
-			it.mode = "0644"
-		}
-		if it.unpinned {
-			res.Unpinned = append(res.Unpinned, it.dest)
-		}
-		items = append(items, it)
-	}
+	items = append(items, runtimeItems...)
 	return items, revision, nil
 }
 

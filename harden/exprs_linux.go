@@ -20,6 +20,9 @@ func init() { ruleKey = func(r Rule) string { return exprKey(r.Comment, r.exprs(
 // exprs compiles the rule the way nft compiles its Text; a test loads the
 // text with nft and compares.
 func (r Rule) exprs() []expr.Any {
+	if r.drop {
+		return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
+	}
 	var out []expr.Any
 	for _, m := range r.matches {
 		out = append(out, m.exprs()...)
@@ -36,6 +39,9 @@ func exprKey(comment string, es []expr.Any) string {
 	var b strings.Builder
 	b.WriteString(comment)
 	for _, e := range es {
+		if _, ok := e.(*expr.Counter); ok {
+			e = &expr.Counter{} // what it counted so far is not part of the rule
+		}
 		data, err := expr.Marshal(byte(nftables.TableFamilyINet), e)
 		if err != nil {
 			fmt.Fprintf(&b, "|%T!%v", e, err)

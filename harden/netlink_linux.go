@@ -124,6 +124,30 @@ func (k *Kernel) read() (*Table, error) {
 	return t, nil
 }
 
+// EgressDrops reads how many packets the output chain's counted drop
+// (the rule commented EgressDenied) has refused since the table was loaded.
+// It returns ErrNoCounter when the table or that rule is missing.
+func (k *Kernel) EgressDrops() (uint64, error) {
+	rules, err := k.conn.GetRules(ourTable, &nftables.Chain{Name: "output", Table: ourTable})
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return 0, ErrNoCounter
+		}
+		return 0, fmt.Errorf("read the egress drop counter: %w", err)
+	}
+	for _, r := range rules {
+		if c, _ := userdata.GetString(r.UserData, userdata.TypeComment); c != EgressDenied {
+			continue
+		}
+		for _, e := range r.Exprs {
+			if ctr, ok := e.(*expr.Counter); ok {
+				return ctr.Packets, nil
+			}
+		}
+	}
+	return 0, ErrNoCounter
+}
+
 // Replace makes our table equal to want (nil: absent) in one batch that the
 // kernel applies only if the ruleset is still at generation gen. Nothing
 // outside table inet qwen_appliance is named in the batch.

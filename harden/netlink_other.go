@@ -16,3 +16,6 @@ func (*Kernel) Live() (State, error) { return State{}, ErrUnsupported }
 
 // Replace returns ErrUnsupported.
 func (*Kernel) Replace(uint32, *Table) error { return ErrUnsupported }
+
+// EgressDrops returns ErrUnsupported.
+func (*Kernel) EgressDrops() (uint64, error) { return 0, ErrUnsupported }

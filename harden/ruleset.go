@@ -25,14 +25,21 @@ type Chain struct {
 	Rules []Rule
 }
 
-// Rule is one accept rule, or, with reject set, one that refuses a TCP
-// connection with a reset.
+// Rule is one accept rule, one that refuses a TCP connection with a reset
+// (reject), or the counted drop that ends the output chain (drop).
 type Rule struct {
 	Comment string
 	Text    string // nft syntax, without the comment
 	matches []match
 	reject  bool
+	drop    bool // "counter drop": counts and drops what no rule accepted
 }
+
+// EgressDenied is the comment of the output chain's last rule, which counts
+// every packet the appliance refuses to let leave (and drops it, as the
+// chain's policy would). The egress probe reads its counter to tell the
+// appliance's drop from any other reason a probe went unanswered.
+const EgressDenied = "egress denied"
 
 type matchKind int
 
@@ -129,6 +136,7 @@ func Build(p EgressPolicy) Ruleset {
 	for _, e := range p.Egress {
 		output = append(output, rule("egress "+e.String(), addr(true, e.Prefix), port(e.Proto, e.Port)))
 	}
+	output = append(output, Rule{Comment: EgressDenied, Text: "counter drop", drop: true})
 	return Ruleset{Chains: []Chain{
 		{Name: "input", Hook: "input", Rules: input},
 		{Name: "forward", Hook: "forward", Rules: nil},

@@ -75,3 +75,8 @@ func (c TableChain) header() string {
 	}
 	return fmt.Sprintf("chain %s: type %s hook %s priority %d; policy %s", c.Name, c.Type, c.Hook, c.Priority, c.Policy)
 }
+
+// ErrNoCounter means our table, or the counted drop at the end of its output
+// chain (EgressDenied), is not in the kernel: nothing the appliance drops
+// is counted.
+var ErrNoCounter = errors.New("no egress drop counter: table inet " + TableName + " or its \"" + EgressDenied + "\" rule is missing")

@@ -4,8 +4,9 @@
 #   builds the tool and the CPU runtime (Ollama v0.6.5, cached),
 #   bundle create demo → bundle pack (with a parity volume),
 #   install into a sandbox: --root under a temporary directory, the firewall
-#   inside a network namespace it creates, the store on a loop-mounted ext4
-#   image with fscrypt,
+#   inside a network namespace it creates, joined to a peer namespace that
+#   plays "the internet" (its default route; the peer owns 192.0.2.1 and
+#   answers there), the store on a loop-mounted ext4 image with fscrypt,
 #   a chat completion through the TLS gateway with the printed admin token,
 #   verify (with an active egress probe), then uninstall --crypto-erase,
 # and tears everything down, on failure too.
@@ -38,6 +39,7 @@ echo "runtime: $ollama"
 work=$(mktemp -d /tmp/qwen-appliance-demo.XXXXXX)
 chmod 0711 "$work" # the service user passes through to the sandbox root
 ns=qa-demo-$$
+inet=qa-demo-inet-$$
 mnt=$work/mnt
 cleanup() {
   set +e
@@ -46,6 +48,7 @@ cleanup() {
   fi
   mountpoint -q "$mnt" && umount "$mnt"
   ip netns del "$ns" 2>/dev/null
+  ip netns del "$inet" 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -57,9 +60,19 @@ step "connected side: a signing key, the demo bundle (generated model + runtime)
 "$QA" bundle pack bundle --out volumes --volume-size 16M --parity 1 --key release.key
 ls -l volumes
 
-step "isolated side: a sandbox (network namespace $ns, encrypted ext4 on a loop device)"
+step "isolated side: a sandbox (network namespace $ns, a peer $inet playing the internet, encrypted ext4 on a loop device)"
 ip netns add "$ns"
-ip -n "$ns" link set lo up
+ip netns add "$inet"
+ip link add qa-demo-h netns "$ns" type veth peer name qa-demo-i netns "$inet"
+ip -n "$ns" addr add 10.251.0.1/30 dev qa-demo-h
+ip -n "$inet" addr add 10.251.0.2/30 dev qa-demo-i
+ip -n "$inet" addr add 192.0.2.1/32 dev lo
+for n in "$ns" "$inet"; do ip -n "$n" link set lo up; done
+ip -n "$ns" link set qa-demo-h up
+ip -n "$inet" link set qa-demo-i up
+ip -n "$ns" route add default via 10.251.0.2
+echo "before install, the sandbox reaches the internet:"
+ip netns exec "$ns" ping -n -c 1 -W 1 192.0.2.1 | sed -n 2p
 truncate -s 2G disk.img
 mkfs.ext4 -q -O encrypt disk.img
 mkdir -p "$mnt"
@@ -81,6 +94,8 @@ in_ns curl -sS -o /dev/null -w '  HTTP %{http_code}\n' --cacert "$work/root/etc/
 
 step "verify: the running host against what install recorded (NIST SP 800-53 mapped checks)"
 in_ns "$QA" verify --root "$work/root" --trust release.pub | head -3
+echo "the egress probe, with a route to 192.0.2.1 (via the peer) and the appliance's drop counter:"
+in_ns "$QA" verify --root "$work/root" --trust release.pub --only network.egress-probe | sed 's/^/  /'
 in_ns "$QA" verify --root "$work/root" --trust release.pub --format json | grep -E '"(id|status)"' | paste - - | sed 's/[",]//g; s/  */ /g'
 
 step "status, then uninstall with crypto-erase"

@@ -55,28 +55,62 @@ func sh(t *testing.T, name string, args ...string) {
 	}
 }
 
-const denyEgress = `table inet qa_verify_test {
-	chain output { type filter hook output priority 0; policy drop; oif "lo" accept; }
+// foreignDeny is another table's output drop that runs before ours
+// (priority -10): it stops probes without the appliance's rules seeing them.
+const foreignDeny = `table inet qa_verify_test {
+	chain output { type filter hook output priority -10; policy drop; oif "lo" accept; }
 }
 `
 
+// TestEgressProbeInNamespaces: the probe passes only when the appliance's
+// own rules dropped every probe (their counter grew), fails when the peer
+// ("the internet") answered or when something else dropped the probes, and
+// is not applicable without a route.
 func TestEgressProbeInNamespaces(t *testing.T) {
 	host, peer := netPair(t)
-	tg := &Target{State: &state.State{Firewall: state.Firewall{NetNS: host, ProbeTargets: []string{peer}}}}
+	tg := &Target{Root: t.TempDir(), State: &state.State{Firewall: state.Firewall{NetNS: host, ProbeTargets: []string{peer}}}}
+	noRoute := &Target{Root: tg.Root, State: &state.State{Firewall: state.Firewall{NetNS: host, ProbeTargets: []string{"198.51.100.7"}}}}
 
-	// No firewall: the probes reach the peer.
+	// (b) No firewall, route present: the peer answers.
 	expect(t, runOne(t, "network.egress-probe", tg), Fail, "left the host")
+	// (c) No route: "network is unreachable" is no evidence of a firewall.
+	expect(t, runOne(t, "network.egress-probe", noRoute), NotApplicable, "no route to any probe address")
 
-	cmd := exec.Command("ip", "netns", "exec", host, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(denyEgress)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Skipf("nft unavailable: %v %s", err, out)
-	}
+	// (a) The appliance's firewall, route present: dropped and counted.
+	nf, done, err := tg.netfilter()
+	must(t, err)
+	defer done()
+	_, err = harden.Apply(context.Background(), nf, harden.Options{Policy: harden.EgressPolicy{APIPort: 8443, SSHPort: 22}, Root: harden.Root(tg.Root)})
+	must(t, err)
+	k := nf.(*harden.Kernel)
+	before, err := k.EgressDrops()
+	must(t, err)
 	r := runOne(t, "network.egress-probe", tg)
-	expect(t, r, Pass, "tcp/443 blocked")
-	if !strings.Contains(evidenceText(r), "udp/53 blocked") {
-		t.Fatalf("udp not shown blocked: %v", r.Evidence)
+	expect(t, r, Pass, "dropped by the appliance")
+	for _, want := range []string{"tcp/443 blocked", "udp/53 blocked", "route " + peer} {
+		if !strings.Contains(evidenceText(r), want) {
+			t.Errorf("evidence lacks %q: %v", want, r.Evidence)
+		}
 	}
+	after, err := k.EgressDrops()
+	must(t, err)
+	if after < before+2 {
+		t.Errorf("drop counter %d → %d: the probes were not counted", before, after)
+	}
+	// (c) again, firewall or not.
+	expect(t, runOne(t, "network.egress-probe", noRoute), NotApplicable, "no route")
+
+	// (d) Our table is there, but another table drops first: our counter
+	// does not grow, so the probe proves nothing about the appliance.
+	cmd := exec.Command("ip", "netns", "exec", host, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(foreignDeny)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v %s", err, out)
+	}
+	expect(t, runOne(t, "network.egress-probe", tg), Fail, "not by table inet qwen_appliance")
+	// … and without our table at all, the same.
+	sh(t, "ip", "netns", "exec", host, "nft", "delete", "table", "inet", "qwen_appliance")
+	expect(t, runOne(t, "network.egress-probe", tg), Fail, "not by table inet qwen_appliance")
 }
 
 func TestListenersInNamespace(t *testing.T) {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/harden"
 )
 
 func init() {
@@ -90,22 +92,75 @@ func probe(ctx context.Context, proto string, addr netip.Addr) (left bool, detai
 	return false, "unknown protocol " + proto
 }
 
+// dropCounter reads the appliance's egress drop counter (harden.Kernel).
+type dropCounter interface {
+	EgressDrops() (uint64, error)
+}
+
+// rtnUnicast is the kernel's RTN_UNICAST: a route packets really leave by.
+const rtnUnicast = 1
+
+// checkEgress probes each probe address over TCP, UDP and ICMP. A probe
+// counts as blocked only when the appliance's own rules dropped it: the
+// counter of table inet qwen_appliance's final "egress denied" rule grew
+// while it ran. Before probing, the kernel must show a route to the address:
+// without one every probe fails with "network is unreachable", firewall or
+// not, so the check is not applicable rather than passed.
 func checkEgress(ctx context.Context, t *Target) Outcome {
 	if t.State == nil || len(t.State.Firewall.ProbeTargets) == 0 {
 		return notApplicable("no probe addresses configured (install --probe ADDR, or verify --probe ADDR)")
 	}
 	var evs []Evidence
-	leaked := 0
+	var ctr dropCounter
+	if nf, done, err := t.netfilter(); err != nil {
+		evs = append(evs, ev("drop counter", "unavailable: %v", err))
+	} else {
+		defer done()
+		ctr, _ = nf.(dropCounter)
+	}
+	drops := func() (uint64, error) {
+		if ctr == nil {
+			return 0, harden.ErrNoCounter
+		}
+		return ctr.EgressDrops()
+	}
+	if n, err := drops(); err != nil {
+		evs = append(evs, ev("drop counter", "%v", err))
+	} else {
+		evs = append(evs, ev("drop counter", "table inet %s rule %q: %d packets so far", harden.TableName, harden.EgressDenied, n))
+	}
+	leaked, unproven, blocked, routed := 0, 0, 0, 0
 	err := inNetNS(t.State.Firewall.NetNS, func() error {
 		for _, target := range t.State.Firewall.ProbeTargets {
 			addr, err := netip.ParseAddr(target)
 			if err != nil {
 				return fmt.Errorf("probe address %q: %w", target, err)
 			}
+			r, err := routeTo(addr)
+			switch {
+			case err != nil:
+				evs = append(evs, ev("route "+target, "none (%v): not probed", err))
+				continue
+			case r.Type != rtnUnicast:
+				evs = append(evs, ev("route "+target, "route type %d, not a route out: not probed", r.Type))
+				continue
+			}
+			routed++
+			evs = append(evs, ev("route "+target, "%s", r))
 			for _, proto := range []string{"tcp", "udp", "icmp"} {
+				before, errB := drops()
 				left, detail := probe(ctx, proto, addr)
-				if left {
+				after, errA := drops()
+				switch {
+				case left:
 					leaked++
+				case strings.HasSuffix(detail, "not installed"):
+				case errB == nil && errA == nil && after > before:
+					blocked++
+					detail += fmt.Sprintf("; dropped by the appliance (counter %d → %d)", before, after)
+				default:
+					unproven++
+					detail += "; but not by the appliance's rules (its drop counter did not grow): something else stopped it"
 				}
 				evs = append(evs, ev(proto+" "+target, "%s", detail))
 			}
@@ -115,10 +170,18 @@ func checkEgress(ctx context.Context, t *Target) Outcome {
 	if err != nil {
 		return errored(err, evs...)
 	}
-	if leaked > 0 {
+	switch {
+	case routed == 0:
+		return Outcome{Status: NotApplicable, Evidence: evs,
+			Message: "no route to any probe address: without one a probe cannot tell the firewall from a missing route (give a --probe address the host has a route to)"}
+	case leaked > 0:
 		return fail(fmt.Sprintf("%d probe(s) left the host", leaked), evs...)
+	case unproven > 0:
+		return fail(fmt.Sprintf("%d probe(s) were stopped, but not by table inet %s (its drop counter did not grow): the appliance's egress deny is not what holds", unproven, harden.TableName), evs...)
+	case blocked == 0:
+		return Outcome{Status: NotApplicable, Evidence: evs, Message: "no probe could run (see the evidence)"}
 	}
-	return pass("every probe was stopped at the host", evs...)
+	return pass(fmt.Sprintf("every probe was dropped by table inet %s (%d counted)", harden.TableName, blocked), evs...)
 }
 
 // Listener is a listening socket read from /proc/net.

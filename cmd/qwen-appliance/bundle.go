@@ -36,6 +36,15 @@ matched. Downloads resume after an interruption (partial files are kept in
 --cache; run the same command again), retry with backoff and run --jobs at a
 time. HF_TOKEN and HF_ENDPOINT (a mirror) are honoured.
 
+Before any hub is asked or anything fetched, it checks what the command line
+must supply: every required runtime artefact (--artifact NAME=URL), and the
+model facts preflight sizes a host with (model.layers, attentionHeads, kvHeads,
+headDim or hiddenSize, maxContext). Facts the spec leaves out are read from the
+model's config.json or GGUF header once fetched (the spec wins where both say);
+the weights' size is the model files' size. A spec that still lacks facts is
+refused with exit 2, naming them, and nothing is signed: otherwise preflight
+would refuse the bundle on the isolated side, after it crossed the gap.
+
 Built-in specs: ` + strings.Join(specs.Names(), ", ") + ` ('bundle specs NAME' prints one).
 
 Progress goes to stderr on a terminal; with --json, stdout carries one JSON
@@ -166,7 +175,12 @@ func bundleCreate(c *cli.Context) error {
 func createErr(err error) error {
 	var me *fetch.MismatchError
 	var se *fetch.StatusError
+	var mf *bundles.MissingFactsError
 	switch {
+	case errors.As(err, &mf):
+		return withCode(exitUsage, err, "write them under model: in the spec (see 'qwen-appliance bundle specs qwen2.5-7b-instruct'), or add the model's config.json to its sources")
+	case errors.Is(err, bundles.ErrInput):
+		return withCode(exitUsage, err, "supply runtime artefacts with --artifact NAME=URL#sha256=HEX, naming ones the spec lists")
 	case errors.As(err, &me), errors.Is(err, manifests.ErrVerification):
 		return withCode(exitVerification, err, "a fetched file differs from its pin: nothing was signed; check the source, or the spec's sha256")
 	case errors.Is(err, space.ErrNoSpace):

@@ -31,6 +31,13 @@ func TestScript(t *testing.T) {
 			"asuser":      cmdAsUser,
 			"dialas":      cmdDialAs,
 			"whoruns":     cmdWhoRuns,
+			"procs":       cmdProcs,
+			"hubserver":   cmdHubServer,
+			"hubcount":    cmdHubCount,
+			"signal":      cmdSignal,
+			"waithttp":    cmdWaitHTTP,
+			"waitgone":    cmdWaitGone,
+			"waitmatches": cmdWaitMatches,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {

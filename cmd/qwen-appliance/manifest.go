@@ -30,6 +30,10 @@ signature. Symlinks, devices, FIFOs, unsafe names and setuid bits are refused.
 The same files and flags always give byte-identical manifest.json; the creation
 time comes from --created, else $SOURCE_DATE_EPOCH, else the clock.
 
+A DIR that already holds a signed manifest is refused (exit 2): writing would
+replace its version and drop every signature on it, co-signatures included.
+Pass --force to replace it on purpose.
+
 Example:
    qwen-appliance manifest create ./bundle --key release.key --name qwen2.5-7b \
        --version 3 --expires 180d --meta model-facts.json`,
@@ -41,6 +45,7 @@ Example:
 					&cli.StringFlag{Name: "meta", Usage: "JSON file with the model, requirements, runtime and provenance sections"},
 					&cli.StringFlag{Name: "chunk-size", Value: "16M", Usage: "chunk size, a multiple of 4K (e.g. 16M)"},
 					&cli.BoolFlag{Name: "json", Usage: "print a JSON summary"},
+					&cli.BoolFlag{Name: "force", Usage: "replace a signed manifest already in DIR (its signatures are lost)"},
 				},
 				Action: manifestCreate,
 			},
@@ -145,6 +150,38 @@ func oneDir(c *cli.Context) (string, error) {
 
 var nameClean = regexp.MustCompile(`[^a-z0-9._-]+`)
 
+// refuseSigned refuses to overwrite a signed manifest in dir: a re-run of
+// manifest create would replace it with version and only this run's
+// signatures, silently. A manifest.sig that is absent or empty is no
+// signature.
+func refuseSigned(dir string, version uint64) error {
+	data, err := os.ReadFile(filepath.Join(dir, manifests.SignatureFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return withCode(exitError, err, "check DIR's permissions")
+	}
+	sigs, err := manifests.ParseSignatures(data)
+	if errors.Is(err, manifests.ErrUnsigned) {
+		return nil
+	}
+	// A signature file that does not parse is still someone's signature.
+	signed := "a signature file"
+	if err == nil {
+		signed = fmt.Sprintf("%d signature(s)", len(sigs.Signatures))
+	}
+	what := "a manifest with " + signed
+	if raw, rerr := os.ReadFile(filepath.Join(dir, manifests.ManifestFile)); rerr == nil {
+		if m, perr := manifests.Parse(raw); perr == nil {
+			what = fmt.Sprintf("%s version %d with %s", m.Name, m.Version, signed)
+		}
+	}
+	return usagef("pass --force to replace it (every signer must sign the new one), or create the manifest in a copy of DIR",
+		"manifest create: %s already holds %s; writing version %d would replace it and drop its signatures",
+		dir, what, version)
+}
+
 func manifestCreate(c *cli.Context) error {
 	dir, err := oneDir(c)
 	if err != nil {
@@ -169,6 +206,11 @@ func manifestCreate(c *cli.Context) error {
 	chunk, err := space.Parse(c.String("chunk-size"))
 	if err != nil || chunk%4096 != 0 || chunk == 0 {
 		return usagef("--chunk-size takes a multiple of 4K, e.g. 16M", "--chunk-size %q is not a positive multiple of 4096 bytes", c.String("chunk-size"))
+	}
+	if !c.Bool("force") {
+		if err := refuseSigned(dir, c.Uint64("version")); err != nil {
+			return err
+		}
 	}
 	name := c.String("name")
 	if name == "" {

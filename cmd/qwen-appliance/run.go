@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -31,6 +33,13 @@ growing delay (1 s, 2 s, 4 s …); after --max-restarts failed restarts in a row
 the command gives up with the last lines of the server's log. Ctrl-C stops the
 server and everything it started. With --once the server is stopped right
 after it proved it answers.
+
+The server runs under a guard (this program again, in the server's process
+group, shown as 'qwen-appliance __runtime-guard' in ps): when run dies, even by
+SIGKILL, the guard stops the server and everything it started (Ollama's runner,
+vLLM's workers), so nothing is left running with PPID 1. SIGHUP never stops
+run: it reopens the server's log file (after logrotate moved it) and says so on
+stderr. SIGINT and SIGTERM stop the server and exit.
 
 install runs this command as a detached service (systemd units are not used yet,
 even where systemd is PID 1); on its own it serves tests, containers and the demo.
@@ -108,13 +117,37 @@ func runServer(c *cli.Context) error {
 	if err := checkStoreModel(cfg, m); err != nil {
 		return err
 	}
+	// SIGHUP never ends run (a closed terminal or an operator's reload
+	// request must not take the model down): until the server is ready it
+	// is noted, afterwards it reopens the server's log.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	starting := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				fmt.Fprintln(c.App.ErrWriter, "qwen-appliance: run: SIGHUP while the server starts: nothing to reload yet")
+			case <-starting:
+				return
+			}
+		}
+	}()
+	guard, err := guardCommand()
+	if err != nil {
+		close(starting)
+		return err
+	}
 	start := time.Now()
 	s, err := runtime.Start(c.Context, runtime.Options{
 		Config:       cfg,
 		Progress:     prefixWriter{w: c.App.ErrWriter},
 		ReadyTimeout: c.Duration("ready-timeout"),
 		MaxRestarts:  restarts,
+		Guard:        guard,
 	})
+	close(starting)
 	if err != nil {
 		return startFailure(err)
 	}
@@ -143,7 +176,19 @@ func runServer(c *cli.Context) error {
 	if rep.Stopped {
 		return nil
 	}
-	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: run: serving until interrupted; log: %s\n", s.LogFile)
+	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: run: serving until interrupted (pid %d; SIGHUP reopens the log); log: %s\n", os.Getpid(), s.LogFile)
+	for done := false; !done; {
+		select {
+		case <-hup:
+			if err := s.ReopenLog(); err != nil {
+				fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: run: SIGHUP: %v\n", err)
+			} else {
+				fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: run: SIGHUP: reopened %s; still serving\n", s.LogFile)
+			}
+		case <-s.Done():
+			done = true
+		}
+	}
 	if err := s.Wait(); err != nil {
 		if errors.Is(err, runtime.ErrGaveUp) {
 			return withCode(exitError, err, "read the server's log above; fix the cause, then run again (--max-restarts sets the budget)")
@@ -151,6 +196,22 @@ func runServer(c *cli.Context) error {
 		return err
 	}
 	return nil
+}
+
+// guardCommand is how run starts the server: through this same program in
+// its guard role (runtime.Guard), so that the server's whole process tree
+// goes down with run, even when run is killed with SIGKILL. /proc/self/exe
+// is the running binary itself, even after an upgrade replaced or removed
+// the file it was started from (a restart of the server then still works).
+func guardCommand() ([]string, error) {
+	if _, err := os.Stat("/proc/self/exe"); err == nil {
+		return []string{"/proc/self/exe", runtime.GuardArg}, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, withCode(exitError, fmt.Errorf("find this program to start the server's guard: %w", err), "run qwen-appliance by its path")
+	}
+	return []string{exe, runtime.GuardArg}, nil
 }
 
 // checkRuntimeFiles checks that every file of the bundle is there with its

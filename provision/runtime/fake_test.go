@@ -24,6 +24,12 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(fakeEnv); mode != "" {
 		os.Exit(fakeServer(mode, os.Args[1:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == GuardArg {
+		os.Exit(Guard(os.Args[2:]))
+	}
+	if cfg := os.Getenv(superviseEnv); cfg != "" {
+		os.Exit(supervise(cfg))
+	}
 	os.Exit(m.Run())
 }
 

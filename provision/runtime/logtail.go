@@ -54,6 +54,13 @@ func (t *logTail) add(line string) {
 	}
 }
 
+// swap makes w the log's destination from the next write on.
+func (t *logTail) swap(w io.Writer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.w = w
+}
+
 // String returns the kept lines, the unfinished one included.
 func (t *logTail) String() string {
 	t.mu.Lock()

@@ -97,7 +97,7 @@ func (o ollama) Prepare(ctx context.Context, c Config, log io.Writer) error {
 	create := exec.CommandContext(ctx, cmd.Path, "create", c.ServedModelName(), "-f", modelfile)
 	create.Env, create.Dir = cmd.Env, cmd.Dir
 	create.Stdout, create.Stderr = &out, &out
-	setProcessGroup(create)
+	setProcessGroup(create, false)
 	err = create.Run()
 	text := strings.TrimSpace(ansi.ReplaceAllString(out.String(), ""))
 	if log != nil && text != "" {

@@ -11,10 +11,16 @@ import (
 )
 
 // setProcessGroup puts cmd in a process group of its own, so that stopping
-// it reaches every process it starts (Ollama's runner, vLLM's workers), and
-// has the kernel kill it if this process dies first.
-func setProcessGroup(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+// it reaches every process it starts (Ollama's runner, vLLM's workers).
+// Unguarded, the kernel kills it if the thread that started it dies first
+// (its own children are not reached: see Guard). A guard gets no
+// parent-death signal: it must outlive this process to stop its group, and
+// learns of the death from its lifeline.
+func setProcessGroup(cmd *exec.Cmd, guarded bool) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !guarded {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
 }
 
 // signalGroup sends sig to every process in the group pgid.

@@ -8,7 +8,7 @@ import (
 	"syscall"
 )
 
-func setProcessGroup(*exec.Cmd) {}
+func setProcessGroup(*exec.Cmd, bool) {}
 
 func signalGroup(int, syscall.Signal) error { return errors.ErrUnsupported }
 

@@ -35,6 +35,15 @@ type Options struct {
 	MaxRestarts  int           // restarts in a row before giving up; 5, and negative means none
 	Backoff      time.Duration // delay before the first restart, doubling up to 30 s; 1 second
 	StableAfter  time.Duration // a run this long resets the restart count; 10 minutes
+
+	// Guard, when set, is the command (program and arguments) of a guard
+	// process that starts the server for us: a program that calls Guard when
+	// given these arguments, such as []string{os.Executable(), GuardArg}.
+	// With a guard, the server's whole process tree goes down even when this
+	// process is killed with SIGKILL; without one, only the server itself
+	// gets a parent-death signal and its own children (Ollama's runner)
+	// would be left running.
+	Guard []string
 }
 
 func (o *Options) defaults() {
@@ -95,9 +104,9 @@ type Server struct {
 	adapter Adapter
 	cmd     Command
 	tail    *logTail
-	logf    *os.File
 
 	mu       sync.Mutex
+	logf     *os.File // the open LogFile; ReopenLog replaces it
 	cur      *proc
 	restarts int // restarts since start, for reporting
 
@@ -107,13 +116,15 @@ type Server struct {
 	err      error
 }
 
-// proc is one run of the server process, in its own process group.
+// proc is one run of the server process (or of its guard), in its own
+// process group.
 type proc struct {
-	cmd     *exec.Cmd
-	pgid    int
-	started time.Time
-	done    chan struct{}
-	err     error // valid after done is closed
+	cmd      *exec.Cmd
+	pgid     int
+	lifeline *os.File // the write end of the guard's lifeline; nil unguarded
+	started  time.Time
+	done     chan struct{}
+	err      error // valid after done is closed
 }
 
 // Start launches the server the configuration describes, waits until it is
@@ -169,20 +180,20 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if s.LogFile == "" {
 		s.LogFile = filepath.Join(c.StateDir(a.Kind()), "server.log")
 	}
-	if s.logf, err = os.OpenFile(s.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err != nil {
+	if s.logf, err = openLog(s.LogFile); err != nil {
 		return nil, fail("open log", err)
 	}
-	s.tail.w = s.logf
+	s.tail.swap(s.logf)
 
 	p, err := s.launchReady(ctx)
 	if err != nil {
-		s.logf.Close()
+		s.closeLog()
 		return nil, err
 	}
 	if s.Smoke, s.Stream, err = s.smoke(ctx); err != nil {
 		serr := fail("first answer", err)
 		p.stop(opts.StopTimeout)
-		s.logf.Close()
+		s.closeLog()
 		return nil, serr
 	}
 	s.cur = p
@@ -235,15 +246,33 @@ func (s *Server) launchReady(ctx context.Context) (*proc, error) {
 	}
 	fmt.Fprintf(s.tail, "--- qwen-appliance: starting %s at %s ---\n", s.Kind, time.Now().UTC().Format(time.RFC3339))
 	cmd := exec.Command(s.cmd.Path, s.cmd.Args...)
+	var lifeline *os.File
+	if g := s.opts.Guard; len(g) > 0 {
+		cmd = exec.Command(g[0], append(append(g[1:len(g):len(g)], s.cmd.Path), s.cmd.Args...)...)
+		cmd.Args[0] = "qwen-appliance" // the guard's name in ps, and the one a test binary dispatches on
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fail("launch", err)
+		}
+		defer r.Close()                // the guard holds its own copy
+		cmd.ExtraFiles = []*os.File{r} // descriptor 3: lifelineFD
+		lifeline = w
+	}
 	cmd.Env, cmd.Dir = s.cmd.Env, s.cmd.Dir
 	cmd.Stdout, cmd.Stderr = s.tail, s.tail
-	setProcessGroup(cmd)
+	setProcessGroup(cmd, lifeline != nil)
 	if err := cmd.Start(); err != nil {
+		if lifeline != nil {
+			lifeline.Close()
+		}
 		return nil, fail("launch", err)
 	}
-	p := &proc{cmd: cmd, pgid: cmd.Process.Pid, started: time.Now(), done: make(chan struct{})}
+	p := &proc{cmd: cmd, pgid: cmd.Process.Pid, lifeline: lifeline, started: time.Now(), done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
+		if p.lifeline != nil {
+			p.lifeline.Close()
+		}
 		close(p.done)
 	}()
 	fmt.Fprintf(s.opts.Progress, "started %s (pid %d), waiting for %s to be ready\n", s.Kind, p.pgid, s.BaseURL)
@@ -319,7 +348,7 @@ func (p *proc) stop(grace time.Duration) {
 
 func (s *Server) supervise(ctx context.Context, p *proc) {
 	defer close(s.done)
-	defer s.logf.Close()
+	defer s.closeLog()
 	o := s.opts
 	failures := 0
 	for {
@@ -379,6 +408,40 @@ func (s *Server) supervise(ctx context.Context, p *proc) {
 			why = err.Error()
 		}
 	}
+}
+
+// openLog opens the server's log for appending.
+func openLog(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+}
+
+func (s *Server) closeLog() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.logf != nil {
+		s.tail.swap(nil)
+		s.logf.Close()
+		s.logf = nil
+	}
+}
+
+// ReopenLog closes the server's log file and opens LogFile again, so that
+// a log rotated away (renamed by logrotate) is continued in a fresh file.
+// The server keeps running; nothing of its output is lost in between.
+func (s *Server) ReopenLog() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.logf == nil {
+		return errors.New("reopen log: the server is no longer supervised")
+	}
+	f, err := openLog(s.LogFile)
+	if err != nil {
+		return fmt.Errorf("reopen log: %w", err)
+	}
+	s.tail.swap(f)
+	old := s.logf
+	s.logf = f
+	return old.Close()
 }
 
 func (s *Server) setCur(p *proc) {
