@@ -191,6 +191,7 @@ func (v *verifier) line(name string, n int, line []byte) error {
 	switch r.Kind {
 	case KindRequest:
 		v.rep.Requests++
+	case KindRestore:
 	case KindStart, KindRotate:
 		if r.PublicKey != "" {
 			keys, err := manifests.ParsePublicKeys([]byte(r.PublicKey))
