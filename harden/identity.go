@@ -59,6 +59,11 @@ func CreateIdentity(ctx context.Context, root Root) (Identity, error) {
 			}
 			args = append(args, "--prefix", string(root))
 		}
+		if groupExists(root) {
+			// Left behind by userdel (uninstall) or made by hand: join it,
+			// since --user-group would refuse.
+			args[1] = "--gid=" + ServiceUser
+		}
 		args = append(args, ServiceUser)
 		out, err := exec.CommandContext(ctx, "useradd", args...).CombinedOutput()
 		if err != nil {
@@ -82,6 +87,20 @@ func CreateIdentity(ctx context.Context, root Root) (Identity, error) {
 		id.Dirs = append(id.Dirs, d)
 	}
 	return id, nil
+}
+
+// groupExists reports whether ROOT/etc/group already has ServiceUser.
+func groupExists(root Root) bool {
+	data, err := os.ReadFile(root.Path("/etc/group"))
+	if err != nil {
+		return false
+	}
+	as, err := parseAccounts(data, 4)
+	if err != nil {
+		return false
+	}
+	_, ok := findAccount(as, ServiceUser)
+	return ok
 }
 
 func lookupUser(root Root) (account, bool, error) {
