@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -124,7 +125,9 @@ func (h *host) verify(file string) (*Report, error) {
 
 func TestRoundTrip(t *testing.T) {
 	h := newHost(t)
-	file, m := h.create(t, Options{Textfile: filepath.Join(t.TempDir(), "qwen_backup.prom")})
+	prom := filepath.Join(t.TempDir(), "qwen_backup.prom")
+	file, m := h.create(t, Options{Textfile: prom})
+	checkTextfile(t, prom)
 	kinds := map[string]int{}
 	for _, mb := range m.Members {
 		kinds[mb.Kind]++
@@ -321,3 +324,32 @@ func sha256hex(b []byte) string {
 	return hexOf(h.Sum(nil))
 }
 
+// checkTextfile: the series the BackupStale rule reads is there, fresh, in a
+// format promtool accepts.
+func checkTextfile(t *testing.T, path string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	must(t, err)
+	rules, err := os.ReadFile("../gateway/deploy/appliance-alerts.yml")
+	must(t, err)
+	const series = "qwen_backup_last_success_timestamp_seconds"
+	if !bytes.Contains(rules, []byte(series)) {
+		t.Errorf("the alert rules no longer read %s", series)
+	}
+	var ts int64
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, series+" ") {
+			ts, _ = strconv.ParseInt(strings.TrimPrefix(line, series+" "), 10, 64)
+		}
+	}
+	if d := time.Since(time.Unix(ts, 0)); d < 0 || d > time.Minute {
+		t.Errorf("%s is %d (%v ago) in\n%s", series, ts, d, data)
+	}
+	if promtool, err := exec.LookPath("promtool"); err == nil {
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = bytes.NewReader(data)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool check metrics: %v\n%s", err, out)
+		}
+	}
+}
