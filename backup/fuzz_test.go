@@ -3,9 +3,12 @@ package backup
 import (
 	"archive/tar"
 	"bytes"
+	"fmt"
 	"io"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"filippo.io/age"
 
@@ -42,6 +45,7 @@ func FuzzExtractTar(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add(mk(map[string]string{"../escape": "x"}, []string{"../escape"}))
 	f.Add([]byte{})
+	f.Add(sparseTar(f))
 	// A real archive's plaintext, when the round-trip fixtures are at hand.
 	if id, err := age.GenerateX25519Identity(); err == nil {
 		var enc bytes.Buffer
@@ -68,4 +72,58 @@ func FuzzExtractTar(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// A sparse member (PAX GNU sparse 1.0) would expand to a terabyte of zeros
+// before the signature is checked; it is refused at once.
+func TestSparseMemberRefused(t *testing.T) {
+	b := sparseTar(t)
+	done := make(chan error, 1)
+	go func() {
+		_, err := extractTar(ctx, bytes.NewReader(b), nil, t.TempDir())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "sparse") {
+			t.Fatalf("sparse member: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a sparse member is being expanded")
+	}
+}
+
+// sparseTar builds by hand what archive/tar will not write: a PAX header
+// declaring a GNU 1.0 sparse file of 1 TiB with no data.
+func sparseTar(t testing.TB) []byte {
+	rec := func(k, v string) string {
+		n := len(k) + len(v) + 3
+		for {
+			s := fmt.Sprintf("%d %s=%s\n", n, k, v)
+			if len(s) == n {
+				return s
+			}
+			n = len(s)
+		}
+	}
+	pax := rec("GNU.sparse.major", "1") + rec("GNU.sparse.minor", "0") + rec("GNU.sparse.name", "root/etc/big") + rec("GNU.sparse.realsize", "1099511627776")
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	body := append([]byte("1\n0\n0\n"), make([]byte, 512-6)...)
+	for _, f := range []struct{ name, data string }{{"PaxHeaders/big", pax}, {"root/etc/big", string(body)}} {
+		if err := tw.WriteHeader(&tar.Header{Name: f.name, Mode: 0o600, Size: int64(len(f.data)), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(f.data))
+	}
+	tw.Close()
+	out := b.Bytes()
+	out[156] = tar.TypeXHeader
+	copy(out[148:156], "        ")
+	sum := 0
+	for _, c := range out[:512] {
+		sum += int(c)
+	}
+	copy(out[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	return out
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"filippo.io/age"
 
@@ -52,7 +53,8 @@ func Extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []man
 // extractTar reads the decrypted tar stream; it is the parser that faces
 // whatever a signer (or a bug) put inside, and is fuzzed.
 func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey, dir string) (*Manifest, error) {
-	tr := tar.NewReader(r)
+	cr := &countingReader{r: r}
+	tr := tar.NewReader(cr)
 	type got struct {
 		size int64
 		mode uint32
@@ -76,6 +78,14 @@ func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey,
 		}
 		if h.Typeflag != tar.TypeReg {
 			return nil, verificationf("member %q is not a regular file (type %q)", h.Name, h.Typeflag)
+		}
+		for k := range h.PAXRecords {
+			// A sparse member expands to its size without reading it from
+			// the archive: a few bytes could fill the disk before the
+			// signature is checked.
+			if strings.HasPrefix(k, "GNU.sparse.") {
+				return nil, verificationf("member %q is a sparse file", h.Name)
+			}
 		}
 		if err := manifests.ValidatePath(h.Name); err != nil {
 			return nil, verificationf("member %q: %v", h.Name, err)
@@ -108,7 +118,7 @@ func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey,
 		if _, dup := members[h.Name]; dup {
 			return nil, verificationf("member %q appears twice", h.Name)
 		}
-		sum, err := extractFile(dir, h.Name, tr)
+		sum, err := extractFile(dir, h.Name, &boundedReader{r: tr, in: cr})
 		if err != nil {
 			return nil, err
 		}
@@ -144,6 +154,36 @@ func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey,
 		return nil, verificationf("member %s is not in the signed manifest", name)
 	}
 	return m, nil
+}
+
+// countingReader counts the bytes read from the archive.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// boundedReader fails once a member has produced more bytes than the whole
+// archive has supplied so far, whatever the tar reader believes (a second
+// guard against expanding members).
+type boundedReader struct {
+	r    io.Reader
+	in   *countingReader
+	read int64
+}
+
+func (b *boundedReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.read += int64(n)
+	if b.read > b.in.n {
+		return n, verificationf("a member expands beyond the bytes of the archive")
+	}
+	return n, err
 }
 
 // extractFile writes one member under dir, creating parents; it never
