@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"filippo.io/age"
@@ -103,5 +104,38 @@ func TestRestore(t *testing.T) {
 	}
 	if !bytes.Contains(data, []byte(res.Backup)) {
 		t.Errorf("no restore record naming %s", res.Backup)
+	}
+}
+
+// A disk that fills up while restore stages the archive leaves the new
+// host without configuration, state or staging files.
+func TestRestoreDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	h := newHost(t)
+	file, _ := h.create(t, Options{IncludeModel: true})
+	root := t.TempDir()
+	if err := syscall.Mount("tmpfs", root, "tmpfs", 0, "size=48k"); err != nil {
+		t.Skipf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(root, syscall.MNT_DETACH) })
+	_, err := Restore(ctx, RestoreOptions{File: file, Identities: []age.Identity{h.id}, Trusted: []manifests.PublicKey{h.signer.Public()},
+		Bundle: h.bundle, Root: root, install: func(context.Context, provision.Options) (*provision.Result, error) {
+			t.Fatal("install ran")
+			return nil, nil
+		}})
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("restore onto a full disk: %v", err)
+	}
+	var left []string
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) != 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
