@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -57,9 +58,30 @@ func FuzzExtractTar(f *testing.F) {
 		f.Add(plain)
 	}
 	trusted := []manifests.PublicKey{k.Public()}
+	base := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dir := t.TempDir()
-		m, err := extractTar(ctx, bytes.NewReader(data), trusted, dir)
+		dir, err := os.MkdirTemp(base, "x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		type result struct {
+			m   *Manifest
+			err error
+		}
+		done := make(chan result, 1)
+		go func() {
+			m, err := extractTar(ctx, bytes.NewReader(data), trusted, dir)
+			done <- result{m, err}
+		}()
+		var r result
+		select {
+		case r = <-done:
+		case <-time.After(10 * time.Second):
+			buf := make([]byte, 1<<20)
+			t.Fatalf("extract hangs on %d bytes:\n%s", len(data), buf[:runtime.Stack(buf, true)])
+		}
+		m, err := r.m, r.err
 		if err != nil {
 			return
 		}
