@@ -2,6 +2,7 @@ package backup
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -121,7 +122,24 @@ func Create(ctx context.Context, o Options) (_ *Manifest, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("backup: encrypt: %w", err)
 	}
-	tw := tar.NewWriter(enc)
+	// Hashing (this goroutine) and encryption (another) overlap, as the
+	// two processes of tar | age do.
+	pr, pw := io.Pipe()
+	encDone := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(enc, pr)
+		pr.CloseWithError(err)
+		encDone <- errors.Join(err, enc.Close())
+	}()
+	encWaited := false
+	defer func() {
+		if !encWaited { // an error before the end: stop the encryptor first
+			pw.CloseWithError(errors.New("backup abandoned"))
+			<-encDone
+		}
+	}()
+	bw := bufio.NewWriterSize(pw, 1<<20)
+	tw := tar.NewWriter(bw)
 	var total int64
 	for _, s := range srcs {
 		if err := ctx.Err(); err != nil {
@@ -149,7 +167,10 @@ func Create(ctx context.Context, o Options) (_ *Manifest, err error) {
 			return nil, err
 		}
 	}
-	if err := errors.Join(tw.Close(), enc.Close()); err != nil {
+	err = errors.Join(tw.Close(), bw.Flush())
+	pw.CloseWithError(err)
+	encWaited = true
+	if err := errors.Join(err, <-encDone); err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	if err := errors.Join(tmp.Sync(), tmp.Close()); err != nil {
