@@ -97,10 +97,13 @@ func newHost(t *testing.T) *host {
 	must(t, os.MkdirAll(filepath.Join(h.root, "etc/systemd/system"), 0o755))
 	unit := filepath.Join(h.root, "etc/systemd/system/qwen-appliance-gateway.service")
 	must(t, os.WriteFile(unit, []byte("[Service]\n"), 0o644))
+	program := filepath.Join(h.root, provision.ProgramPath)
+	must(t, os.MkdirAll(filepath.Dir(program), 0o755))
+	must(t, os.WriteFile(program, []byte("ELF"), 0o755))
 	must(t, state.Save(h.root, &state.State{Root: h.root,
 		Bundle:   state.Bundle{Name: "demo", Version: 2, Dir: h.bundle, ManifestSHA256: strings.Repeat("a", 64)},
 		Store:    state.Store{Dir: h.store, Backend: "none"},
-		Files:    map[string]string{unit: "x"},
+		Files:    map[string]string{unit: "x", program: "y"},
 		Settings: &state.Settings{Listen: "127.0.0.1:18443", MetricsListen: "127.0.0.1:19464", Host: "qwen.local", ClientCIDRs: []string{"10.0.0.0/8"}},
 		Gateway:  state.Gateway{AuditLog: auditLog}}))
 	return h
@@ -132,8 +135,8 @@ func TestRoundTrip(t *testing.T) {
 	kinds := map[string]int{}
 	for _, mb := range m.Members {
 		kinds[mb.Kind]++
-		if strings.Contains(mb.Name, "weights.bin") {
-			t.Errorf("weights in a backup without --include-model: %s", mb.Name)
+		if strings.Contains(mb.Name, "weights.bin") || strings.HasPrefix(mb.Name, "root/usr/") {
+			t.Errorf("weights or the program in a backup: %s", mb.Name)
 		}
 	}
 	for _, k := range []string{KindConfig, KindAudit, KindState, KindBundle} {

@@ -227,6 +227,9 @@ func collect(root string, st *state.State, o Options) (srcs []source, head Audit
 	}
 	sort.Strings(files)
 	for _, p := range files {
+		if p == rp(provision.ProgramPath) {
+			continue // install copies this program again
+		}
 		if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
 			if err := add(KindState, p); err != nil {
 				return srcs, head, err
