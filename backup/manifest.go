@@ -15,6 +15,10 @@ const SchemaVersion = 1
 // signature can never pass for a bundle manifest's or the other way round.
 const Purpose = "backup-manifest"
 
+// PurposeDrill is the signature purpose of a drill report (backup verify
+// --report).
+const PurposeDrill = "backup-drill"
+
 // Names of the archive's last two members.
 const (
 	ManifestName  = "BACKUP-MANIFEST.json"

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"filippo.io/age"
 	"github.com/urfave/cli/v2"
@@ -66,6 +68,9 @@ archive, an untrusted signer: exit 3.`,
 				&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "age identity file (keep it offline)"},
 				&cli.StringSliceFlag{Name: "trust", Usage: "public key the backup must be signed by"},
 				&cli.BoolFlag{Name: "drill", Usage: "also check the backed-up tokens, TLS and audit key would work"},
+				&cli.StringFlag{Name: "report", Usage: "write the report as JSON to `FILE`, signed (FILE.sig, purpose backup-drill) with --key"},
+				&cli.StringFlag{Name: "key", Usage: "private key that signs --report"},
+				&cli.StringFlag{Name: "scratch", Usage: "directory to decrypt into (a private temporary directory inside it, removed afterwards; default $TMPDIR)"},
 				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			},
 			Action: backupVerify,
@@ -224,7 +229,24 @@ func backupVerify(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	rep, err := backup.Verify(c.Context, backup.VerifyOptions{File: file, Identities: ids, Trusted: keys, Drill: c.Bool("drill")})
+	var signer *manifests.PrivateKey
+	if c.String("report") != "" {
+		if c.String("key") == "" {
+			return usagef("pass --key K.key to sign the --report", "--report needs --key")
+		}
+		k, err := privateKey(c.String("key"))
+		if err != nil {
+			return withCode(exitError, err, "check --key")
+		}
+		signer = &k
+	}
+	rep, err := backup.Verify(c.Context, backup.VerifyOptions{File: file, Identities: ids, Trusted: keys, Drill: c.Bool("drill"), Scratch: c.String("scratch")})
+	if signer != nil {
+		// A failed drill is worth a signed record too.
+		if werr := writeDrillReport(c.String("report"), rep, err, *signer); werr != nil {
+			return errors.Join(backupError(err), werr)
+		}
+	}
 	if err != nil {
 		return backupError(err)
 	}
@@ -264,4 +286,32 @@ func backupRestore(c *cli.Context) error {
 		fmt.Fprintf(w, "\nnew store recovery key (shown once, keep it offline):\n  %s\n", res.Install.RecoveryKey)
 	}
 	return nil
+}
+
+// drillReport is what --report records: the check, its outcome, and when.
+type drillReport struct {
+	Time   string         `json:"time"`
+	OK     bool           `json:"ok"`
+	Error  string         `json:"error,omitempty"`
+	Report *backup.Report `json:"report,omitempty"`
+}
+
+// writeDrillReport writes FILE and FILE.sig (purpose backup-drill), for
+// contingency-plan testing records (800-53 CP-4, CP-9).
+func writeDrillReport(path string, rep *backup.Report, verr error, k manifests.PrivateKey) error {
+	dr := drillReport{Time: time.Now().UTC().Format(time.RFC3339), OK: verr == nil, Report: rep}
+	if verr != nil {
+		dr.Error = verr.Error()
+	}
+	data, err := json.MarshalIndent(dr, "", "  ")
+	if err != nil {
+		return err
+	}
+	data = append(data, '\n')
+	var sigs manifests.Signatures
+	sigs.Add(manifests.Sign(k, backup.PurposeDrill, data))
+	if err := manifests.WriteFileAtomic(path, data, 0o644); err != nil {
+		return err
+	}
+	return manifests.WriteFileAtomic(path+".sig", sigs.Marshal(), 0o644)
 }
