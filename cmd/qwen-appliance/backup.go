@@ -13,6 +13,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/qwen-appliance/qwen-appliance/backup"
+	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -43,6 +44,8 @@ backup rewrites the Prometheus textfile --metrics-textfile with
 qwen_backup_last_success_timestamp_seconds (the BackupStale alert reads it).`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "out", Usage: "archive to write (must not exist)"},
+				&cli.StringFlag{Name: "out-dir", Usage: "write qwen-backup-TIMESTAMP.age into `DIR` instead of --out"},
+				&cli.IntFlag{Name: "keep", Usage: "with --out-dir: after a success, remove all but the newest `N` backups there"},
 				&cli.StringSliceFlag{Name: "recipient", Aliases: []string{"r"}, Usage: "age recipient (age1… or age1pq1…), repeatable"},
 				&cli.StringSliceFlag{Name: "recipient-file", Aliases: []string{"R"}, Usage: "file of age recipients, one a line"},
 				&cli.StringFlag{Name: "key", Usage: "private key that signs the inner manifest (default ROOT/etc/qwen-appliance/audit.key)"},
@@ -52,6 +55,26 @@ qwen_backup_last_success_timestamp_seconds (the BackupStale alert reads it).`,
 				&cli.BoolFlag{Name: "json", Usage: "print the manifest as JSON"},
 			},
 			Action: backupCreate,
+		}, {
+			Name:      "schedule",
+			Usage:     "install a systemd timer that runs backup create with retention",
+			UsageText: "qwen-appliance backup schedule --out-dir D --keep N --recipient-file F [--key K] [--on-calendar daily] [--include-model] [--root R]",
+			Description: `Writes ROOT/etc/systemd/system/qwen-appliance-backup.service (a oneshot running
+'backup create --out-dir D --keep N' with idle I/O priority) and its timer
+(OnCalendar, Persistent, up to 15 minutes' random delay), then, on a host
+booted with systemd and --root /, enables and starts the timer. Elsewhere it
+writes the files and says so. Paths must be absolute. Pair it with the
+BackupStale alert (README "## Alerts").`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "out-dir", Usage: "directory the backups go to (absolute)"},
+				&cli.IntFlag{Name: "keep", Value: 7, Usage: "backups to keep"},
+				&cli.StringFlag{Name: "recipient-file", Usage: "file of age recipients (absolute)"},
+				&cli.StringFlag{Name: "key", Usage: "signing key (default: the audit key)"},
+				&cli.StringFlag{Name: "on-calendar", Value: "daily", Usage: "systemd calendar expression"},
+				&cli.BoolFlag{Name: "include-model", Usage: "also back up the weights"},
+				&cli.StringFlag{Name: "root", Value: "/", Usage: "write the units under this PREFIX"},
+			},
+			Action: backupSchedule,
 		}, {
 			Name:      "verify",
 			Usage:     "decrypt an archive and check its signature, every hash and the audit chain",
@@ -132,8 +155,19 @@ func parseRecipients(c *cli.Context) ([]age.Recipient, error) {
 }
 
 func backupCreate(c *cli.Context) error {
-	if c.String("out") == "" {
+	out := c.String("out")
+	switch {
+	case out != "" && c.String("out-dir") != "":
+		return usagef("pass --out FILE or --out-dir DIR", "both --out and --out-dir given")
+	case c.String("out-dir") != "":
+		out = filepath.Join(c.String("out-dir"), backup.Name(time.Now()))
+	case out == "":
 		return usagef("pass --out FILE", "--out is required")
+	case c.IsSet("keep"):
+		return usagef("--keep prunes an --out-dir", "--keep without --out-dir")
+	}
+	if c.IsSet("keep") && c.Int("keep") < 1 {
+		return usagef("--keep takes a number from 1 up", "--keep %d", c.Int("keep"))
 	}
 	rs, err := parseRecipients(c)
 	if err != nil {
@@ -157,7 +191,7 @@ func backupCreate(c *cli.Context) error {
 			textfile = filepath.Join(d, backup.TextfileName)
 		}
 	}
-	m, err := backup.Create(c.Context, backup.Options{Root: root, Out: c.String("out"), Recipients: rs, Key: k,
+	m, err := backup.Create(c.Context, backup.Options{Root: root, Out: out, Recipients: rs, Key: k,
 		IncludeModel: c.Bool("include-model"), Textfile: textfile, Tool: toolVersion(), Log: c.App.ErrWriter})
 	if err != nil {
 		if errors.Is(err, state.ErrNotInstalled) {
@@ -165,11 +199,20 @@ func backupCreate(c *cli.Context) error {
 		}
 		return err
 	}
+	if c.IsSet("keep") {
+		removed, err := backup.Prune(c.String("out-dir"), c.Int("keep"))
+		for _, p := range removed {
+			fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: backup: removed %s (--keep %d)\n", p, c.Int("keep"))
+		}
+		if err != nil {
+			return fmt.Errorf("backup written to %s, but: %w", out, err)
+		}
+	}
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, m)
 	}
 	fmt.Fprintf(c.App.Writer, "wrote %s: %d members, %s version %d, audit head seq %d, signed by %s\n",
-		c.String("out"), len(m.Members), m.Bundle.Name, m.Bundle.Version, m.AuditHead.Seq, k.ID)
+		out, len(m.Members), m.Bundle.Name, m.Bundle.Version, m.AuditHead.Seq, k.ID)
 	return nil
 }
 
@@ -314,4 +357,42 @@ func writeDrillReport(path string, rep *backup.Report, verr error, k manifests.P
 		return err
 	}
 	return manifests.WriteFileAtomic(path+".sig", sigs.Marshal(), 0o644)
+}
+
+func backupSchedule(c *cli.Context) error {
+	o := backup.ScheduleOptions{Program: provision.ProgramPath, OutDir: c.String("out-dir"), Keep: c.Int("keep"),
+		RecipientFile: c.String("recipient-file"), Key: c.String("key"), OnCalendar: c.String("on-calendar")}
+	if c.Bool("include-model") {
+		o.Extra = append(o.Extra, "--include-model")
+	}
+	root := c.String("root")
+	if root != "/" {
+		o.Extra = append(o.Extra, "--root", root)
+	}
+	service, timer, err := backup.Units(o)
+	if err != nil {
+		return usagef("pass absolute --out-dir and --recipient-file, and --keep 1 or more", "%v", err)
+	}
+	dir := filepath.Join(root, harden.UnitDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for name, data := range map[string]string{backup.ScheduleService: service, backup.ScheduleTimer: timer} {
+		if err := manifests.WriteFileAtomic(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			return err
+		}
+	}
+	w := c.App.Writer
+	if root == "/" && harden.SystemdBooted() {
+		if err := harden.Systemctl(c.Context, "daemon-reload"); err != nil {
+			return err
+		}
+		if err := harden.Systemctl(c.Context, "enable", "--now", backup.ScheduleTimer); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "enabled %s (%s), backups to %s, keeping %d\n", backup.ScheduleTimer, o.OnCalendar, o.OutDir, o.Keep)
+		return nil
+	}
+	fmt.Fprintf(w, "wrote %s and %s under %s; not enabled (no systemd, or --root is not /)\n", backup.ScheduleService, backup.ScheduleTimer, dir)
+	return nil
 }
