@@ -93,6 +93,7 @@ archive, an untrusted signer: exit 3.`,
 				&cli.BoolFlag{Name: "drill", Usage: "also check the backed-up tokens, TLS and audit key would work"},
 				&cli.StringFlag{Name: "report", Usage: "write the report as JSON to `FILE`, signed (FILE.sig, purpose backup-drill) with --key"},
 				&cli.StringFlag{Name: "key", Usage: "private key that signs --report"},
+				&cli.StringFlag{Name: "metrics-textfile", Usage: "with --drill: Prometheus textfile to record the outcome in (e.g. " + backup.DefaultTextfileDir + "/" + backup.DrillTextfileName + ")"},
 				&cli.StringFlag{Name: "scratch", Usage: "directory to decrypt into (a private temporary directory inside it, removed afterwards; default $TMPDIR)"},
 				&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
 			},
@@ -284,6 +285,11 @@ func backupVerify(c *cli.Context) error {
 		signer = &k
 	}
 	rep, err := backup.Verify(c.Context, backup.VerifyOptions{File: file, Identities: ids, Trusted: keys, Drill: c.Bool("drill"), Scratch: c.String("scratch")})
+	if p := c.String("metrics-textfile"); p != "" && c.Bool("drill") {
+		if werr := backup.WriteDrillTextfile(p, time.Now(), err == nil); werr != nil {
+			return errors.Join(backupError(err), werr)
+		}
+	}
 	if signer != nil {
 		// A failed drill is worth a signed record too.
 		if werr := writeDrillReport(c.String("report"), rep, err, *signer); werr != nil {
