@@ -67,6 +67,11 @@ func newHost(t *testing.T) *host {
 	must(t, err)
 	h.bundle = filepath.Join(h.store, "releases", "demo-v2")
 	signedBundle(t, h.bundle, 2, h.release)
+	// As the store keeps a release: read-only, with the runtime's own state
+	// beside the signed files.
+	must(t, os.Chmod(filepath.Join(h.bundle, "model", "weights.bin"), 0o400))
+	must(t, os.MkdirAll(filepath.Join(h.bundle, "state", "ollama"), 0o700))
+	must(t, os.WriteFile(filepath.Join(h.bundle, "state", "ollama", "id_ed25519"), []byte("runtime key"), 0o600))
 	h.bundleV1 = filepath.Join(base, "bundle-v1")
 	signedBundle(t, h.bundleV1, 1, h.release)
 
@@ -174,6 +179,9 @@ func TestRoundTrip(t *testing.T) {
 	found := false
 	for _, mb := range mm.Members {
 		found = found || (mb.Kind == KindModel && mb.Name == "bundle/model/weights.bin")
+		if strings.HasPrefix(mb.Name, "bundle/state/") {
+			t.Errorf("the runtime's state in the backup: %s", mb.Name)
+		}
 	}
 	if !found {
 		t.Error("--include-model left out the weights")

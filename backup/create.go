@@ -246,16 +246,19 @@ func collect(root string, st *state.State, o Options) (srcs []source, head Audit
 			srcs = append(srcs, source{name: "bundle/" + n, kind: KindBundle, path: filepath.Join(st.Bundle.Dir, n)})
 		}
 		if o.IncludeModel {
-			err := walkFiles(st.Bundle.Dir, nil, func(p string) error {
-				rel, _ := filepath.Rel(st.Bundle.Dir, p)
-				if rel == manifests.ManifestFile || rel == manifests.SignatureFile {
-					return nil
-				}
-				srcs = append(srcs, source{name: "bundle/" + filepath.ToSlash(rel), kind: KindModel, path: p})
-				return nil
-			})
+			// The files the bundle's manifest lists, and nothing else: the
+			// release directory also holds the runtime's own state (its
+			// key, unpacked blobs), which install re-creates.
+			data, err := os.ReadFile(filepath.Join(st.Bundle.Dir, manifests.ManifestFile))
 			if err != nil {
 				return srcs, head, err
+			}
+			bm, err := manifests.Parse(data)
+			if err != nil {
+				return srcs, head, fmt.Errorf("installed bundle: %w", err)
+			}
+			for _, f := range bm.Files {
+				srcs = append(srcs, source{name: "bundle/" + f.Path, kind: KindModel, path: filepath.Join(st.Bundle.Dir, filepath.FromSlash(f.Path))})
 			}
 		}
 	}

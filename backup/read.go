@@ -118,7 +118,7 @@ func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey,
 		if _, dup := members[h.Name]; dup {
 			return nil, verificationf("member %q appears twice", h.Name)
 		}
-		sum, err := extractFile(dir, h.Name, &boundedReader{r: tr, in: cr})
+		sum, err := extractFile(dir, h.Name, os.FileMode(h.Mode)&0o777, &boundedReader{r: tr, in: cr})
 		if err != nil {
 			return nil, err
 		}
@@ -186,10 +186,10 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// extractFile writes one member under dir, creating parents; it never
+// extractFile writes one member under dir with mode, creating parents; it never
 // follows a symlink (dir holds only what this function creates) and never
 // replaces a file.
-func extractFile(dir, name string, r io.Reader) (string, error) {
+func extractFile(dir, name string, mode os.FileMode, r io.Reader) (string, error) {
 	p := filepath.Join(dir, filepath.FromSlash(name))
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return "", fmt.Errorf("extract %s: %w", name, err)
@@ -200,7 +200,10 @@ func extractFile(dir, name string, r io.Reader) (string, error) {
 	}
 	h := sha256.New()
 	_, err = io.Copy(io.MultiWriter(f, h), r)
-	if cerr := f.Close(); err == nil && cerr != nil {
+	// The member's own permission bits (checked against the signed manifest
+	// afterwards), so that an extracted bundle is as it was signed; the
+	// scratch directory itself stays private.
+	if cerr := errors.Join(f.Chmod(mode), f.Close()); err == nil && cerr != nil {
 		return "", fmt.Errorf("extract %s: %w", name, cerr)
 	}
 	if err != nil {

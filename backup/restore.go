@@ -36,12 +36,21 @@ var ErrInstalled = errors.New("an installation is already there")
 // version than the bundle given.
 var ErrNewerBackup = fmt.Errorf("%w: the backup is from a newer bundle version than the bundle given", manifests.ErrRollback)
 
+// ErrInstall is wrapped, with install's own error, when the configuration
+// was restored but installing the bundle failed; running restore again
+// continues.
+var ErrInstall = errors.New("install")
+
+// ErrNoBundle is returned when no bundle was given and the backup holds no
+// weights (it was made without --include-model).
+var ErrNoBundle = errors.New("restore: no bundle given, and the backup was made without --include-model")
+
 // RestoreOptions say what to restore, where, and with which bundle.
 type RestoreOptions struct {
 	File       string
 	Identities []age.Identity
 	Trusted    []manifests.PublicKey // keys the backup manifest must be signed by
-	Bundle     string                // the signed bundle to install
+	Bundle     string                // the signed bundle to install; the backed-up one (--include-model) when empty
 	// BundleTrust are the public-key files the bundle must be signed by;
 	// when empty, the keys the backed-up installation trusted
 	// (etc/qwen-appliance/trusted/*.pub, restored first) are used.
@@ -68,6 +77,9 @@ type RestoreResult struct {
 // continues instead of refusing the half-restored installation.
 const markerFile = "restore-in-progress.json"
 
+// stagePrefix names the private directories restore decrypts into.
+const stagePrefix = ".qwen-appliance-restore-"
+
 // Restore rebuilds an installation from a backup: it verifies the whole
 // archive in a private staging directory before changing anything, puts
 // back the configuration (tokens, TLS CA and keys, audit and store keys)
@@ -85,16 +97,27 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 	if _, err := state.Load(root); err == nil && !o.Force && !exists(marker) {
 		return nil, fmt.Errorf("restore: %w at %s (state %s)", ErrInstalled, root, state.Path(root))
 	}
-	bundleVersion, err := bundleVersion(o.Bundle)
-	if err != nil {
-		return nil, fmt.Errorf("restore: %w", err)
+	var bv uint64
+	if o.Bundle != "" {
+		if bv, err = bundleVersion(o.Bundle); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
 	}
 
 	// 1. Verify everything in a private staging directory.
 	if err := os.MkdirAll(rp("var/lib"), 0o755); err != nil {
 		return nil, err
 	}
-	stage, err := os.MkdirTemp(rp("var/lib"), ".qwen-appliance-restore-")
+	// A restore killed earlier left its staging copy (decrypted secrets):
+	// remove it first.
+	if old, _ := filepath.Glob(rp("var/lib/" + stagePrefix + "*")); len(old) > 0 {
+		for _, d := range old {
+			if err := os.RemoveAll(d); err != nil {
+				return nil, fmt.Errorf("restore: remove the staging copy a killed restore left: %w", err)
+			}
+		}
+	}
+	stage, err := os.MkdirTemp(rp("var/lib"), stagePrefix)
 	if err != nil {
 		return nil, err
 	}
@@ -104,8 +127,20 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	m := rep.Manifest
-	if m.Bundle.Version > bundleVersion {
-		return nil, fmt.Errorf("restore: %w (backup: %s version %d; bundle %s: version %d)", ErrNewerBackup, m.Bundle.Name, m.Bundle.Version, o.Bundle, bundleVersion)
+	bundle := o.Bundle
+	if bundle == "" {
+		// A backup made with --include-model holds the whole signed bundle;
+		// install verifies it like any other.
+		if !m.IncludesModel {
+			return nil, ErrNoBundle
+		}
+		bundle = filepath.Join(stage, "bundle")
+		if bv, err = stageBundle(bundle); err != nil {
+			return nil, fmt.Errorf("restore: the backed-up bundle: %w", err)
+		}
+	}
+	if m.Bundle.Version > bv {
+		return nil, fmt.Errorf("restore: %w (backup: %s version %d; bundle %s: version %d)", ErrNewerBackup, m.Bundle.Name, m.Bundle.Version, bundle, bv)
 	}
 	raw, _ := Marshal(m)
 	sum := sha256.Sum256(raw)
@@ -142,7 +177,7 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 
 	// 3. Install the bundle over the restored configuration.
 	iopts := o.Install
-	iopts.Bundle, iopts.Root = o.Bundle, root
+	iopts.Bundle, iopts.Root = bundle, root
 	iopts.Store = o.Store
 	if iopts.Store == "" {
 		iopts.Store = m.Store
@@ -164,7 +199,7 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 	ir, err := install(ctx, iopts)
 	res.Install = ir
 	if err != nil {
-		return res, fmt.Errorf("restore: install %s: %w", o.Bundle, err)
+		return res, fmt.Errorf("restore: %w %s: %w", ErrInstall, bundle, err)
 	}
 	if err := os.Remove(marker); err != nil {
 		return res, fmt.Errorf("restore: %w", err)
@@ -186,6 +221,26 @@ func fault(step string) {
 // rootPath maps a "root/…" member name to its path under root.
 func rootPath(root, name string) string {
 	return filepath.Join(root, filepath.FromSlash(strings.TrimPrefix(name, "root/")))
+}
+
+// stageBundle gives the backed-up bundle's files the modes its manifest
+// records (the store keeps its copy read-only) and returns its version;
+// install then verifies it like any other bundle.
+func stageBundle(dir string) (uint64, error) {
+	data, err := os.ReadFile(filepath.Join(dir, manifests.ManifestFile))
+	if err != nil {
+		return 0, err
+	}
+	bm, err := manifests.Parse(data)
+	if err != nil {
+		return 0, err
+	}
+	for _, f := range bm.Files {
+		if err := os.Chmod(filepath.Join(dir, filepath.FromSlash(f.Path)), os.FileMode(f.FileMode())); err != nil {
+			return 0, err
+		}
+	}
+	return bm.Version, nil
 }
 
 // bundleVersion reads the version a bundle claims, unpacked or packed;

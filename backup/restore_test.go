@@ -68,6 +68,8 @@ func TestRestore(t *testing.T) {
 	if _, err := Restore(ctx, o); err == nil {
 		t.Fatal("restore with a failing install succeeded")
 	}
+	// A killed run leaves its staging copy; the next one removes it.
+	must(t, os.Mkdir(filepath.Join(h.root, "var/lib", stagePrefix+"killed"), 0o700))
 	fail = false
 	res, err := Restore(ctx, o)
 	must(t, err)
@@ -88,6 +90,9 @@ func TestRestore(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(h.root, provision.StateDir, markerFile)); err == nil {
 		t.Error("restore marker left behind")
+	}
+	if left, _ := filepath.Glob(filepath.Join(h.root, "var/lib", stagePrefix+"*")); len(left) > 0 {
+		t.Errorf("staging copies left behind: %v", left)
 	}
 	// The chain continues: verified with the audit key across the restore,
 	// with exactly one restore record naming the backup after the head.
@@ -137,5 +142,47 @@ func TestRestoreDiskFull(t *testing.T) {
 	})
 	if len(left) != 0 {
 		t.Errorf("left behind: %v", left)
+	}
+}
+
+// Without --bundle, a backup made with --include-model installs the signed
+// bundle it holds; one made without is refused before anything changes.
+func TestRestoreBackedUpBundle(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (useradd --prefix for the service user)")
+	}
+	h := newHost(t)
+	thin, _ := h.create(t, Options{})
+	full, _ := h.create(t, Options{IncludeModel: true})
+	must(t, h.log.Close())
+	for _, d := range []string{provision.ConfigDir, provision.LogDir, provision.StateDir} {
+		must(t, os.RemoveAll(filepath.Join(h.root, d)))
+	}
+	var bundle string
+	stub := func(_ context.Context, o provision.Options) (*provision.Result, error) {
+		bundle = o.Bundle
+		// What install verifies: the staged copy is a complete signed bundle.
+		k, err := manifests.LoadPublicKeys(o.TrustedKeys...)
+		must(t, err)
+		s, err := manifests.Verifier{Trusted: k}.Open(o.Bundle)
+		must(t, err)
+		must(t, manifests.CheckFiles(context.Background(), o.Bundle, s.Manifest, manifests.CheckOptions{}))
+		return &provision.Result{}, nil
+	}
+	o := RestoreOptions{File: thin, Identities: []age.Identity{h.id}, Trusted: []manifests.PublicKey{h.signer.Public()}, Root: h.root, install: stub}
+	if _, err := Restore(ctx, o); !errors.Is(err, ErrNoBundle) {
+		t.Fatalf("no bundle, thin backup: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(h.root, provision.ConfigDir)); err == nil {
+		t.Fatal("a refused restore wrote the configuration")
+	}
+	o.File = full
+	_, err := Restore(ctx, o)
+	must(t, err)
+	if bundle == "" || filepath.Base(bundle) != "bundle" {
+		t.Errorf("install got bundle %q", bundle)
+	}
+	if _, err := os.Stat(bundle); err == nil {
+		t.Error("the staged bundle outlived the restore")
 	}
 }

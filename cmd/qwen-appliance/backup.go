@@ -110,13 +110,14 @@ the same CA signs the gateway's certificate, and the audit chain continues.
 The model store is created anew (the old one's key material may be erased);
 its new recovery key is printed once. The bundle is checked against the keys
 the backed-up installation trusted unless --bundle-trust is given.
-Refused: an existing installation without --force, a backup from a newer
-bundle version than --bundle (exit 3). A restore killed at any point is
+Without --bundle, a backup made with --include-model installs the bundle it
+holds (verified like any other). Refused: an existing installation without
+--force, a backup from a newer bundle version than --bundle (exit 3). A restore killed at any point is
 finished by running the same command again.`,
 			Flags: []cli.Flag{
 				&cli.StringSliceFlag{Name: "identity", Aliases: []string{"i"}, Usage: "age identity file"},
 				&cli.StringSliceFlag{Name: "trust", Usage: "public key the backup must be signed by"},
-				&cli.StringFlag{Name: "bundle", Usage: "the signed bundle to install (same or newer version than the backup's)"},
+				&cli.StringFlag{Name: "bundle", Usage: "the signed bundle to install (same or newer version than the backup's; default: the one in a backup made with --include-model)"},
 				&cli.StringSliceFlag{Name: "bundle-trust", Usage: "public key the bundle must be signed by (default: the backed-up trusted keys)"},
 				&cli.StringFlag{Name: "root", Value: "/", Usage: "install under this PREFIX"},
 				&cli.StringFlag{Name: "store", Usage: "model store directory (default: the backed-up one)"},
@@ -251,6 +252,15 @@ func openArgs(c *cli.Context, verb string) (string, []age.Identity, []manifests.
 }
 
 func backupError(err error) error {
+	if errors.Is(err, backup.ErrInstall) {
+		switch {
+		case errors.Is(err, manifests.ErrVerification):
+			return withCode(exitVerification, err, "the bundle failed verification: check --bundle and --bundle-trust")
+		case errors.Is(err, provision.ErrHostUnfit):
+			return withCode(exitHostUnfit, err, "run 'qwen-appliance preflight' for the full table")
+		}
+		return withCode(exitError, err, "the configuration is restored; fix the cause and run the same restore again to finish")
+	}
 	switch {
 	case errors.Is(err, backup.ErrIdentity):
 		return withCode(exitVerification, err, "pass the identity whose recipient the backup was made for")
@@ -262,6 +272,8 @@ func backupError(err error) error {
 		return withCode(exitVerification, err, "the archive was changed, truncated or damaged: use another copy")
 	case errors.Is(err, provision.ErrHostUnfit):
 		return withCode(exitHostUnfit, err, "run 'qwen-appliance preflight' for the full table")
+	case errors.Is(err, backup.ErrNoBundle):
+		return withCode(exitUsage, err, "pass --bundle DIR, the signed bundle to install")
 	case errors.Is(err, backup.ErrInstalled):
 		return withCode(exitError, err, "uninstall first, or pass --force to restore over it")
 	}
@@ -317,9 +329,6 @@ func backupRestore(c *cli.Context) error {
 	file, ids, keys, err := openArgs(c, "restore")
 	if err != nil {
 		return err
-	}
-	if c.String("bundle") == "" {
-		return usagef("pass --bundle DIR, the signed bundle to install", "--bundle is required")
 	}
 	res, err := backup.Restore(c.Context, backup.RestoreOptions{File: file, Identities: ids, Trusted: keys,
 		Bundle: c.String("bundle"), BundleTrust: c.StringSlice("bundle-trust"), Root: c.String("root"), Store: c.String("store"), Force: c.Bool("force"),
