@@ -54,6 +54,9 @@ func TestAuditFailureRefusesRequests(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Errorf("/healthz %d with the audit log failing", resp.StatusCode)
 	}
+	if v := scrape(t, h, "qwen_gateway_audit_write_failing"); v != 1 {
+		t.Errorf("qwen_gateway_audit_write_failing %v with the audit log failing", v)
+	}
 	h.cancel()
 	<-h.done
 	h.g.Close() // reports the write error; the test expects it

@@ -112,6 +112,7 @@ func (m *metrics) observe(ex *exchange) {
 
 // metricsHandler serves /metrics, /healthz and /readyz.
 func (g *Gateway) metricsHandler() http.Handler {
+	g.registerHealth()
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

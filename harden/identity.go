@@ -102,6 +102,11 @@ func CreateUser(ctx context.Context, root Root, name, comment string) (Identity,
 			}
 			args = append(args, "--prefix", string(root))
 		}
+		if _, ok, err := lookupGroup(root, name); err == nil && ok {
+			// Left behind by userdel or made by hand: join it, since
+			// --user-group would refuse.
+			args[1] = "--gid=" + name
+		}
 		args = append(args, name)
 		out, err := exec.CommandContext(ctx, "useradd", args...).CombinedOutput()
 		if err != nil {

@@ -8,7 +8,8 @@
 #   plays "the internet" (its default route; the peer owns 192.0.2.1 and
 #   answers there), the store on a loop-mounted ext4 image with fscrypt,
 #   a chat completion through the TLS gateway with the printed admin token,
-#   verify (with an active egress probe), then uninstall --crypto-erase,
+#   verify (with an active egress probe), a backup and its restore drill,
+#   then uninstall --crypto-erase,
 # and tears everything down, on failure too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 need=()
-for pair in ip:iproute2 nft:nftables mkfs.ext4:e2fsprogs losetup:util-linux curl:curl ping:iputils-ping; do
+for pair in ip:iproute2 nft:nftables mkfs.ext4:e2fsprogs losetup:util-linux curl:curl ping:iputils-ping age-keygen:age; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 [ -f /usr/include/nlohmann/json.hpp ] || need+=(nlohmann-json3-dev)
@@ -97,6 +98,11 @@ in_ns "$QA" verify --root "$work/root" --trust release.pub | head -3
 echo "the egress probe, with a route to 192.0.2.1 (via the peer) and the appliance's drop counter:"
 in_ns "$QA" verify --root "$work/root" --trust release.pub --only network.egress-probe | sed 's/^/  /'
 in_ns "$QA" verify --root "$work/root" --trust release.pub --format json | grep -E '"(id|status)"' | paste - - | sed 's/[",]//g; s/  */ /g'
+
+step "backup (age-encrypted, signed by the audit key) and a drill on the copy"
+age-keygen -o offline-id.txt 2>/dev/null # on a real site: made and kept on an offline machine
+in_ns "$QA" backup create --out host.age --recipient "$(age-keygen -y offline-id.txt)" --root "$work/root"
+"$QA" backup verify host.age --identity offline-id.txt --trust "$work/root/etc/qwen-appliance/audit.pub" --drill
 
 step "status, then uninstall with crypto-erase"
 in_ns "$QA" status --root "$work/root"

@@ -28,6 +28,7 @@ const (
 	KindCheckpoint = "checkpoint" // a signature over the chain so far
 	KindRotate     = "rotate"     // first line of a file after rotation
 	KindStop       = "stop"       // the gateway closed the log cleanly
+	KindRestore    = "restore"    // backup restore put this log back; Backup names the archive
 )
 
 // Record is one line of the audit log. Request fields are empty for the
@@ -58,6 +59,7 @@ type Record struct {
 	KeyID     string               `json:"keyId,omitempty"`     // start, rotate: the checkpoint key
 	PublicKey string               `json:"publicKey,omitempty"` // start, rotate: its public key text
 	Previous  string               `json:"previous,omitempty"`  // rotate: the file this one follows
+	Backup    string               `json:"backup,omitempty"`    // restore: the archive and its manifest hash
 	Signature *manifests.Signature `json:"signature,omitempty"` // checkpoint, stop
 }
 

@@ -192,6 +192,7 @@ func (v *verifier) line(name string, n int, line []byte) error {
 	switch r.Kind {
 	case KindRequest:
 		v.rep.Requests++
+	case KindRestore:
 	case KindStart, KindRotate:
 		v.keyID = r.KeyID
 		if r.PublicKey != "" {

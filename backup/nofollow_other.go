@@ -1,0 +1,5 @@
+//go:build !linux
+
+package backup
+
+const syscallNoFollow = 0

@@ -1,0 +1,123 @@
+package backup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Names of the scheduled backup's systemd units.
+const (
+	ScheduleService = "qwen-appliance-backup.service"
+	ScheduleTimer   = "qwen-appliance-backup.timer"
+)
+
+const namePrefix, nameSuffix = "qwen-backup-", ".age"
+
+// Name is the file name of a backup taken at t in an --out-dir: sortable,
+// so that the newest is last.
+func Name(t time.Time) string {
+	return namePrefix + t.UTC().Format("20060102T150405Z") + nameSuffix
+}
+
+// Prune removes the oldest backups named by Name in dir beyond the newest
+// keep, and returns the paths it removed. Other files are never touched.
+func Prune(dir string, keep int) ([]string, error) {
+	if keep < 1 {
+		return nil, errors.New("prune: keep at least one backup")
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("prune: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		n := e.Name()
+		if e.Type().IsRegular() && strings.HasPrefix(n, namePrefix) && strings.HasSuffix(n, nameSuffix) {
+			if _, err := time.Parse("20060102T150405Z", strings.TrimSuffix(strings.TrimPrefix(n, namePrefix), nameSuffix)); err == nil {
+				names = append(names, n)
+			}
+		}
+	}
+	sort.Strings(names)
+	var removed []string
+	for len(names) > keep {
+		p := filepath.Join(dir, names[0])
+		if err := os.Remove(p); err != nil {
+			return removed, fmt.Errorf("prune: %w", err)
+		}
+		removed, names = append(removed, p), names[1:]
+	}
+	return removed, nil
+}
+
+// ScheduleOptions describe a timer that runs backup create.
+type ScheduleOptions struct {
+	Program       string   // the program the unit runs (the installed copy)
+	OutDir        string   // where backups go
+	Keep          int      // how many to keep
+	RecipientFile string   // age recipients
+	Key           string   // signing key; the audit key when empty
+	OnCalendar    string   // systemd calendar expression; "daily" when empty
+	Extra         []string // further backup create flags (--include-model, --root)
+}
+
+// Units renders the service and timer unit files.
+func Units(o ScheduleOptions) (service, timer string, err error) {
+	for name, v := range map[string]string{"program": o.Program, "out-dir": o.OutDir, "recipient-file": o.RecipientFile} {
+		if v == "" {
+			return "", "", fmt.Errorf("schedule: no %s", name)
+		}
+		if !filepath.IsAbs(v) {
+			return "", "", fmt.Errorf("schedule: %s %q is not an absolute path", name, v)
+		}
+	}
+	if o.Keep < 1 {
+		return "", "", errors.New("schedule: keep at least one backup")
+	}
+	if o.OnCalendar == "" {
+		o.OnCalendar = "daily"
+	}
+	args := []string{o.Program, "backup", "create", "--out-dir", o.OutDir, "--keep", fmt.Sprint(o.Keep), "--recipient-file", o.RecipientFile}
+	if o.Key != "" {
+		args = append(args, "--key", o.Key)
+	}
+	args = append(args, o.Extra...)
+	for _, a := range args {
+		if strings.ContainsAny(a, " \t\n\"'\\%$;") {
+			return "", "", fmt.Errorf("schedule: argument %q needs quoting; choose a simpler path", a)
+		}
+	}
+	service = fmt.Sprintf(`# Written by qwen-appliance backup schedule.
+[Unit]
+Description=qwen-appliance backup (age-encrypted, signed)
+Documentation=man:qwen-appliance(1)
+After=qwen-appliance-gateway.service
+
+[Service]
+Type=oneshot
+ExecStart=%s
+Nice=10
+IOSchedulingClass=idle
+UMask=0077
+PrivateTmp=yes
+NoNewPrivileges=yes
+`, strings.Join(args, " "))
+	timer = fmt.Sprintf(`# Written by qwen-appliance backup schedule.
+[Unit]
+Description=qwen-appliance backup, %s
+
+[Timer]
+OnCalendar=%s
+Persistent=yes
+RandomizedDelaySec=15min
+
+[Install]
+WantedBy=timers.target
+`, o.OnCalendar, o.OnCalendar)
+	return service, timer, nil
+}
