@@ -192,13 +192,29 @@ func eachKeyLine(data []byte, tag string, fn func(id string, raw []byte, comment
 	return sc.Err()
 }
 
-// LoadPublicKeys reads the public keys in each of the named files.
+// maxPublicKeyFile bounds a public-key file (a few hundred bytes a key).
+const maxPublicKeyFile = 1 << 20
+
+// LoadPublicKeys reads the public keys in each of the named files. A file
+// that is not a regular file is refused (a *FileTypeError) rather than
+// waited on.
 func LoadPublicKeys(paths ...string) ([]PublicKey, error) {
 	var all []PublicKey
 	for _, p := range paths {
-		data, err := os.ReadFile(p)
+		// Key files may sit on the same media as the bundle: opened
+		// without blocking (a FIFO is refused, not waited on) and read
+		// up to a bound.
+		f, err := OpenMedia(p)
 		if err != nil {
 			return nil, fmt.Errorf("read public key: %w", err)
+		}
+		data, err := io.ReadAll(io.LimitReader(f, maxPublicKeyFile+1))
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read public key %s: %w", p, err)
+		}
+		if len(data) > maxPublicKeyFile {
+			return nil, fmt.Errorf("public key %s: larger than %d bytes", p, maxPublicKeyFile)
 		}
 		keys, err := ParsePublicKeys(data)
 		if err != nil {

@@ -573,3 +573,23 @@ func TestUncleanDirectoryNames(t *testing.T) {
 		}
 	}
 }
+
+// A FIFO given as a trusted key (say, on hostile media) is refused at once
+// instead of blocking the verifier forever.
+func TestLoadPublicKeysRefusesFIFO(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "release.pub")
+	if err := syscall.Mkfifo(p, 0o644); err != nil {
+		t.Skip("mkfifo:", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := LoadPublicKeys(p); done <- err }()
+	select {
+	case err := <-done:
+		var fe *FileTypeError
+		if !errors.As(err, &fe) {
+			t.Fatalf("got %v, want a FileTypeError", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("LoadPublicKeys blocked on a FIFO")
+	}
+}
