@@ -191,6 +191,8 @@ func (v *verifier) line(name string, n int, line []byte) error {
 	switch r.Kind {
 	case KindRequest:
 		v.rep.Requests++
+	case KindKBIngest, KindKBACL, KindKBQuery, KindKBRemove:
+		// knowledge-base events: chained like requests
 	case KindStart, KindRotate:
 		if r.PublicKey != "" {
 			keys, err := manifests.ParsePublicKeys([]byte(r.PublicKey))

@@ -1,0 +1,142 @@
+package kb
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func openTest(t *testing.T) *DB {
+	t.Helper()
+	k, err := Open(filepath.Join(t.TempDir(), "kb", "kb.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+func put(t *testing.T, k *DB, source, text string, class Class, allow ...Principal) IngestResult {
+	t.Helper()
+	res, err := k.Put(context.Background(), Document{Title: source, Source: source, Format: "text", Class: class,
+		Allow: allow, Raw: []byte(text), Sections: []Section{{Text: text}}}, ChunkOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func search(t *testing.T, k *DB, q string, c Caller) []Hit {
+	t.Helper()
+	hits, err := k.Search(context.Background(), Query{Text: q, Caller: c, K: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hits
+}
+
+func TestOpenMode(t *testing.T) {
+	k := openTest(t)
+	st, err := os.Stat(k.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %04o, want 0600", st.Mode().Perm())
+	}
+	put(t, k, "a", "年假政策。员工每年享有十五天年假。", Public, All)
+	for _, suffix := range []string{"-wal", "-shm"} {
+		if st, err := os.Stat(k.Path() + suffix); err == nil && st.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s mode %04o, want no group or other bits", suffix, st.Mode().Perm())
+		}
+	}
+	link := filepath.Join(t.TempDir(), "link.db")
+	os.Symlink(k.Path(), link)
+	if _, err := Open(link); err == nil {
+		t.Error("Open followed a symbolic link")
+	}
+}
+
+func TestSearchAccess(t *testing.T) {
+	k := openTest(t)
+	hr := put(t, k, "hr", "薪酬制度：经理的年终奖金为三个月工资。", Internal, "role:hr")
+	pub := put(t, k, "pub", "食堂制度：午餐时间为十二点到一点。员工的奖金政策另见人事制度。", Public, All)
+	put(t, k, "none", "没有访问列表的文档：年终奖金。", Public, "role:nobody")
+	if _, err := k.db.Exec(`DELETE FROM acl WHERE doc = (SELECT id FROM documents WHERE source = 'none')`); err != nil {
+		t.Fatal(err)
+	}
+	k.db.Exec(`UPDATE meta SET value = value + 1 WHERE key = 'acl_generation'`)
+
+	user := Caller{}
+	hrCaller := Caller{Principals: []Principal{"role:hr"}, Clearance: Internal}
+	hrLow := Caller{Principals: []Principal{"role:hr"}, Clearance: Public}
+	docs := func(hits []Hit) string {
+		var s []string
+		for _, h := range hits {
+			s = append(s, h.Source)
+		}
+		return strings.Join(s, ",")
+	}
+	if got := docs(search(t, k, "年终奖金", user)); got != "pub" {
+		t.Errorf("user sees %q, want pub", got)
+	}
+	if got := docs(search(t, k, "年终奖金", hrCaller)); got != "hr,pub" {
+		t.Errorf("hr sees %q, want hr,pub", got)
+	}
+	if got := docs(search(t, k, "年终奖金", hrLow)); got != "pub" {
+		t.Errorf("hr at public clearance sees %q, want pub", got)
+	}
+	// Access is metadata: changing it needs no re-ingest and acts at once.
+	if err := k.SetAccess(context.Background(), hr.DocID, []Principal{All}, new(Public)); err != nil {
+		t.Fatal(err)
+	}
+	if got := docs(search(t, k, "年终奖金", user)); got != "hr,pub" {
+		t.Errorf("after acl set, user sees %q, want hr,pub", got)
+	}
+	i, err := k.Show(context.Background(), hr.DocID)
+	if err != nil || i.Version != 1 || i.Class != Public {
+		t.Errorf("Show = %+v, %v", i, err)
+	}
+	if err := k.Remove(context.Background(), pub.DocID); err != nil {
+		t.Fatal(err)
+	}
+	if got := docs(search(t, k, "年终奖金", user)); got != "hr" {
+		t.Errorf("after remove, user sees %q, want hr", got)
+	}
+	if err := k.Remove(context.Background(), pub.DocID); !errors.Is(err, ErrNoDocument) {
+		t.Errorf("second remove: %v, want ErrNoDocument", err)
+	}
+	if _, err := k.Search(context.Background(), Query{Text: "，。!!"}); !errors.Is(err, ErrEmptyQuery) {
+		t.Errorf("empty query: %v", err)
+	}
+}
+
+func TestReingestVersion(t *testing.T) {
+	k := openTest(t)
+	a := put(t, k, "p", "第一版：报销需要经理签字。", Public, All)
+	b := put(t, k, "p", "第一版：报销需要经理签字。", Public, All)
+	c := put(t, k, "p", "第二版：报销需要总监签字。", Public, All)
+	if a.Version != 1 || b.Version != 1 || !b.Unchanged || c.Version != 2 || c.DocID != a.DocID {
+		t.Fatalf("versions %+v %+v %+v", a, b, c)
+	}
+	hits := search(t, k, "报销签字", Caller{})
+	if len(hits) != 1 || hits[0].Version != 2 || !strings.Contains(hits[0].Text, "总监") {
+		t.Fatalf("hits %+v", hits)
+	}
+}
+
+func TestTokens(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"中国人", "中 国 中国 人 国人"},
+		{"Policies approved, running!", "policy approv run"},
+		{"ISO-9001 v2.0", "iso 9001 v2 0"},
+		{"年假 leave", "年 假 年假 leav"},
+	} {
+		if got := strings.Join(Tokens(c.in), " "); got != c.want {
+			t.Errorf("Tokens(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

@@ -1,0 +1,248 @@
+package kb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"unicode/utf8"
+)
+
+// Query is one search.
+type Query struct {
+	Text       string
+	Caller     Caller
+	K          int    // results wanted (default 5, at most MaxK)
+	Collection string // "" searches every collection
+	TokenID    string // the gateway token asking, for the audit log ("" from the CLI)
+}
+
+// MaxK bounds the results of one search.
+const MaxK = 100
+
+// maxQueryTerms bounds the terms of one query: a pasted page cannot make a
+// search scan the whole index once per character.
+const maxQueryTerms = 96
+
+// Hit is one retrieved chunk.
+type Hit struct {
+	Chunk      int64   `json:"chunk"`
+	Doc        int64   `json:"doc"`
+	Version    int     `json:"version"`
+	Title      string  `json:"title"`
+	Source     string  `json:"source"`
+	Collection string  `json:"collection,omitempty"`
+	Heading    string  `json:"heading,omitempty"`
+	Page       int     `json:"page,omitempty"`
+	Class      Class   `json:"class"`
+	SHA256     string  `json:"sha256"`
+	Text       string  `json:"text"`
+	Flagged    bool    `json:"flagged,omitempty"`
+	Score      float64 `json:"score"`
+}
+
+// Ranking parameters, measured on CMRC 2018 (see README). Chunks and whole
+// documents are both scored with BM25 (k1, b); a chunk's score is its own
+// plus docWeight times its document's, so a chunk of the document that is
+// about the question outranks a stray match elsewhere.
+var (
+	k1        = 1.2
+	bParam    = 0.75
+	docWeight = 0.5
+	// uniWeight scales the score of a single CJK character against a pair:
+	// a pair is much more specific, and a question shares its characters
+	// with many sentences besides the one that answers it.
+	uniWeight = 1.0
+)
+
+// ErrEmptyQuery is returned for a query with no searchable terms.
+var ErrEmptyQuery = errors.New("the query has no searchable words")
+
+// queryTerms returns the distinct terms of a query, at most maxQueryTerms
+// of them. It returns ErrEmptyQuery when text has none.
+func queryTerms(text string) ([]string, error) {
+	var out []string
+	for _, t := range Tokens(text) {
+		if len(out) == maxQueryTerms {
+			break
+		}
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	if len(out) == 0 {
+		return nil, ErrEmptyQuery
+	}
+	return out, nil
+}
+
+// Search returns the chunks that best match q and that q.Caller may read,
+// best first. Access is applied inside the ranking: postings of documents
+// the caller may not read are skipped before anything is scored, and the
+// collection statistics BM25 uses (document counts, lengths, term
+// frequencies) are those of the readable documents only. So the results,
+// their scores and their number are exactly what they would be if the
+// unreadable documents did not exist. Errors: ErrEmptyQuery, and database
+// errors, which never name a chunk or document.
+func (k *DB) Search(ctx context.Context, q Query) ([]Hit, error) {
+	if q.K <= 0 {
+		q.K = 5
+	}
+	q.K = min(q.K, MaxK)
+	terms, err := queryTerms(q.Text)
+	if err != nil {
+		return nil, err
+	}
+	x, err := k.current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cands, denied := x.search(terms, q)
+	hits, err := k.hits(ctx, x, cands, q.Caller)
+	if err != nil {
+		return nil, err
+	}
+	k.auditQuery(q, hits, denied)
+	return hits, nil
+}
+
+type candidate struct {
+	chunk uint32
+	score float64
+}
+
+// search ranks the readable chunks for terms and returns the best q.K, and
+// how many chunks matching some term were skipped as unreadable (for the
+// audit log only).
+func (x *index) search(terms []string, q Query) ([]candidate, int) {
+	ok := x.readable(q.Caller, q.Collection)
+	var nc, nd int
+	var lc, ld float64
+	for d, r := range ok {
+		if r {
+			nd++
+			nc += int(x.docChunks[d])
+			lc += float64(x.docChunkLn[d])
+			ld += float64(x.docLen[d])
+		}
+	}
+	if nc == 0 {
+		return nil, 0
+	}
+	avgC, avgD := lc/float64(nc), ld/float64(nd)
+
+	docScore := make([]float32, len(x.docID))
+	chunkScore := make([]float32, len(x.chunkID))
+	var touched []uint32
+	deniedSet := map[uint32]bool{}
+	for _, t := range terms {
+		n, found := x.terms[t]
+		if !found {
+			continue
+		}
+		post := x.chunkPost[n]
+		df := 0
+		for _, p := range post {
+			if c := p >> 8; ok[x.chunkDoc[c]] {
+				df++
+			} else {
+				deniedSet[c] = true
+			}
+		}
+		if df == 0 {
+			continue
+		}
+		w := 1.0
+		if isUnigram(t) {
+			w = uniWeight
+		}
+		idf := w * bm25IDF(nc, df)
+		for _, p := range post {
+			c := p >> 8
+			if !ok[x.chunkDoc[c]] {
+				continue
+			}
+			if chunkScore[c] == 0 {
+				touched = append(touched, c)
+			}
+			chunkScore[c] += float32(idf * bm25TF(float64(p&0xff), float64(x.chunkLen[c]), avgC))
+		}
+		dpost := x.docPost[n]
+		df = 0
+		for _, p := range dpost {
+			if ok[p>>8] {
+				df++
+			}
+		}
+		idf = w * bm25IDF(nd, df)
+		for _, p := range dpost {
+			if d := p >> 8; ok[d] {
+				docScore[d] += float32(idf * bm25TF(float64(p&0xff), float64(x.docLen[d]), avgD))
+			}
+		}
+	}
+	cands := make([]candidate, 0, len(touched))
+	for _, c := range touched {
+		cands = append(cands, candidate{c, float64(chunkScore[c]) + docWeight*float64(docScore[x.chunkDoc[c]])})
+	}
+	slices.SortFunc(cands, func(a, b candidate) int {
+		switch {
+		case a.score > b.score:
+			return -1
+		case a.score < b.score:
+			return 1
+		}
+		return int(a.chunk) - int(b.chunk)
+	})
+	if len(cands) > q.K {
+		cands = cands[:q.K]
+	}
+	return cands, len(deniedSet)
+}
+
+func bm25IDF(n, df int) float64 {
+	return math.Log(1 + (float64(n)-float64(df)+0.5)/(float64(df)+0.5))
+}
+
+func bm25TF(tf, dl, avg float64) float64 {
+	return tf * (k1 + 1) / (tf + k1*(1-bParam+bParam*dl/avg))
+}
+
+// hitSQL loads one chunk for a result, checking access again in the same
+// statement: a document whose access changed after the index was read is
+// dropped rather than shown.
+const hitSQL = `
+SELECT c.doc, d.version, d.title, d.source, d.collection, c.heading, c.page, d.class, d.sha256, c.text, c.flagged
+FROM chunks c JOIN documents d ON d.id = c.doc
+WHERE c.id = ?1 AND d.class <= ?2
+  AND EXISTS (SELECT 1 FROM acl a WHERE a.doc = c.doc AND a.principal IN (SELECT value FROM json_each(?3)))`
+
+// hits loads the chunks named by cands, in order.
+func (k *DB) hits(ctx context.Context, x *index, cands []candidate, caller Caller) ([]Hit, error) {
+	principals, _ := json.Marshal(caller.principals())
+	out := make([]Hit, 0, len(cands))
+	for _, c := range cands {
+		h := Hit{Chunk: x.chunkID[c.chunk], Score: math.Round(c.score*1000) / 1000}
+		var class int
+		err := k.db.QueryRowContext(ctx, hitSQL, h.Chunk, int(caller.Clearance), string(principals)).
+			Scan(&h.Doc, &h.Version, &h.Title, &h.Source, &h.Collection, &h.Heading, &h.Page, &class, &h.SHA256, &h.Text, &h.Flagged)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // removed or no longer readable since the index was read
+		}
+		if err != nil {
+			return nil, fmt.Errorf("search: load a result: %w", err)
+		}
+		h.Class = Class(class)
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// isUnigram reports whether t is a single CJK character.
+func isUnigram(t string) bool {
+	r, n := utf8.DecodeRuneInString(t)
+	return n == len(t) && isCJK(r)
+}
