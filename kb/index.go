@@ -16,9 +16,10 @@ import (
 type index struct {
 	gen, aclGen int64
 
-	terms     map[string]uint32
-	chunkPost [][]uint32 // term -> chunks holding it
-	docPost   [][]uint32 // term -> documents holding it
+	cjkTerms  map[cjkKey]uint32 // CJK characters and pairs
+	words     map[string]uint32 // Latin words and numbers
+	chunkPost [][]uint32        // term -> chunks holding it
+	docPost   [][]uint32        // term -> documents holding it
 
 	chunkID  []int64
 	chunkDoc []uint32 // dense document number
@@ -41,7 +42,7 @@ func pack(n uint32, tf int) uint32 { return n<<8 | uint32(min(tf, 255)) }
 
 // load builds the index from the database.
 func (k *DB) loadIndex(ctx context.Context) (*index, error) {
-	x := &index{terms: map[string]uint32{}, docNum: map[int64]uint32{}}
+	x := &index{cjkTerms: map[cjkKey]uint32{}, words: map[string]uint32{}, docNum: map[int64]uint32{}}
 	tx, err := k.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -85,33 +86,23 @@ func (k *DB) loadIndex(ctx context.Context) (*index, error) {
 		return nil, err
 	}
 
-	// Each document's terms are counted as its chunks stream past (chunks
-	// come ordered by document), then posted once per document.
-	docTF := map[uint32]int{}
+	// Each document's terms are collected as its chunks stream past
+	// (chunks come ordered by document), then counted and posted once.
+	var docTerms, chunkTerms []uint32
+	var count []uint16
 	cur := -1
 	flushDoc := func() {
-		if cur < 0 {
-			return
+		if cur >= 0 {
+			postCounts(x.docPost, docTerms, uint32(cur), &count)
 		}
-		for t, tf := range docTF {
-			x.docPost[t] = append(x.docPost[t], pack(uint32(cur), tf))
-		}
-		clear(docTF)
-	}
-	startDoc := func(d int) {
-		flushDoc()
-		cur = d
-		for _, t := range Tokens(titles[d]) {
-			docTF[x.term(t)]++
-			x.docLen[d]++
-		}
+		docTerms = docTerms[:0]
 	}
 	rows, err = tx.QueryContext(ctx, `SELECT id, doc, heading, text FROM chunks ORDER BY doc, ordinal`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	tf := map[uint32]int{}
+	var titleTerms []uint32
 	for rows.Next() {
 		var id, doc int64
 		var heading, text string
@@ -123,39 +114,30 @@ func (k *DB) loadIndex(ctx context.Context) (*index, error) {
 			continue // written after the documents were read
 		}
 		if int(d) != cur {
-			startDoc(int(d))
+			flushDoc()
+			cur = int(d)
+			titleTerms = x.appendTerms(titleTerms[:0], titles[d])
+			docTerms = append(docTerms, titleTerms...)
+			x.docLen[d] += uint32(len(titleTerms))
 		}
 		c := uint32(len(x.chunkID))
 		if c >= maxDense {
 			return nil, fmt.Errorf("more than %d chunks: more than the index can address", maxDense)
 		}
-		clear(tf)
-		l := 0
 		// The chunk's head: its document's title and its heading path,
 		// so a chunk deep in a section still matches what the section is
 		// called.
-		for _, t := range Tokens(titles[d]) {
-			tf[x.term(t)]++
-			l++
-		}
-		for _, t := range Tokens(heading) {
-			tf[x.term(t)]++
-			l++
-		}
-		for _, t := range Tokens(text) {
-			id := x.term(t)
-			tf[id]++
-			docTF[id]++
-			l++
-		}
-		for t, f := range tf {
-			x.chunkPost[t] = append(x.chunkPost[t], pack(c, f))
-		}
-		l = min(l, 65535)
+		chunkTerms = append(chunkTerms[:0], titleTerms...)
+		chunkTerms = x.appendTerms(chunkTerms, heading)
+		body := len(chunkTerms)
+		chunkTerms = x.appendTerms(chunkTerms, text)
+		docTerms = append(docTerms, chunkTerms[body:]...)
+		l := min(len(chunkTerms), 65535)
+		postCounts(x.chunkPost, chunkTerms, c, &count)
 		x.chunkID = append(x.chunkID, id)
 		x.chunkDoc = append(x.chunkDoc, d)
 		x.chunkLen = append(x.chunkLen, uint16(l))
-		x.docLen[d] += uint32(l)
+		x.docLen[d] += uint32(len(chunkTerms) - body)
 		x.docChunks[d]++
 		x.docChunkLn[d] += uint64(l)
 	}
@@ -163,21 +145,66 @@ func (k *DB) loadIndex(ctx context.Context) (*index, error) {
 		return nil, err
 	}
 	flushDoc()
-	// Postings were appended in map order within a chunk, but chunk and
-	// document numbers only grow, so each list is already sorted.
+	// Chunk and document numbers only grow, so each list is sorted.
 	return x, nil
 }
 
-// term returns t's number, adding it when new.
-func (x *index) term(t string) uint32 {
-	if n, ok := x.terms[t]; ok {
-		return n
-	}
+// appendTerms appends the numbers of text's terms to ids, adding new terms.
+func (x *index) appendTerms(ids []uint32, text string) []uint32 {
+	eachTerm(text, func(k cjkKey) {
+		n, ok := x.cjkTerms[k]
+		if !ok {
+			n = x.newTerm()
+			x.cjkTerms[k] = n
+		}
+		ids = append(ids, n)
+	}, func(w string) {
+		n, ok := x.words[w]
+		if !ok {
+			n = x.newTerm()
+			x.words[w] = n
+		}
+		ids = append(ids, n)
+	})
+	return ids
+}
+
+func (x *index) newTerm() uint32 {
 	n := uint32(len(x.chunkPost))
-	x.terms[t] = n
 	x.chunkPost = append(x.chunkPost, nil)
 	x.docPost = append(x.docPost, nil)
 	return n
+}
+
+// lookup returns the number of query term t.
+func (x *index) lookup(t string) (uint32, bool) {
+	if k, ok := cjkKeyOf(t); ok {
+		n, found := x.cjkTerms[k]
+		return n, found
+	}
+	n, found := x.words[t]
+	return n, found
+}
+
+// postCounts appends to post, for each distinct term in ids, one posting
+// for unit with the term's count. count is scratch space, all zero on entry
+// and on return, grown as terms are added.
+func postCounts(post [][]uint32, ids []uint32, unit uint32, count *[]uint16) {
+	if n := len(post); len(*count) < n {
+		*count = append(*count, make([]uint16, n-len(*count))...)
+	}
+	cnt := *count
+	for _, id := range ids {
+		if cnt[id] < 65535 {
+			cnt[id]++
+		}
+	}
+	for _, id := range ids {
+		if c := cnt[id]; c > 0 {
+			post[id] = append(post[id], pack(unit, int(c)))
+			cnt[id] = 0
+		}
+	}
 }
 
 // loadACL (re)reads every document's class and access list.

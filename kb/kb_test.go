@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-func openTest(t *testing.T) *DB {
+func openTest(t testing.TB) *DB {
 	t.Helper()
 	k, err := Open(filepath.Join(t.TempDir(), "kb", "kb.db"))
 	if err != nil {
@@ -19,7 +19,7 @@ func openTest(t *testing.T) *DB {
 	return k
 }
 
-func put(t *testing.T, k *DB, source, text string, class Class, allow ...Principal) IngestResult {
+func put(t testing.TB, k *DB, source, text string, class Class, allow ...Principal) IngestResult {
 	t.Helper()
 	res, err := k.Put(context.Background(), Document{Title: source, Source: source, Format: "text", Class: class,
 		Allow: allow, Raw: []byte(text), Sections: []Section{{Text: text}}}, ChunkOptions{})

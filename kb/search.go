@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -64,19 +65,45 @@ var ErrEmptyQuery = errors.New("the query has no searchable words")
 // queryTerms returns the distinct terms of a query, at most maxQueryTerms
 // of them. It returns ErrEmptyQuery when text has none.
 func queryTerms(text string) ([]string, error) {
-	var out []string
+	var out, asked []string
 	for _, t := range Tokens(text) {
 		if len(out) == maxQueryTerms {
 			break
 		}
-		if !slices.Contains(out, t) {
-			out = append(out, t)
+		if slices.Contains(out, t) || slices.Contains(asked, t) {
+			continue
 		}
+		if dropQuestionWords && questionWord(t) {
+			asked = append(asked, t)
+			continue
+		}
+		out = append(out, t)
+	}
+	if len(out) == 0 {
+		out = asked // a query of question words only: search for them
 	}
 	if len(out) == 0 {
 		return nil, ErrEmptyQuery
 	}
 	return out, nil
+}
+
+var dropQuestionWords = true
+
+// questionWord reports whether a query term is part of how a Chinese
+// question is asked (什么, 哪个, 谁, 多少, 如何…) rather than what it is
+// about. Those words are rare in the declarative text that answers the
+// question, so BM25 would otherwise reward a chunk for containing them.
+func questionWord(t string) bool {
+	if strings.ContainsAny(t, "什么吗呢啥") {
+		return true
+	}
+	switch t {
+	case "哪", "谁", "哪个", "哪些", "哪里", "哪儿", "哪位", "哪一", "哪年", "哪种", "哪家", "哪国", "哪部", "哪座",
+		"多少", "如何", "怎样", "为何", "是否", "是谁", "有谁", "由谁", "被谁", "几个", "几年", "几种", "几次", "几位", "是哪", "在哪", "于哪":
+		return true
+	}
+	return false
 }
 
 // Search returns the chunks that best match q and that q.Caller may read,
@@ -137,9 +164,10 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 	docScore := make([]float32, len(x.docID))
 	chunkScore := make([]float32, len(x.chunkID))
 	var touched []uint32
-	deniedSet := map[uint32]bool{}
+	denied := make([]bool, len(x.chunkID)) // chunks matched but unreadable, counted once each
+	nDenied := 0
 	for _, t := range terms {
-		n, found := x.terms[t]
+		n, found := x.lookup(t)
 		if !found {
 			continue
 		}
@@ -148,8 +176,9 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 		for _, p := range post {
 			if c := p >> 8; ok[x.chunkDoc[c]] {
 				df++
-			} else {
-				deniedSet[c] = true
+			} else if !denied[c] {
+				denied[c] = true
+				nDenied++
 			}
 		}
 		if df == 0 {
@@ -200,7 +229,7 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 	if len(cands) > q.K {
 		cands = cands[:q.K]
 	}
-	return cands, len(deniedSet)
+	return cands, nDenied
 }
 
 func bm25IDF(n, df int) float64 {

@@ -16,29 +16,67 @@ import (
 // with spaces for storage and quoted for an FTS5 query without escaping.
 func Tokens(text string) []string {
 	var out []string
+	eachTerm(text, func(k cjkKey) { out = append(out, k.String()) }, func(w string) { out = append(out, w) })
+	return out
+}
+
+// cjkKey is a CJK term without a string: one character in the high 32
+// bits, and the next in the low 32 bits for a pair (0 for a single
+// character, as 0 is never a CJK character). Indexing by key instead of by
+// string spares an allocation and a string hash per character.
+type cjkKey uint64
+
+func (k cjkKey) String() string {
+	if r2 := rune(k & 0xffffffff); r2 != 0 {
+		return string([]rune{rune(k >> 32), r2})
+	}
+	return string(rune(k >> 32))
+}
+
+// cjkKeyOf returns the key of a one- or two-character CJK term.
+func cjkKeyOf(t string) (cjkKey, bool) {
+	r1, n1 := utf8.DecodeRuneInString(t)
+	if !isCJK(r1) {
+		return 0, false
+	}
+	if n1 == len(t) {
+		return cjkKey(r1) << 32, true
+	}
+	r2, n2 := utf8.DecodeRuneInString(t[n1:])
+	if !isCJK(r2) || n1+n2 != len(t) {
+		return 0, false
+	}
+	return cjkKey(r1)<<32 | cjkKey(r2), true
+}
+
+// eachTerm calls cjk for every character and adjacent pair of a CJK run,
+// and word for every lower-cased, stemmed Latin word or number, in order:
+// the terms Tokens returns.
+func eachTerm(text string, cjk func(cjkKey), word func(string)) {
 	var prev rune // the previous CJK character of the current run, 0 when none
-	var word strings.Builder
+	var buf [maxWordBytes + utf8.UTFMax]byte
+	w := buf[:0]
 	flush := func() {
-		if word.Len() > 0 {
-			if w := stem(word.String()); w != "" {
-				out = append(out, w)
+		if len(w) > 0 {
+			if s := stem(string(w)); s != "" {
+				word(s)
 			}
-			word.Reset()
+			w = w[:0]
 		}
 	}
 	for _, r := range text {
 		switch {
 		case isCJK(r):
 			flush()
-			out = append(out, string(r))
+			cjk(cjkKey(r) << 32)
 			if prev != 0 {
-				out = append(out, string([]rune{prev, r}))
+				cjk(cjkKey(prev)<<32 | cjkKey(r))
 			}
 			prev = r
 		case unicode.IsLetter(r) || unicode.IsDigit(r):
 			prev = 0
-			if word.Len() < maxWordBytes {
-				word.WriteRune(unicode.ToLower(r))
+			if len(w) < maxWordBytes {
+				w = utf8.AppendRune(w, unicode.ToLower(r))
 			}
 		default:
 			prev = 0
@@ -46,7 +84,6 @@ func Tokens(text string) []string {
 		}
 	}
 	flush()
-	return out
 }
 
 // maxWordBytes bounds one Latin term; longer runs (base64, hashes) are cut.
@@ -55,6 +92,9 @@ const maxWordBytes = 64
 // isCJK reports whether r belongs to a script written without spaces
 // between words.
 func isCJK(r rune) bool {
+	if r < 0x1100 {
+		return false // fast path: Latin, Greek, Cyrillic and the rest
+	}
 	return unicode.In(r, unicode.Han, unicode.Hiragana, unicode.Katakana, unicode.Hangul)
 }
 

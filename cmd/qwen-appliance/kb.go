@@ -292,7 +292,9 @@ func kbSearch(c *cli.Context) (err error) {
 	}
 	for i, h := range hits {
 		where := h.Title
-		if h.Heading != "" {
+		if h.Heading == h.Title || strings.HasPrefix(h.Heading, h.Title+" > ") {
+			where = h.Heading // the title is the top heading
+		} else if h.Heading != "" {
 			where += " > " + h.Heading
 		}
 		if h.Page > 0 {
