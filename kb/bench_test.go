@@ -167,8 +167,8 @@ func BenchmarkSearch(b *testing.B) {
 }
 
 // benchQuestions is how many questions one iteration of BenchmarkSearch
-// asks (a tenth of it for BenchmarkRawFTS5, which is much slower).
-const benchQuestions = 100
+// asks (a thirtieth of it for BenchmarkRawFTS5, which is much slower).
+const benchQuestions = 300
 
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -226,7 +226,7 @@ func BenchmarkRawFTS5(b *testing.B) {
 	var lat []time.Duration
 	i := 0
 	for b.Loop() {
-		for range benchQuestions / 10 {
+		for range benchQuestions / 30 {
 			terms, _ := queryTerms(c.questions[i%len(c.questions)])
 			i++
 			expr := `"` + strings.Join(terms, `" OR "`) + `"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -138,5 +139,48 @@ func TestTokens(t *testing.T) {
 		if got := strings.Join(Tokens(c.in), " "); got != c.want {
 			t.Errorf("Tokens(%q) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+// TestPutAtomic: a document whose ingest fails part way leaves no rows,
+// and a cancelled ingest leaves none either.
+func TestPutAtomic(t *testing.T) {
+	k := openTest(t)
+	ctx := context.Background()
+	long := strings.Repeat("第一条规定的内容。", 200)
+	_, err := k.Put(ctx, Document{Title: "t", Source: "bad", Format: "text", Allow: []Principal{All, "nonsense"},
+		Raw: []byte(long), Sections: []Section{{Text: long}}}, ChunkOptions{})
+	if err == nil {
+		t.Fatal("Put with a malformed principal succeeded")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := k.Put(cctx, Document{Title: "t", Source: "cancelled", Format: "text", Allow: []Principal{All},
+		Raw: []byte(long), Sections: []Section{{Text: long}}}, ChunkOptions{}); err == nil {
+		t.Fatal("cancelled Put succeeded")
+	}
+	var docs, chunks, acl int
+	k.db.QueryRow(`SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks), (SELECT count(*) FROM acl)`).Scan(&docs, &chunks, &acl)
+	if docs+chunks+acl != 0 {
+		t.Fatalf("%d documents, %d chunks, %d acl rows left behind", docs, chunks, acl)
+	}
+	if hits := search(t, k, "第一条规定", Caller{}); len(hits) != 0 {
+		t.Fatalf("found %d chunks of failed ingests", len(hits))
+	}
+}
+
+func TestQueryTerms(t *testing.T) {
+	got, _ := queryTerms("《战国无双3》是由哪两个公司合作开发的？")
+	for _, w := range []string{"哪", "哪两"} {
+		if slices.Contains(got, w) && w == "哪" {
+			t.Errorf("question word %q kept: %q", w, got)
+		}
+	}
+	if !slices.Contains(got, "战国") || !slices.Contains(got, "开发") {
+		t.Errorf("content words lost: %q", got)
+	}
+	// A question of question words only still searches.
+	if got, err := queryTerms("什么？"); err != nil || len(got) == 0 {
+		t.Errorf("queryTerms(什么) = %q, %v", got, err)
 	}
 }

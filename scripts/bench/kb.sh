@@ -6,4 +6,4 @@ set -eu
 cd "$(dirname "$0")/../.."
 export KB_BENCH_CHUNKS="${KB_BENCH_CHUNKS:-100000}"
 go test ./kb -run '^$' -bench '^(BenchmarkIngest|BenchmarkIndexBuild|BenchmarkSearch|BenchmarkRawFTS5)$' \
-	-benchtime "${KB_BENCH_TIME:-3x}" -count 1 -timeout 60m "$@"
+	-benchtime "${KB_BENCH_TIME:-1x}" -count 1 -timeout 60m "$@"
