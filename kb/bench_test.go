@@ -22,7 +22,7 @@ import (
 
 // The benchmarks build a corpus of about KB_BENCH_CHUNKS chunks (default
 // 100,000) by shuffling the sentences of CMRC 2018 into documents of about
-// 30 chunks each, so the text, its vocabulary and its term frequencies are
+// 25 chunks each, so the text, its vocabulary and its term frequencies are
 // real Chinese. Run them with scripts/bench/kb.sh.
 
 type benchCorpus struct {
@@ -59,8 +59,8 @@ func loadBenchCorpus(tb testing.TB) *benchCorpus {
 			return nil
 		})
 		r := rand.New(rand.NewPCG(1, 2))
-		// About 3 sentences per 200-character chunk, 30 chunks per document.
-		nDocs := want / 30
+		// 90 sentences make a document of about 24.5 chunks.
+		nDocs := want * 2 / 49
 		for d := 0; d < nDocs; d++ {
 			var b strings.Builder
 			for range 90 {

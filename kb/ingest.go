@@ -67,8 +67,8 @@ func (k *DB) Put(ctx context.Context, d Document, o ChunkOptions) (res IngestRes
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		res.Version = 1
-		r, err := tx.ExecContext(ctx, `INSERT INTO documents (title, source, collection, format, sha256, version, size, class, ingested)
-			VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)`, d.Title, d.Source, d.Collection, d.Format, res.SHA256, len(d.Raw), int(d.Class), now)
+		r, err := tx.ExecContext(ctx, `INSERT INTO documents (title, source, collection, format, sha256, content, version, size, class, ingested)
+			VALUES (?, ?, ?, ?, ?, '', 1, ?, ?, ?)`, d.Title, d.Source, d.Collection, d.Format, res.SHA256, len(d.Raw), int(d.Class), now)
 		if err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 		}
@@ -97,7 +97,11 @@ func (k *DB) Put(ctx context.Context, d Document, o ChunkOptions) (res IngestRes
 		return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 	}
 	if !res.Unchanged {
-		if err := insertChunks(ctx, tx, res.DocID, Split(d.Sections, o), &res); err != nil {
+		chunks := Split(d.Sections, o)
+		if err := insertChunks(ctx, tx, res.DocID, chunks, &res); err != nil {
+			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE documents SET content = ? WHERE id = ?`, contentHash(chunks), res.DocID); err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 		}
 	} else if err := tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(flagged), 0), coalesce(sum(length(text)), 0) FROM chunks WHERE doc = ?`,
@@ -161,4 +165,15 @@ func setACL(ctx context.Context, tx *sql.Tx, doc int64, allow []Principal) error
 func bump(ctx context.Context, tx *sql.Tx, key string) error {
 	_, err := tx.ExecContext(ctx, `UPDATE meta SET value = value + 1 WHERE key = ?`, key)
 	return err
+}
+
+// contentHash is the SHA-256 over a document's chunks (ordinal, heading,
+// page, flag and text of each, length-prefixed), kept with the document so
+// that Check can tell whether the stored chunks were changed afterwards.
+func contentHash(chunks []Chunk) string {
+	h := sha256.New()
+	for _, c := range chunks {
+		fmt.Fprintf(h, "%d\x00%d:%s\x00%d\x00%t\x00%d:%s\x00", c.Ordinal, len(c.Heading), c.Heading, c.Page, c.Flagged, len(c.Text), c.Text)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

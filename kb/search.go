@@ -2,7 +2,6 @@ package kb
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -216,23 +215,67 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 			}
 		}
 	}
-	cands := make([]candidate, 0, len(touched))
+	// Keep the best q.K in a min-heap: one pass over the touched chunks,
+	// no sort of all of them.
+	h := make(candHeap, 0, q.K)
 	for _, c := range touched {
-		cands = append(cands, candidate{c, float64(chunkScore[c]) + docWeight*float64(docScore[x.chunkDoc[c]])})
-	}
-	slices.SortFunc(cands, func(a, b candidate) int {
-		switch {
-		case a.score > b.score:
-			return -1
-		case a.score < b.score:
-			return 1
+		cd := candidate{c, float64(chunkScore[c]) + docWeight*float64(docScore[x.chunkDoc[c]])}
+		if len(h) < q.K {
+			h.push(cd)
+		} else if better(cd, h[0]) {
+			h[0] = cd
+			h.down(0)
 		}
-		return int(a.chunk) - int(b.chunk)
-	})
-	if len(cands) > q.K {
-		cands = cands[:q.K]
 	}
+	cands := []candidate(h)
+	slices.SortFunc(cands, func(a, b candidate) int {
+		if better(a, b) {
+			return -1
+		}
+		return 1
+	})
 	return cands, nDenied
+}
+
+// better orders candidates: higher score first, then lower chunk number,
+// so that results are stable.
+func better(a, b candidate) bool {
+	if a.score != b.score {
+		return a.score > b.score
+	}
+	return a.chunk < b.chunk
+}
+
+// candHeap is a min-heap by better: its root is the worst kept candidate.
+type candHeap []candidate
+
+func (h *candHeap) push(c candidate) {
+	*h = append(*h, c)
+	for i := len(*h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !better((*h)[p], (*h)[i]) {
+			break
+		}
+		(*h)[p], (*h)[i] = (*h)[i], (*h)[p]
+		i = p
+	}
+}
+
+func (h candHeap) down(i int) {
+	for {
+		l, worst := 2*i+1, i
+		if l < len(h) && better(h[worst], h[l]) {
+			worst = l
+		}
+		if r := l + 1; r < len(h) && better(h[worst], h[r]) {
+			worst = r
+		}
+		if worst == i {
+			return
+		}
+		h[i], h[worst] = h[worst], h[i]
+		i = worst
+	}
 }
 
 func bm25IDF(n, df int) float64 {
@@ -243,31 +286,51 @@ func bm25TF(tf, dl, avg float64) float64 {
 	return tf * (k1 + 1) / (tf + k1*(1-bParam+bParam*dl/avg))
 }
 
-// hitSQL loads one chunk for a result, checking access again in the same
+// hitSQL loads the chunks of a result, checking access again in the same
 // statement: a document whose access changed after the index was read is
 // dropped rather than shown.
 const hitSQL = `
-SELECT c.doc, d.version, d.title, d.source, d.collection, c.heading, c.page, d.class, d.sha256, c.text, c.flagged
+SELECT c.id, c.doc, d.version, d.title, d.source, d.collection, c.heading, c.page, d.class, d.sha256, c.text, c.flagged
 FROM chunks c JOIN documents d ON d.id = c.doc
-WHERE c.id = ?1 AND d.class <= ?2
+WHERE c.id IN (SELECT value FROM json_each(?1)) AND d.class <= ?2
   AND EXISTS (SELECT 1 FROM acl a WHERE a.doc = c.doc AND a.principal IN (SELECT value FROM json_each(?3)))`
 
 // hits loads the chunks named by cands, in order.
 func (k *DB) hits(ctx context.Context, x *index, cands []candidate, caller Caller) ([]Hit, error) {
+	if len(cands) == 0 {
+		return nil, nil
+	}
+	ids := make([]int64, len(cands))
+	for i, c := range cands {
+		ids[i] = x.chunkID[c.chunk]
+	}
+	idList, _ := json.Marshal(ids)
 	principals, _ := json.Marshal(caller.principals())
-	out := make([]Hit, 0, len(cands))
-	for _, c := range cands {
-		h := Hit{Chunk: x.chunkID[c.chunk], Score: math.Round(c.score*1000) / 1000}
+	rows, err := k.db.QueryContext(ctx, hitSQL, string(idList), int(caller.Clearance), string(principals))
+	if err != nil {
+		return nil, fmt.Errorf("search: load results: %w", err)
+	}
+	defer rows.Close()
+	byID := make(map[int64]Hit, len(cands))
+	for rows.Next() {
+		var h Hit
 		var class int
-		err := k.db.QueryRowContext(ctx, hitSQL, h.Chunk, int(caller.Clearance), string(principals)).
-			Scan(&h.Doc, &h.Version, &h.Title, &h.Source, &h.Collection, &h.Heading, &h.Page, &class, &h.SHA256, &h.Text, &h.Flagged)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue // removed or no longer readable since the index was read
-		}
-		if err != nil {
-			return nil, fmt.Errorf("search: load a result: %w", err)
+		if err := rows.Scan(&h.Chunk, &h.Doc, &h.Version, &h.Title, &h.Source, &h.Collection, &h.Heading, &h.Page, &class, &h.SHA256, &h.Text, &h.Flagged); err != nil {
+			return nil, fmt.Errorf("search: load results: %w", err)
 		}
 		h.Class = Class(class)
+		byID[h.Chunk] = h
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("search: load results: %w", err)
+	}
+	out := make([]Hit, 0, len(cands))
+	for i, c := range cands {
+		h, ok := byID[ids[i]]
+		if !ok {
+			continue // removed or no longer readable since the index was read
+		}
+		h.Score = math.Round(c.score*1000) / 1000
 		out = append(out, h)
 	}
 	return out, nil

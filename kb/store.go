@@ -30,6 +30,7 @@ CREATE TABLE documents (
 	collection TEXT    NOT NULL DEFAULT '',
 	format     TEXT    NOT NULL,
 	sha256     TEXT    NOT NULL,
+	content    TEXT    NOT NULL, -- SHA-256 over the stored chunks, see contentHash
 	version    INTEGER NOT NULL,
 	size       INTEGER NOT NULL,
 	class      INTEGER NOT NULL CHECK (class BETWEEN 0 AND 2),
@@ -81,6 +82,10 @@ type DB struct {
 // symbolic link or not a regular file, and a schema newer than this
 // program's.
 func Open(path string) (*DB, error) {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open knowledge base: %w", err)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open knowledge base: %w", err)
 	}

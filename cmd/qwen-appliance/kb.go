@@ -114,6 +114,19 @@ func init() {
 				Action:    kbRemove,
 			},
 			{
+				Name:  "check",
+				Usage: "audit the knowledge base: access lists, file mode and owner, location, stored chunks",
+				Description: "Finds documents without an access list, a database file or directory that\n" +
+					"others may read or that the service user does not own, a database outside the\n" +
+					"encrypted store, and chunks changed since ingest (hash recorded per document).\n" +
+					"Exit status 3 when anything is found.",
+				Flags: []cli.Flag{dbFlag,
+					&cli.StringFlag{Name: "store", Usage: "the encrypted store the database must lie in ('' skips)", Value: provision.StoreDir},
+					&cli.IntFlag{Name: "uid", Usage: "owner the database must have (-1 skips)", Value: -1},
+					jsonFlag},
+				Action: kbCheck,
+			},
+			{
 				Name:      "eval",
 				Usage:     "measure retrieval quality on a question set (CMRC 2018 form)",
 				UsageText: "qwen-appliance kb eval --corpus FILE --queries FILE [--chunk-chars N] [--json]",
@@ -463,5 +476,36 @@ func kbEval(c *cli.Context) error {
 	fmt.Fprintf(w, "passage: nDCG@10 %.3f  MRR@10 %.3f  Recall@1 %.3f  Recall@5 %.3f\n", rep.NDCG10, rep.MRR10, rep.Recall1, rep.Recall5)
 	fmt.Fprintf(w, "chunk answer recall: @1 %.3f  @3 %.3f  @5 %.3f\n", rep.AnswerRecall1, rep.AnswerRecall3, rep.AnswerRecall5)
 	fmt.Fprintf(w, "ingest %.1fs, mean query %.2f ms\n", rep.IngestSeconds, rep.QueryMsMean)
+	return nil
+}
+
+func kbCheck(c *cli.Context) (err error) {
+	k, closeKB, err := openKB(c, false)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, closeKB()) }()
+	probs, err := k.Check(c.Context, kb.CheckOptions{Store: c.String("store"), UID: c.Int("uid")})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		if probs == nil {
+			probs = []kb.Problem{}
+		}
+		if err := printJSON(c.App.Writer, map[string]any{"ok": len(probs) == 0, "problems": probs}); err != nil {
+			return err
+		}
+	} else {
+		for _, p := range probs {
+			fmt.Fprintf(c.App.Writer, "FAIL %s: %s\n", p.Check, p.Detail)
+		}
+		if len(probs) == 0 {
+			fmt.Fprintln(c.App.Writer, "ok: every document has an access list, the file is private and in the store, stored chunks match their hashes")
+		}
+	}
+	if len(probs) > 0 {
+		return reportedError(exitVerification, fmt.Errorf("%d knowledge-base problems", len(probs)), "fix the access lists with 'kb acl set', the mode with chmod 0600, or re-ingest changed documents")
+	}
 	return nil
 }
