@@ -130,11 +130,18 @@ func BenchmarkIngest(b *testing.B) {
 func BenchmarkIndexBuild(b *testing.B) {
 	k := benchKB(b)
 	cpu0 := cpuTime()
+	var x *index
 	for b.Loop() {
-		if _, err := k.loadIndex(context.Background()); err != nil {
+		var err error
+		if x, err = k.loadIndex(context.Background()); err != nil {
 			b.Fatal(err)
 		}
 	}
+	n := 0
+	for i := range x.chunkPost {
+		n += cap(x.chunkPost[i]) + cap(x.docPost[i])
+	}
+	b.ReportMetric(float64(n*4)/1e6, "postings-MB")
 	b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
 }
 

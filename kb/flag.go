@@ -25,24 +25,38 @@ var instructionPatterns = []*regexp.Regexp{
 }
 
 // triggers are words at least one of which every pattern above needs; a
-// text with none of them is not flagged.
+// text with none of them is not flagged, and most text has none, so the
+// patterns rarely run. (The English output pattern needs one of its
+// quantifiers; the Chinese one, one of its objects.)
 var triggers = []string{"ignore", "disregard", "forget", "override", "system", "developer", "you are now", "act as",
-	"pretend", "tell", "inform", "reveal", "mention", "print", "output", "list", "dump", "show", "repeat",
-	"as a", "as an", "assistant", "jailbreak",
-	"忽略", "无视", "忽视", "不要理会", "忘记", "忘掉", "系统", "提示词", "你现在", "请扮演", "假装你是", "从现在",
-	"告诉用户", "透露给用户", "告知用户", "输出", "打印", "列出", "显示", "泄露", "透露"}
+	"pretend", "the user", "every", "all", "other", "hidden", "secret", "confidential", "as a", "as an",
+	"assistant", "jailbreak",
+	"忽略", "无视", "忽视", "不要理会", "忘记", "忘掉", "系统提示", "系统指令", "系统消息", "提示词", "你现在", "请扮演",
+	"假装你是", "从现在", "用户", "文档", "文件", "内容", "资料", "密码", "上下文"}
 
 // Flag reports whether text reads like an instruction to a model. The test
 // is deliberately simple and errs towards flagging: a flagged chunk is still
 // searchable and readable.
 func Flag(text string) bool {
-	lower := strings.ToLower(text)
+	lower := text
+	if hasUpperASCII(text) {
+		lower = strings.ToLower(text)
+	}
 	if !slices.ContainsFunc(triggers, func(w string) bool { return strings.Contains(lower, w) }) {
 		return false // the common case, without running a regular expression
 	}
 	t := strings.Join(strings.Fields(text), " ")
 	for _, re := range instructionPatterns {
 		if re.MatchString(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasUpperASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
 			return true
 		}
 	}
