@@ -108,12 +108,15 @@ func (k *DB) Put(ctx context.Context, d Document, o ChunkOptions) (res IngestRes
 		res.DocID).Scan(&res.Chunks, &res.Flagged, &res.TextBytes); err != nil {
 		return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 	}
-	gen := "generation"
-	if res.Unchanged {
-		gen = "acl_generation"
-	}
-	if err := bump(ctx, tx, gen); err != nil {
+	// The access list was set either way; the terms changed unless the
+	// content is the same.
+	if err := bump(ctx, tx, "acl_generation"); err != nil {
 		return res, fmt.Errorf("ingest %s: %w", d.Source, err)
+	}
+	if !res.Unchanged {
+		if err := bump(ctx, tx, "generation"); err != nil {
+			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return res, fmt.Errorf("ingest %s: commit: %w", d.Source, err)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func openTest(t testing.TB) *DB {
@@ -213,5 +214,54 @@ func TestCheck(t *testing.T) {
 	}
 	if found["acl"] != 1 || found["content"] != 1 || found["location"] != 1 || found["mode"] < 3 {
 		t.Errorf("problems %+v", probs)
+	}
+}
+
+// TestBackgroundRebuild: with background rebuilds, writes by another
+// process show up once the new index is built, while access changes and
+// removals take effect at the very next search.
+func TestBackgroundRebuild(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kb.db")
+	server, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	server.SetBackgroundRebuild(true)
+	cli, err := Open(path) // another process, as far as the index knows
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	a := put(t, cli, "a", "加班制度：加班须经经理批准。", Public, All)
+	if hits := search(t, server, "加班制度", Caller{}); len(hits) != 1 {
+		t.Fatalf("first search (synchronous build): %d hits", len(hits))
+	}
+	put(t, cli, "b", "加班费：工作日加班按一点五倍计算。", Public, All)
+	// A re-ingest that narrows access must apply at once, before the rebuild.
+	put(t, cli, "a", "加班制度：加班须经总监批准。", Public, "role:hr")
+	for _, h := range search(t, server, "加班制度", Caller{}) {
+		if h.Doc == a.DocID {
+			t.Fatalf("narrowed document still returned: %+v", h)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		hits := search(t, server, "加班费", Caller{})
+		if len(hits) > 0 && hits[0].Source == "b" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new document never showed up")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cli.Remove(context.Background(), a.DocID); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range search(t, server, "加班制度", Caller{Principals: []Principal{"role:hr"}}) {
+		if h.Doc == a.DocID {
+			t.Fatalf("removed document returned: %+v", h)
+		}
 	}
 }

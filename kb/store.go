@@ -73,8 +73,11 @@ type DB struct {
 	audit   Auditor
 	hashKey []byte // keys QueryHash
 
-	mu  sync.RWMutex
-	idx *index // nil until the first search
+	mu         sync.RWMutex
+	idx        *index // nil until the first search
+	background bool   // see SetBackgroundRebuild
+	rebuilding bool
+	wg         sync.WaitGroup
 }
 
 // Open opens the knowledge base at path, creating it (mode 0600, parent
@@ -157,8 +160,11 @@ func (k *DB) migrate() error {
 // Path is the database file.
 func (k *DB) Path() string { return k.path }
 
-// Close closes the database.
-func (k *DB) Close() error { return k.db.Close() }
+// Close waits for a background index build and closes the database.
+func (k *DB) Close() error {
+	k.wg.Wait()
+	return k.db.Close()
+}
 
 // Snapshot writes a consistent copy of the whole knowledge base to dst
 // (which must not exist) while readers and writers go on: the backup
