@@ -116,14 +116,44 @@ func TestPropertyAccess(t *testing.T) {
 		}
 		k := openTest(t)
 		load(t, k, docs)
-		for range 6 {
-			var c Caller
-			for _, p := range roles {
-				if r.IntN(3) == 0 {
-					c.Principals = append(c.Principals, p)
+		// Callers are real gateway tokens with random roles and clearance,
+		// read back through the token file as a search would.
+		tokFile := filepath.Join(t.TempDir(), "tokens.json")
+		var ids []string
+		err := tokens.Update(tokFile, func(s *tokens.Store) error {
+			for i := range 6 {
+				var kbRoles []string
+				for _, role := range []string{"hr", "finance", "admin"} {
+					if r.IntN(3) == 0 {
+						kbRoles = append(kbRoles, role)
+					}
 				}
+				_, tk, err := s.Create(tokens.CreateOptions{Name: fmt.Sprint("t", i), Role: tokens.RoleUser,
+					Roles: kbRoles, Clearance: tokens.Clearances[r.IntN(3)]})
+				if err != nil {
+					return err
+				}
+				ids = append(ids, tk.ID)
 			}
-			c.Clearance = Class(r.IntN(3))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Two documents are allowed to the first two tokens by user:ID.
+		docs[0].allow = []Principal{Principal("user:" + ids[0])}
+		docs[1].allow = append(docs[1].allow, Principal("user:"+ids[1]))
+		if err := k.SetAccess(context.Background(), 1, docs[0].allow, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := k.SetAccess(context.Background(), 2, docs[1].allow, nil); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			c, err := TokenCaller(tokFile, id, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
 			var mine []testDoc
 			for _, d := range docs {
 				if readableBy(d, c) {
