@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
 )
 
 // Class is how sensitive a document is. A caller reads a document only when
@@ -49,9 +51,9 @@ const All Principal = "all"
 // ErrPrincipal is returned (wrapped) for a principal that is not well formed.
 var ErrPrincipal = errors.New("principal is not role:NAME, user:TOKEN-ID or all")
 
-// ParsePrincipal checks a principal. Names are lower case letters, digits,
-// '-', '_' and '.', at most 64 of them, so that a principal can never smuggle
-// a separator or a wildcard into a list.
+// ParsePrincipal checks a principal. Role names are lower case letters,
+// digits, '-', '_' and '.', at most 64 of them, so that a principal can
+// never smuggle a separator or a wildcard into a list; a user is a token ID.
 func ParsePrincipal(s string) (Principal, error) {
 	if s == string(All) {
 		return All, nil
@@ -59,6 +61,9 @@ func ParsePrincipal(s string) (Principal, error) {
 	kind, name, ok := strings.Cut(s, ":")
 	if !ok || (kind != "role" && kind != "user") || !validName(name) {
 		return "", fmt.Errorf("%w: %q", ErrPrincipal, s)
+	}
+	if kind == "user" && !tokens.ValidID(name) {
+		return "", fmt.Errorf("%w: %q: a user is named by its token ID, 16 hex digits (see 'tokens list')", ErrPrincipal, s)
 	}
 	return Principal(s), nil
 }

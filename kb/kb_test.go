@@ -3,6 +3,7 @@ package kb
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -262,6 +263,18 @@ func TestBackgroundRebuild(t *testing.T) {
 	for _, h := range search(t, server, "加班制度", Caller{Principals: []Principal{"role:hr"}}) {
 		if h.Doc == a.DocID {
 			t.Fatalf("removed document returned: %+v", h)
+		}
+	}
+}
+
+func TestParsePrincipals(t *testing.T) {
+	got, err := ParsePrincipals("role:hr, all", "user:0123456789abcdef,role:hr")
+	if err != nil || fmt.Sprint(got) != "[all role:hr user:0123456789abcdef]" {
+		t.Errorf("ParsePrincipals = %v, %v", got, err)
+	}
+	for _, bad := range []string{"", "role:", "role:HR", "hr", "user:alice", "group:x", "role:a,b:c", "role:*", "all,role:x y"} {
+		if _, err := ParsePrincipals(bad); err == nil {
+			t.Errorf("ParsePrincipals(%q) succeeded", bad)
 		}
 	}
 }
