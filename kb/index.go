@@ -16,7 +16,8 @@ import (
 type index struct {
 	gen, aclGen int64
 
-	cjkTerms  map[cjkKey]uint32 // CJK characters and pairs
+	uni       []uint32          // CJK character below maxUni -> term number + 1 (0: none)
+	cjkTerms  map[cjkKey]uint32 // other CJK characters, and pairs
 	words     map[string]uint32 // Latin words and numbers
 	chunkPost [][]uint32        // term -> chunks holding it
 	docPost   [][]uint32        // term -> documents holding it
@@ -35,6 +36,10 @@ type index struct {
 	docACL     [][]string
 }
 
+// maxUni bounds the characters looked up by array rather than by map: the
+// CJK blocks of the Basic Multilingual Plane, where nearly all text is.
+const maxUni = 0x10000
+
 // maxDense is the number of chunks (and documents) a posting can address.
 const maxDense = 1 << 24
 
@@ -42,7 +47,7 @@ func pack(n uint32, tf int) uint32 { return n<<8 | uint32(min(tf, 255)) }
 
 // load builds the index from the database.
 func (k *DB) loadIndex(ctx context.Context) (*index, error) {
-	x := &index{cjkTerms: map[cjkKey]uint32{}, words: map[string]uint32{}, docNum: map[int64]uint32{}}
+	x := &index{uni: make([]uint32, maxUni), cjkTerms: map[cjkKey]uint32{}, words: map[string]uint32{}, docNum: map[int64]uint32{}}
 	tx, err := k.db.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, err
@@ -152,6 +157,15 @@ func (k *DB) loadIndex(ctx context.Context) (*index, error) {
 // appendTerms appends the numbers of text's terms to ids, adding new terms.
 func (x *index) appendTerms(ids []uint32, text string) []uint32 {
 	eachTerm(text, func(k cjkKey) {
+		if r := k >> 32; k&0xffffffff == 0 && r < maxUni {
+			n := x.uni[r]
+			if n == 0 {
+				n = x.newTerm() + 1
+				x.uni[r] = n
+			}
+			ids = append(ids, n-1)
+			return
+		}
 		n, ok := x.cjkTerms[k]
 		if !ok {
 			n = x.newTerm()
@@ -179,6 +193,10 @@ func (x *index) newTerm() uint32 {
 // lookup returns the number of query term t.
 func (x *index) lookup(t string) (uint32, bool) {
 	if k, ok := cjkKeyOf(t); ok {
+		if r := k >> 32; k&0xffffffff == 0 && r < maxUni {
+			n := x.uni[r]
+			return n - 1, n != 0
+		}
 		n, found := x.cjkTerms[k]
 		return n, found
 	}
