@@ -278,3 +278,44 @@ func TestParsePrincipals(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshot: an online snapshot is a whole, private, searchable copy,
+// and refuses to overwrite.
+func TestSnapshot(t *testing.T) {
+	k := openTest(t)
+	put(t, k, "a", "备份制度：每天凌晨备份一次。", Internal, "role:it")
+	dst := filepath.Join(t.TempDir(), "snap.db")
+	if err := k.Snapshot(context.Background(), dst); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(dst); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("snapshot: %v, %v", st, err)
+	}
+	if err := k.Snapshot(context.Background(), dst); err == nil {
+		t.Error("Snapshot overwrote an existing file")
+	}
+	s, err := Open(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	hits := search(t, s, "备份", Caller{Principals: []Principal{"role:it"}, Clearance: Internal})
+	if len(hits) != 1 || hits[0].Source != "a" {
+		t.Fatalf("snapshot search: %+v", hits)
+	}
+	probs, err := s.Check(context.Background(), CheckOptions{UID: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range probs {
+		if p.Check != "mode" || !strings.Contains(p.Detail, "snap.db") {
+			continue // the test's temporary directory is not the snapshot's to judge
+		}
+		t.Errorf("snapshot check: %+v", p)
+	}
+	for _, p := range probs {
+		if p.Check != "mode" {
+			t.Errorf("snapshot check: %+v", p)
+		}
+	}
+}
