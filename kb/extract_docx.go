@@ -20,7 +20,8 @@ const (
 )
 
 // extractDOCX reads word/document.xml: paragraphs, with Heading N and Title
-// styles as heading paths, and without runs marked hidden (w:vanish).
+// styles as heading paths, and without hidden runs (w:vanish, w:webHidden,
+// white text, text of 1 pt or less).
 func extractDOCX(data []byte) (*Extracted, error) {
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
@@ -126,8 +127,18 @@ func parseDocumentXML(data []byte) (*Extracted, error) {
 				hidden = false
 			case "rPr":
 				inRPr = true
-			case "vanish", "specVanish":
+			case "vanish", "specVanish", "webHidden":
 				if inRPr && attrVal(t, "val") != "0" && attrVal(t, "val") != "false" {
+					hidden = true
+				}
+			case "color":
+				// White text on Word's default white page.
+				if v := strings.ToUpper(attrVal(t, "val")); inRPr && (v == "FFFFFF" || v == "FFFFFE") {
+					hidden = true
+				}
+			case "sz":
+				// Text at 1 pt or less (sz is in half points).
+				if n, err := strconv.Atoi(attrVal(t, "val")); inRPr && err == nil && n <= 2 {
 					hidden = true
 				}
 			case "pStyle":

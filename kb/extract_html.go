@@ -158,6 +158,11 @@ func hiddenElement(n *html.Node) bool {
 			if n.DataAtom == atom.Input && strings.EqualFold(a.Val, "hidden") {
 				return true
 			}
+		case "color":
+			// <font color="#ffffff">, the way older editors write white text
+			if n.DataAtom == atom.Font && normColor(strings.ToLower(strings.TrimSpace(a.Val))) == "#ffffff" {
+				return true
+			}
 		}
 	}
 	if style == "" {
