@@ -2,6 +2,8 @@ package kb
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -24,7 +26,17 @@ type IngestOptions struct {
 	Title      string // for a single file; otherwise each file's own title or name
 	MaxBytes   int64  // per file (default DefaultMaxFileBytes)
 	Chunking   ChunkOptions
+	// Expect, when set, holds the SHA-256 (hex) every file must have, by
+	// absolute path: the files of a signed bundle. A file not listed, or
+	// whose bytes as read hash otherwise, is refused with ErrNotSigned; the
+	// hash is of the very bytes ingested, so a file swapped after the
+	// bundle was verified is caught.
+	Expect map[string]string
 }
+
+// ErrNotSigned is returned (wrapped) for a file of a signed bundle that is
+// not in its manifest or differs from it.
+var ErrNotSigned = errors.New("file does not match the signed manifest")
 
 // FileResult is the outcome for one file: stored, or refused with Err.
 type FileResult struct {
@@ -93,6 +105,20 @@ func (k *DB) ingestFile(ctx context.Context, path string, o IngestOptions) (Inge
 	if err != nil {
 		return IngestResult{}, err
 	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return IngestResult{}, err
+	}
+	if o.Expect != nil {
+		want, ok := o.Expect[abs]
+		sum := sha256.Sum256(data)
+		if !ok {
+			return IngestResult{}, fmt.Errorf("%w: not listed", ErrNotSigned)
+		}
+		if got := hex.EncodeToString(sum[:]); got != want {
+			return IngestResult{}, fmt.Errorf("%w: SHA-256 %s, signed %s", ErrNotSigned, got, want)
+		}
+	}
 	e, err := Extract(format, data)
 	if err != nil {
 		return IngestResult{}, err
@@ -103,10 +129,6 @@ func (k *DB) ingestFile(ctx context.Context, path string, o IngestOptions) (Inge
 	}
 	if title == "" {
 		title = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return IngestResult{}, err
 	}
 	res, err := k.Put(ctx, Document{Title: title, Source: abs, Collection: o.Collection, Format: format,
 		Class: o.Class, Allow: o.Allow, Raw: data, Sections: e.Sections}, o.Chunking)

@@ -45,19 +45,27 @@ func init() {
 			"list is invisible.",
 		Subcommands: []*cli.Command{
 			{
-				Name:      "ingest",
-				Usage:     "store files (Markdown, text, HTML, DOCX) or directories of them",
-				UsageText: "qwen-appliance kb ingest PATH... --allow role:hr,role:admin|all --class public|internal|secret [--collection C] [--title T]",
+				Name:  "ingest",
+				Usage: "store files (Markdown, text, HTML, DOCX) or directories of them",
+				UsageText: "qwen-appliance kb ingest PATH... --allow role:hr,role:admin|all --class public|internal|secret [--collection C] [--title T]\n" +
+					"   qwen-appliance kb ingest --bundle DIR --trust K.pub --allow ... --class ...",
 				Description: "Each file is one transaction. A file that cannot be read (unknown type, binary,\n" +
 					"corrupt, zip bomb, over --max-bytes) is reported on stderr and skipped; the\n" +
 					"others go on, and the exit status is 1. Ingesting the same path again replaces\n" +
-					"the document and raises its version (same content: only access and class change).",
+					"the document and raises its version (same content: only access and class change).\n\n" +
+					"--bundle ingests the kb/ tree of a signed bundle that crossed the gap: its manifest\n" +
+					"is verified against --trust first (exit 3 when it fails), and every file must hash\n" +
+					"to its signed SHA-256 as it is read.",
 				Flags: withDB(
 					&cli.StringSliceFlag{Name: "allow", Usage: "principals that may read the documents (role:NAME, user:TOKEN-ID, all)", Required: true},
 					&cli.StringFlag{Name: "class", Usage: "public, internal or secret", Required: true},
 					&cli.StringFlag{Name: "collection", Usage: "collection the documents belong to"},
 					&cli.StringFlag{Name: "title", Usage: "title (one file only; default: its first heading or name)"},
 					&cli.Int64Flag{Name: "max-bytes", Usage: "largest file read", Value: kb.DefaultMaxFileBytes},
+					&cli.StringFlag{Name: "bundle", Usage: "a signed bundle directory whose kb/ tree to ingest"},
+					&cli.StringSliceFlag{Name: "trust", Usage: "public key(s) the bundle must be signed with"},
+					&cli.IntFlag{Name: "threshold", Usage: "signatures by distinct trusted keys needed", Value: 1},
+					&cli.BoolFlag{Name: "allow-expired", Usage: "accept an expired bundle manifest (logged)"},
 					jsonFlag,
 				),
 				Action: kbIngest,
@@ -176,7 +184,16 @@ func openKB(c *cli.Context, withAudit bool) (*kb.DB, func() error, error) {
 }
 
 func kbIngest(c *cli.Context) (err error) {
-	if c.NArg() == 0 {
+	var expect map[string]string
+	paths := c.Args().Slice()
+	if dir := c.String("bundle"); dir != "" {
+		if c.NArg() > 0 {
+			return usagef("pass either --bundle DIR or paths", "--bundle and paths both given")
+		}
+		if paths, expect, err = signedKB(c, dir); err != nil {
+			return err
+		}
+	} else if c.NArg() == 0 {
 		return usagef("name files or directories: kb ingest PATH...", "nothing to ingest")
 	}
 	allow, err := kb.ParsePrincipals(c.StringSlice("allow")...)
@@ -187,7 +204,7 @@ func kbIngest(c *cli.Context) (err error) {
 	if err != nil {
 		return usagef("pass --class public, internal or secret", "%v", err)
 	}
-	if c.String("title") != "" && (c.NArg() > 1 || isDir(c.Args().First())) {
+	if c.String("title") != "" && (len(paths) > 1 || isDir(paths[0])) {
 		return usagef("drop --title, or ingest one file at a time", "--title names one file, but several may be ingested")
 	}
 	k, closeKB, err := openKB(c, true)
@@ -197,8 +214,8 @@ func kbIngest(c *cli.Context) (err error) {
 	defer func() { err = errors.Join(err, closeKB()) }()
 	var results []kb.FileResult
 	failed := 0
-	err = k.IngestFiles(c.Context, c.Args().Slice(), kb.IngestOptions{Allow: allow, Class: class,
-		Collection: c.String("collection"), Title: c.String("title"), MaxBytes: c.Int64("max-bytes")},
+	err = k.IngestFiles(c.Context, paths, kb.IngestOptions{Allow: allow, Class: class,
+		Collection: c.String("collection"), Title: c.String("title"), MaxBytes: c.Int64("max-bytes"), Expect: expect},
 		func(r kb.FileResult) {
 			results = append(results, r)
 			if r.Err != nil {
@@ -238,9 +255,46 @@ func kbIngest(c *cli.Context) (err error) {
 		}
 	}
 	if failed > 0 {
-		return reportedError(exitError, fmt.Errorf("%d of %d files were not ingested", failed, len(results)), "see the errors above; the other files were stored")
+		code := exitError
+		for _, r := range results {
+			if errors.Is(r.Err, kb.ErrNotSigned) {
+				code = exitVerification
+			}
+		}
+		return reportedError(code, fmt.Errorf("%d of %d files were not ingested", failed, len(results)), "see the errors above; the other files were stored")
 	}
 	return nil
+}
+
+// signedKB verifies the bundle at dir against --trust and returns the
+// files of its kb/ tree, with the SHA-256 each must have.
+func signedKB(c *cli.Context, dir string) ([]string, map[string]string, error) {
+	v, err := verifierFromFlags(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	signed, err := v.Open(dir)
+	if err != nil {
+		return nil, nil, withCode(exitVerification, err, verificationHint(err))
+	}
+	var paths []string
+	expect := map[string]string{}
+	for _, f := range signed.Manifest.Files {
+		if !strings.HasPrefix(f.Path, "kb/") {
+			continue
+		}
+		p, err := filepath.Abs(filepath.Join(dir, filepath.FromSlash(f.Path)))
+		if err != nil {
+			return nil, nil, err
+		}
+		paths = append(paths, p)
+		expect[p] = f.SHA256
+	}
+	if len(paths) == 0 {
+		return nil, nil, withCode(exitError, fmt.Errorf("bundle %s: its manifest lists no kb/ files", dir), "put the documents under kb/ in the bundle before signing it")
+	}
+	fmt.Fprintf(c.App.ErrWriter, "bundle %s: %s version %d, signed by %v; %d kb/ files\n", dir, signed.Manifest.Name, signed.Manifest.Version, signed.KeyIDs, len(paths))
+	return paths, expect, nil
 }
 
 func isDir(p string) bool {
