@@ -218,6 +218,7 @@ func backupCreate(c *cli.Context) error {
 	return nil
 }
 
+// isDir reports whether p is a directory (following symlinks).
 func isDir(p string) bool { fi, err := os.Stat(p); return err == nil && fi.IsDir() }
 
 // openArgs reads the FILE, --identity and --trust that verify and restore share.

@@ -20,9 +20,12 @@ func init() {
 			{
 				Name:      "create",
 				Usage:     "create a token and print it once",
-				UsageText: "qwen-appliance tokens create --file F --name N --role user|admin|auditor [--models M,...] [--expires 90d] [--rpm N] [--tpm N]",
+				UsageText: "qwen-appliance tokens create --file F --name N --role user|admin|auditor [--models M,...] [--expires 90d] [--rpm N] [--tpm N] [--roles hr,finance] [--clearance public|internal|secret]",
 				Description: "Prints the new token on stdout exactly once; the file keeps only the SHA-256\n" +
-					"digest of its secret. Clients send it as 'Authorization: Bearer TOKEN'.",
+					"digest of its secret. Clients send it as 'Authorization: Bearer TOKEN'.\n" +
+					"--roles and --clearance say what the token may read in the knowledge base\n" +
+					"(documents allowed to role:NAME at or below the clearance); without them it\n" +
+					"reads only documents allowed to all, or to user:ID, at class public.",
 				Flags: []cli.Flag{
 					fileFlag,
 					&cli.StringFlag{Name: "name", Usage: "who or what the token is for", Required: true},
@@ -31,6 +34,8 @@ func init() {
 					&cli.StringFlag{Name: "expires", Usage: "lifetime such as 90d, 12h (default: never)"},
 					&cli.IntFlag{Name: "rpm", Usage: "requests per minute (0: unlimited)"},
 					&cli.IntFlag{Name: "tpm", Usage: "prompt+completion tokens per minute (0: unlimited)"},
+					&cli.StringSliceFlag{Name: "roles", Usage: "knowledge-base roles, such as hr,finance"},
+					&cli.StringFlag{Name: "clearance", Usage: "knowledge-base clearance: public, internal or secret (default public)"},
 					&cli.BoolFlag{Name: "json", Usage: "print the token and its entry as JSON"},
 				},
 				Action: tokensCreate,
@@ -75,16 +80,17 @@ func tokensCreate(c *cli.Context) error {
 			}
 		}
 	}
+	roles := splitList(c.StringSlice("roles"))
 	var tok string
 	var entry *tokens.Token
 	var createErr error
 	err = tokens.Update(c.String("file"), func(s *tokens.Store) error {
 		tok, entry, createErr = s.Create(tokens.CreateOptions{Name: c.String("name"), Role: role, Models: models,
-			Expires: expires, RPM: c.Int("rpm"), TPM: c.Int("tpm")})
+			Expires: expires, RPM: c.Int("rpm"), TPM: c.Int("tpm"), Roles: roles, Clearance: c.String("clearance")})
 		return createErr
 	})
 	if createErr != nil {
-		return usagef("check --name, --rpm and --tpm", "%v", createErr)
+		return usagef("check --name, --rpm, --tpm, --roles and --clearance", "%v", createErr)
 	}
 	if err != nil {
 		return err
@@ -115,7 +121,7 @@ func tokensList(c *cli.Context) error {
 		return printJSON(c.App.Writer, rows)
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tROLE\tMODELS\tRPM\tTPM\tEXPIRES\tSTATE")
+	fmt.Fprintln(tw, "ID\tNAME\tROLE\tMODELS\tRPM\tTPM\tEXPIRES\tSTATE\tKB-ROLES\tCLEARANCE")
 	for _, t := range s.Tokens {
 		models, exp := "*", "never"
 		if len(t.Models) > 0 {
@@ -124,7 +130,14 @@ func tokensList(c *cli.Context) error {
 		if t.Expires != nil {
 			exp = t.Expires.Format(time.RFC3339)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", t.ID, t.Name, t.Role, models, t.RPM, t.TPM, exp, t.State(now))
+		kbRoles, clearance := "-", "public"
+		if len(t.Roles) > 0 {
+			kbRoles = strings.Join(t.Roles, ",")
+		}
+		if t.Clearance != "" {
+			clearance = t.Clearance
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, models, t.RPM, t.TPM, exp, t.State(now), kbRoles, clearance)
 	}
 	return tw.Flush()
 }
@@ -151,4 +164,17 @@ func tokensRevoke(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.Writer, "revoked %s (%s)\n", t.ID, t.Name)
 	return nil
+}
+
+// splitList flattens repeated and comma-separated flag values.
+func splitList(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
 }

@@ -55,6 +55,8 @@ type Record struct {
 	// Content is the request body (and a non-streamed response body), kept
 	// only when the operator turned content logging on.
 	Content *Content `json:"content,omitempty"`
+	// KB describes a knowledge-base event (the kb.* kinds).
+	KB *KBEvent `json:"kb,omitempty"`
 
 	KeyID     string               `json:"keyId,omitempty"`     // start, rotate: the checkpoint key
 	PublicKey string               `json:"publicKey,omitempty"` // start, rotate: its public key text

@@ -193,6 +193,8 @@ func (v *verifier) line(name string, n int, line []byte) error {
 	case KindRequest:
 		v.rep.Requests++
 	case KindRestore:
+	case KindKBIngest, KindKBACL, KindKBQuery, KindKBRemove:
+		// knowledge-base events: chained like requests
 	case KindStart, KindRotate:
 		v.keyID = r.KeyID
 		if r.PublicKey != "" {

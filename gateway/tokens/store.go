@@ -38,16 +38,23 @@ func ParseRole(s string) (Role, error) {
 // Token is one entry of the token file: everything about a token except its
 // secret.
 type Token struct {
-	ID      string     `json:"id"`
-	Name    string     `json:"name"`
-	Role    Role       `json:"role"`
-	Models  []string   `json:"models,omitempty"` // empty: every model
-	RPM     int        `json:"rpm,omitempty"`    // requests per minute, 0: unlimited
-	TPM     int        `json:"tpm,omitempty"`    // tokens per minute, 0: unlimited
-	Created time.Time  `json:"created"`
-	Expires *time.Time `json:"expires,omitempty"`
-	Revoked *time.Time `json:"revoked,omitempty"`
-	Digest  string     `json:"digest"`
+	ID     string   `json:"id"`
+	Name   string   `json:"name"`
+	Role   Role     `json:"role"`
+	Models []string `json:"models,omitempty"` // empty: every model
+	// Roles and Clearance are what the token may read in the knowledge
+	// base: documents allowed to role:NAME for one of Roles, at or below
+	// Clearance (public, internal, secret; empty means public). Older
+	// token files have neither, and such tokens read only what is allowed
+	// to "all" or to their own user:ID at class public.
+	Roles     []string   `json:"roles,omitempty"`
+	Clearance string     `json:"clearance,omitempty"`
+	RPM       int        `json:"rpm,omitempty"` // requests per minute, 0: unlimited
+	TPM       int        `json:"tpm,omitempty"` // tokens per minute, 0: unlimited
+	Created   time.Time  `json:"created"`
+	Expires   *time.Time `json:"expires,omitempty"`
+	Revoked   *time.Time `json:"revoked,omitempty"`
+	Digest    string     `json:"digest"`
 
 	digest Digest
 }
@@ -108,6 +115,9 @@ func ParseStore(data []byte) (*Store, error) {
 		t.digest = d
 		if t.RPM < 0 || t.TPM < 0 {
 			return nil, fmt.Errorf("parse token file: tokens[%d] (%s): negative rate limit", i, t.ID)
+		}
+		if err := checkAccess(t.Roles, t.Clearance); err != nil {
+			return nil, fmt.Errorf("parse token file: tokens[%d] (%s): %w", i, t.ID, err)
 		}
 	}
 	return &s, nil
@@ -174,6 +184,9 @@ type CreateOptions struct {
 	RPM     int
 	TPM     int
 	Now     time.Time // zero: time.Now()
+	// Roles and Clearance: see Token.
+	Roles     []string
+	Clearance string
 }
 
 // Create adds a new token to s and returns the token text, which is shown
@@ -187,6 +200,9 @@ func (s *Store) Create(o CreateOptions) (string, *Token, error) {
 	}
 	if o.RPM < 0 || o.TPM < 0 || o.Expires < 0 {
 		return "", nil, errors.New("create token: negative limit or expiry")
+	}
+	if err := checkAccess(o.Roles, o.Clearance); err != nil {
+		return "", nil, fmt.Errorf("create token: %w", err)
 	}
 	now := o.Now
 	if now.IsZero() {
@@ -206,6 +222,7 @@ func (s *Store) Create(o CreateOptions) (string, *Token, error) {
 		}
 	}
 	t := &Token{ID: sec.ID, Name: o.Name, Role: o.Role, Models: o.Models, RPM: o.RPM, TPM: o.TPM,
+		Roles: slices.Compact(slices.Sorted(slices.Values(o.Roles))), Clearance: o.Clearance,
 		Created: now, Digest: sec.Digest.String(), digest: sec.Digest}
 	if o.Expires > 0 {
 		e := now.Add(o.Expires)
@@ -276,3 +293,35 @@ func (s *Store) Authenticate(token string, now time.Time) (*Token, error) {
 	}
 	return t, nil
 }
+
+// Clearances, lowest first.
+var Clearances = []string{"public", "internal", "secret"}
+
+// checkAccess checks knowledge-base roles (lower-case letters, digits, '-',
+// '_', '.'; at most 64 characters) and a clearance.
+func checkAccess(roles []string, clearance string) error {
+	for _, r := range roles {
+		if !validRoleName(r) {
+			return fmt.Errorf("role %q is not lower-case letters, digits, '-', '_' or '.' (at most 64)", r)
+		}
+	}
+	if clearance != "" && !slices.Contains(Clearances, clearance) {
+		return fmt.Errorf("clearance %q is not one of public, internal, secret", clearance)
+	}
+	return nil
+}
+
+func validRoleName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// Find returns the token with the given ID, or nil.
+func (s *Store) Find(id string) *Token { return s.find(id) }

@@ -128,3 +128,50 @@ func TestUpdateConcurrent(t *testing.T) {
 		t.Fatalf("%d tokens after 8 concurrent creates: updates were lost", len(s.Tokens))
 	}
 }
+
+// TestAccessFields: knowledge-base roles and clearance are kept, checked,
+// and optional, so that token files written before them still load.
+func TestAccessFields(t *testing.T) {
+	old := `{"version":1,"tokens":[{"id":"0123456789abcdef","name":"a","role":"user","created":"2026-01-01T00:00:00Z","digest":"sha256:` + strings.Repeat("00", 32) + `"}]}`
+	s, err := ParseStore([]byte(old))
+	if err != nil {
+		t.Fatalf("a token file without roles: %v", err)
+	}
+	if tk := s.Find("0123456789abcdef"); tk == nil || len(tk.Roles) != 0 || tk.Clearance != "" {
+		t.Fatalf("Find = %+v", tk)
+	}
+	_, tk, err := s.Create(CreateOptions{Name: "hr", Role: RoleUser, Roles: []string{"hr", "finance", "hr"}, Clearance: "internal"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(tk.Roles, ",") != "finance,hr" || tk.Clearance != "internal" {
+		t.Errorf("created %v %q, want finance,hr internal", tk.Roles, tk.Clearance)
+	}
+	path := filepath.Join(t.TempDir(), "tokens.json")
+	if err := s.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s2.Find(tk.ID); got == nil || strings.Join(got.Roles, ",") != "finance,hr" || got.Clearance != "internal" {
+		t.Errorf("reloaded %+v", got)
+	}
+	for _, bad := range []CreateOptions{
+		{Name: "x", Role: RoleUser, Clearance: "topsecret"},
+		{Name: "x", Role: RoleUser, Roles: []string{"HR"}},
+		{Name: "x", Role: RoleUser, Roles: []string{"a,b"}},
+		{Name: "x", Role: RoleUser, Roles: []string{""}},
+	} {
+		if _, _, err := s.Create(bad); err == nil {
+			t.Errorf("Create(%+v) succeeded", bad)
+		}
+	}
+	for _, bad := range []string{`"clearance":"top"`, `"roles":["Role:HR"]`} {
+		doc := strings.Replace(old, `"role":"user"`, `"role":"user",`+bad, 1)
+		if _, err := ParseStore([]byte(doc)); err == nil {
+			t.Errorf("ParseStore accepted %s", bad)
+		}
+	}
+}

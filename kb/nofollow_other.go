@@ -1,0 +1,5 @@
+//go:build !unix
+
+package kb
+
+const syscallNoFollow = 0
