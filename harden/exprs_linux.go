@@ -20,12 +20,12 @@ func init() { ruleKey = func(r Rule) string { return exprKey(r.Comment, r.exprs(
 // exprs compiles the rule the way nft compiles its Text; a test loads the
 // text with nft and compares.
 func (r Rule) exprs() []expr.Any {
-	if r.drop {
-		return []expr.Any{&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop}}
-	}
 	var out []expr.Any
 	for _, m := range r.matches {
 		out = append(out, m.exprs()...)
+	}
+	if r.drop {
+		return append(out, &expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop})
 	}
 	if r.reject {
 		return append(out, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST, Code: 0})

@@ -52,7 +52,8 @@ func testPolicyPortable() EgressPolicy {
 			{Proto: "tcp", Prefix: netip.MustParsePrefix("10.20.0.6/32"), Port: 6514},
 			{Proto: "udp", Prefix: netip.MustParsePrefix("fd00:10::53/128"), Port: 514},
 		},
-		Runtime: &RuntimeAccess{FirstPort: RuntimePortFirst, LastPort: RuntimePortLast, UIDs: []uint32{999, 998}},
+		Runtime:      &RuntimeAccess{FirstPort: RuntimePortFirst, LastPort: RuntimePortLast, UIDs: []uint32{999, 998}},
+		ProbeTargets: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
 	}
 }
 

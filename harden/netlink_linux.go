@@ -124,10 +124,15 @@ func (k *Kernel) read() (*Table, error) {
 	return t, nil
 }
 
-// EgressDrops reads how many packets the output chain's counted drop
+// EgressDrops reads how many packets the output chain's final counted drop
 // (the rule commented EgressDenied) has refused since the table was loaded.
 // It returns ErrNoCounter when the table or that rule is missing.
-func (k *Kernel) EgressDrops() (uint64, error) {
+func (k *Kernel) EgressDrops() (uint64, error) { return k.Drops(EgressDenied) }
+
+// Drops reads the counter of the output chain's counted drop with the given
+// comment: EgressDenied, or ProbeComment of a probe address. It returns
+// ErrNoCounter when the table or that rule is missing.
+func (k *Kernel) Drops(comment string) (uint64, error) {
 	rules, err := k.conn.GetRules(ourTable, &nftables.Chain{Name: "output", Table: ourTable})
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -136,7 +141,7 @@ func (k *Kernel) EgressDrops() (uint64, error) {
 		return 0, fmt.Errorf("read the egress drop counter: %w", err)
 	}
 	for _, r := range rules {
-		if c, _ := userdata.GetString(r.UserData, userdata.TypeComment); c != EgressDenied {
+		if c, _ := userdata.GetString(r.UserData, userdata.TypeComment); c != comment {
 			continue
 		}
 		for _, e := range r.Exprs {

@@ -19,3 +19,6 @@ func (*Kernel) Replace(uint32, *Table) error { return ErrUnsupported }
 
 // EgressDrops returns ErrUnsupported.
 func (*Kernel) EgressDrops() (uint64, error) { return 0, ErrUnsupported }
+
+// Drops returns ErrUnsupported.
+func (*Kernel) Drops(string) (uint64, error) { return 0, ErrUnsupported }

@@ -24,6 +24,9 @@ type EgressPolicy struct {
 	// Runtime, when set, keeps every local user but root and the listed
 	// ones off the inference server's loopback ports.
 	Runtime *RuntimeAccess `json:"runtime,omitempty"`
+	// ProbeTargets are the addresses verify's egress probe sends to; each
+	// gets a counted drop of its own, the probe's evidence.
+	ProbeTargets []netip.Addr `json:"probeTargets,omitempty"`
 }
 
 // The loopback ports install gives inference servers: one per release that
@@ -146,6 +149,11 @@ func (p EgressPolicy) Validate() error {
 			errs = append(errs, fmt.Errorf("egress %s: port must be 1 to 65535", r))
 		}
 		check("egress", []netip.Prefix{r.Prefix})
+	}
+	for _, a := range p.ProbeTargets {
+		if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
+			errs = append(errs, fmt.Errorf("probe target %s is not a plain IP address", a))
+		}
 	}
 	if a := p.Runtime; a != nil {
 		if a.FirstPort == 0 || a.LastPort < a.FirstPort {

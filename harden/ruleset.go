@@ -79,6 +79,19 @@ func rule(comment string, ms ...match) Rule {
 	return Rule{Comment: comment, Text: strings.Join(words, " "), matches: ms}
 }
 
+// dropRule counts and drops what ms match (all, when ms is empty).
+func dropRule(comment string, ms ...match) Rule {
+	var words []string
+	for _, m := range ms {
+		words = append(words, m.text)
+	}
+	words = append(words, "counter drop")
+	return Rule{Comment: comment, Text: strings.Join(words, " "), matches: ms, drop: true}
+}
+
+// ProbeComment names the counted drop of one egress-probe address.
+func ProbeComment(a netip.Addr) string { return "egress probe " + a.String() }
+
 // rejectRule refuses what ms match with a TCP reset, so a local client
 // that may not connect fails at once (connection refused) instead of
 // waiting for a timeout. The matches must include a TCP port.
@@ -136,7 +149,13 @@ func Build(p EgressPolicy) Ruleset {
 	for _, e := range p.Egress {
 		output = append(output, rule("egress "+e.String(), addr(true, e.Prefix), port(e.Proto, e.Port)))
 	}
-	output = append(output, Rule{Comment: EgressDenied, Text: "counter drop", drop: true})
+	// Each probe address gets a counter of its own, so that verify credits
+	// a probe to this table only when this rule dropped it, whatever else
+	// the table drops meanwhile.
+	for _, a := range p.ProbeTargets {
+		output = append(output, dropRule(ProbeComment(a), addr(true, netip.PrefixFrom(a, a.BitLen()))))
+	}
+	output = append(output, dropRule(EgressDenied))
 	return Ruleset{Chains: []Chain{
 		{Name: "input", Hook: "input", Rules: input},
 		{Name: "forward", Hook: "forward", Rules: nil},

@@ -56,6 +56,13 @@ func (in *installer) policy(gw, rt int) (harden.EgressPolicy, error) {
 	}
 	p := harden.EgressPolicy{APIPort: uint16(port), ClientCIDRs: in.o.ClientCIDRs, AdminCIDRs: in.o.AdminCIDRs,
 		SSHPort: harden.DefaultSSHPort, Egress: in.o.Egress}
+	for _, s := range in.o.ProbeTargets {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return harden.EgressPolicy{}, fmt.Errorf("probe address %q: %w", s, err)
+		}
+		p.ProbeTargets = append(p.ProbeTargets, a.WithZone("").Unmap())
+	}
 	if gw > 0 && rt > 0 {
 		// Only the gateway (and the runtime itself) may connect to the
 		// runtime: no local user gets round the gateway's tokens and audit.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,6 +97,27 @@ func TestEgressProbeInNamespaces(t *testing.T) {
 	must(t, err)
 	if after < before+2 {
 		t.Errorf("drop counter %d → %d: the probes were not counted", before, after)
+	}
+	if !strings.Contains(evidenceText(r), "whole chain's counter") {
+		t.Errorf("a table without the probe address's own counter must say the chain's counter was used: %v", r.Evidence)
+	}
+	// (a') With the address's own counted drop, as install applies it: the
+	// probe is credited to that rule, which nothing else grows.
+	peerAddr := netip.MustParseAddr(peer)
+	_, err = harden.Apply(context.Background(), nf, harden.Options{Policy: harden.EgressPolicy{APIPort: 8443, SSHPort: 22, ProbeTargets: []netip.Addr{peerAddr}}, Root: harden.Root(tg.Root)})
+	must(t, err)
+	chainBefore, err := k.EgressDrops()
+	must(t, err)
+	r = runOne(t, "network.egress-probe", tg)
+	expect(t, r, Pass, "dropped by the appliance")
+	if !strings.Contains(evidenceText(r), harden.ProbeComment(peerAddr)) || strings.Contains(evidenceText(r), "whole chain's counter") {
+		t.Errorf("the probe must be credited to its own rule: %v", r.Evidence)
+	}
+	if n, err := k.Drops(harden.ProbeComment(peerAddr)); err != nil || n < 2 {
+		t.Errorf("probe counter %d, %v: the probes were not counted by their own rule", n, err)
+	}
+	if chainAfter, _ := k.EgressDrops(); chainAfter != chainBefore {
+		t.Errorf("the probes reached the chain's final counter (%d → %d)", chainBefore, chainAfter)
 	}
 	// (c) again, firewall or not.
 	expect(t, runOne(t, "network.egress-probe", noRoute), NotApplicable, "no route")

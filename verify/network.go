@@ -92,9 +92,10 @@ func probe(ctx context.Context, proto string, addr netip.Addr) (left bool, detai
 	return false, "unknown protocol " + proto
 }
 
-// dropCounter reads the appliance's egress drop counter (harden.Kernel).
+// dropCounter reads the appliance's counted drops by rule comment
+// (harden.Kernel).
 type dropCounter interface {
-	EgressDrops() (uint64, error)
+	Drops(comment string) (uint64, error)
 }
 
 // rtnUnicast is the kernel's RTN_UNICAST: a route packets really leave by.
@@ -102,8 +103,9 @@ const rtnUnicast = 1
 
 // checkEgress probes each probe address over TCP, UDP and ICMP. A probe
 // counts as blocked only when the appliance's own rules dropped it: the
-// counter of table inet qwen_appliance's final "egress denied" rule grew
-// while it ran. Before probing, the kernel must show a route to the address:
+// counter of the address's own counted drop in table inet qwen_appliance
+// grew while it ran (in tables applied before those existed, the final
+// "egress denied" rule's, which other dropped traffic grows too). Before probing, the kernel must show a route to the address:
 // without one every probe fails with "network is unreachable", firewall or
 // not, so the check is not applicable rather than passed.
 func checkEgress(ctx context.Context, t *Target) Outcome {
@@ -118,13 +120,13 @@ func checkEgress(ctx context.Context, t *Target) Outcome {
 		defer done()
 		ctr, _ = nf.(dropCounter)
 	}
-	drops := func() (uint64, error) {
+	counter := func(comment string) (uint64, error) {
 		if ctr == nil {
 			return 0, harden.ErrNoCounter
 		}
-		return ctr.EgressDrops()
+		return ctr.Drops(comment)
 	}
-	if n, err := drops(); err != nil {
+	if n, err := counter(harden.EgressDenied); err != nil {
 		evs = append(evs, ev("drop counter", "%v", err))
 	} else {
 		evs = append(evs, ev("drop counter", "table inet %s rule %q: %d packets so far", harden.TableName, harden.EgressDenied, n))
@@ -147,6 +149,12 @@ func checkEgress(ctx context.Context, t *Target) Outcome {
 			}
 			routed++
 			evs = append(evs, ev("route "+target, "%s", r))
+			rule := harden.ProbeComment(addr)
+			if _, err := counter(rule); errors.Is(err, harden.ErrNoCounter) {
+				rule = harden.EgressDenied
+				evs = append(evs, ev("counter "+target, "the table has no counted drop for this address (applied before those existed): the whole chain's counter is used, which other dropped traffic grows too"))
+			}
+			drops := func() (uint64, error) { return counter(rule) }
 			for _, proto := range []string{"tcp", "udp", "icmp"} {
 				before, errB := drops()
 				left, detail := probe(ctx, proto, addr)
@@ -157,7 +165,7 @@ func checkEgress(ctx context.Context, t *Target) Outcome {
 				case strings.HasSuffix(detail, "not installed"):
 				case errB == nil && errA == nil && after > before:
 					blocked++
-					detail += fmt.Sprintf("; dropped by the appliance (counter %d → %d)", before, after)
+					detail += fmt.Sprintf("; dropped by the appliance (rule %q counted %d → %d)", rule, before, after)
 				default:
 					unproven++
 					detail += "; but not by the appliance's rules (its drop counter did not grow): something else stopped it"

@@ -153,6 +153,11 @@ func installAction(c *cli.Context) error {
 				"--%s %q: port %d is privileged", flag, c.String(flag), n)
 		}
 	}
+	for _, s := range o.ProbeTargets {
+		if _, err := netip.ParseAddr(s); err != nil {
+			return usagef("--probe takes an IP address beyond the host, e.g. 192.0.2.1", "--probe %q is not an IP address", s)
+		}
+	}
 	if l := listFlag(c, "allow-egress"); l != nil {
 		o.Egress = []harden.EgressRule{}
 	}
