@@ -422,11 +422,14 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 		}
 	}
 	in.logf("starting the %s runtime on 127.0.0.1:%d", m.Runtime.Kind, port)
-	unit, started, err := in.startService(ctx, svc, logSays(svc.Log, logSize(svc.Log), "ready:"))
+	// The runtimes of two releases append to one log during an upgrade:
+	// only this one's ready line, naming its address, counts (the other's
+	// may arrive late, after a restart by systemd, say).
+	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	unit, started, err := in.startService(ctx, svc, logSays(svc.Log, logSize(svc.Log), "ready:", " at http://"+listen+" "))
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)
 	}
-	listen := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	st.Runtime = state.Service{Name: "runtime", Kind: m.Runtime.Kind, PID: started.PID, Start: started.Start, Boot: started.Boot, Unit: unit, Listen: []string{listen}, Log: svc.Log}
 	if unit != "" {
 		if err := recordFile(st, unit); err != nil {
