@@ -1,8 +1,9 @@
 // Package jsonstrict reads the project's JSON files from outside (manifests,
-// signatures, indexes, token files, state records) strictly: exactly one
-// value, no unknown fields, no trailing data, errors that name the line and
-// column. It must never accept a document that another reader could
-// understand differently.
+// signatures, indexes, token files, state records) strictly, and holds the
+// canonicalizer the gateway reads request bodies with. It must never accept a
+// document that another reader could understand differently: a key twice in
+// one object, a key that names a field only when case is ignored, trailing
+// data.
 package jsonstrict
 
 import (
@@ -11,11 +12,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 )
 
-// Decode decodes exactly one JSON value from data into v: unknown fields,
-// trailing data and type errors are refused, syntax and type errors name
-// their line and column.
+// Decode decodes exactly one JSON value from data into v (a non-nil
+// pointer). Unknown fields, trailing data and type errors are refused, and
+// syntax and type errors name their line and column. Unlike encoding/json
+// alone, it also refuses (*KeyError) a key that appears twice in one object
+// at any depth, where encoding/json keeps the last, and a key that matches a
+// field of v only when case is ignored ("sChemAVersion"), which
+// encoding/json would take for schemaVersion. v may be partly filled when
+// Decode fails.
 func Decode(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
@@ -25,7 +32,10 @@ func Decode(data []byte, v any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return errors.New("data after the closing brace")
 	}
-	return nil
+	if err := Unambiguous(data); err != nil {
+		return err
+	}
+	return exactKeys(data, reflect.TypeOf(v), "")
 }
 
 // describe adds the line and column to a syntax or type error.
