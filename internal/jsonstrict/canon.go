@@ -108,16 +108,17 @@ func Object(data []byte, check func(name, folded string) error) ([]Member, error
 		if err != nil {
 			return nil, err
 		}
-		fold := Fold(string(name))
+		n := string(name) // once: it is the map value, the member's name and check's argument
+		fold := Fold(n)
 		if prev, ok := seen[fold]; ok {
-			if prev == string(name) {
-				return nil, &KeyError{fmt.Sprintf("key %q appears twice", name)}
+			if prev == n {
+				return nil, &KeyError{fmt.Sprintf("key %q appears twice", n)}
 			}
-			return nil, &KeyError{fmt.Sprintf("keys %q and %q differ only in case", prev, name)}
+			return nil, &KeyError{fmt.Sprintf("keys %q and %q differ only in case", prev, n)}
 		}
-		seen[fold] = string(name)
+		seen[fold] = n
 		if check != nil {
-			if err := check(string(name), fold); err != nil {
+			if err := check(n, fold); err != nil {
 				return nil, err
 			}
 		}
@@ -125,7 +126,7 @@ func Object(data []byte, check func(name, folded string) error) ([]Member, error
 		if err := c.value(1); err != nil {
 			return nil, err
 		}
-		members = append(members, Member{Name: string(name), Key: c.out[start:keyEnd], Value: c.out[keyEnd:len(c.out):len(c.out)]})
+		members = append(members, Member{Name: n, Key: c.out[start:keyEnd], Value: c.out[keyEnd:len(c.out):len(c.out)]})
 		c.space()
 		if c.i < len(c.in) && c.in[c.i] == ',' {
 			c.i++
