@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -86,7 +87,7 @@ func Marshal(m *Manifest) ([]byte, error) {
 // Parse decodes a manifest strictly and checks its member names.
 func Parse(data []byte) (*Manifest, error) {
 	var m Manifest
-	if err := manifests.DecodeStrict(data, &m); err != nil {
+	if err := jsonstrict.Decode(data, &m); err != nil {
 		return nil, fmt.Errorf("parse backup manifest: %w", err)
 	}
 	if m.SchemaVersion != SchemaVersion {

@@ -21,6 +21,7 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -150,7 +151,7 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 	if err := os.MkdirAll(filepath.Dir(marker), 0o700); err != nil {
 		return nil, err
 	}
-	if err := manifests.WriteFileAtomic(marker, []byte(fmt.Sprintf("{\"backup\":%q}\n", res.Backup)), 0o600); err != nil {
+	if err := atomicfile.WriteFile(marker, []byte(fmt.Sprintf("{\"backup\":%q}\n", res.Backup)), 0o600); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	hroot := harden.Root(root)

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 )
 
 // DefaultTextfileDir is where Debian's prometheus-node-exporter reads
@@ -33,7 +33,7 @@ qwen_backup_last_success_timestamp_seconds %d
 # TYPE qwen_backup_last_size_bytes gauge
 qwen_backup_last_size_bytes %d
 `, at.Unix(), size)
-	return manifests.WriteFileAtomic(path, []byte(body), 0o644)
+	return atomicfile.WriteFile(path, []byte(body), 0o644)
 }
 
 // WriteDrillTextfile records the last drill's outcome for Prometheus
@@ -54,5 +54,5 @@ qwen_backup_last_drill_timestamp_seconds %d
 # TYPE qwen_backup_last_drill_success gauge
 qwen_backup_last_drill_success %d
 `, at.Unix(), success)
-	return manifests.WriteFileAtomic(path, []byte(body), 0o644)
+	return atomicfile.WriteFile(path, []byte(body), 0o644)
 }

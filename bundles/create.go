@@ -22,6 +22,7 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
 	"github.com/qwen-appliance/qwen-appliance/bundles/space"
 	"github.com/qwen-appliance/qwen-appliance/bundles/specs"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -264,7 +265,7 @@ func assemble(ctx context.Context, stage string, spec *specs.Spec, opts CreateOp
 	if err != nil {
 		return nil, err
 	}
-	if err := manifests.WriteFileAtomic(filepath.Join(stage, SBOMFile), sbom, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(stage, SBOMFile), sbom, 0o644); err != nil {
 		return nil, err
 	}
 	d, err := fetch.HashReader(ctx, strings.NewReader(string(sbom)), 0)

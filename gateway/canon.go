@@ -1,13 +1,10 @@
 package gateway
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"strconv"
-	"unicode"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 )
 
 // The gateway and the inference server must read a request the same way:
@@ -18,7 +15,8 @@ import (
 // win; Python servers are case-sensitive and also keep the last. So the
 // gateway parses the body once, refuses what different readers could read
 // differently, checks the parsed values, and forwards its own encoding of
-// them: never the client's bytes.
+// them: never the client's bytes. The parser is internal/jsonstrict's
+// canonicalizer, which the project's strict file reader shares.
 
 // knownFields are the top-level request fields of the OpenAI API and of the
 // servers the appliance runs. A key that matches one of them only when case
@@ -44,465 +42,33 @@ var knownFields = []string{
 var knownFold = func() map[string]string {
 	m := make(map[string]string, len(knownFields))
 	for _, f := range knownFields {
-		m[foldKey(f)] = f
+		m[jsonstrict.Fold(f)] = f
 	}
 	return m
 }()
 
-// foldKey returns a spelling of s shared by every string that a
-// case-insensitive reader could take for s. Go's encoding/json matches keys
-// by Unicode simple folding ("ſ" matches "s", "K", the Kelvin sign, matches
-// "k"); readers that lower-case and then upper-case a rune also take "İ"
-// and "ı" for "i". Each rune becomes the smallest rune of the simple-folding
-// orbit of ToUpper(ToLower(r)), which covers both.
-func foldKey(s string) string {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		b := []byte(s)
-		for i, c := range b {
-			if 'a' <= c && c <= 'z' {
-				b[i] = c - 'a' + 'A'
-			}
-		}
-		return string(b)
-	}
-	out := make([]byte, 0, len(s))
-	for _, r := range s {
-		r = unicode.ToUpper(unicode.ToLower(r))
-		low := r
-		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
-			low = min(low, f)
-		}
-		out = utf8.AppendRune(out, low)
-	}
-	return string(out)
-}
-
 // field is one top-level member of a request, in the client's order.
-type field struct {
-	name  string
-	key   []byte // the name, encoded
-	value []byte // the value, canonical JSON
-}
-
-// errCanon is a body that is JSON but not one unambiguous request; the
-// message names the key.
-type errCanon struct{ msg string }
-
-func (e *errCanon) Error() string { return e.msg }
-
-var (
-	errSyntax  = errors.New("not valid JSON")
-	errTooDeep = fmt.Errorf("nested more than %d levels deep", maxDepth)
-)
-
-// maxDepth bounds nesting, as encoding/json's own limit (10000) does.
-const maxDepth = 1000
+type field = jsonstrict.Member
 
 // decodeObject reads data as one JSON object and returns its members in
-// order, each value re-encoded canonically: no insignificant space, strings
-// written with the fewest escapes, and each string holding exactly what
-// encoding/json reads from the original (invalid UTF-8 and lone surrogates
-// become U+FFFD). It refuses (errCanon) a key that appears twice in one
-// object, at any depth, and at the top level two keys that fold to the same
-// spelling or a key that folds to a known field without being it. Nesting
-// deeper than maxDepth is errTooDeep; anything else that encoding/json
-// refuses is errSyntax. One pass, no reflection:
-// this runs on every request.
+// order, each value re-encoded canonically (jsonstrict.Object). It refuses
+// (*jsonstrict.KeyError) a key that appears twice in one object, at any
+// depth, and at the top level two keys that fold to the same spelling or a
+// key that folds to a known field without being it.
 func decodeObject(data []byte) ([]field, error) {
-	c := &canonizer{in: data, out: make([]byte, 0, len(data)+16)}
-	c.space()
-	if c.i >= len(c.in) || c.in[c.i] != '{' {
-		return nil, errSyntax
-	}
-	c.i++
-	var fields []field
-	seen := map[string]string{} // folded → as sent
-	for first := true; ; first = false {
-		c.space()
-		if c.i < len(c.in) && c.in[c.i] == '}' && first {
-			c.i++
-			break
+	return jsonstrict.Object(data, func(name, folded string) error {
+		if known, ok := knownFold[folded]; ok && known != name {
+			return &jsonstrict.KeyError{Msg: fmt.Sprintf("key %q: did you mean %q? keys are case-sensitive", name, known)}
 		}
-		start := len(c.out)
-		name, err := c.key()
-		if err != nil {
-			return nil, err
-		}
-		fold := foldKey(string(name))
-		if prev, ok := seen[fold]; ok {
-			if prev == string(name) {
-				return nil, &errCanon{fmt.Sprintf("key %q appears twice", name)}
-			}
-			return nil, &errCanon{fmt.Sprintf("keys %q and %q differ only in case", prev, name)}
-		}
-		seen[fold] = string(name)
-		if known, ok := knownFold[fold]; ok && known != string(name) {
-			return nil, &errCanon{fmt.Sprintf("key %q: did you mean %q? keys are case-sensitive", name, known)}
-		}
-		keyEnd := len(c.out)
-		if err := c.value(1); err != nil {
-			return nil, err
-		}
-		fields = append(fields, field{name: string(name), key: c.out[start:keyEnd], value: c.out[keyEnd:len(c.out):len(c.out)]})
-		c.space()
-		if c.i < len(c.in) && c.in[c.i] == ',' {
-			c.i++
-			continue
-		}
-		if c.i < len(c.in) && c.in[c.i] == '}' {
-			c.i++
-			break
-		}
-		return nil, errSyntax
-	}
-	c.space()
-	if c.i != len(c.in) {
-		return nil, errSyntax
-	}
-	return fields, nil
-}
-
-// canonizer copies JSON from in to out canonically.
-type canonizer struct {
-	in  []byte
-	i   int
-	out []byte
-}
-
-func (c *canonizer) space() {
-	for c.i < len(c.in) {
-		switch c.in[c.i] {
-		case ' ', '\t', '\n', '\r':
-			c.i++
-		default:
-			return
-		}
-	}
-}
-
-// key reads an object key and the colon after it, writes the key, and
-// returns it decoded (a slice of in or out: valid until out grows).
-func (c *canonizer) key() ([]byte, error) {
-	if c.i >= len(c.in) || c.in[c.i] != '"' {
-		return nil, errSyntax
-	}
-	start := len(c.out)
-	decoded, err := c.str()
-	if err != nil {
-		return nil, err
-	}
-	c.space()
-	if c.i >= len(c.in) || c.in[c.i] != ':' {
-		return nil, errSyntax
-	}
-	c.i++
-	c.out = append(c.out, ':')
-	if decoded == nil { // plain: what was written, less its quotes
-		decoded = c.out[start+1 : len(c.out)-2]
-	}
-	return decoded, nil
-}
-
-// value copies one value; depth counts the arrays and objects around it.
-func (c *canonizer) value(depth int) error {
-	c.space()
-	if c.i >= len(c.in) {
-		return errSyntax
-	}
-	switch ch := c.in[c.i]; {
-	case ch == '"':
-		_, err := c.str()
-		return err
-	case ch == '{' || ch == '[':
-		if depth > maxDepth {
-			return errTooDeep
-		}
-		return c.compound(depth)
-	case ch == 't':
-		return c.literal("true")
-	case ch == 'f':
-		return c.literal("false")
-	case ch == 'n':
-		return c.literal("null")
-	case ch == '-' || '0' <= ch && ch <= '9':
-		return c.number()
-	}
-	return errSyntax
-}
-
-// compound copies an object or an array, refusing duplicate keys.
-func (c *canonizer) compound(depth int) error {
-	open := c.in[c.i]
-	closing := byte(']')
-	if open == '{' {
-		closing = '}'
-	}
-	c.i++
-	c.out = append(c.out, open)
-	var keys []string // few keys: a slice beats a map
-	var keySet map[string]bool
-	for first := true; ; first = false {
-		c.space()
-		if first && c.i < len(c.in) && c.in[c.i] == closing {
-			break
-		}
-		if !first {
-			c.out = append(c.out, ',')
-		}
-		if open == '{' {
-			k, err := c.key()
-			if err != nil {
-				return err
-			}
-			name := string(k)
-			dup := keySet[name]
-			if keySet == nil {
-				dup = slicesContains(keys, name)
-				if keys = append(keys, name); len(keys) > 16 {
-					keySet = map[string]bool{}
-					for _, k := range keys {
-						keySet[k] = true
-					}
-				}
-			} else {
-				keySet[name] = true
-			}
-			if dup {
-				return &errCanon{fmt.Sprintf("key %q appears twice in one object", name)}
-			}
-		}
-		if err := c.value(depth + 1); err != nil {
-			return err
-		}
-		c.space()
-		if c.i < len(c.in) && c.in[c.i] == ',' {
-			c.i++
-			continue
-		}
-		if c.i < len(c.in) && c.in[c.i] == closing {
-			break
-		}
-		return errSyntax
-	}
-	c.i++
-	c.out = append(c.out, closing)
-	return nil
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *canonizer) literal(lit string) error {
-	if !bytes.HasPrefix(c.in[c.i:], []byte(lit)) {
-		return errSyntax
-	}
-	c.i += len(lit)
-	c.out = append(c.out, lit...)
-	return nil
-}
-
-// number copies a number literal after checking JSON's grammar.
-func (c *canonizer) number() error {
-	in, i := c.in, c.i
-	digits := func() int {
-		n := 0
-		for i < len(in) && '0' <= in[i] && in[i] <= '9' {
-			i++
-			n++
-		}
-		return n
-	}
-	if in[i] == '-' {
-		i++
-	}
-	if i < len(in) && in[i] == '0' {
-		i++
-	} else if digits() == 0 {
-		return errSyntax
-	}
-	if i < len(in) && in[i] == '.' {
-		i++
-		if digits() == 0 {
-			return errSyntax
-		}
-	}
-	if i < len(in) && (in[i] == 'e' || in[i] == 'E') {
-		i++
-		if i < len(in) && (in[i] == '+' || in[i] == '-') {
-			i++
-		}
-		if digits() == 0 {
-			return errSyntax
-		}
-	}
-	c.out = append(c.out, in[c.i:i]...)
-	c.i = i
-	return nil
-}
-
-// str copies a string. A string that needs no change (no escape, no
-// control or invalid byte) is copied as is and str returns nil; otherwise
-// it is decoded as encoding/json decodes it, written again, and returned
-// decoded.
-func (c *canonizer) str() ([]byte, error) {
-	in := c.in
-	i := c.i + 1
-	for i < len(in) {
-		ch := in[i]
-		if ch == '"' {
-			c.out = append(c.out, in[c.i:i+1]...)
-			c.i = i + 1
-			return nil, nil
-		}
-		if ch == '\\' || ch < 0x20 {
-			break
-		}
-		if ch < utf8.RuneSelf {
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(in[i:])
-		if r == utf8.RuneError && size == 1 {
-			break
-		}
-		i += size
-	}
-	decoded, end, ok := unquote(in, c.i)
-	if !ok {
-		return nil, errSyntax
-	}
-	c.i = end
-	c.out = appendQuoted(c.out, decoded)
-	return decoded, nil
-}
-
-// unquote decodes the string that starts with the quote at in[start] as
-// encoding/json does, returning the index after its closing quote.
-func unquote(in []byte, start int) (out []byte, end int, ok bool) {
-	out = make([]byte, 0, 16)
-	for i := start + 1; i < len(in); {
-		ch := in[i]
-		switch {
-		case ch == '"':
-			return out, i + 1, true
-		case ch < 0x20:
-			return nil, 0, false
-		case ch == '\\':
-			if i+1 >= len(in) {
-				return nil, 0, false
-			}
-			switch e := in[i+1]; e {
-			case '"', '\\', '/':
-				out = append(out, e)
-			case 'b':
-				out = append(out, '\b')
-			case 'f':
-				out = append(out, '\f')
-			case 'n':
-				out = append(out, '\n')
-			case 'r':
-				out = append(out, '\r')
-			case 't':
-				out = append(out, '\t')
-			case 'u':
-				r, ok := hex4(in, i+2)
-				if !ok {
-					return nil, 0, false
-				}
-				i += 6
-				if utf16.IsSurrogate(r) {
-					// A high surrogate followed by an escaped low one is
-					// one character; anything else is U+FFFD.
-					if r2, ok := hex4(in, i+2); ok && i+1 < len(in) && in[i] == '\\' && in[i+1] == 'u' {
-						if dec := utf16.DecodeRune(r, r2); dec != unicode.ReplacementChar {
-							out = utf8.AppendRune(out, dec)
-							i += 6
-							continue
-						}
-					}
-					r = unicode.ReplacementChar
-				}
-				out = utf8.AppendRune(out, r)
-				continue
-			default:
-				return nil, 0, false
-			}
-			i += 2
-		case ch < utf8.RuneSelf:
-			out = append(out, ch)
-			i++
-		default:
-			r, size := utf8.DecodeRune(in[i:])
-			out = utf8.AppendRune(out, r) // an invalid byte: U+FFFD
-			i += size
-		}
-	}
-	return nil, 0, false
-}
-
-func hex4(in []byte, i int) (rune, bool) {
-	if i+4 > len(in) {
-		return 0, false
-	}
-	var r rune
-	for _, ch := range in[i : i+4] {
-		switch {
-		case '0' <= ch && ch <= '9':
-			ch -= '0'
-		case 'a' <= ch && ch <= 'f':
-			ch = ch - 'a' + 10
-		case 'A' <= ch && ch <= 'F':
-			ch = ch - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(ch)
-	}
-	return r, true
-}
-
-// appendQuoted writes s (valid UTF-8) as a JSON string, escaping only what
-// JSON requires.
-func appendQuoted(b, s []byte) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for _, ch := range s {
-		switch {
-		case ch == '"' || ch == '\\':
-			b = append(b, '\\', ch)
-		case ch == '\n':
-			b = append(b, '\\', 'n')
-		case ch == '\r':
-			b = append(b, '\\', 'r')
-		case ch == '\t':
-			b = append(b, '\\', 't')
-		case ch < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[ch>>4], hex[ch&0xF])
-		default:
-			b = append(b, ch)
-		}
-	}
-	return append(b, '"')
+		return nil
+	})
 }
 
 // encodeObject writes fields as a JSON object, in order.
 func encodeObject(fields []field) []byte {
 	n := 2
 	for _, f := range fields {
-		n += len(f.key) + len(f.value) + 1
+		n += len(f.Key) + len(f.Value) + 1
 	}
 	b := make([]byte, 0, n)
 	b = append(b, '{')
@@ -510,7 +76,7 @@ func encodeObject(fields []field) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(append(b, f.key...), f.value...)
+		b = append(append(b, f.Key...), f.Value...)
 	}
 	return append(b, '}')
 }

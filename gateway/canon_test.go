@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 )
 
 // ollamaRequest reads a body the way Ollama's OpenAI layer does: Go's
@@ -65,27 +67,13 @@ func TestAmbiguousRequestsRefused(t *testing.T) {
 }
 
 func TestDeepNestingRefused(t *testing.T) {
-	deep := `{"model":"qwen","x":` + strings.Repeat("[", maxDepth+1) + strings.Repeat("]", maxDepth+1) + `}`
+	deep := `{"model":"qwen","x":` + strings.Repeat("[", jsonstrict.MaxDepth+1) + strings.Repeat("]", jsonstrict.MaxDepth+1) + `}`
 	if _, aerr := parseRequest([]byte(deep), routes["/v1/embeddings"], 5, 2); aerr == nil || aerr.status != 400 || !strings.Contains(aerr.message, "nested more than") {
-		t.Errorf("nesting %d deep: %v", maxDepth+1, aerr)
+		t.Errorf("nesting %d deep: %v", jsonstrict.MaxDepth+1, aerr)
 	}
-	ok := `{"model":"qwen","x":` + strings.Repeat("[", maxDepth-1) + strings.Repeat("]", maxDepth-1) + `}`
+	ok := `{"model":"qwen","x":` + strings.Repeat("[", jsonstrict.MaxDepth-1) + strings.Repeat("]", jsonstrict.MaxDepth-1) + `}`
 	if _, aerr := parseRequest([]byte(ok), routes["/v1/embeddings"], 5, 2); aerr != nil {
-		t.Errorf("nesting %d deep: %v", maxDepth-1, aerr)
-	}
-}
-
-func TestFoldKey(t *testing.T) {
-	for _, pair := range [][2]string{
-		{"max_tokens", "MAX_TOKENS"}, {"max_tokens", "max_tokenſ"}, {"max_tokens", "max_to\u212aens"},
-		{"input", "İnput"}, {"input", "ınput"}, {"model", "MoDeL"},
-	} {
-		if foldKey(pair[0]) != foldKey(pair[1]) {
-			t.Errorf("foldKey(%q) != foldKey(%q)", pair[0], pair[1])
-		}
-	}
-	if foldKey("max_tokens") == foldKey("max_token") || foldKey("n") == foldKey("m") {
-		t.Error("foldKey merges different names")
+		t.Errorf("nesting %d deep: %v", jsonstrict.MaxDepth-1, aerr)
 	}
 }
 
@@ -185,11 +173,11 @@ func FuzzCanonical(f *testing.F) {
 	f.Add([]byte(`{"a":1,}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		fields, err := decodeObject(data)
-		var ce *errCanon
+		var ce *jsonstrict.KeyError
 		switch {
 		case errors.As(err, &ce):
 			return
-		case errors.Is(err, errTooDeep):
+		case errors.Is(err, jsonstrict.ErrTooDeep):
 			return
 		case err != nil:
 			if json.Valid(data) && bytes.HasPrefix(bytes.TrimLeft(data, " \t\r\n"), []byte("{")) {

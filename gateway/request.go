@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 )
 
 // route is one allowlisted API route. Only these paths are ever forwarded,
@@ -60,12 +62,12 @@ func (g *Gateway) readRequest(w http.ResponseWriter, r *http.Request, rt route) 
 func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *apiError) {
 	fields, err := decodeObject(data)
 	if err != nil {
-		var ce *errCanon
+		var ce *jsonstrict.KeyError
 		if errors.As(err, &ce) {
 			return nil, &apiError{status: 400, typ: "invalid_request_error", code: "ambiguous_json",
-				message: "request body is ambiguous: " + ce.msg}
+				message: "request body is ambiguous: " + ce.Msg}
 		}
-		if errors.Is(err, errTooDeep) {
+		if errors.Is(err, jsonstrict.ErrTooDeep) {
 			return nil, errInvalid("body", err.Error())
 		}
 		return nil, errBadJSON
@@ -74,23 +76,23 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 	hasLimit := false
 	kept := fields[:0]
 	for _, f := range fields {
-		null := string(f.value) == "null"
-		switch f.name {
+		null := string(f.Value) == "null"
+		switch f.Name {
 		case "model":
-			if f.value[0] != '"' {
+			if f.Value[0] != '"' {
 				return nil, errNoModel
 			}
-			m, _, _ := unquote(f.value, 0) // canonical, so it decodes
+			m, _, _ := jsonstrict.Unquote(f.Value, 0) // canonical, so it decodes
 			if len(m) == 0 {
 				return nil, errNoModel
 			}
 			req.model = string(m)
 		case "stream":
-			switch string(f.value) {
+			switch string(f.Value) {
 			case "null":
 				continue
 			case "true", "false":
-				req.stream = f.value[0] == 't'
+				req.stream = f.Value[0] == 't'
 			default:
 				return nil, errInvalid("stream", "must be true or false")
 			}
@@ -101,12 +103,12 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 			if null {
 				continue
 			}
-			v, ok := positiveInt(f.value)
+			v, ok := positiveInt(f.Value)
 			if !ok {
-				return nil, errInvalid(f.name, "must be a positive integer")
+				return nil, errInvalid(f.Name, "must be a positive integer")
 			}
 			if v > maxTokens {
-				return nil, errInvalid(f.name, fmt.Sprintf("%d is more than this gateway allows (%d)", v, maxTokens))
+				return nil, errInvalid(f.Name, fmt.Sprintf("%d is more than this gateway allows (%d)", v, maxTokens))
 			}
 			hasLimit = true
 		case "n":
@@ -116,7 +118,7 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 			if null {
 				continue
 			}
-			n, ok := positiveInt(f.value)
+			n, ok := positiveInt(f.Value)
 			if !ok {
 				return nil, errInvalid("n", "must be a positive integer")
 			}
@@ -130,7 +132,7 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 		return nil, errNoModel
 	}
 	if rt.capGen && !hasLimit {
-		kept = append(kept, field{name: "max_tokens", key: []byte(`"max_tokens":`), value: strconv.AppendInt(nil, int64(maxTokens), 10)})
+		kept = append(kept, field{Name: "max_tokens", Key: []byte(`"max_tokens":`), Value: strconv.AppendInt(nil, int64(maxTokens), 10)})
 	}
 	req.body = encodeObject(kept)
 	return req, nil

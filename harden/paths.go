@@ -5,7 +5,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 )
 
 // Paths as the booted host sees them; Under prefixes them with --root.
@@ -48,7 +48,7 @@ func (r Root) writeFile(p string, data []byte, mode, dirMode os.FileMode) error 
 	if err := os.MkdirAll(filepath.Dir(full), dirMode); err != nil {
 		return fmt.Errorf("write %s: %w", full, err)
 	}
-	if err := manifests.WriteFileAtomic(full, data, mode); err != nil {
+	if err := atomicfile.WriteFile(full, data, mode); err != nil {
 		return fmt.Errorf("write %s: %w", full, err)
 	}
 	return nil

@@ -3,7 +3,7 @@ package harden
 import (
 	"errors"
 	"fmt"
-	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 	"io/fs"
 	"os"
 	"time"
@@ -26,7 +26,7 @@ var ErrNotApplied = errors.New("harden has not been applied here")
 // an invalid policy are errors.
 func ParseRecord(data []byte) (Record, error) {
 	var r Record
-	if err := manifests.DecodeStrict(data, &r); err != nil {
+	if err := jsonstrict.Decode(data, &r); err != nil {
 		return Record{}, fmt.Errorf("parse harden state: %w", err)
 	}
 	if r.Version != 1 {

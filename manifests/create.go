@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -27,7 +29,7 @@ type Meta struct {
 // ParseMeta decodes a Meta document strictly (unknown fields are errors).
 func ParseMeta(data []byte) (Meta, error) {
 	var m Meta
-	err := DecodeStrict(data, &m)
+	err := jsonstrict.Decode(data, &m)
 	return m, err
 }
 
@@ -234,10 +236,10 @@ func WriteFor(purpose, dir string, m *Manifest, keys ...PrivateKey) error {
 	for _, k := range keys {
 		sigs.Add(Sign(k, purpose, data))
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, ManifestFile), data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, ManifestFile), data, 0o644); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, SignatureFile), sigs.Marshal(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, SignatureFile), sigs.Marshal(), 0o644); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
 	return nil
@@ -262,47 +264,8 @@ func Cosign(ctx context.Context, dir string, k PrivateKey, opts CheckOptions) (*
 		sigs = &Signatures{}
 	}
 	sigs.Add(Sign(k, PurposeManifest, data))
-	if err := WriteFileAtomic(filepath.Join(dir, SignatureFile), sigs.Marshal(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, SignatureFile), sigs.Marshal(), 0o644); err != nil {
 		return nil, fmt.Errorf("cosign: %w", err)
 	}
 	return m, nil
-}
-
-// WriteFileAtomic writes data to path through a temporary file in the same
-// directory, fsyncs it and the directory, and renames it into place, so a
-// crash leaves either the old file or the new one.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 	"regexp"
 	"strconv"
 	"time"
@@ -134,7 +135,7 @@ func Marshal(m *Manifest) ([]byte, error) {
 // not check signatures; use a Verifier for bytes from outside.
 func Parse(data []byte) (*Manifest, error) {
 	var m Manifest
-	if err := DecodeStrict(data, &m); err != nil {
+	if err := jsonstrict.Decode(data, &m); err != nil {
 		return nil, fmt.Errorf("parse manifest: %w", err)
 	}
 	if err := m.Validate(); err != nil {
@@ -148,31 +149,6 @@ func Parse(data []byte) (*Manifest, error) {
 		return nil, fmt.Errorf("parse manifest: not in canonical form (re-encoded with other spacing, key order or duplicate keys)")
 	}
 	return &m, nil
-}
-
-// describeJSONError adds the line and column to a syntax or type error.
-func describeJSONError(data []byte, err error) error {
-	var off int64 = -1
-	switch e := err.(type) {
-	case *json.SyntaxError:
-		off = e.Offset
-	case *json.UnmarshalTypeError:
-		off = e.Offset
-		if e.Field != "" {
-			return fmt.Errorf("field %s: %w (at %s)", e.Field, err, position(data, off))
-		}
-	}
-	if off < 0 {
-		return err
-	}
-	return fmt.Errorf("%w (at %s)", err, position(data, off))
-}
-
-func position(data []byte, off int64) string {
-	off = min(max(off, 0), int64(len(data)))
-	line := 1 + bytes.Count(data[:off], []byte("\n"))
-	col := off - int64(bytes.LastIndexByte(data[:off], '\n'))
-	return fmt.Sprintf("line %d, column %d", line, col)
 }
 
 var (

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 )
 
 // Purposes name what a signature is for. The purpose is signed along with the
@@ -62,7 +63,7 @@ func (s *Signatures) Marshal() []byte {
 // ParseSignatures decodes a signature file strictly.
 func ParseSignatures(data []byte) (*Signatures, error) {
 	var s Signatures
-	if err := DecodeStrict(data, &s); err != nil {
+	if err := jsonstrict.Decode(data, &s); err != nil {
 		return nil, fmt.Errorf("parse signatures: %w", err)
 	}
 	if len(s.Signatures) == 0 {

@@ -17,6 +17,7 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -436,7 +437,7 @@ func (in *installer) trust(st *state.State) error {
 			return err
 		}
 		dst := filepath.Join(dir, "key-"+strconv.Itoa(i)+".pub")
-		if err := manifests.WriteFileAtomic(dst, data, 0o644); err != nil {
+		if err := atomicfile.WriteFile(dst, data, 0o644); err != nil {
 			return err
 		}
 		st.TrustedKeys = append(st.TrustedKeys, dst)

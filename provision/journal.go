@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
-	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
 // journal records, while an install attempt runs, the processes it started
@@ -43,7 +43,7 @@ func (j *journal) save() error {
 	if err := mkdirPrivate(filepath.Dir(j.path)); err != nil {
 		return err
 	}
-	return manifests.WriteFileAtomic(j.path, data, 0o600)
+	return atomicfile.WriteFile(j.path, data, 0o600)
 }
 
 func (j *journal) begin() error {

@@ -76,10 +76,6 @@ func alive(pid int) bool { return proc.Alive(pid) }
 // through the returned *proc.Mismatch, which callers treat as "already gone".
 func stop(id proc.Identity, grace time.Duration) error { return proc.Stop(id, grace) }
 
-// Descendants lists the processes below pid (children, grandchildren …),
-// read from /proc.
-func Descendants(pid int) []int { return proc.Descendants(pid) }
-
 // waitFor polls ready until it returns true, the process dies, or timeout
 // passes; failures carry the last lines of the service's log.
 func waitFor(ctx context.Context, s service, pid int, timeout time.Duration, ready func() bool) error {

@@ -24,6 +24,7 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/gateway/certs"
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
@@ -310,7 +311,7 @@ func (in *installer) program(st *state.State) error {
 		if err != nil {
 			return fmt.Errorf("program: %w", err)
 		}
-		if err := manifests.WriteFileAtomic(dst, data, 0o755); err != nil {
+		if err := atomicfile.WriteFile(dst, data, 0o755); err != nil {
 			return fmt.Errorf("program: %w", err)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
@@ -132,7 +133,7 @@ func (in *installer) writeUpstream(upstream string, id harden.Identity) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	if err := manifests.WriteFileAtomic(p, []byte(upstream+"\n"), 0o640); err != nil {
+	if err := atomicfile.WriteFile(p, []byte(upstream+"\n"), 0o640); err != nil {
 		return fmt.Errorf("upstream file: %w", err)
 	}
 	return os.Chown(p, 0, id.GID)

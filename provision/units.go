@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
-	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
@@ -84,7 +84,7 @@ func (in *installer) startUnit(ctx context.Context, s service, ready func() bool
 		return "", 0, err
 	}
 	path := in.l.path(filepath.Join(harden.UnitDir, s.UnitName))
-	if err := manifests.WriteFileAtomic(path, []byte(text), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, []byte(text), 0o644); err != nil {
 		return "", 0, fmt.Errorf("unit %s: %w", s.UnitName, err)
 	}
 	if err := in.j.addUnit(s.UnitName); err != nil {

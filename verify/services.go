@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
-	"github.com/qwen-appliance/qwen-appliance/provision"
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
@@ -189,7 +189,7 @@ func checkIdentity(_ context.Context, t *Target) Outcome {
 		}
 		// Under the project's supervisor the server runs below it, and
 		// must not have changed user on the way.
-		for _, pid := range provision.Descendants(s.PID) {
+		for _, pid := range proc.Descendants(s.PID) {
 			if _, e, err := procUID(pid); err == nil && want >= 0 && e != want {
 				bad++
 				evs = append(evs, ev(s.Name, "pid %d %s (below pid %d) runs as uid %d, its user %s is %d", pid, procName(pid), s.PID, e, wantUser, want))
@@ -238,7 +238,7 @@ func checkTelemetry(_ context.Context, t *Target) Outcome {
 	sort.Strings(keys)
 	// The supervisor (rt.PID) starts the server with an environment built
 	// from scratch; the server and whatever it starts are what must comply.
-	servers := provision.Descendants(rt.PID)
+	servers := proc.Descendants(rt.PID)
 	if len(servers) == 0 {
 		return fail(fmt.Sprintf("no inference server process runs under the runtime supervisor (pid %d)", rt.PID))
 	}

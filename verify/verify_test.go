@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
-	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
@@ -217,8 +217,8 @@ func startSupervised(t *testing.T, env []string) int {
 	must(t, cmd.Start())
 	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Process.Kill(); cmd.Wait() })
 	for range 500 {
-		if len(provision.Descendants(cmd.Process.Pid)) > 0 {
-			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", provision.Descendants(cmd.Process.Pid)[0])); bytes.HasPrefix(b, []byte("sleep")) {
+		if len(proc.Descendants(cmd.Process.Pid)) > 0 {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", proc.Descendants(cmd.Process.Pid)[0])); bytes.HasPrefix(b, []byte("sleep")) {
 				break
 			}
 		}

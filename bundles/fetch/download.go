@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -323,7 +324,7 @@ func (c *Client) attempt(ctx context.Context, f *os.File, hp **hasher, w Want, o
 			// Start writing to disk what arrived, so the fsync at the
 			// end does not stall on the whole file.
 			if end := off + got + int64(n); end-flushed >= writebackStep {
-				manifests.StartWriteback(f, flushed, end-flushed)
+				atomicfile.StartWriteback(f, flushed, end-flushed)
 				flushed = end
 			}
 			b.n = n

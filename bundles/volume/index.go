@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -85,7 +86,7 @@ func IndexSigName(prefix string) string { return prefix + ".index.sig" }
 // not check the signature; OpenIndex does.
 func ParseIndex(data []byte) (*Index, error) {
 	var x Index
-	if err := manifests.DecodeStrict(data, &x); err != nil {
+	if err := jsonstrict.Decode(data, &x); err != nil {
 		return nil, fmt.Errorf("parse index: %w", err)
 	}
 	if err := x.validate(); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
 	"github.com/qwen-appliance/qwen-appliance/bundles/space"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -123,10 +124,10 @@ func Pack(ctx context.Context, dir string, opts PackOptions) (_ *Index, err erro
 	sigs.Add(manifests.Sign(opts.Key, PurposeIndex, data))
 	idx, sig := filepath.Join(opts.Out, IndexName(prefix)), filepath.Join(opts.Out, IndexSigName(prefix))
 	written = append(written, idx, sig)
-	if err := manifests.WriteFileAtomic(sig, sigs.Marshal(), 0o644); err != nil {
+	if err := atomicfile.WriteFile(sig, sigs.Marshal(), 0o644); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
-	if err := manifests.WriteFileAtomic(idx, data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(idx, data, 0o644); err != nil {
 		return nil, fmt.Errorf("pack: %w", err)
 	}
 	return x, nil

@@ -14,6 +14,7 @@ import (
 
 	"github.com/qwen-appliance/qwen-appliance/backup"
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -369,10 +370,10 @@ func writeDrillReport(path string, rep *backup.Report, verr error, k manifests.P
 	data = append(data, '\n')
 	var sigs manifests.Signatures
 	sigs.Add(manifests.Sign(k, backup.PurposeDrill, data))
-	if err := manifests.WriteFileAtomic(path, data, 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, data, 0o644); err != nil {
 		return err
 	}
-	return manifests.WriteFileAtomic(path+".sig", sigs.Marshal(), 0o644)
+	return atomicfile.WriteFile(path+".sig", sigs.Marshal(), 0o644)
 }
 
 func backupSchedule(c *cli.Context) error {
@@ -394,7 +395,7 @@ func backupSchedule(c *cli.Context) error {
 		return err
 	}
 	for name, data := range map[string]string{backup.ScheduleService: service, backup.ScheduleTimer: timer} {
-		if err := manifests.WriteFileAtomic(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
 			return err
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/provision"
+	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -172,7 +172,7 @@ func containerBoot(ts *testscript.TestScript) {
 
 // containerInit finds the container's systemd below systemd-nspawn.
 func containerInit(nspawn int) int {
-	for _, pid := range provision.Descendants(nspawn) {
+	for _, pid := range proc.Descendants(nspawn) {
 		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err == nil && strings.TrimSpace(string(comm)) == "systemd" {
 			return pid
 		}

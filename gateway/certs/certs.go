@@ -18,7 +18,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 )
 
 // Options say what to issue.
@@ -80,7 +80,7 @@ func Init(o Options) error {
 		{CAFile, certPEM(caDER), 0o644},
 		{CertFile, certPEM(srvDER), 0o644},
 	} {
-		if err := manifests.WriteFileAtomic(filepath.Join(o.Dir, w.name), w.data, w.perm); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(o.Dir, w.name), w.data, w.perm); err != nil {
 			return fmt.Errorf("tls init: %w", err)
 		}
 	}

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 )
 
 // EnsureServer makes DIR/server.crt name every host in hosts, re-issuing it
@@ -50,10 +50,10 @@ func EnsureServer(dir string, hosts []string, now time.Time) (bool, error) {
 		return false, fmt.Errorf("tls: %w", err)
 	}
 	crt, k := PEM(key, der)
-	if err := manifests.WriteFileAtomic(filepath.Join(dir, KeyFile), k, 0o600); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, KeyFile), k, 0o600); err != nil {
 		return false, fmt.Errorf("tls: %w", err)
 	}
-	if err := manifests.WriteFileAtomic(filepath.Join(dir, CertFile), crt, 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, CertFile), crt, 0o644); err != nil {
 		return false, fmt.Errorf("tls: %w", err)
 	}
 	return true, nil

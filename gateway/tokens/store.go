@@ -10,8 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/internal/flock"
-	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 )
 
 // Role says what a token may do through the gateway.
@@ -87,7 +88,7 @@ const storeVersion = 1
 // digests and unknown roles are errors naming the entry.
 func ParseStore(data []byte) (*Store, error) {
 	var s Store
-	if err := manifests.DecodeStrict(data, &s); err != nil {
+	if err := jsonstrict.Decode(data, &s); err != nil {
 		return nil, fmt.Errorf("parse token file: %w", err)
 	}
 	if s.Version != storeVersion {
@@ -147,7 +148,7 @@ func (s *Store) Save(path string) error {
 	if err != nil {
 		return fmt.Errorf("save token file: %w", err)
 	}
-	if err := manifests.WriteFileAtomic(path, append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save token file %s: %w", path, err)
 	}
 	return nil

@@ -14,7 +14,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 )
 
 // SchemaVersion of the state file.
@@ -166,7 +167,7 @@ func Load(root string) (*State, error) {
 // Parse decodes a state file strictly.
 func Parse(data []byte) (*State, error) {
 	var s State
-	if err := manifests.DecodeStrict(data, &s); err != nil {
+	if err := jsonstrict.Decode(data, &s); err != nil {
 		return nil, fmt.Errorf("parse state: %w", err)
 	}
 	if s.SchemaVersion != SchemaVersion {
@@ -188,7 +189,7 @@ func Save(root string, s *State) error {
 	if err := os.Mkdir(filepath.Dir(Path(root)), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("save state: %w", err)
 	}
-	if err := manifests.WriteFileAtomic(Path(root), append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(Path(root), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save state: %w", err)
 	}
 	return nil

@@ -59,6 +59,9 @@ func TestParseRefuses(t *testing.T) {
 		"not JSON":       `schemaVersion: 1`,
 		"wrong type":     `{"schemaVersion":"1"}`,
 		"duplicate junk": `{"schemaVersion":1,"bundle":{"version":-1}}`,
+		// encoding/json alone takes these for schemaVersion, keeping the last.
+		"key case":      `{"sChemAVersion":1}`,
+		"duplicate key": `{"schemaVersion":1,"schemaVersion":1}`,
 	} {
 		if _, err := Parse([]byte(in)); err == nil {
 			t.Errorf("%s: accepted %s", name, in)

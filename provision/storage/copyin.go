@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -205,7 +206,7 @@ func newFlushingWriter(f *os.File) *flushingWriter {
 		go func() {
 			defer wg.Done()
 			for r := range ranges { // not w.ranges: finish sets that to nil
-				manifests.StartWriteback(w.f, r[0], r[1])
+				atomicfile.StartWriteback(w.f, r[0], r[1])
 			}
 		}()
 	}

@@ -13,7 +13,8 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
+	"github.com/qwen-appliance/qwen-appliance/internal/jsonstrict"
 )
 
 // MetadataSuffix is appended to the store directory's path to name the file
@@ -97,7 +98,7 @@ func newID() string {
 // ParseMetadata decodes a metadata file strictly and checks every field.
 func ParseMetadata(data []byte) (*Metadata, error) {
 	var m Metadata
-	if err := manifests.DecodeStrict(data, &m); err != nil {
+	if err := jsonstrict.Decode(data, &m); err != nil {
 		return nil, fmt.Errorf("parse store metadata: %w", err)
 	}
 	if err := m.validate(); err != nil {
@@ -231,7 +232,7 @@ func writeMetadata(dir string, m *Metadata) error {
 	if err != nil {
 		return fmt.Errorf("write store metadata: %w", err)
 	}
-	if err := manifests.WriteFileAtomic(MetadataPath(dir), append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.WriteFile(MetadataPath(dir), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write store metadata: %w", err)
 	}
 	return nil

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package manifests
+package atomicfile
 
 import "os"
 

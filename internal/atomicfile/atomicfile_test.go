@@ -1,0 +1,67 @@
+package atomicfile
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestWriteFileReplacesWhole(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "state.json")
+	if err := WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(path, []byte("new contents"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil || string(data) != "new contents" {
+		t.Fatalf("read %q, %v", data, err)
+	}
+	st, _ := os.Stat(path)
+	if st.Mode().Perm() != 0o640 {
+		t.Errorf("mode %04o, want 0640", st.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("temporary files left behind: %v", entries)
+	}
+}
+
+func TestWriteFileFailureLeavesOldFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	if err := WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A directory in the way of the rename: the write fails after the
+	// temporary file exists.
+	blocked := filepath.Join(dir, "d")
+	if err := os.MkdirAll(filepath.Join(blocked, "x"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(blocked, []byte("new"), 0o600); err == nil {
+		t.Fatal("rename onto a non-empty directory succeeded")
+	}
+	if data, _ := os.ReadFile(path); string(data) != "old" {
+		t.Errorf("old file now %q", data)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("temporary file left behind after a failure: %v", entries)
+	}
+}
+
+func TestStartWritebackHarmless(t *testing.T) {
+	f, err := os.CreateTemp(t.TempDir(), "wb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.Write(make([]byte, 1<<16))
+	StartWriteback(f, 0, 1<<16)
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
