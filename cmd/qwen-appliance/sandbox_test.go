@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -40,6 +40,9 @@ func scriptConditions(cond string) (bool, error) {
 	return false, fmt.Errorf("unknown condition %q", cond)
 }
 
+// sandboxSeq numbers the sandboxes of this test process.
+var sandboxSeq atomic.Int64
+
 // cmdSandbox makes the isolated host of the end-to-end scripts: a network
 // namespace ($NS) joined to a peer at $PEER, and an ext4 image with encryption support mounted at $MNT.
 // Everything is torn down when the script ends, pass or fail: services the
@@ -49,7 +52,11 @@ func cmdSandbox(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 0 {
 		ts.Fatalf("usage: sandbox")
 	}
-	n := rand.IntN(200) + 20
+	// Scripts run in parallel in this process: each sandbox takes the next
+	// number (namespace names, veth names and the 10.233.n.0/24 subnet),
+	// so no two collide (a collision let one script's cleanup kill
+	// another's services).
+	n := int(sandboxSeq.Add(1)%200) + 20
 	ns := fmt.Sprintf("qa-ts-%d-%d", os.Getpid(), n)
 	peer := fmt.Sprintf("qa-tp-%d-%d", os.Getpid(), n)
 	mnt := ts.MkAbs("mnt")
