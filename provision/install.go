@@ -134,9 +134,12 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 		// A first install makes the state directory for its lock: a
 		// failed one removes it again, while it still holds the lock.
 		fresh := newTop(in.l.lockPath())
-		lk, err := in.l.lock()
-		if err != nil {
-			return nil, fmt.Errorf("install: %w", err)
+		lk, lerr := in.l.lock()
+		if lerr != nil {
+			if fresh != "" && !errors.Is(lerr, ErrBusy) {
+				os.RemoveAll(fresh)
+			}
+			return nil, fmt.Errorf("install: %w", lerr)
 		}
 		defer lk.release()
 		if fresh != "" {

@@ -29,6 +29,7 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
+	"github.com/qwen-appliance/qwen-appliance/provision/storage/fscryptmeta"
 )
 
 // BackendNone keeps the store unencrypted. It exists for hosts and tests
@@ -169,6 +170,13 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 		// Registered before the store exists: a store Init made is erased
 		// (its key and metadata) before removeIfNew removes its directory.
 		in.removeIfNew(key.KeyFile)
+		if in.o.Backend == storage.BackendFscrypt {
+			// Init writes the fscrypt tool's metadata at the root of the
+			// store's filesystem, making MOUNT/.fscrypt if it is missing.
+			if mnt, err := fscryptmeta.FindMount(existingAncestor(in.o.Store)); err == nil {
+				in.removeIfNew(filepath.Join(mnt, ".fscrypt"))
+			}
+		}
 		var made *storage.ModelStore
 		in.onUndo(func() error {
 			if made == nil {
@@ -202,6 +210,15 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 	}
 	st.Store.Cipher, st.Store.KeyFile = stat.Cipher, key.KeyFile
 	return nil
+}
+
+// existingAncestor is path, or its nearest ancestor that exists.
+func existingAncestor(path string) string {
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil || p == filepath.Dir(p) {
+			return p
+		}
+	}
 }
 
 // own gives everything under dir that belongs to someone else to id,
