@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
 // TestRemoveIfNew checks the undo a step registers before it creates
@@ -45,5 +48,39 @@ func TestRemoveIfNew(t *testing.T) {
 	}
 	if got, want := newTop(filepath.Join(root, "a", "b", "c")), filepath.Join(root, "a"); got != want {
 		t.Errorf("newTop = %q, want %q", got, want)
+	}
+}
+
+// TestSaveStateUndo checks that a failure after the state step puts back
+// the record the attempt replaced, or removes the one a first install made.
+func TestSaveStateUndo(t *testing.T) {
+	root := t.TempDir()
+	in := &installer{l: layout{root: harden.Root(root)}, j: &journal{path: filepath.Join(root, "journal.json")}}
+	if err := in.saveState(&state.State{Root: root, Bundle: state.Bundle{Name: "demo", Version: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.undo(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state.Path(root)); !os.IsNotExist(err) {
+		t.Fatalf("first install's state after undo: %v, want none", err)
+	}
+
+	if err := state.Save(root, &state.State{Root: root, Bundle: state.Bundle{Name: "demo", Version: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(state.Path(root))
+	in.undos = nil
+	if err := in.saveState(&state.State{Root: root, Bundle: state.Bundle{Name: "demo", Version: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(state.Path(root)); string(after) == string(before) {
+		t.Fatal("saveState did not write the new record")
+	}
+	if err := in.undo(); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := os.ReadFile(state.Path(root)); string(after) != string(before) {
+		t.Fatalf("state after undo:\n%s\nwant the upgrade's previous record:\n%s", after, before)
 	}
 }
