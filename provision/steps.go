@@ -29,7 +29,6 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
-	"github.com/qwen-appliance/qwen-appliance/provision/storage/fscryptmeta"
 )
 
 // BackendNone keeps the store unencrypted. It exists for hosts and tests
@@ -173,8 +172,8 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 		if in.o.Backend == storage.BackendFscrypt {
 			// Init writes the fscrypt tool's metadata at the root of the
 			// store's filesystem, making MOUNT/.fscrypt if it is missing.
-			if mnt, err := fscryptmeta.FindMount(existingAncestor(in.o.Store)); err == nil {
-				in.removeIfNew(filepath.Join(mnt, ".fscrypt"))
+			if dir := fscryptToolDir(in.o.Store); dir != "" {
+				in.removeIfNew(dir)
 			}
 		}
 		var made *storage.ModelStore
@@ -210,15 +209,6 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 	}
 	st.Store.Cipher, st.Store.KeyFile = stat.Cipher, key.KeyFile
 	return nil
-}
-
-// existingAncestor is path, or its nearest ancestor that exists.
-func existingAncestor(path string) string {
-	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
-		if _, err := os.Lstat(p); err == nil || p == filepath.Dir(p) {
-			return p
-		}
-	}
 }
 
 // own gives everything under dir that belongs to someone else to id,
