@@ -12,6 +12,7 @@ PKGS := ./...
 # go-getter: s3::, gcs::, git::).
 build:
 	$(GO) build -o $(BIN) ./cmd/qwen-appliance
+	@if $(GO) version -m $(BIN) | grep -q 'faultinject'; then echo "$(BIN) is built with faultinject"; exit 1; fi
 
 # The appliance build, for the isolated host: the same commands without
 # go-getter, so without the AWS, GCS, gRPC and OpenTelemetry modules it
@@ -19,14 +20,19 @@ build:
 APPLIANCE_BIN := bin/appliance/qwen-appliance
 appliance:
 	$(GO) build -tags appliance -o $(APPLIANCE_BIN) ./cmd/qwen-appliance
+	@if $(GO) version -m $(APPLIANCE_BIN) | grep -q 'faultinject'; then echo "$(APPLIANCE_BIN) is built with faultinject"; exit 1; fi
 	@if $(GO) version -m $(APPLIANCE_BIN) | grep -E 'hashicorp/go-getter|aws/aws-sdk|cloud.google.com|google.golang.org/grpc|opentelemetry'; then \
 	  echo "appliance build links connected-side modules (above)"; exit 1; fi
 	@echo "$(APPLIANCE_BIN): $$(stat -c %s $(APPLIANCE_BIN)) bytes, $$($(GO) version -m $(APPLIANCE_BIN) | grep -c '^\s*dep') modules"
 
 # Privileged tests (network namespaces, loop-mounted filesystems) run when
 # root and skip with a reason otherwise.
+# The suite runs with the faultinject tag, which lets the crash and cleanup
+# scripts stop install at a step (QWA_FAULT_AFTER, QWA_FAIL_AFTER); the
+# default build ignores both, as internal/fault's untagged test proves.
 test:
-	$(GO) test -count=1 -timeout 30m $(PKGS)
+	$(GO) test -count=1 -timeout 30m -tags faultinject $(PKGS)
+	$(GO) test -count=1 ./internal/fault
 	$(GO) test -count=1 -tags appliance ./bundles/fetch
 
 # Go benchmarks, then every comparison script under scripts/bench (each runs
@@ -47,6 +53,7 @@ fuzz:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags faultinject ./internal/fault ./provision ./backup
 	$(GO) vet -tags appliance ./bundles/... ./cmd/...
 
 demo: build

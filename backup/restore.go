@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"filippo.io/age"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
+	"github.com/qwen-appliance/qwen-appliance/internal/fault"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -170,11 +170,15 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 			return nil, fmt.Errorf("restore %s: %w", mb.Name, err)
 		}
 	}
-	fault("restore-config")
+	if err := fault.After(os.Stderr, "restore", "restore-config"); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 	if err := restoreAudit(root, stage, m, res.Backup, id.Gateway); err != nil {
 		return nil, fmt.Errorf("restore: audit log: %w", err)
 	}
-	fault("restore-audit")
+	if err := fault.After(os.Stderr, "restore", "restore-audit"); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 
 	// 3. Install the bundle over the restored configuration.
 	iopts := o.Install
@@ -206,17 +210,6 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 		return res, fmt.Errorf("restore: %w", err)
 	}
 	return res, nil
-}
-
-// fault kills the process after a named restore step when
-// provision.FaultEnv names it, as a power cut would, for the tests that prove
-// a re-run converges (install's own steps are named the same way).
-func fault(step string) {
-	if os.Getenv(provision.FaultEnv) == step {
-		fmt.Fprintf(os.Stderr, "qwen-appliance: restore: %s=%s: killing this restore (SIGKILL) to test crash recovery\n", provision.FaultEnv, step)
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
-	}
 }
 
 // rootPath maps a "root/…" member name to its path under root.

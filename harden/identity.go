@@ -157,6 +157,18 @@ func DeleteUser(ctx context.Context, root Root, name string) error {
 	return nil
 }
 
+// AccountExists reports whether the account name and a group of that name
+// exist under root (ROOT/etc/passwd and ROOT/etc/group).
+func AccountExists(root Root, name string) (user, group bool, err error) {
+	if _, user, err = lookupUser(root, name); err != nil {
+		return false, false, err
+	}
+	if _, group, err = lookupGroup(root, name); err != nil {
+		return false, false, err
+	}
+	return user, group, nil
+}
+
 func lookupUser(root Root, name string) (account, bool, error) {
 	return lookupAccount(root.Path("/etc/passwd"), 7, name)
 }

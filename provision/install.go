@@ -102,6 +102,7 @@ type installer struct {
 	j     *journal
 	res   Result
 	undos []func() error
+	fresh map[string]bool // paths removeIfNew registered
 	// serviceExe is the installed copy of this executable the services run.
 	serviceExe string
 	supervisor string          // SupervisorSystemd or SupervisorProcess
@@ -131,11 +132,24 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	// crashed attempt's leftovers (or a running install's work) are not
 	// its to touch.
 	if !o.DryRun {
-		lk, err := in.l.lock()
-		if err != nil {
-			return nil, fmt.Errorf("install: %w", err)
+		// A first install makes the state directory for its lock: a
+		// failed one removes it again, while it still holds the lock.
+		fresh := newTop(in.l.lockPath())
+		lk, lerr := in.l.lock()
+		if lerr != nil {
+			if fresh != "" && !errors.Is(lerr, ErrBusy) {
+				os.RemoveAll(fresh)
+			}
+			return nil, fmt.Errorf("install: %w", lerr)
 		}
 		defer lk.release()
+		if fresh != "" {
+			defer func() {
+				if err != nil {
+					err = errors.Join(err, os.RemoveAll(fresh))
+				}
+			}()
+		}
 		if err := in.recover(); err != nil {
 			return nil, err
 		}
@@ -224,16 +238,22 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if err := in.firewall(ctx, st, ids); err != nil {
 		return nil, err
 	}
-	in.stepDone("firewall")
+	if err := in.stepDone("firewall"); err != nil {
+		return nil, err
+	}
 	if err := in.store(ctx, st, ids.Runtime); err != nil {
 		return nil, err
 	}
-	in.stepDone("store")
+	if err := in.stepDone("store"); err != nil {
+		return nil, err
+	}
 	rel, err := in.copyIn(ctx, st, bundleDir, signed, sig, ids.Runtime)
 	if err != nil {
 		return nil, err
 	}
-	in.stepDone("copy-in")
+	if err := in.stepDone("copy-in"); err != nil {
+		return nil, err
+	}
 	st.Bundle = state.Bundle{Name: m.Name, Version: m.Version, ManifestSHA256: manifestSHA, Dir: rel}
 	st.LastAcceptedVersion = max(m.Version, in.lastAccepted())
 	if in.prev != nil {
@@ -249,10 +269,12 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	st.Updated = in.now()
 	st.Firewall.ProbeTargets = in.o.ProbeTargets
 	st.Settings = settingsOf(in.o)
-	if err := state.Save(string(in.l.root), st); err != nil {
+	if err := in.saveState(st); err != nil {
 		return nil, err
 	}
-	in.stepDone("state")
+	if err := in.stepDone("state"); err != nil {
+		return nil, err
+	}
 	in.logf("installed %s version %d; gateway at %s", m.Name, m.Version, st.Gateway.URL)
 	in.res.State, in.res.Changed = st, true
 	return &in.res, nil
@@ -428,6 +450,10 @@ func (in *installer) plan(m *manifests.Manifest) []string {
 // verify and later installs use the same ones.
 func (in *installer) trust(st *state.State) error {
 	dir := in.l.path(filepath.Join(ConfigDir, "trusted"))
+	key := func(i int) string { return filepath.Join(dir, "key-"+strconv.Itoa(i)+".pub") }
+	for i := range in.o.TrustedKeys {
+		in.removeIfNew(key(i))
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -436,7 +462,7 @@ func (in *installer) trust(st *state.State) error {
 		if err != nil {
 			return err
 		}
-		dst := filepath.Join(dir, "key-"+strconv.Itoa(i)+".pub")
+		dst := key(i)
 		if err := atomicfile.WriteFile(dst, data, 0o644); err != nil {
 			return err
 		}
@@ -446,6 +472,17 @@ func (in *installer) trust(st *state.State) error {
 }
 
 func (in *installer) identity(ctx context.Context, st *state.State) (harden.Identities, error) {
+	for _, f := range []string{"passwd", "group", "shadow", "gshadow"} {
+		in.removeIfNew(in.l.path("/etc/" + f))
+	}
+	for _, d := range harden.Dirs {
+		in.removeIfNew(in.l.path(d.Path))
+	}
+	for _, name := range []string{harden.ServiceUser, harden.RuntimeUser} {
+		if err := in.removeUserIfNew(ctx, name); err != nil {
+			return harden.Identities{}, fmt.Errorf("service identity: %w", err)
+		}
+	}
 	ids, err := harden.CreateIdentity(ctx, in.l.root)
 	if err != nil {
 		return ids, fmt.Errorf("service identity: %w", err)
@@ -462,4 +499,42 @@ func (in *installer) identity(ctx context.Context, st *state.State) (harden.Iden
 	}
 	in.logf("service users: gateway %s (uid %d), runtime %s (uid %d)", ids.Gateway.User, ids.Gateway.UID, ids.Runtime.User, ids.Runtime.UID)
 	return ids, nil
+}
+
+// removeUserIfNew registers, before the service users are made, the undo
+// that deletes the account name and its group when neither exists yet. An
+// account that exists is the installation's (or the operator's) and stays;
+// so does one whose group exists alone, since deleting the account would
+// take that group with it.
+func (in *installer) removeUserIfNew(ctx context.Context, name string) error {
+	user, group, err := harden.AccountExists(in.l.root, name)
+	if err != nil {
+		return err
+	}
+	if user || group {
+		return nil
+	}
+	in.onUndo(func() error { return harden.DeleteUser(context.Background(), in.l.root, name) })
+	return nil
+}
+
+// saveState records st. Should a later step fail, the undo puts back the
+// record this attempt replaced (or removes the one a first install made).
+func (in *installer) saveState(st *state.State) error {
+	path := state.Path(string(in.l.root))
+	old, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		in.onUndo(func() error { return atomicfile.WriteFile(path, old, 0o600) })
+	case errors.Is(err, os.ErrNotExist):
+		in.onUndo(func() error {
+			if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			return nil
+		})
+	default:
+		return err
+	}
+	return state.Save(string(in.l.root), st)
 }

@@ -11,11 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
 	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
+	"github.com/qwen-appliance/qwen-appliance/internal/fault"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 )
 
@@ -168,8 +168,47 @@ func (in *installer) revokeUnshown(id, madeBy string) error {
 	return nil
 }
 
-// onUndo registers how to reverse a step this attempt completed.
+// onUndo registers how to reverse a step. Steps register before they act,
+// so a step that fails half-way is undone too: every undo must therefore
+// accept that its step did nothing, or only part of it.
 func (in *installer) onUndo(f func() error) { in.undos = append(in.undos, f) }
+
+// removeIfNew registers, before a step creates paths, the undo that removes
+// those of them that do not exist yet: for each, its topmost missing
+// ancestor, so that a failed first install takes away the directories it
+// made as well as their files. Paths that exist are left to the step's own
+// undo (an installation's files are kept as they are).
+func (in *installer) removeIfNew(paths ...string) {
+	for _, p := range paths {
+		top := newTop(p)
+		if top == "" || in.fresh[top] {
+			continue
+		}
+		if in.fresh == nil {
+			in.fresh = map[string]bool{}
+		}
+		in.fresh[top] = true
+		in.onUndo(func() error {
+			if err := os.RemoveAll(top); err != nil {
+				return fmt.Errorf("undo: %w", err)
+			}
+			return nil
+		})
+	}
+}
+
+// newTop is the topmost missing ancestor of path (path itself when only it
+// is missing), or "" when path exists.
+func newTop(path string) string {
+	top := ""
+	for d := filepath.Clean(path); d != filepath.Dir(d); d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); !errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		top = d
+	}
+	return top
+}
 
 // undo reverses this attempt's steps, newest first, and restarts nothing: a
 // previous installation's services were only stopped if the attempt got that
@@ -211,16 +250,9 @@ func mkdirPrivate(dir string) error {
 	return nil
 }
 
-// FaultEnv names a step after which install kills itself with SIGKILL, as a
-// power cut would: the crash-recovery tests set it to prove that running
-// install again reaches the same end state. Unset, it does nothing.
-const FaultEnv = "QWA_FAULT_AFTER"
-
-// stepDone marks the end of a step for the crash-recovery tests.
-func (in *installer) stepDone(step string) {
-	if os.Getenv(FaultEnv) == step {
-		in.logf("%s=%s: killing this install (SIGKILL) to test crash recovery", FaultEnv, step)
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {}
-	}
+// stepDone marks the end of a step. In a binary built with the faultinject
+// tag (the tests), fault.KillEnv kills the install here and fault.FailEnv
+// fails it, so its undo runs; a production build ignores both.
+func (in *installer) stepDone(step string) error {
+	return fault.After(in.log, "install", step)
 }

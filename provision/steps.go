@@ -91,13 +91,17 @@ func (in *installer) firewall(ctx context.Context, st *state.State, ids harden.I
 	if err != nil {
 		return err
 	}
+	// Registered before Apply: a table Apply loaded before failing goes
+	// too. An upgrade keeps the firewall it replaced only through Apply's
+	// own restore.
+	in.removeIfNew(in.l.path(harden.RulesPath), in.l.root.BootUnit(), in.l.root.BootUnitLink(), in.l.path(harden.StatePath))
+	if in.prev == nil {
+		in.onUndo(func() error { return harden.Remove(nf, in.l.root) })
+	}
 	res, err := harden.Apply(ctx, nf, harden.Options{Policy: policy, Root: in.l.root, Session: in.o.Session,
 		ConfirmTimeout: in.o.ConfirmTimeout, Log: in.log, Now: in.o.Now})
 	if err != nil {
 		return fmt.Errorf("firewall: %w", err)
-	}
-	if in.prev == nil {
-		in.onUndo(func() error { return harden.Remove(nf, in.l.root) })
 	}
 	st.Firewall = state.Firewall{Table: "inet " + harden.TableName, RulesetSHA256: res.SHA256, RulesFile: res.RulesFile, BootUnit: res.UnitFile}
 	for _, f := range []string{res.RulesFile, res.UnitFile} {
@@ -148,6 +152,7 @@ func recordFile(st *state.State, path string) error {
 func (in *installer) store(ctx context.Context, st *state.State, id harden.Identity) error {
 	owner := storage.Owner{UID: id.UID, GID: id.GID, Name: id.User}
 	st.Store = state.Store{Dir: in.o.Store, Backend: string(in.o.Backend)}
+	in.removeIfNew(in.o.Store)
 	if in.o.Backend == BackendNone {
 		in.logf("warning: the model store %s is NOT encrypted (--storage none)", in.o.Store)
 		if err := os.MkdirAll(in.o.Store, 0o700); err != nil {
@@ -169,6 +174,24 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 			return fmt.Errorf("unlock model store %s: %w", in.o.Store, err)
 		}
 	case errors.Is(err, storage.ErrNoStore):
+		// Registered before the store exists: a store Init made is erased
+		// (its key and metadata) before removeIfNew removes its directory.
+		in.removeIfNew(key.KeyFile)
+		if in.o.Backend == storage.BackendFscrypt {
+			// Init writes the fscrypt tool's metadata at the root of the
+			// store's filesystem, making MOUNT/.fscrypt if it is missing.
+			if dir := fscryptToolDir(in.o.Store); dir != "" {
+				in.removeIfNew(dir)
+			}
+		}
+		var made *storage.ModelStore
+		in.onUndo(func() error {
+			if made == nil {
+				return nil
+			}
+			_, err := made.Erase(context.Background())
+			return err
+		})
 		if err := os.MkdirAll(filepath.Dir(key.KeyFile), 0o755); err != nil {
 			return err
 		}
@@ -183,8 +206,7 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 		if err != nil {
 			return fmt.Errorf("create model store: %w", err)
 		}
-		in.res.RecoveryKey = recovery
-		in.onUndo(func() error { _, err := s.Erase(context.Background()); return err })
+		in.res.RecoveryKey, made = recovery, s
 		in.logf("created %s model store %s", in.o.Backend, in.o.Store)
 	default:
 		return fmt.Errorf("model store: %w", err)
@@ -244,6 +266,10 @@ func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir stri
 		}
 		bundleDir, sig = dir, signature
 	}
+	in.removeIfNew(rel)
+	if in.prev == nil || in.prev.Bundle.Dir != rel {
+		in.onUndo(func() error { return os.RemoveAll(rel) })
+	}
 	if err := os.MkdirAll(filepath.Dir(rel), 0o700); err != nil {
 		return "", err
 	}
@@ -256,9 +282,6 @@ func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir stri
 	}
 	if err := os.Chown(rel, id.UID, id.GID); err != nil {
 		return "", err
-	}
-	if in.prev == nil || in.prev.Bundle.Dir != rel {
-		in.onUndo(func() error { return os.RemoveAll(rel) })
 	}
 	owner := storage.Owner{UID: id.UID, GID: id.GID, Name: id.User}
 	if err := storage.CopyIn(ctx, bundleDir, rel, m, storage.CopyOptions{Owner: owner, Signature: sig}); err != nil {
@@ -281,7 +304,9 @@ func (in *installer) unpack(ctx context.Context, staging string, s *manifests.Si
 	if _, err := volume.Unpack(ctx, in.volumes, volume.UnpackOptions{Out: dir, Verifier: in.verifier}); err != nil {
 		return "", nil, fmt.Errorf("unpack %s: %w", in.volumes, err)
 	}
-	in.stepDone("unpack")
+	if err := in.stepDone("unpack"); err != nil {
+		return "", nil, err
+	}
 	raw, err := os.ReadFile(filepath.Join(dir, manifests.ManifestFile))
 	if err != nil {
 		return "", nil, err
@@ -303,6 +328,7 @@ func (in *installer) program(st *state.State) error {
 	if err != nil {
 		return fmt.Errorf("program: %w", err)
 	}
+	in.removeIfNew(dst)
 	if have, err := fileDigest(dst); err != nil || have != want {
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
@@ -346,6 +372,7 @@ func reachable(path string, id harden.Identity) error {
 // until ready says it serves. It returns the unit file (under systemd) and
 // the main process's identity.
 func (in *installer) startService(ctx context.Context, s service, ready func() bool) (unit string, id proc.Identity, err error) {
+	in.removeIfNew(s.Log)
 	if err := os.MkdirAll(filepath.Dir(s.Log), 0o750); err != nil {
 		return "", id, err
 	}
@@ -357,15 +384,21 @@ func (in *installer) startService(ctx context.Context, s service, ready func() b
 		id, err = proc.Identify(pid)
 		return unit, id, err
 	}
+	var started proc.Identity
+	in.onUndo(func() error {
+		if started.PID <= 0 {
+			return nil
+		}
+		return stop(started, 30*time.Second)
+	})
 	id, err = s.start(in.serviceExe)
 	if err != nil {
 		return "", id, err
 	}
+	started = id
 	if err := in.j.addProc(id); err != nil {
-		stop(id, 5*time.Second)
 		return "", id, err
 	}
-	in.onUndo(func() error { return stop(id, 30*time.Second) })
 	if err := waitFor(ctx, s, id.PID, in.o.ReadyTimeout, ready); err != nil {
 		return "", id, err
 	}
@@ -447,6 +480,8 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 // its token file and keys and writes the audit log.
 func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Identity) error {
 	tlsDir := in.l.tlsDir()
+	auditKey := in.l.auditKey()
+	in.removeIfNew(tlsDir, in.l.tokens(), auditKey+".key", auditKey+".pub", in.l.auditLog())
 	host, _, _ := net.SplitHostPort(in.o.Listen)
 	hosts := []string{in.o.Host, "127.0.0.1"}
 	if host != "" && host != "127.0.0.1" && host != "0.0.0.0" && host != "::" {
@@ -478,7 +513,6 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 	if err := in.adminToken(id); err != nil {
 		return err
 	}
-	auditKey := in.l.auditKey()
 	if _, err := os.Stat(auditKey + ".key"); errors.Is(err, os.ErrNotExist) {
 		k, err := manifests.GenerateKey(nil)
 		if err != nil {
@@ -561,10 +595,10 @@ func (in *installer) adminToken(id harden.Identity) error {
 	if err := in.j.setAdminToken(tok.ID); err != nil {
 		return err
 	}
+	in.onUndo(func() error { return in.revokeUnshown(tok.ID, "this failed attempt") })
 	if err := store.Save(path); err != nil {
 		return fmt.Errorf("tokens: %w", err)
 	}
-	in.onUndo(func() error { return in.revokeUnshown(tok.ID, "this failed attempt") })
 	in.res.AdminToken = secret
 	return private(path, id)
 }

@@ -27,7 +27,9 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 	if err := in.runtime(ctx, st, m, ids.Runtime); err != nil {
 		return err
 	}
-	in.stepDone("runtime")
+	if err := in.stepDone("runtime"); err != nil {
+		return err
+	}
 	upstream := "http://" + st.Runtime.Listen[0]
 	live := in.prev != nil && running(in.prev.Gateway.Service)
 	if live && in.gatewaySettingsChanged() {
@@ -55,11 +57,15 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 			return err
 		}
 	}
-	in.stepDone("gateway")
+	if err := in.stepDone("gateway"); err != nil {
+		return err
+	}
 	if err := in.smoke(ctx, st, m, id); err != nil {
 		return err
 	}
-	in.stepDone("smoke")
+	if err := in.stepDone("smoke"); err != nil {
+		return err
+	}
 	if old := in.prevRuntime(st); old != nil {
 		in.logf("stopping the previous runtime (%s)", describe(*old))
 		if err := stopService(in.l, *old, 30*time.Second); err != nil {
@@ -130,6 +136,7 @@ func (in *installer) prune(st *state.State) {
 // writeUpstream writes the gateway's upstream file atomically.
 func (in *installer) writeUpstream(upstream string, id harden.Identity) error {
 	p := in.l.upstream()
+	in.removeIfNew(p)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}

@@ -84,13 +84,15 @@ func (in *installer) startUnit(ctx context.Context, s service, ready func() bool
 		return "", 0, err
 	}
 	path := in.l.path(filepath.Join(harden.UnitDir, s.UnitName))
-	if err := atomicfile.WriteFile(path, []byte(text), 0o644); err != nil {
-		return "", 0, fmt.Errorf("unit %s: %w", s.UnitName, err)
-	}
+	// Journaled and registered before the unit exists: a crash or a
+	// failure from here on removes it.
 	if err := in.j.addUnit(s.UnitName); err != nil {
 		return "", 0, err
 	}
 	in.onUndo(func() error { return removeUnit(context.Background(), in.l, s.UnitName) })
+	if err := atomicfile.WriteFile(path, []byte(text), 0o644); err != nil {
+		return "", 0, fmt.Errorf("unit %s: %w", s.UnitName, err)
+	}
 	if err := harden.Systemctl(ctx, "daemon-reload"); err != nil {
 		return "", 0, err
 	}

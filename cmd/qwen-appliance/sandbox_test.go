@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/qwen-appliance/qwen-appliance/internal/fault"
 	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
 	"os"
 	"os/exec"
@@ -19,8 +20,9 @@ import (
 
 // scriptConditions adds [root], [ollama], [sandbox] (root with ip,
 // mkfs.ext4 and mount) and [systemd] (root with systemd-nspawn and
-// overlayfs, to boot a container with systemd as PID 1) to the script
-// conditions.
+// overlayfs, to boot a container with systemd as PID 1) and [faultinject]
+// (this test binary was built with -tags faultinject, so QWA_FAULT_AFTER
+// and QWA_FAIL_AFTER stop install at a step) to the script conditions.
 func scriptConditions(cond string) (bool, error) {
 	switch cond {
 	case "root":
@@ -29,6 +31,8 @@ func scriptConditions(cond string) (bool, error) {
 		return systemdContainerReady(), nil
 	case "ollama":
 		return runtime.FindOllama() != "", nil
+	case "faultinject":
+		return fault.Enabled, nil
 	case "sandbox":
 		for _, tool := range []string{"ip", "mkfs.ext4", "mount", "umount", "nft"} {
 			if _, err := exec.LookPath(tool); err != nil {
@@ -148,10 +152,12 @@ func cmdNSProcs(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
-// cmdSnapshot FILE writes what a refused install must leave unchanged: every
-// path under the sandbox root and the store with its type, mode, owner and
-// content hash (logs excepted: the running gateway appends to them), and the
-// namespace's nftables ruleset.
+// cmdSnapshot FILE writes what a refused or failed install must leave
+// unchanged: every path under the sandbox root (ROOT/etc/passwd and group
+// included) and the store's filesystem with its type, mode, owner and
+// content hash, and the namespace's nftables ruleset. Left out: logs (the
+// running gateway appends to them) and shadow-utils' backups of the account
+// files (passwd-, group-, ...), which every useradd and userdel rewrites.
 func cmdSnapshot(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: snapshot FILE")
@@ -164,6 +170,12 @@ func cmdSnapshot(ts *testscript.TestScript, neg bool, args []string) {
 			}
 			if strings.Contains(p, "/var/log/") {
 				return nil
+			}
+			switch filepath.Base(p) {
+			case "passwd-", "group-", "shadow-", "gshadow-":
+				if filepath.Base(filepath.Dir(p)) == "etc" {
+					return nil
+				}
 			}
 			st := fi.Sys().(*syscall.Stat_t)
 			line := fmt.Sprintf("%s %v %d:%d", p, fi.Mode(), st.Uid, st.Gid)
