@@ -80,6 +80,11 @@ type DB struct {
 	wg         sync.WaitGroup
 }
 
+// StorePath is where an installed appliance keeps its knowledge base: a
+// kb/ directory of its own (mode 0700) inside the encrypted store, so that
+// the kb CLI's default and verify's checks name the same file.
+func StorePath(store string) string { return filepath.Join(store, "kb", "kb.db") }
+
 // Open opens the knowledge base at path, creating it (mode 0600, parent
 // directory 0700) when it does not exist. It refuses a path that is a
 // symbolic link or not a regular file, and a schema newer than this
