@@ -128,10 +128,10 @@ func (k *DB) SetAccess(ctx context.Context, id int64, allow []Principal, class *
 			return fmt.Errorf("acl: %w", err)
 		}
 	}
-	if err := setACL(ctx, tx, id, allow); err != nil {
+	if err := setACL(ctx, k, tx, id, allow); err != nil {
 		return fmt.Errorf("acl: %w", err)
 	}
-	if err := bump(ctx, tx, "acl_generation"); err != nil {
+	if err := bump(ctx, k, tx, "acl_generation"); err != nil {
 		return fmt.Errorf("acl: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -167,7 +167,7 @@ func (k *DB) Remove(ctx context.Context, id int64) (err error) {
 			return fmt.Errorf("remove: %w", err)
 		}
 	}
-	if err := bump(ctx, tx, "generation"); err != nil {
+	if err := bump(ctx, k, tx, "generation"); err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
 	if err := tx.Commit(); err != nil {

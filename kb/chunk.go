@@ -70,9 +70,9 @@ func packSentences(sents []string, o ChunkOptions) []string {
 		if n > 0 && n+l > o.MaxChars {
 			out = append(out, joinSentences(cur))
 			last := cur[len(cur)-1]
-			cur, n = nil, 0
+			cur, n = cur[:0], 0 // joinSentences copied the strings out
 			if ll := utf8.RuneCountInString(last); o.Overlap > 0 && ll <= o.Overlap && ll+l <= o.MaxChars && len(out[len(out)-1]) > len(last) {
-				cur, n = []string{last}, ll
+				cur, n = append(cur, last), ll
 			}
 		}
 		cur = append(cur, s)
@@ -164,6 +164,11 @@ func collapseSpace(s string) string {
 // in Latin script and none between Chinese ones.
 func joinSentences(ss []string) string {
 	var b strings.Builder
+	size := len(ss) - 1
+	for _, s := range ss {
+		size += len(s)
+	}
+	b.Grow(size)
 	for i, s := range ss {
 		if i > 0 {
 			prev, _ := utf8.DecodeLastRuneInString(ss[i-1])

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -61,13 +62,13 @@ func (k *DB) Put(ctx context.Context, d Document, o ChunkOptions) (res IngestRes
 		}
 	}()
 	var oldSum string
-	err = tx.QueryRowContext(ctx, `SELECT id, version, sha256 FROM documents WHERE collection = ? AND source = ?`,
+	err = k.queryRow(ctx, tx, `SELECT id, version, sha256 FROM documents WHERE collection = ? AND source = ?`,
 		d.Collection, d.Source).Scan(&res.DocID, &res.Version, &oldSum)
 	now := time.Now().UTC().Format(time.RFC3339)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		res.Version = 1
-		r, err := tx.ExecContext(ctx, `INSERT INTO documents (title, source, collection, format, sha256, content, version, size, class, ingested)
+		r, err := k.exec(ctx, tx, `INSERT INTO documents (title, source, collection, format, sha256, content, version, size, class, ingested)
 			VALUES (?, ?, ?, ?, ?, '', 1, ?, ?, ?)`, d.Title, d.Source, d.Collection, d.Format, res.SHA256, len(d.Raw), int(d.Class), now)
 		if err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
@@ -79,42 +80,42 @@ func (k *DB) Put(ctx context.Context, d Document, o ChunkOptions) (res IngestRes
 		return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 	case oldSum == res.SHA256:
 		res.Unchanged = true
-		if _, err := tx.ExecContext(ctx, `UPDATE documents SET title = ?, class = ?, format = ? WHERE id = ?`,
+		if _, err := k.exec(ctx, tx, `UPDATE documents SET title = ?, class = ?, format = ? WHERE id = ?`,
 			d.Title, int(d.Class), d.Format, res.DocID); err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 		}
 	default:
 		res.Version++
-		if _, err := tx.ExecContext(ctx, `UPDATE documents SET title = ?, format = ?, sha256 = ?, version = ?, size = ?, class = ?, ingested = ? WHERE id = ?`,
+		if _, err := k.exec(ctx, tx, `UPDATE documents SET title = ?, format = ?, sha256 = ?, version = ?, size = ?, class = ?, ingested = ? WHERE id = ?`,
 			d.Title, d.Format, res.SHA256, res.Version, len(d.Raw), int(d.Class), now, res.DocID); err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 		}
-		if err := deleteChunks(ctx, tx, res.DocID); err != nil {
+		if err := deleteChunks(ctx, k, tx, res.DocID); err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 		}
 	}
-	if err := setACL(ctx, tx, res.DocID, d.Allow); err != nil {
+	if err := setACL(ctx, k, tx, res.DocID, d.Allow); err != nil {
 		return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 	}
 	if !res.Unchanged {
 		chunks := Split(d.Sections, o)
-		if err := insertChunks(ctx, tx, res.DocID, chunks, &res); err != nil {
+		if err := insertChunks(ctx, k, tx, res.DocID, chunks, &res); err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE documents SET content = ? WHERE id = ?`, contentHash(chunks), res.DocID); err != nil {
+		if _, err := k.exec(ctx, tx, `UPDATE documents SET content = ? WHERE id = ?`, contentHash(chunks), res.DocID); err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 		}
-	} else if err := tx.QueryRowContext(ctx, `SELECT count(*), coalesce(sum(flagged), 0), coalesce(sum(length(text)), 0) FROM chunks WHERE doc = ?`,
+	} else if err := k.queryRow(ctx, tx, `SELECT count(*), coalesce(sum(flagged), 0), coalesce(sum(length(text)), 0) FROM chunks WHERE doc = ?`,
 		res.DocID).Scan(&res.Chunks, &res.Flagged, &res.TextBytes); err != nil {
 		return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 	}
 	// The access list was set either way; the terms changed unless the
 	// content is the same.
-	if err := bump(ctx, tx, "acl_generation"); err != nil {
+	if err := bump(ctx, k, tx, "acl_generation"); err != nil {
 		return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 	}
 	if !res.Unchanged {
-		if err := bump(ctx, tx, "generation"); err != nil {
+		if err := bump(ctx, k, tx, "generation"); err != nil {
 			return res, fmt.Errorf("ingest %s: %w", d.Source, err)
 		}
 	}
@@ -124,39 +125,51 @@ func (k *DB) Put(ctx context.Context, d Document, o ChunkOptions) (res IngestRes
 	return res, nil
 }
 
-func insertChunks(ctx context.Context, tx *sql.Tx, doc int64, chunks []Chunk, res *IngestResult) error {
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO chunks (doc, ordinal, heading, page, text, flagged) VALUES (?, ?, ?, ?, ?, ?)`)
-	if err != nil {
-		return err
-	}
-	defer ins.Close()
-	for _, c := range chunks {
-		if _, err := ins.ExecContext(ctx, doc, c.Ordinal, c.Heading, c.Page, c.Text, c.Flagged); err != nil {
-			return err
+// chunkBatch is how many chunks one INSERT writes: a statement per row
+// cost more than the rows themselves. The rest of a document's chunks go
+// one by one, so that only two statements are ever prepared.
+const chunkBatch = 8
+
+func insertChunks(ctx context.Context, k *DB, tx *sql.Tx, doc int64, chunks []Chunk, res *IngestResult) error {
+	args := make([]any, 0, 6*chunkBatch)
+	for len(chunks) > 0 {
+		n := 1
+		if len(chunks) >= chunkBatch {
+			n = chunkBatch
 		}
-		res.Chunks++
-		res.TextBytes += len(c.Text)
-		if c.Flagged {
-			res.Flagged++
+		args = args[:0]
+		for _, c := range chunks[:n] {
+			args = append(args, doc, c.Ordinal, c.Heading, c.Page, c.Text, c.Flagged)
+			res.Chunks++
+			res.TextBytes += len(c.Text)
+			if c.Flagged {
+				res.Flagged++
+			}
+		}
+		chunks = chunks[n:]
+		q := `INSERT INTO chunks (doc, ordinal, heading, page, text, flagged) VALUES (?, ?, ?, ?, ?, ?)` +
+			strings.Repeat(`, (?, ?, ?, ?, ?, ?)`, n-1)
+		if _, err := k.exec(ctx, tx, q, args...); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func deleteChunks(ctx context.Context, tx *sql.Tx, doc int64) error {
-	_, err := tx.ExecContext(ctx, `DELETE FROM chunks WHERE doc = ?`, doc)
+func deleteChunks(ctx context.Context, k *DB, tx *sql.Tx, doc int64) error {
+	_, err := k.exec(ctx, tx, `DELETE FROM chunks WHERE doc = ?`, doc)
 	return err
 }
 
-func setACL(ctx context.Context, tx *sql.Tx, doc int64, allow []Principal) error {
-	if _, err := tx.ExecContext(ctx, `DELETE FROM acl WHERE doc = ?`, doc); err != nil {
+func setACL(ctx context.Context, k *DB, tx *sql.Tx, doc int64, allow []Principal) error {
+	if _, err := k.exec(ctx, tx, `DELETE FROM acl WHERE doc = ?`, doc); err != nil {
 		return err
 	}
 	for _, p := range allow {
 		if _, err := ParsePrincipal(string(p)); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO acl (doc, principal) VALUES (?, ?)`, doc, string(p)); err != nil {
+		if _, err := k.exec(ctx, tx, `INSERT INTO acl (doc, principal) VALUES (?, ?)`, doc, string(p)); err != nil {
 			return err
 		}
 	}
@@ -165,8 +178,8 @@ func setACL(ctx context.Context, tx *sql.Tx, doc int64, allow []Principal) error
 
 // bump advances a generation counter in the same transaction as the write
 // it announces, so a reader never sees the write without the new count.
-func bump(ctx context.Context, tx *sql.Tx, key string) error {
-	_, err := tx.ExecContext(ctx, `UPDATE meta SET value = value + 1 WHERE key = ?`, key)
+func bump(ctx context.Context, k *DB, tx *sql.Tx, key string) error {
+	_, err := k.exec(ctx, tx, `UPDATE meta SET value = value + 1 WHERE key = ?`, key)
 	return err
 }
 

@@ -78,7 +78,15 @@ type DB struct {
 	background bool   // see SetBackgroundRebuild
 	rebuilding bool
 	wg         sync.WaitGroup
+
+	stmtMu sync.Mutex
+	stmts  map[string]*sql.Stmt // see prepared
 }
+
+// StorePath is where an installed appliance keeps its knowledge base: a
+// kb/ directory of its own (mode 0700) inside the encrypted store, so that
+// the kb CLI's default and verify's checks name the same file.
+func StorePath(store string) string { return filepath.Join(store, "kb", "kb.db") }
 
 // Open opens the knowledge base at path, creating it (mode 0600, parent
 // directory 0700) when it does not exist. It refuses a path that is a
@@ -163,7 +171,53 @@ func (k *DB) Path() string { return k.path }
 // Close waits for a background index build and closes the database.
 func (k *DB) Close() error {
 	k.wg.Wait()
-	return k.db.Close()
+	k.stmtMu.Lock()
+	var errs []error
+	for _, s := range k.stmts {
+		errs = append(errs, s.Close())
+	}
+	k.stmts = nil
+	k.stmtMu.Unlock()
+	return errors.Join(append(errs, k.db.Close())...)
+}
+
+// prepared returns query prepared once for the life of k: ingest runs the
+// same few statements for every file, and preparing them each time cost
+// as much as running them.
+func (k *DB) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	k.stmtMu.Lock()
+	defer k.stmtMu.Unlock()
+	if s, ok := k.stmts[query]; ok {
+		return s, nil
+	}
+	s, err := k.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if k.stmts == nil {
+		k.stmts = map[string]*sql.Stmt{}
+	}
+	k.stmts[query] = s
+	return s, nil
+}
+
+// exec runs query in tx through its prepared statement.
+func (k *DB) exec(ctx context.Context, tx *sql.Tx, query string, args ...any) (sql.Result, error) {
+	s, err := k.prepared(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return tx.StmtContext(ctx, s).ExecContext(ctx, args...)
+}
+
+// queryRow runs query in tx through its prepared statement.
+func (k *DB) queryRow(ctx context.Context, tx *sql.Tx, query string, args ...any) *sql.Row {
+	s, err := k.prepared(ctx, query)
+	if err != nil {
+		// A Row carrying the error, as QueryRowContext returns for a bad query.
+		return tx.QueryRowContext(ctx, query, args...)
+	}
+	return tx.StmtContext(ctx, s).QueryRowContext(ctx, args...)
 }
 
 // Snapshot writes a consistent copy of the whole knowledge base to dst

@@ -8,6 +8,8 @@
 #   plays "the internet" (its default route; the peer owns 192.0.2.1 and
 #   answers there), the store on a loop-mounted ext4 image with fscrypt,
 #   a chat completion through the TLS gateway with the printed admin token,
+#   a knowledge base of three short Chinese policies that one role finds and
+#   another cannot see,
 #   verify (with an active egress probe), a backup and its restore drill,
 #   then uninstall --crypto-erase,
 # and tears everything down, on failure too.
@@ -92,6 +94,21 @@ echo
 echo "(random weights: the text is noise; tokenization, loading and generation are real)"
 echo "without a token:"
 in_ns curl -sS -o /dev/null -w '  HTTP %{http_code}\n' --cacert "$work/root/etc/qwen-appliance/tls/ca.crt" https://127.0.0.1:8443/v1/models
+
+step "knowledge base: three Chinese policies in the encrypted store, salary for role:hr only (secret), the rest for all"
+cfg=$work/root/etc/qwen-appliance
+kb=(--db "$mnt/store/kb/kb.db" --audit-log "$work/kb-audit.log" --audit-key "$cfg/audit.key") # the gateway holds its own log's lock
+"$QA" kb ingest "${kb[@]}" "$repo/scripts/demo-kb/薪酬制度.md" --allow role:hr --class secret | sed "s|$repo/||"
+"$QA" kb ingest "${kb[@]}" "$repo/scripts/demo-kb/年假制度.md" "$repo/scripts/demo-kb/报销制度.html" --allow all --class public | sed "s|$repo/||"
+chown -R --reference="$cfg/tokens.json" "$mnt/store/kb" # the gateway's user owns it, as verify's kb.permissions wants
+q='经理的年终奖金有多少？'
+for who in "role:hr --clearance secret" "role:staff"; do
+  echo "$q  as $who:"
+  # shellcheck disable=SC2086 # $who is two flags
+  "$QA" kb search "${kb[@]}" "$q" --as $who -k 2 | sed 's/^/  /'
+done
+echo "role:staff gets only what all may read, and no hint that a better match exists; the audit chain:"
+"$QA" audit verify --trust "$cfg/audit.pub" "$work/kb-audit.log" | sed 's/^/  /'
 
 step "verify: the running host against what install recorded (NIST SP 800-53 mapped checks)"
 in_ns "$QA" verify --root "$work/root" --trust release.pub | head -3

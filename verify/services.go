@@ -284,9 +284,15 @@ func checkStorePermissions(_ context.Context, t *Target) Outcome {
 	}
 	var evs []Evidence
 	bad, seen := 0, 0
+	// The knowledge base's directory belongs to the gateway's user, not the
+	// runtime's; kb.permissions checks it.
+	kbDir := filepath.Dir(kbPath(t))
 	err = filepath.Walk(t.State.Store.Dir, func(p string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
+		}
+		if p == kbDir && info.IsDir() {
+			return filepath.SkipDir
 		}
 		seen++
 		uid := fileUID(info)

@@ -22,7 +22,7 @@ import (
 // Installed locations: the knowledge base lives inside the encrypted model
 // store, in a directory of its own (mode 0700).
 var (
-	defaultKBPath     = filepath.Join(provision.StoreDir, "kb", "kb.db")
+	defaultKBPath     = kb.StorePath(provision.StoreDir)
 	defaultTokensPath = filepath.Join(provision.ConfigDir, "tokens.json")
 	defaultAuditLog   = filepath.Join(provision.LogDir, "audit.log")
 )
