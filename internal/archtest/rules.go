@@ -30,7 +30,7 @@ var Rules = []Rule{
 	},
 	{
 		Pkg:  "verify",
-		Only: []string{"manifests", "harden", "gateway/audit", "internal/...", "provision/state", "provision/storage/...", "provision/preflight/gpu"},
+		Only: []string{"manifests", "harden", "gateway/audit", "kb", "internal/...", "provision/state", "provision/storage/...", "provision/preflight/gpu"},
 		// Transitively too: verify must never change the host, and the
 		// install orchestrator is the package that does.
 		Never: []string{"provision", "provision/runtime", "bundles/...", "backup/...", "gateway"},
