@@ -6,7 +6,6 @@
 package atomicfile
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 )
@@ -43,9 +42,5 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
+	return SyncDir(dir)
 }

@@ -65,3 +65,34 @@ func TestStartWritebackHarmless(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestShred(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "key")
+	if err := os.WriteFile(p, []byte("secret key material"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := Shred(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Fatalf("shredded file still there: %v", err)
+	}
+	if err := Shred(p); err != nil {
+		t.Fatalf("a missing file: %v", err)
+	}
+	if err := Shred(link); err == nil {
+		t.Fatal("a symlink was followed")
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep me" {
+		t.Fatalf("the symlink's target was overwritten: %q", b)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -296,7 +297,7 @@ func (f *fscryptBackend) erase(ctx context.Context, s *ModelStore) error {
 	if err := os.RemoveAll(s.Dir); err != nil {
 		return fmt.Errorf("remove ciphertext: %w", err)
 	}
-	if err := syncDir(filepath.Dir(s.Dir)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(s.Dir)); err != nil {
 		return err
 	}
 	s.trimmed = trimFreeBlocks(filepath.Dir(s.Dir))

@@ -243,35 +243,10 @@ func writeMetadata(dir string, m *Metadata) error {
 // blocks may survive the overwrite; see SECURITY.md.
 func destroyMetadata(dir string) error {
 	path := MetadataPath(dir)
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("erase store metadata: %w", err)
-	}
-	st, err := f.Stat()
-	if err == nil {
-		junk := make([]byte, st.Size())
-		rand.Read(junk)
-		_, err = f.WriteAt(junk, 0)
-	}
-	err = errors.Join(err, f.Sync(), f.Close())
-	if err != nil {
+	if err := atomicfile.Shred(path); err != nil {
 		return fmt.Errorf("erase store metadata %s: %w", path, err)
 	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("erase store metadata: %w", err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
+	return nil
 }
 
 // aad binds a wrapped key to its store and protector.

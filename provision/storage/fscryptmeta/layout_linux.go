@@ -3,7 +3,6 @@
 package fscryptmeta
 
 import (
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -181,7 +181,7 @@ func create(base string) error {
 		}
 		return err
 	}
-	return syncDir(filepath.Dir(base))
+	return atomicfile.SyncDir(filepath.Dir(base))
 }
 
 // WritePolicy stores p under its descriptor, replacing any earlier file
@@ -287,39 +287,15 @@ func writeFile(path string, data []byte) (err error) {
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return atomicfile.SyncDir(dir)
 }
 
 // Destroy overwrites a metadata file with random bytes, syncs and removes
 // it; a missing file is not an error. Old copies of the blocks may survive
 // on journaling filesystems and flash, as with any overwrite.
 func Destroy(path string) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|unix.O_NOFOLLOW, 0)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("destroy fscrypt metadata: %w", err)
-	}
-	fi, err := f.Stat()
-	if err == nil && fi.Mode().IsRegular() {
-		junk := make([]byte, fi.Size())
-		rand.Read(junk)
-		_, err = f.WriteAt(junk, 0)
-	}
-	if err := errors.Join(err, f.Sync(), f.Close()); err != nil {
+	if err := atomicfile.Shred(path); err != nil {
 		return fmt.Errorf("destroy fscrypt metadata %s: %w", path, err)
 	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("destroy fscrypt metadata: %w", err)
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	return errors.Join(d.Sync(), d.Close())
+	return nil
 }
