@@ -106,6 +106,17 @@ func (in *installer) drift(prev *state.State) []string {
 			out = append(out, p+": changed (sha256 "+got[:16]+"…, recorded "+shortSum(prev.Files[p])+"…)")
 		}
 	}
+	if gw, _ := in.recordedUIDs(); gw > 0 {
+		for _, p := range in.secretFiles() {
+			fi, err := os.Stat(p)
+			if err != nil {
+				continue // a missing secret is made again by the gateway step
+			}
+			if uid, _ := ownerOf(fi); uid != gw || fi.Mode().Perm() != 0o600 {
+				out = append(out, fmt.Sprintf("%s: mode %04o, owner uid %d (want 0600, the gateway's uid %d)", p, fi.Mode().Perm(), uid, gw))
+			}
+		}
+	}
 	for _, svc := range []state.Service{prev.Runtime, prev.Gateway.Service} {
 		if !running(svc) {
 			out = append(out, fmt.Sprintf("the %s (%s): not running", svc.Name, describe(svc)))

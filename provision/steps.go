@@ -605,6 +605,26 @@ func (in *installer) adminToken(id harden.Identity) error {
 
 // private makes a secret file the gateway's (id) alone: owner id, mode
 // 0600, so neither the runtime's user nor anyone else but root reads it.
+// secretFiles are the gateway's own secrets: its token file, its TLS key
+// and the audit log's signing key. Only the gateway's user may read them.
+func (in *installer) secretFiles() []string {
+	return []string{in.l.tokens(), filepath.Join(in.l.tlsDir(), certs.KeyFile), in.l.auditKey() + ".key"}
+}
+
+// protectSecrets gives each existing secret file back to the gateway's
+// user alone (private), as the gateway step leaves them.
+func (in *installer) protectSecrets(id harden.Identity) error {
+	for _, p := range in.secretFiles() {
+		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err := private(p, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func private(path string, id harden.Identity) error {
 	if err := os.Chown(path, id.UID, id.GID); err != nil {
 		return err

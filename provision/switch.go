@@ -42,6 +42,11 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 		live = false
 	}
 	if live {
+		// The gateway keeps running: its secrets get their owner and mode
+		// back here, as its step would give them (repair).
+		if err := in.protectSecrets(id); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
 		if err := in.repoint(ctx, in.prev, upstream); err != nil {
 			return err
 		}
