@@ -241,6 +241,14 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if err := in.stepDone("firewall"); err != nil {
 		return nil, err
 	}
+	if in.prev != nil && in.prev.RuntimeUser != "" { // not while a one-user installation is migrated
+		// Releases already in the store get back what copy-in gave them
+		// (repair): the runtime's user alone. Before the store step, whose
+		// unlock refuses a store with looser permissions.
+		if err := in.privateReleases(ids.Runtime, true); err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+	}
 	if err := in.store(ctx, st, ids.Runtime); err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -117,6 +118,11 @@ func (in *installer) drift(prev *state.State) []string {
 			}
 		}
 	}
+	if _, rt := in.recordedUIDs(); rt > 0 {
+		if err := in.privateReleases(harden.Identity{UID: rt, GID: -1}, false); err != nil {
+			out = append(out, err.Error())
+		}
+	}
 	for _, svc := range []state.Service{prev.Runtime, prev.Gateway.Service} {
 		if !running(svc) {
 			out = append(out, fmt.Sprintf("the %s (%s): not running", svc.Name, describe(svc)))
@@ -155,4 +161,46 @@ func shortSum(s string) string {
 		return s[:16]
 	}
 	return strconv.Quote(s)
+}
+
+// privateReleases walks the store's releases, which copy-in leaves to the
+// runtime's user alone (no group or other bits, owner id). With fix it
+// takes group and other bits away and gives each path back to id; without,
+// it returns an error that names the first path found otherwise and how
+// many there are. Symlinks, which copy-in never makes, are only reported.
+func (in *installer) privateReleases(id harden.Identity, fix bool) error {
+	dir := filepath.Join(in.o.Store, ReleasesDir)
+	bad, first := 0, ""
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if errors.Is(err, os.ErrNotExist) && p == dir {
+			return filepath.SkipDir
+		}
+		if err != nil {
+			return err
+		}
+		uid, _ := ownerOf(fi)
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return fmt.Errorf("%s: a symlink in the store (copy-in never makes one); remove it and re-run install", p)
+		}
+		if fi.Mode().Perm()&0o077 == 0 && uid == id.UID {
+			return nil
+		}
+		if !fix {
+			if bad++; first == "" {
+				first = fmt.Sprintf("%s: mode %04o, owner uid %d", p, fi.Mode().Perm(), uid)
+			}
+			return nil
+		}
+		if err := os.Chmod(p, fi.Mode().Perm()&^0o077); err != nil {
+			return err
+		}
+		return os.Lchown(p, id.UID, id.GID)
+	})
+	switch {
+	case err != nil:
+		return err
+	case bad > 0:
+		return fmt.Errorf("%s (want no group or other bits, the runtime's uid %d; %d path(s) in %s)", first, id.UID, bad, dir)
+	}
+	return nil
 }
