@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -47,8 +48,11 @@ func (in *installer) precheck() error {
 			continue
 		}
 		l, err := net.Listen("tcp", addr)
-		if err != nil {
+		switch {
+		case errors.Is(err, syscall.EADDRINUSE):
 			return fmt.Errorf("install: gateway address %s: %w: %v", addr, ErrAddressInUse, err)
+		case err != nil: // an address this host does not have, say
+			return fmt.Errorf("install: gateway address %s: %w", addr, err)
 		}
 		l.Close()
 	}

@@ -153,6 +153,12 @@ func TestPrecheck(t *testing.T) {
 	}
 
 	in = base()
+	in.o.Listen = "192.0.2.77:8443" // an address no interface here has
+	if err := in.precheck(); err == nil || errors.Is(err, ErrAddressInUse) || !strings.Contains(err.Error(), "192.0.2.77:8443") {
+		t.Fatalf("an address this host lacks: %v", err)
+	}
+
+	in = base()
 	in.o.Listen = held.Addr().String()
 	if err := in.precheck(); !errors.Is(err, ErrAddressInUse) || !strings.Contains(err.Error(), held.Addr().String()) {
 		t.Fatalf("held port: %v", err)
