@@ -51,6 +51,7 @@ off this session is refused before anything changes (exit 2) unless an
 
 REPAIR: re-running install with the installed bundle checks the host against
 the record (the live firewall table, the recorded rules and unit files, the
+modes and owners of the gateway's secrets and of the store's releases, the
 services) and runs the steps again when anything drifted, printing each
 finding as "drifted from the recorded installation: ..."; --repair runs them
 even when nothing did. Root, the gateway addresses and the firewall's effect on
@@ -84,7 +85,7 @@ Examples:
 			&cli.StringSliceFlag{Name: "allow-cidr", Usage: "client CIDR allowed to reach the API port (repeatable; 'none' clears)"},
 			&cli.StringSliceFlag{Name: "admin-cidr", Usage: "admin CIDR allowed to reach SSH (repeatable; 'none' clears)"},
 			&cli.StringSliceFlag{Name: "allow-egress", Usage: "allowed outbound PROTO:CIDR:PORT, e.g. udp:10.0.0.5/32:123 (repeatable; 'none' clears)"},
-			&cli.StringSliceFlag{Name: "probe", Usage: "address verify's egress probe must fail to reach (repeatable; 'none' clears)"},
+			&cli.StringSliceFlag{Name: "probe", Usage: "IP address beyond the host that verify's egress probe must fail to reach; gets its own counted drop rule (repeatable; 'none' clears)"},
 			&cli.DurationFlag{Name: "confirm-timeout", Usage: "over SSH from an address no --admin-cidr covers: apply the firewall, and revert it unless 'qwen-appliance harden confirm' runs from a new connection within `DUR`"},
 			&cli.BoolFlag{Name: "repair", Usage: "run every step again even when the installation looks healthy (a re-run repairs what it finds drifted anyway)"},
 			&cli.IntFlag{Name: "context", Usage: "context length to serve (default: what preflight chose)"},
