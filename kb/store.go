@@ -148,8 +148,10 @@ var ErrNotKB = errors.New("not a knowledge-base database")
 // -wal/-shm files, and never writes to the database. It refuses a path that
 // is missing, a symbolic link or not a regular file, and returns an error
 // wrapping ErrNotKB for a file without this program's schema (an empty file
-// included). The DB it returns supports the read-only methods (Check,
-// Search, ...); a write fails.
+// included). The DB it returns is for Check and other reads; any write
+// fails. Without a -wal file the connection is immutable=1: a writer that
+// opens the database while it is held is not seen, which for verify's
+// one short pass is the price of creating nothing.
 func OpenReadOnly(path string) (*DB, error) {
 	path, err := filepath.Abs(path)
 	if err != nil {
