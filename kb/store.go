@@ -138,6 +138,65 @@ func Open(path string) (*DB, error) {
 	return k, nil
 }
 
+// ErrNotKB is returned by OpenReadOnly for a file that is not a knowledge
+// base written by this program: empty, another SQLite database, or no
+// SQLite database at all.
+var ErrNotKB = errors.New("not a knowledge-base database")
+
+// OpenReadOnly opens the existing knowledge base at path for reading only,
+// as verify does: it never creates the file, its directory, the schema or
+// -wal/-shm files, and never writes to the database. It refuses a path that
+// is missing, a symbolic link or not a regular file, and returns an error
+// wrapping ErrNotKB for a file without this program's schema (an empty file
+// included). The DB it returns is for Check and other reads; any write
+// fails. Without a -wal file the connection is immutable=1: a writer that
+// opens the database while it is held is not seen, which for verify's
+// one short pass is the price of creating nothing.
+func OpenReadOnly(path string) (*DB, error) {
+	path, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("open knowledge base: %w", err)
+	}
+	st, err := os.Lstat(path)
+	if err != nil {
+		return nil, fmt.Errorf("open knowledge base: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("open knowledge base %s: not a regular file", path)
+	}
+	if st.Size() == 0 {
+		return nil, fmt.Errorf("open knowledge base %s: empty file: %w", path, ErrNotKB)
+	}
+	// mode=ro opens the file O_RDONLY; with a journal_mode(wal) database
+	// and no -wal/-shm beside it (no writer open), SQLite would still
+	// create them to read through the WAL, so a missing -wal makes the
+	// connection immutable instead: nothing else has the database open,
+	// so nothing can change under it.
+	q := "mode=ro&_pragma=busy_timeout(10000)&_pragma=query_only(1)"
+	if _, err := os.Lstat(path + "-wal"); errors.Is(err, os.ErrNotExist) {
+		q += "&immutable=1"
+	}
+	db, err := driver.Open("file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q)
+	if err != nil {
+		return nil, fmt.Errorf("open knowledge base %s: %w", path, err)
+	}
+	k := &DB{db: db, path: path}
+	var v int
+	if err := db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open knowledge base %s: %w: %w", path, ErrNotKB, err)
+	}
+	if v != schemaVersion {
+		db.Close()
+		return nil, fmt.Errorf("open knowledge base %s: schema version %d, want %d: %w", path, v, schemaVersion, ErrNotKB)
+	}
+	if err := db.QueryRow(`SELECT value FROM secrets WHERE key = 'query_hash_key'`).Scan(&k.hashKey); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open knowledge base %s: %w: %w", path, ErrNotKB, err)
+	}
+	return k, nil
+}
+
 func (k *DB) migrate() error {
 	var v int
 	if err := k.db.QueryRow(`PRAGMA user_version`).Scan(&v); err != nil {

@@ -97,7 +97,8 @@ func kbUID(t *Target) int {
 }
 
 func kbProblems(ctx context.Context, t *Target, p string) ([]kb.Problem, error) {
-	k, err := kb.Open(p)
+	// Read-only: verify never changes the host, not even -wal/-shm files.
+	k, err := kb.OpenReadOnly(p)
 	if err != nil {
 		return nil, err
 	}

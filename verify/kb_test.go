@@ -134,3 +134,53 @@ func TestStorePermissionsLeavesKB(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(tg.State.Store.Dir, "stray.db"), nil, 0o600))
 	expect(t, runOne(t, "storage.permissions", tg), Fail, "stray.db")
 }
+
+// verify never changes the host: the kb checks leave the database's
+// bytes, modification time and directory (no new -wal/-shm) as they were.
+func TestKBChecksReadOnly(t *testing.T) {
+	tg, p := kbFixture(t)
+	dir := filepath.Dir(p)
+	type file struct {
+		data  string
+		mtime int64
+	}
+	list := func() map[string]file {
+		ents, err := os.ReadDir(dir)
+		must(t, err)
+		out := map[string]file{}
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			must(t, err)
+			st, err := os.Stat(filepath.Join(dir, e.Name()))
+			must(t, err)
+			out[e.Name()] = file{string(b), st.ModTime().UnixNano()}
+		}
+		return out
+	}
+	before := list()
+	for _, id := range kbChecks {
+		expect(t, runOne(t, id, tg), Pass, p)
+	}
+	after := list()
+	if len(after) != len(before) {
+		t.Errorf("directory %s: %d files before, %d after", dir, len(before), len(after))
+	}
+	for n, a := range after {
+		if b, ok := before[n]; !ok {
+			t.Errorf("verify created %s", n)
+		} else if a != b {
+			t.Errorf("verify changed %s", n)
+		}
+	}
+
+	// An empty file is not a knowledge base: the check errors, and no
+	// schema is written into it.
+	must(t, os.WriteFile(p, nil, 0o600))
+	expect(t, runOne(t, "kb.content", tg), Error, "not a knowledge-base database")
+	if st, err := os.Stat(p); err != nil || st.Size() != 0 {
+		t.Errorf("empty database after verify: %v, %v", st, err)
+	}
+	if _, err := os.Lstat(p + "-wal"); err == nil {
+		t.Error("verify created a -wal file beside the empty database")
+	}
+}
