@@ -6,12 +6,19 @@ export CGO_CFLAGS ?= -Wno-deprecated-declarations
 FUZZTIME ?= 10s
 PKGS := ./...
 
+# --version reports these; a plain 'go build' falls back to the commit and
+# time the go command records (vcs.revision, vcs.time).
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+LDFLAGS = -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(BUILD_DATE)
+
 .PHONY: build appliance test bench fuzz lint demo clean
 
 # The full build, for the connected side (bundle create fetches through
 # go-getter: s3::, gcs::, git::).
 build:
-	$(GO) build -o $(BIN) ./cmd/qwen-appliance
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/qwen-appliance
 	@if $(GO) version -m $(BIN) | grep -q 'faultinject'; then echo "$(BIN) is built with faultinject"; exit 1; fi
 
 # The appliance build, for the isolated host: the same commands without
@@ -19,7 +26,7 @@ build:
 # brings. It fails if any of them is linked in.
 APPLIANCE_BIN := bin/appliance/qwen-appliance
 appliance:
-	$(GO) build -tags appliance -o $(APPLIANCE_BIN) ./cmd/qwen-appliance
+	$(GO) build -tags appliance -ldflags "$(LDFLAGS)" -o $(APPLIANCE_BIN) ./cmd/qwen-appliance
 	@if $(GO) version -m $(APPLIANCE_BIN) | grep -q 'faultinject'; then echo "$(APPLIANCE_BIN) is built with faultinject"; exit 1; fi
 	@if $(GO) version -m $(APPLIANCE_BIN) | grep -E 'hashicorp/go-getter|aws/aws-sdk|cloud.google.com|google.golang.org/grpc|opentelemetry'; then \
 	  echo "appliance build links connected-side modules (above)"; exit 1; fi

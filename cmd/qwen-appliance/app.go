@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -29,14 +30,16 @@ const (
 const exitStatusHelp = `EXIT STATUS:
    0    success
    1    error (I/O, bad input, a failed step)
-   2    usage error (unknown flag, missing argument)
+   2    usage error (unknown command or flag, bad flag value, missing argument or flag)
    3    verification failed (signature, hash, expiry, rollback, tampering)
    4    host does not meet the bundle's requirements
    130  cancelled (SIGINT/SIGTERM)`
 
-// version is set at build time with -ldflags "-X main.version=…".
-var version = ""
+// version, commit and date are stamped by 'make build' and 'make appliance'
+// with -ldflags "-X main.version=… -X main.commit=… -X main.date=…".
+var version, commit, date = "", "", ""
 
+// toolVersion is the version recorded in manifests and reports.
 func toolVersion() string {
 	if version != "" {
 		return version
@@ -45,6 +48,41 @@ func toolVersion() string {
 		return bi.Main.Version
 	}
 	return "dev"
+}
+
+// versionLine is what --version prints: the version, the commit and the build
+// date. Without -ldflags it falls back to what the go command recorded from
+// version control (vcs.revision, vcs.modified, vcs.time), so a plain 'go build'
+// still names its commit.
+func versionLine() string {
+	rev, at := commit, date
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		dirty := false
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				if rev == "" {
+					rev = s.Value
+				}
+			case "vcs.time":
+				if at == "" {
+					at = s.Value
+				}
+			case "vcs.modified":
+				dirty = s.Value == "true"
+			}
+		}
+		if commit == "" && rev != "" && dirty {
+			rev += "-dirty"
+		}
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	if at == "" {
+		at = "unknown"
+	}
+	return fmt.Sprintf("%s, commit %s, built %s", toolVersion(), rev, at)
 }
 
 // commands holds every top-level command; each command's file adds its own in
@@ -101,7 +139,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	return &cli.App{
 		Name:    "qwen-appliance",
 		Usage:   "run a private LLM on an air-gapped GPU server, and prove it",
-		Version: toolVersion(),
+		Version: versionLine(),
 		Description: "Bundle a pinned model and inference server on a connected machine, carry it\n" +
 			"across the gap, install it on the isolated host, and verify it during audits.\n\n" + exitStatusHelp,
 		Commands:        cmds,
@@ -109,9 +147,80 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
 		OnUsageError:    onUsageError,
+		// urfave/cli calls this, instead of returning an error, when a
+		// command group is given a name it does not have; run turns the
+		// recorded error into exit status 2.
+		CommandNotFound: func(c *cli.Context, name string) {
+			c.App.Metadata[notFoundKey] = unknownCommand(c, name)
+		},
+		Metadata: map[string]any{},
 		// Errors are mapped to exit codes in run, never inside the library.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+}
+
+// notFoundKey is the App.Metadata key under which CommandNotFound leaves its
+// usage error for run.
+const notFoundKey = "qwen-appliance/unknown-command"
+
+// unknownCommand is the usage error for "qwen-appliance instal": it names the
+// command and, when a command's name is close, suggests it.
+func unknownCommand(c *cli.Context, name string) error {
+	path := c.App.Name
+	if c.Command != nil && c.Command.Name != "" && c.Command.Name != c.App.Name {
+		path = c.Command.HelpName
+	}
+	var subs []*cli.Command
+	if c.Command != nil {
+		subs = c.Command.Subcommands
+	}
+	if len(subs) == 0 {
+		subs = c.App.Commands
+	}
+	hint := fmt.Sprintf("run '%s --help' for the list of commands", path)
+	if s := closest(name, subs); s != "" {
+		hint = fmt.Sprintf("did you mean '%s'? %s", s, hint)
+	}
+	return &cliError{code: exitUsage, hint: hint, err: fmt.Errorf("unknown command %q for '%s'", name, path)}
+}
+
+// closest returns the visible command name nearest to name by edit distance,
+// or "" when none is near enough to be a typo: at most 2 edits, and fewer
+// than half the name's length.
+func closest(name string, cmds []*cli.Command) string {
+	best, bestD := "", 3
+	for _, c := range cmds {
+		if c.Hidden || c.Name == "help" {
+			continue
+		}
+		for _, n := range c.Names() {
+			if d := editDistance(name, n); d < bestD && 2*d < len(n) {
+				best, bestD = c.Name, d
+			}
+		}
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func onUsageError(c *cli.Context, err error, _ bool) error {
@@ -122,6 +231,10 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 // subcommands, and wraps actions so that --json also applies to errors.
 func prepare(c *cli.Command) {
 	c.OnUsageError = onUsageError
+	checkRequired(c)
+	for _, f := range c.Flags {
+		oneDefault(f)
+	}
 	if c.Action != nil {
 		if !strings.Contains(c.Description, "EXIT STATUS") {
 			if c.Description != "" {
@@ -148,11 +261,86 @@ func prepare(c *cli.Command) {
 	}
 }
 
+// oneDefault makes a flag whose usage ends by stating its default ("how long
+// to wait (default 5m)", "(default: the manifest's)") show that default once:
+// the text moves to the flag's DefaultText, which urfave/cli prints instead of
+// the zero value it would otherwise append ("(default 5m) (default: 0s)").
+func oneDefault(f cli.Flag) {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
+		return
+	}
+	usage, text := v.Elem().FieldByName("Usage"), v.Elem().FieldByName("DefaultText")
+	if !usage.IsValid() || !text.IsValid() || usage.Kind() != reflect.String || text.String() != "" {
+		return
+	}
+	u := usage.String()
+	i := strings.LastIndex(u, " (default")
+	if i < 0 || !strings.HasSuffix(u, ")") {
+		return
+	}
+	def := strings.TrimSpace(strings.TrimPrefix(strings.TrimPrefix(u[i+len(" (default"):len(u)-1], ":"), " "))
+	if def == "" {
+		return
+	}
+	usage.SetString(u[:i])
+	text.SetString(def)
+}
+
+// checkRequired moves the check for c's required flags from urfave/cli, which
+// prints the whole help on stdout and exits 1, into c.Before, which reports a
+// missing flag as a one-line usage error (exit status 2). It runs after
+// --help is handled, so "CMD --help" still works without the flags.
+func checkRequired(c *cli.Command) {
+	var names []string
+	for _, f := range c.Flags {
+		switch f := f.(type) {
+		case *cli.StringFlag:
+			if f.Required {
+				f.Required = false
+				names = append(names, f.Name)
+			}
+		case *cli.StringSliceFlag:
+			if f.Required {
+				f.Required = false
+				names = append(names, f.Name)
+			}
+		default:
+			if rf, ok := f.(cli.RequiredFlag); ok && rf.IsRequired() {
+				panic(fmt.Sprintf("%s: required flag %v: add its type to checkRequired", c.Name, f.Names()))
+			}
+		}
+	}
+	if len(names) == 0 {
+		return
+	}
+	before := c.Before
+	c.Before = func(ctx *cli.Context) error {
+		var missing []string
+		for _, n := range names {
+			if !ctx.IsSet(n) {
+				missing = append(missing, "--"+n)
+			}
+		}
+		if len(missing) > 0 {
+			return usagef(fmt.Sprintf("run '%s --help'", ctx.Command.HelpName),
+				"missing required flag %s", strings.Join(missing, ", "))
+		}
+		if before != nil {
+			return before(ctx)
+		}
+		return nil
+	}
+}
+
 // run executes the program and maps the returned error to an exit code; it is
 // the only place that decides exit codes.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
 	err := app.RunContext(ctx, reorderArgs(app, args))
+	if e, ok := app.Metadata[notFoundKey].(error); ok && err == nil {
+		err = e
+	}
 	if err == nil {
 		return exitOK
 	}

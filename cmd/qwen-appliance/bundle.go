@@ -70,7 +70,9 @@ Example:
 				Name:      "specs",
 				Usage:     "list the built-in specs, or print one",
 				ArgsUsage: "[NAME]",
-				Action:    bundleSpecs,
+				Description: "Without NAME, lists the specs 'bundle create' knows; with NAME, prints that spec.\n\n" +
+					"Example:\n   qwen-appliance bundle specs qwen2.5-7b-instruct",
+				Action: bundleSpecs,
 			},
 			packCommand(),
 			unpackCommand(),

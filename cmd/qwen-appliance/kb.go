@@ -102,10 +102,11 @@ func init() {
 				}},
 			},
 			{
-				Name:   "list",
-				Usage:  "list documents with their class, access list and version",
-				Flags:  []cli.Flag{dbFlag, jsonFlag},
-				Action: kbList,
+				Name:        "list",
+				Usage:       "list documents with their class, access list and version",
+				Description: "Example:\n   qwen-appliance kb list --json",
+				Flags:       []cli.Flag{dbFlag, jsonFlag},
+				Action:      kbList,
 			},
 			{
 				Name:      "show",
@@ -127,7 +128,8 @@ func init() {
 				Description: "Finds documents without an access list, a database file or directory that\n" +
 					"others may read or that the service user does not own, a database outside the\n" +
 					"encrypted store, and chunks changed since ingest (hash recorded per document).\n" +
-					"Exit status 3 when anything is found.",
+					"Exit status 3 when anything is found.\n\n" +
+					"Example:\n   qwen-appliance kb check --uid 0",
 				Flags: []cli.Flag{dbFlag,
 					&cli.StringFlag{Name: "store", Usage: "the encrypted store the database must lie in ('' skips)", Value: provision.StoreDir},
 					&cli.IntFlag{Name: "uid", Usage: "owner the database must have (-1 skips)", Value: -1},

@@ -41,10 +41,11 @@ func init() {
 				Action: tokensCreate,
 			},
 			{
-				Name:   "list",
-				Usage:  "list tokens (never their secrets)",
-				Flags:  []cli.Flag{fileFlag, &cli.BoolFlag{Name: "json", Usage: "JSON output"}},
-				Action: tokensList,
+				Name:        "list",
+				Usage:       "list tokens (never their secrets)",
+				Description: "Example:\n   qwen-appliance tokens list --file tokens.json --json",
+				Flags:       []cli.Flag{fileFlag, &cli.BoolFlag{Name: "json", Usage: "JSON output"}},
+				Action:      tokensList,
 			},
 			{
 				Name:        "revoke",
