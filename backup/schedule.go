@@ -8,15 +8,17 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/qwen-appliance/qwen-appliance/backup/layout"
 )
 
-// Names of the scheduled backup's systemd units.
+// Names of the scheduled backup's systemd units (see package layout).
 const (
-	ScheduleService = "qwen-appliance-backup.service"
-	ScheduleTimer   = "qwen-appliance-backup.timer"
+	ScheduleService = layout.ScheduleService
+	ScheduleTimer   = layout.ScheduleTimer
 )
 
-const namePrefix, nameSuffix = "qwen-backup-", ".age"
+const namePrefix, nameSuffix = layout.ArchivePrefix, layout.ArchiveSuffix
 
 // Name is the file name of a backup taken at t in an --out-dir: sortable,
 // so that the newest is last.

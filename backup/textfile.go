@@ -7,17 +7,19 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
+
+	"github.com/qwen-appliance/qwen-appliance/backup/layout"
 )
 
 // DefaultTextfileDir is where Debian's prometheus-node-exporter reads
 // textfile-collector files from (--collector.textfile.directory).
-const DefaultTextfileDir = "/var/lib/prometheus/node-exporter"
+const DefaultTextfileDir = layout.DefaultTextfileDir
 
 // TextfileName is the file a successful backup rewrites in that directory.
-const TextfileName = "qwen_backup.prom"
+const TextfileName = layout.TextfileName
 
 // DrillTextfileName is the file backup verify --drill rewrites there.
-const DrillTextfileName = "qwen_backup_drill.prom"
+const DrillTextfileName = layout.DrillTextfileName
 
 // writeTextfile records a successful backup for Prometheus: the node
 // exporter's textfile collector serves qwen_backup_last_success_timestamp_seconds

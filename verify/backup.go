@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/qwen-appliance/qwen-appliance/backup"
+	"github.com/qwen-appliance/qwen-appliance/backup/layout"
 	"github.com/qwen-appliance/qwen-appliance/harden"
 )
 
@@ -27,7 +27,7 @@ func init() {
 		ID: "backup.freshness", Title: "the last successful backup is recent",
 		Severity: High, Controls: []string{"CP-9", "CP-10"},
 		Rationale:   "Audit log, tokens, CA and keys live on one disk; a backup that silently stopped succeeding is found out only when the disk is lost and nothing recent can be restored.",
-		Remediation: "Find out why the timer's runs fail ('journalctl -u " + backup.ScheduleService + "'), fix it and run 'systemctl start " + backup.ScheduleService + "' (or 'qwen-appliance backup create --out-dir D --recipient-file F') until one succeeds; then drill it with 'backup verify --drill'.",
+		Remediation: "Find out why the timer's runs fail ('journalctl -u " + layout.ScheduleService + "'), fix it and run 'systemctl start " + layout.ScheduleService + "' (or 'qwen-appliance backup create --out-dir D --recipient-file F') until one succeeds; then drill it with 'backup verify --drill'.",
 		Run:         backupFreshness,
 	})
 }
@@ -39,9 +39,9 @@ func init() {
 // named period (daily: 48 h, hourly: 2 h, weekly: 14 days), else
 // DefaultBackupMaxAge.
 func backupFreshness(_ context.Context, t *Target) Outcome {
-	timerPath := filepath.Join(t.Root, harden.UnitDir, backup.ScheduleTimer)
-	servicePath := filepath.Join(t.Root, harden.UnitDir, backup.ScheduleService)
-	textfile := filepath.Join(t.Root, backup.DefaultTextfileDir, backup.TextfileName)
+	timerPath := filepath.Join(t.Root, harden.UnitDir, layout.ScheduleTimer)
+	servicePath := filepath.Join(t.Root, harden.UnitDir, layout.ScheduleService)
+	textfile := filepath.Join(t.Root, layout.DefaultTextfileDir, layout.TextfileName)
 
 	timer, scheduled, err := readOptional(timerPath)
 	if err != nil {
@@ -180,8 +180,8 @@ func newestBackup(dir string) (at time.Time, name string, err error) {
 		return time.Time{}, "", err
 	}
 	for _, e := range ents {
-		stamp, ok := strings.CutPrefix(e.Name(), "qwen-backup-")
-		stamp, ok2 := strings.CutSuffix(stamp, ".age")
+		stamp, ok := strings.CutPrefix(e.Name(), layout.ArchivePrefix)
+		stamp, ok2 := strings.CutSuffix(stamp, layout.ArchiveSuffix)
 		if !ok || !ok2 || !e.Type().IsRegular() {
 			continue
 		}
