@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -41,14 +42,36 @@ type Options struct {
 	Tool string // tool name and version for the report
 }
 
+// ErrNoSuchCheck is returned (wrapped) when an Only pattern matches no check.
+var ErrNoSuchCheck = errors.New("no check matches")
+
 // Run executes the selected checks in ID order and returns the report. It
-// returns an error only when verify itself cannot run (an invalid pattern).
+// returns an error only when verify itself cannot run: an invalid pattern,
+// or one that matches no check (ErrNoSuchCheck).
 func Run(ctx context.Context, opts Options) (*Report, error) {
 	t := &opts.Target
 	host, _ := os.Hostname()
 	rep := &Report{SchemaVersion: 1, Tool: opts.Tool, Host: host, Root: t.Root, Started: t.now()}
 	if s := t.State; s != nil && s.Bundle.Name != "" {
 		rep.Bundle = fmt.Sprintf("%s version %d", s.Bundle.Name, s.Bundle.Version)
+	}
+	if len(opts.Only) > 0 {
+		// A pattern that selects nothing (a typo: 'nework.*') would make
+		// an empty run that passes: refuse it instead.
+		for _, p := range opts.Only {
+			any := false
+			for _, c := range Checks() {
+				if ok, err := selected(c.ID, []string{p}); err != nil {
+					return nil, err
+				} else if ok {
+					any = true
+					break
+				}
+			}
+			if !any {
+				return nil, fmt.Errorf("%w: --only %q", ErrNoSuchCheck, p)
+			}
+		}
 	}
 	for _, c := range Checks() {
 		ok, err := selected(c.ID, opts.Only)

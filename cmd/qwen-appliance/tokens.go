@@ -1,7 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -105,6 +108,12 @@ func tokensCreate(c *cli.Context) error {
 }
 
 func tokensList(c *cli.Context) error {
+	// Load treats a missing file as an empty store (for create); listing a
+	// file that is not there is a mistaken path, not "no tokens".
+	if _, err := os.Stat(c.String("file")); errors.Is(err, fs.ErrNotExist) {
+		return withCode(exitError, fmt.Errorf("token file %s does not exist", c.String("file")),
+			"pass --file with the installed token file (/etc/qwen-appliance/tokens.json), or create a first token with 'tokens create'")
+	}
 	s, err := tokens.Load(c.String("file"))
 	if err != nil {
 		return err

@@ -106,8 +106,11 @@ func verifyRun(c *cli.Context) error {
 		}
 	}
 	rep, err := verify.Run(c.Context, verify.Options{Target: target, Only: c.StringSlice("only"), Tool: "qwen-appliance " + toolVersion()})
+	if errors.Is(err, verify.ErrNoSuchCheck) {
+		return withCode(exitUsage, err, "'qwen-appliance verify --list' names every check; --only takes patterns such as 'network.*'")
+	}
 	if err != nil {
-		return withCode(exitError, err, "check --only patterns")
+		return withCode(exitUsage, err, "--only takes path.Match patterns such as 'network.*'")
 	}
 	if dir := c.String("report-dir"); dir != "" {
 		if err := verify.WriteDir(dir, rep, key); err != nil {
