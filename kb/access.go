@@ -59,7 +59,7 @@ func ParsePrincipal(s string) (Principal, error) {
 		return All, nil
 	}
 	kind, name, ok := strings.Cut(s, ":")
-	if !ok || (kind != "role" && kind != "user") || !validName(name) {
+	if !ok || (kind != "role" && kind != "user") || !tokens.ValidRole(name) {
 		return "", fmt.Errorf("%w: %q", ErrPrincipal, s)
 	}
 	if kind == "user" && !tokens.ValidID(name) {
@@ -92,18 +92,6 @@ func ParsePrincipals(list ...string) ([]Principal, error) {
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-func validName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range []byte(s) {
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // Caller is who asks: the principals they hold and their clearance. The

@@ -208,13 +208,10 @@ func LoadPublicKeys(paths ...string) ([]PublicKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("read public key: %w", err)
 		}
-		data, err := io.ReadAll(io.LimitReader(f, maxPublicKeyFile+1))
+		data, err := readAtMost(f, p, maxPublicKeyFile)
 		f.Close()
 		if err != nil {
-			return nil, fmt.Errorf("read public key %s: %w", p, err)
-		}
-		if len(data) > maxPublicKeyFile {
-			return nil, fmt.Errorf("public key %s: larger than %d bytes", p, maxPublicKeyFile)
+			return nil, fmt.Errorf("public key: %w", err)
 		}
 		keys, err := ParsePublicKeys(data)
 		if err != nil {

@@ -132,12 +132,17 @@ func readBounded(dir, name string) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("read: %w", &FileTypeError{Path: filepath.Join(dir, name), Type: fileType(st.Mode())})
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxManifestBytes+1))
+	return readAtMost(f, name, maxManifestBytes)
+}
+
+// readAtMost reads f to its end, refusing one longer than max bytes.
+func readAtMost(f *os.File, name string, max int) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
-	if len(data) > maxManifestBytes {
-		return nil, fmt.Errorf("read %s: larger than %d bytes", name, maxManifestBytes)
+	if len(data) > max {
+		return nil, fmt.Errorf("read %s: larger than %d bytes", name, max)
 	}
 	return data, nil
 }

@@ -302,7 +302,7 @@ var Clearances = []string{"public", "internal", "secret"}
 // '_', '.'; at most 64 characters) and a clearance.
 func checkAccess(roles []string, clearance string) error {
 	for _, r := range roles {
-		if !validRoleName(r) {
+		if !ValidRole(r) {
 			return fmt.Errorf("role %q is not lower-case letters, digits, '-', '_' or '.' (at most 64)", r)
 		}
 	}
@@ -312,7 +312,10 @@ func checkAccess(roles []string, clearance string) error {
 	return nil
 }
 
-func validRoleName(s string) bool {
+// ValidRole reports whether s may name a role: lower-case letters, digits,
+// '-', '_' and '.', at most 64 of them, so that a role can never carry a
+// separator or a wildcard into a token's or a document's access list.
+func ValidRole(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}
