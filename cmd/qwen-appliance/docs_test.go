@@ -14,6 +14,10 @@ package main
 //     more than an unprivileged user has a marker comment on the line before
 //     its fence, "<!-- console: root -->" (conditions: root, ollama); the
 //     block is skipped with the reason when a condition does not hold.
+//   - A fenced block preceded by "<!-- file: NAME -->" is a file the reader
+//     is asked to write: every later console block of the same document
+//     starts with it in its directory, so a session can use a configuration
+//     the page shows whole.
 //   - A fenced block preceded by "<!-- excerpt: PATH -->" quotes PATH
 //     (relative to the repository root), a golden file a test keeps true:
 //     its lines must occur in PATH in that order, with runs of white space
@@ -27,6 +31,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -259,11 +264,20 @@ func TestDocSessions(t *testing.T) {
 		t.Skip("needs bash")
 	}
 	n := 0
+	files := map[string]map[string]string{} // document → file name → content
 	for _, b := range allBlocks(t) {
+		if name, ok := strings.CutPrefix(b.marker, "file:"); ok {
+			if files[b.file] == nil {
+				files[b.file] = map[string]string{}
+			}
+			files[b.file][strings.TrimSpace(name)] = strings.Join(b.lines, "\n") + "\n"
+			continue
+		}
 		if b.info != "console" {
 			continue
 		}
 		n++
+		given := maps.Clone(files[b.file])
 		t.Run(fmt.Sprintf("%s:%d", b.file, b.line), func(t *testing.T) {
 			if why := docConditions(b.marker); why != "" {
 				t.Skip(why)
@@ -273,6 +287,18 @@ func TestDocSessions(t *testing.T) {
 				t.Fatal(err)
 			}
 			dir := t.TempDir()
+			for name, content := range given {
+				p := filepath.Join(dir, filepath.FromSlash(name))
+				if !filepath.IsLocal(name) {
+					t.Fatalf("%s:%d: file %q must be a relative path", b.file, b.line, name)
+				}
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, "bash", "--noprofile", "--norc")
