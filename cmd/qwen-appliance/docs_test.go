@@ -305,6 +305,10 @@ func TestDocSessions(t *testing.T) {
 			cmd.Dir = dir
 			cmd.Stdin = strings.NewReader(s.script())
 			cmd.Env = append(os.Environ(), "HOME="+dir, "SSH_CONNECTION=", "SSH_CLIENT=", "TZ=UTC", "LC_ALL=C.UTF-8", "NO_COLOR=1")
+			if o := runtime.FindOllama(); o != "" {
+				// What 'export QWA_OLLAMA=$(scripts/build-ollama.sh)' sets.
+				cmd.Env = append(cmd.Env, "QWA_OLLAMA="+o)
+			}
 			out, err := cmd.Output()
 			if ctx.Err() != nil {
 				t.Fatalf("the session did not finish in time: %v\n%s", err, out)
