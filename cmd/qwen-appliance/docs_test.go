@@ -10,7 +10,8 @@ package main
 //     directory with this test binary on PATH as qwen-appliance, and compares
 //     the transcript with the block. In expected output "…" matches any text
 //     within a line, and a line holding only "…" matches any number of lines
-//     (hashes, times, temporary paths, rows left out). A block that needs
+//     (hashes, times, temporary paths, rows left out); a tab counts as four
+//     spaces and trailing blanks are ignored. A block that needs
 //     more than an unprivileged user has a marker comment on the line before
 //     its fence, "<!-- console: root -->" (conditions: root, ollama); the
 //     block is skipped with the reason when a condition does not hold.
@@ -192,7 +193,11 @@ func lineRE(want string) *regexp.Regexp {
 	return regexp.MustCompile("^" + strings.Join(parts, ".*") + "$")
 }
 
-func trimRight(s string) string { return strings.TrimRight(s, " \t") }
+// trimRight drops trailing blanks and writes tabs as four spaces, so a
+// document may indent with either.
+func trimRight(s string) string {
+	return strings.TrimRight(strings.ReplaceAll(s, "\t", "    "), " ")
+}
 
 var spaceRun = regexp.MustCompile(`\s+`)
 
