@@ -64,7 +64,7 @@ qwen_backup_last_success_timestamp_seconds (the BackupStale alert reads it).`,
 (OnCalendar, Persistent, up to 15 minutes' random delay), then, on a host
 booted with systemd and --root /, enables and starts the timer. Elsewhere it
 writes the files and says so. Paths must be absolute. Pair it with the
-BackupStale alert (README "## Alerts").`,
+BackupStale alert (docs/monitoring.md).`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "out-dir", Usage: "directory the backups go to (absolute)"},
 				&cli.IntFlag{Name: "keep", Value: 7, Usage: "backups to keep"},

@@ -41,8 +41,9 @@ vLLM's workers), so nothing is left running with PPID 1. SIGHUP never stops
 run: it reopens the server's log file (after logrotate moved it) and says so on
 stderr. SIGINT and SIGTERM stop the server and exit.
 
-install runs this command as a detached service (systemd units are not used yet,
-even where systemd is PID 1); on its own it serves tests, containers and the demo.
+install runs this command as a hardened systemd unit where systemd is PID 1, and
+as a detached process under its own supervisor elsewhere; on its own it serves
+tests, containers and the demo.
 
 Example:
    qwen-appliance run --bundle ./demo-bundle --store /srv/store --trust release.pub --port 11434`,
