@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
 	"github.com/qwen-appliance/qwen-appliance/gateway/certs"
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
@@ -40,11 +39,11 @@ func (in *installer) netfilter() (harden.Netfilter, error) {
 	if in.o.Netfilter != nil {
 		return in.o.Netfilter, nil
 	}
-	c, err := nftables.New()
+	k, err := harden.Open()
 	if err != nil {
 		return nil, fmt.Errorf("firewall: %w", err)
 	}
-	return harden.NewKernel(c), nil
+	return k, nil
 }
 
 // policy is the firewall the settings ask for. The runtime's ports are
