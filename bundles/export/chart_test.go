@@ -97,9 +97,24 @@ func checkPod(t *testing.T, res *Result, spec *corev1.PodSpec) {
 	for _, im := range res.Images {
 		images[im.Role] = im.Pinned()
 	}
-	if len(spec.InitContainers) != 1 || spec.InitContainers[0].Image != images["gateway"] ||
+	if len(spec.InitContainers) != 2 || spec.InitContainers[0].Image != images["gateway"] ||
 		!slices.Equal(spec.InitContainers[0].Args[:3], []string{"manifest", "verify", "/bundle"}) {
-		t.Errorf("init container %+v does not verify the bundle with the gateway image", spec.InitContainers)
+		t.Fatalf("the first init container does not verify the bundle with the gateway image: %+v", spec.InitContainers)
+	}
+	if stage := spec.InitContainers[1]; stage.Name != "stage-secrets" || stage.Args[0] != "stage-secrets" {
+		t.Errorf("second init container %+v", stage)
+	}
+	// Only the staging init container sees the Secrets; the gateway reads
+	// its 0600 copies, and no other container sees either.
+	for _, c := range append(spec.InitContainers, spec.Containers...) {
+		for _, m := range c.VolumeMounts {
+			switch {
+			case (m.Name == "tokens" || m.Name == "tls" || m.Name == "audit-key") && c.Name != "stage-secrets",
+				m.Name == "run" && c.Name != "stage-secrets" && c.Name != "gateway",
+				m.Name == "run" && c.Name == "gateway" && !m.ReadOnly:
+				t.Errorf("%s mounts %s (read-only %v)", c.Name, m.Name, m.ReadOnly)
+			}
+		}
 	}
 	var bundleVol *corev1.Volume
 	for i := range spec.Volumes {
@@ -140,7 +155,7 @@ func checkPod(t *testing.T, res *Result, spec *corev1.PodSpec) {
 			}
 		case "gateway":
 			args := strings.Join(c.Args, " ")
-			if c.Image != images["gateway"] || !strings.HasPrefix(args, "serve --upstream http://127.0.0.1:8000 ") || !strings.Contains(args, "--tls-cert") {
+			if c.Image != images["gateway"] || !strings.HasPrefix(args, "serve --upstream http://127.0.0.1:8000 ") || !strings.Contains(args, "--tokens /run/qwen-appliance/tokens.json") || !strings.Contains(args, "--tls-cert /run/qwen-appliance/tls.crt") {
 				t.Errorf("gateway %s %s", c.Image, args)
 			}
 		default:

@@ -38,6 +38,7 @@ func TestScript(t *testing.T) {
 			"waithttp":    cmdWaitHTTP,
 			"waitgone":    cmdWaitGone,
 			"waitmatches": cmdWaitMatches,
+			"ociextract":  cmdOCIExtract,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {
