@@ -211,6 +211,9 @@ func Helm(ctx context.Context, o Options) (*Result, error) {
 	if err := writeChart(tmp, m, values); err != nil {
 		return nil, err
 	}
+	if err := os.Chmod(tmp, 0o755); err != nil { // a chart holds no secret
+		return nil, err
+	}
 	if err := os.Rename(tmp, o.Out); err != nil {
 		return nil, fmt.Errorf("write chart: %w", err)
 	}

@@ -85,15 +85,21 @@ func Zarf(ctx context.Context, o ZarfOptions) (*ZarfResult, error) {
 		return nil, err
 	}
 	doc := zarfPackage(res, o.Namespace)
-	data, err := yaml.Marshal(doc)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(doc); err != nil {
 		return nil, err
 	}
+	data := buf.Bytes()
 	if err := CheckZarf(data); err != nil {
 		return nil, fmt.Errorf("zarf.yaml: %w", err)
 	}
 	header := fmt.Sprintf("# Written by 'qwen-appliance export zarf' from %s version %d.\n# Make the package with: zarf package create .\n", res.Bundle, res.Version)
 	if err := os.WriteFile(filepath.Join(tmp, ZarfFile), append([]byte(header), data...), 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(tmp, 0o755); err != nil {
 		return nil, err
 	}
 	if err := os.Rename(tmp, out); err != nil {

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -173,6 +172,7 @@ func exportHelm(c *cli.Context) error {
 		return printJSON(c.App.Writer, res)
 	}
 	printExport(c, res)
+	fmt.Fprintf(c.App.Writer, "next: copy the images to the cluster's registry, create the Secrets, then: helm install RELEASE %s\n", res.Chart)
 	return nil
 }
 
@@ -190,18 +190,18 @@ func exportZarf(c *cli.Context) error {
 		return printJSON(c.App.Writer, res)
 	}
 	printExport(c, &res.Result)
-	fmt.Fprintf(c.App.Writer, "zarf.yaml    %s (valid against Zarf's v1alpha1 schema; images in %s)\n", res.ZarfYAML, res.Archive)
+	fmt.Fprintf(c.App.Writer, "%-14s %s (valid against Zarf's v1alpha1 schema)\n", "zarf.yaml", res.ZarfYAML)
+	fmt.Fprintf(c.App.Writer, "next: zarf package create %s\n", res.Package)
 	return nil
 }
 
 func printExport(c *cli.Context, r *export.Result) {
 	w := c.App.Writer
 	fmt.Fprintf(w, "exported %s version %d (signature by %s)\n", r.Bundle, r.Version, strings.Join(r.KeyIDs, ", "))
-	fmt.Fprintf(w, "chart        %s\n", r.Chart)
-	fmt.Fprintf(w, "OCI layout   %s\n", r.Layout)
+	fmt.Fprintf(w, "%-14s %s\n", "chart", r.Chart)
+	fmt.Fprintf(w, "%-14s %s\n", "OCI layout", r.Layout)
 	for _, im := range r.Images {
-		fmt.Fprintf(w, "%-12s %s (%s)\n", im.Role+" image", im.Pinned(), space.Format(im.Bytes))
+		fmt.Fprintf(w, "%-14s %s (%s)\n", im.Role+" image", im.Pinned(), space.Format(im.Bytes))
 	}
-	fmt.Fprintf(w, "runtime      %s, %d GPU(s) per pod (%s)\n", r.RuntimeImage, r.TensorParallel, r.TPSource)
-	fmt.Fprintf(w, "next: push the images (crane push %s/…), then helm install RELEASE %s\n", filepath.Base(r.Layout), r.Chart)
+	fmt.Fprintf(w, "%-14s %s, %d GPU(s) per pod (%s)\n", "runtime image", r.RuntimeImage, r.TensorParallel, r.TPSource)
 }
