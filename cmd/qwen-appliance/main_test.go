@@ -39,6 +39,7 @@ func TestScript(t *testing.T) {
 			"waitgone":    cmdWaitGone,
 			"waitmatches": cmdWaitMatches,
 			"ociextract":  cmdOCIExtract,
+			"fleetreport": cmdFleetReport,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {
