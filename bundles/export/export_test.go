@@ -615,3 +615,26 @@ func runHelm(t *testing.T, helm string, args ...string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
+
+// FuzzValues feeds arbitrary --values files to the merge: it must never
+// panic, and whatever it accepts must still pass the chart's schema with
+// the pinned images unchanged unless the file set them to other pins.
+func FuzzValues(f *testing.F) {
+	f.Add([]byte("gateway:\n  clientCIDRs: [10.0.0.0/8]\nreplicas: 2\n"))
+	f.Add([]byte("runtime: {tensorParallel: 8, nodeSelector: {gpu: h100}}\n"))
+	f.Add([]byte("a: &x 1\nb: *x\n"))
+	f.Add([]byte("- list\n"))
+	f.Add([]byte(""))
+	facts := valuesFacts{Name: "b", Version: 1, ManifestSHA256: strings.Repeat("a", 64), ModelPath: "m.gguf", ServedModelName: "b",
+		GatewayImage: "r/g:t@sha256:" + strings.Repeat("b", 64), ModelImage: "r/m:t@sha256:" + strings.Repeat("c", 64), RuntimeImage: runtimeImage,
+		TensorParallel: 1, TPSource: "test", Dtype: "auto", TrustKeys: []trustKey{{ID: "0123456789abcdef", Key: "k"}}, Threshold: 1}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, err := renderValues(facts, map[string][]byte{"f.yaml": data}, []string{"f.yaml"})
+		if err != nil {
+			return
+		}
+		if err := checkValues(out); err != nil {
+			t.Fatalf("accepted values fail the schema: %v", err)
+		}
+	})
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"text/template"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -269,7 +270,10 @@ func checkValues(data []byte) error {
 	return nil
 }
 
-func valuesSchema() (*jsonschema.Schema, error) {
+// valuesSchema compiles the chart's schema once.
+var valuesSchema = sync.OnceValues(compileValuesSchema)
+
+func compileValuesSchema() (*jsonschema.Schema, error) {
 	raw, err := chartFS.ReadFile("chart/values.schema.json")
 	if err != nil {
 		return nil, err

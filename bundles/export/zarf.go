@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -167,15 +168,7 @@ func CheckZarf(data []byte) error {
 	if err != nil {
 		return err
 	}
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(zarfSchema))
-	if err != nil {
-		return err
-	}
-	c := jsonschema.NewCompiler()
-	if err := c.AddResource("zarf-v1alpha1-schema.json", doc); err != nil {
-		return err
-	}
-	sch, err := c.Compile("zarf-v1alpha1-schema.json")
+	sch, err := zarfCompiled()
 	if err != nil {
 		return err
 	}
@@ -184,6 +177,19 @@ func CheckZarf(data []byte) error {
 	}
 	return nil
 }
+
+// zarfCompiled compiles Zarf's schema once.
+var zarfCompiled = sync.OnceValues(func() (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(zarfSchema))
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	if err := c.AddResource("zarf-v1alpha1-schema.json", doc); err != nil {
+		return nil, err
+	}
+	return c.Compile("zarf-v1alpha1-schema.json")
+})
 
 // tarDir writes the regular files and directories under dir into a tar
 // archive at dst, sorted, root-owned, with a fixed time, so the same
