@@ -98,6 +98,20 @@ func TestHelmWritesChartAndImages(t *testing.T) {
 		}
 	}
 	checkLayout(t, res, bundle)
+
+	// --images puts the layout elsewhere; the chart then has none.
+	o = testOptions(t, bundle, v)
+	o.Images = filepath.Join(t.TempDir(), "layout")
+	if res, err = Helm(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	if res.Layout != o.Images {
+		t.Fatalf("layout at %s, asked for %s", res.Layout, o.Images)
+	}
+	if _, err := os.Stat(filepath.Join(o.Out, "images")); !os.IsNotExist(err) {
+		t.Fatalf("the chart has an images directory besides --images: %v", err)
+	}
+	checkLayout(t, res, bundle)
 }
 
 // checkLayout reads the OCI layout back with go-containerregistry: the

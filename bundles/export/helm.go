@@ -126,7 +126,7 @@ func Helm(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("%w: %s version %d: the manifest names no runtime.modelPath, so the chart cannot point vLLM at the model", ErrOption, m.Name, m.Version)
 	}
 
-	tp, tpFrom, context, err := tensorParallel(o, m)
+	tp, tpFrom, maxLen, err := tensorParallel(o, m)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +194,7 @@ func Helm(ctx context.Context, o Options) (*Result, error) {
 		Name: m.Name, Version: m.Version, ManifestSHA256: sha256Hex(signed.Raw),
 		ModelPath: m.Runtime.ModelPath, ServedModelName: served,
 		GatewayImage: pinned["gateway"], ModelImage: pinned["model"], RuntimeImage: o.RuntimeImage,
-		TensorParallel: tp, TPSource: tpFrom, MaxModelLen: context,
+		TensorParallel: tp, TPSource: tpFrom, MaxModelLen: maxLen,
 		GPUMemoryUtilization: m.Runtime.GPUMemoryUtilization, Dtype: vllmDtype(m.Model.Dtype),
 		TrustKeys: keys, Threshold: threshold,
 	}
@@ -246,8 +246,8 @@ func verifyBundle(ctx context.Context, dir string, v manifests.Verifier) (*manif
 
 // tensorParallel decides the GPUs per replica and the context: the option,
 // else the plan, else one GPU and the manifest's default context.
-func tensorParallel(o Options, m *manifests.Manifest) (tp int, from string, context int, err error) {
-	context = m.Runtime.DefaultContext
+func tensorParallel(o Options, m *manifests.Manifest) (tp int, from string, maxLen int, err error) {
+	maxLen = m.Runtime.DefaultContext
 	if len(o.Plan) > 0 {
 		p, err := ParsePlan(o.Plan)
 		if err != nil {
@@ -256,7 +256,7 @@ func tensorParallel(o Options, m *manifests.Manifest) (tp int, from string, cont
 		if p.Bundle != m.Name || p.Version != m.Version {
 			return 0, "", 0, fmt.Errorf("%w: --plan %s is for %s version %d, the bundle is %s version %d", ErrOption, o.PlanName, p.Bundle, p.Version, m.Name, m.Version)
 		}
-		tp, from, context = p.TensorParallel, "from the preflight plan "+path.Base(filepath.ToSlash(o.PlanName)), p.Context
+		tp, from, maxLen = p.TensorParallel, "from the preflight plan "+path.Base(filepath.ToSlash(o.PlanName)), p.Context
 	}
 	if o.TensorParallel > 0 {
 		tp, from = o.TensorParallel, "set with --tensor-parallel"
@@ -264,7 +264,7 @@ func tensorParallel(o Options, m *manifests.Manifest) (tp int, from string, cont
 	if tp == 0 {
 		tp, from = 1, "one GPU: no preflight plan was given"
 	}
-	return tp, from, context, nil
+	return tp, from, maxLen, nil
 }
 
 // writeChart writes Chart.yaml, values.yaml and the static files.

@@ -98,7 +98,8 @@ trust:
   allowExpired: false
 
 audit:
-  # A claim of your own, writable by UID 65532; empty makes one.
+  # A claim of your own (the pods' fsGroup 65532 must be able to write
+  # it); empty makes one.
   existingClaim: ""
   storageClassName: ""
   size: 10Gi
