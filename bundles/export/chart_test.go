@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/qwen-appliance/qwen-appliance/harden"
 )
 
 // kubeVersion is the cluster version charts are rendered for: image
@@ -194,7 +196,7 @@ func policyProblems(nps []*networkingv1.NetworkPolicy, withClients bool) []strin
 			continue
 		}
 		switch r.Ports[0].Port.IntValue() {
-		case 8443:
+		case harden.DefaultAPIPort: // the port the host firewall opens to clients
 			for _, peer := range r.From {
 				if peer.IPBlock == nil || peer.NamespaceSelector != nil || peer.PodSelector != nil {
 					p = append(p, fmt.Sprintf("API peer %+v is not a CIDR", peer))

@@ -42,10 +42,12 @@ manifest by an init container ('manifest verify') before either starts; GPUs
 per pod from --tensor-parallel or the preflight plan (--plan); a default-deny
 NetworkPolicy (ingress only to the API port from gateway.clientCIDRs and to
 the metrics port from the monitoring namespace, no egress); tokens, TLS and
-the audit key as Secrets; Prometheus annotations and an optional
+the audit key as Secrets, copied 0600 into memory for the gateway by a second
+init container ('stage-secrets'); Prometheus annotations and an optional
 ServiceMonitor; every pod within Pod Security "restricted". --values files
 are merged over the chart's defaults and checked against its schema.
-Pods need Kubernetes 1.33 or later (image volumes).
+Pods need Kubernetes 1.33 or later (image volumes); render with
+'helm template --kube-version 1.33.0' or later. See docs/kubernetes.md.
 
 Example:
    qwen-appliance export helm --bundle ./demo --trust release.pub --out ./chart \
