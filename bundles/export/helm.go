@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"debug/buildinfo"
 	"embed"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -135,6 +137,9 @@ func Helm(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrOption, err)
 	}
+	if !leanBuild(o.Binary) {
+		logf("warning: %s is not the lean appliance build ('make appliance'); the gateway image will carry the connected-side fetchers too", o.Binary)
+	}
 	tmp, err := os.MkdirTemp(filepath.Dir(filepath.Clean(o.Out)), "."+filepath.Base(o.Out)+".export-")
 	if err != nil {
 		return nil, err
@@ -225,6 +230,21 @@ func Helm(ctx context.Context, o Options) (*Result, error) {
 		Chart: o.Out, Layout: layoutDir, Bundle: m.Name, Version: m.Version, ManifestSHA256: facts2.ManifestSHA256,
 		KeyIDs: signed.KeyIDs, Images: images, RuntimeImage: o.RuntimeImage, TensorParallel: tp, TPSource: tpFrom, Arch: facts.Arch,
 	}, nil
+}
+
+// leanBuild reports whether bin is a Go binary built with the appliance
+// tag, the build meant for the isolated side.
+func leanBuild(bin string) bool {
+	bi, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		return false
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "-tags" && slices.Contains(strings.Split(s.Value, ","), "appliance") {
+			return true
+		}
+	}
+	return false
 }
 
 // verifyBundle checks the signature and then every file of the bundle, and
