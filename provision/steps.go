@@ -27,7 +27,6 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
-	"github.com/qwen-appliance/qwen-appliance/provision/preflight"
 	"github.com/qwen-appliance/qwen-appliance/provision/runtime"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
@@ -429,14 +428,6 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 		}
 		if p.TP > 1 {
 			args = append(args, "--tensor-parallel", strconv.Itoa(p.TP))
-		}
-		// The GPUs the plan sized, not whichever CUDA lists first.
-		if in.res.Preflight.Mode == preflight.GPU && m.Runtime.Kind == runtime.KindVLLM && len(p.Devices) > 0 {
-			ids := make([]string, len(p.Devices))
-			for i, d := range p.Devices {
-				ids[i] = strconv.Itoa(d)
-			}
-			args = append(args, "--devices", strings.Join(ids, ","))
 		}
 	}
 	svc := service{Name: "runtime", Args: args, Log: in.l.log("runtime"), UID: id.UID, GID: id.GID}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -56,7 +55,6 @@ Example:
 			&cli.IntFlag{Name: "max-restarts", Value: 5, Usage: "restarts in a row before giving up (0: never restart)"},
 			&cli.IntFlag{Name: "context", Usage: "context length in tokens (default: the manifest's)"},
 			&cli.IntFlag{Name: "tensor-parallel", Usage: "GPUs the model spans (vLLM; default 1)"},
-			&cli.StringFlag{Name: "devices", Usage: "GPUs to use by NVML index, one per tensor-parallel rank, e.g. 1,2 (vLLM; default: all)"},
 			&cli.Float64Flag{Name: "gpu-memory-utilization", Usage: "share of each GPU's memory (vLLM; default: the manifest's)"},
 			&cli.IntFlag{Name: "gpu-layers", Value: -1, Usage: "layers offloaded to the GPU (llama.cpp; -1: all)"},
 			&cli.BoolFlag{Name: "once", Usage: "stop the server after it proved it answers, and exit"},
@@ -95,16 +93,6 @@ func runServer(c *cli.Context) error {
 	if restarts == 0 {
 		restarts = -1 // the library's "never restart"
 	}
-	var devices []int
-	if d := c.String("devices"); d != "" {
-		for _, f := range strings.Split(d, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 0 {
-				return usagef("--devices takes GPU indices such as 1,2 (preflight's plan names them)", "--devices %q: %q is not a GPU index", d, f)
-			}
-			devices = append(devices, n)
-		}
-	}
 	v, err := verifierFromFlags(c)
 	if err != nil {
 		return err
@@ -122,7 +110,6 @@ func runServer(c *cli.Context) error {
 		Host: c.String("host"), Port: c.Int("port"),
 		Context: c.Int("context"), TensorParallel: c.Int("tensor-parallel"),
 		GPUMemoryUtilization: c.Float64("gpu-memory-utilization"), GPULayers: c.Int("gpu-layers"),
-		Devices: devices,
 	}
 	if cfg, err = cfg.Abs(); err != nil {
 		return err

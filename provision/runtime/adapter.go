@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
@@ -41,11 +40,8 @@ type Config struct {
 	Host string // a literal loopback address; 127.0.0.1 when empty
 	Port int    // the adapter's usual port when 0
 
-	Context        int // tokens of context; the manifest's default when 0
-	TensorParallel int // GPUs one model spans (vLLM); 1 when 0
-	// Devices are the GPUs (NVML indices, as preflight's plan names them)
-	// the server may use; all when empty (vLLM).
-	Devices              []int
+	Context              int     // tokens of context; the manifest's default when 0
+	TensorParallel       int     // GPUs one model spans (vLLM); 1 when 0
 	GPUMemoryUtilization float64 // share of each GPU's memory (vLLM); the manifest's when 0
 	GPULayers            int     // layers offloaded to the GPU (llama.cpp); -1 means all
 }
@@ -220,21 +216,6 @@ func baseEnv(home string) map[string]string {
 		"HF_HUB_DISABLE_TELEMETRY": "1",
 		"TRANSFORMERS_OFFLINE":     "1",
 	}
-}
-
-// gpuEnv limits a CUDA server to c.Devices. NVML numbers GPUs in PCI bus
-// order and CUDA, by default, fastest first: CUDA_DEVICE_ORDER makes the
-// indices preflight planned on the ones CUDA_VISIBLE_DEVICES selects.
-func gpuEnv(env map[string]string, c Config) {
-	if len(c.Devices) == 0 {
-		return
-	}
-	ids := make([]string, len(c.Devices))
-	for i, d := range c.Devices {
-		ids[i] = strconv.Itoa(d)
-	}
-	env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-	env["CUDA_VISIBLE_DEVICES"] = strings.Join(ids, ",")
 }
 
 // envList renders an environment map sorted by name, so launch commands are

@@ -80,9 +80,6 @@ func (v vllm) Command(c Config) (Command, error) {
 		return Command{}, err
 	}
 	tp := max(c.TensorParallel, 1)
-	if n := len(c.Devices); n > 0 && n != tp {
-		return Command{}, fmt.Errorf("%d device(s) %v for a tensor-parallel degree of %d: give one GPU per rank", n, c.Devices, tp)
-	}
 	util := c.GPUMemoryUtilization
 	if util == 0 {
 		util = c.Runtime.GPUMemoryUtilization
@@ -117,9 +114,7 @@ func (v vllm) Command(c Config) (Command, error) {
 		args = append(args, "--kv-cache-dtype", kv)
 	}
 	state := c.StateDir(KindVLLM)
-	env := v.env(c, state)
-	gpuEnv(env, c)
-	return Command{Path: filepath.Join(v.venv(c), "bin", "python"), Args: args, Env: envList(env), Dir: state}, nil
+	return Command{Path: filepath.Join(v.venv(c), "bin", "python"), Args: args, Env: envList(v.env(c, state)), Dir: state}, nil
 }
 
 // vllmDtype maps a manifest dtype to vLLM's --dtype; quantized weights carry
