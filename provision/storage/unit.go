@@ -9,9 +9,9 @@ import (
 
 // UnitOptions describe the boot-time unlock unit.
 type UnitOptions struct {
-	Binary      string // absolute path of qwen-appliance
-	Dir         string // the store
-	KeyFile     string // the key-file protector used at boot
+	Binary  string // absolute path of qwen-appliance
+	Dir     string // the store
+	KeyFile string // the key-file protector used at boot
 	// RuntimeUnit is the inference server's unit, which must not start
 	// without the store: the unit names it (Before=, RequiredBy=). Empty
 	// when the server's units say Requires= and After= themselves, as
