@@ -254,3 +254,65 @@ func FuzzCitationFilter(f *testing.F) {
 		_ = again
 	})
 }
+
+// TestSharedSeesRevocation: a gateway holding the knowledge base open sees
+// an access list changed by another process at its next query, where a
+// plain read-only handle held across the change does not.
+func TestSharedSeesRevocation(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/kb.db"
+	w, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := put(t, w, "hr/leave.md", hrDoc, Internal, "role:hr")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := OpenShared(path)
+	defer s.Close()
+	plain, err := OpenReadOnly(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	found := func(k *DB) int {
+		hits, err := k.Search(ctx, Query{Text: "年假", Caller: hrCaller})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(hits)
+	}
+	k, done, err := s.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found(k) == 0 || found(plain) == 0 {
+		t.Fatal("hr does not find its document")
+	}
+	done()
+	w, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetAccess(ctx, res.DocID, []Principal{"role:finance"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	k, done, err = s.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	if n := found(k); n != 0 {
+		t.Errorf("after revocation the shared handle still finds %d chunks", n)
+	}
+	if found(plain) == 0 {
+		t.Log("a plain read-only handle saw the change too (the reopen is then belt and braces)")
+	}
+	if _, _, err := OpenShared(t.TempDir() + "/missing.db").Acquire(); err == nil {
+		t.Error("a missing database opened")
+	}
+}
