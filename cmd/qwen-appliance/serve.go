@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway"
+	"github.com/qwen-appliance/qwen-appliance/kb"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -26,7 +27,10 @@ func init() {
 			"ambiguous_json. SIGHUP\n" +
 			"reloads the token file and the TLS certificate; the token file is also\n" +
 			"re-read within seconds of a change. Metrics, /healthz and /readyz are served\n" +
-			"on --metrics-listen only. --config names a YAML file of the same settings\n" +
+			"on --metrics-listen only. With --kb, POST /v1/kb/chat/completions answers from\n" +
+			"the knowledge base: only chunks the token's roles may read reach the model, the\n" +
+			"answer carries citations, and nothing relevant means a not-found answer without\n" +
+			"calling the model (see docs/kb-answers.md). --config names a YAML file of the same settings\n" +
 			"(flag name: value); flags given on the command line win.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "YAML file of settings named like these flags"},
@@ -52,6 +56,10 @@ func init() {
 			&cli.IntFlag{Name: "auth-failures", Usage: "failed authentications per minute per address before it is throttled", Value: 10},
 			&cli.DurationFlag{Name: "read-header-timeout", Usage: "time allowed for a request's headers", Value: 5 * time.Second},
 			&cli.DurationFlag{Name: "upstream-timeout", Usage: "time allowed for one upstream exchange", Value: 10 * time.Minute},
+			&cli.StringFlag{Name: "kb", Usage: "knowledge base (kb.db) that POST /v1/kb/chat/completions answers from, read-only (empty: the route is off)"},
+			&cli.IntFlag{Name: "kb-context-tokens", Usage: "the model's context window as served; a knowledge-base prompt and its answer stay below it", Value: kb.DefaultContextTokens},
+			&cli.StringFlag{Name: "kb-not-found-zh", Usage: "answer to a Chinese question when nothing readable is relevant", Value: kb.DefaultNotFoundZH},
+			&cli.StringFlag{Name: "kb-not-found-en", Usage: "answer to other questions when nothing readable is relevant", Value: kb.DefaultNotFoundEN},
 		},
 		Action: serve,
 	})
@@ -80,7 +88,12 @@ func serve(c *cli.Context) error {
 		MaxBodyBytes: c.Int64("max-body"), MaxTokens: c.Int("max-tokens"), MaxN: c.Int("max-n"),
 		MaxConcurrent: c.Int("max-concurrent"), AuthFailures: c.Int("auth-failures"),
 		ReadHeaderTimeout: c.Duration("read-header-timeout"), UpstreamTimeout: c.Duration("upstream-timeout"),
+		KB: c.String("kb"), KBContextTokens: c.Int("kb-context-tokens"),
+		KBNotFoundZH: c.String("kb-not-found-zh"), KBNotFoundEN: c.String("kb-not-found-en"),
 		Log: slog.New(slog.NewTextHandler(c.App.ErrWriter, nil)),
+	}
+	if o.KBContextTokens < 512 {
+		return usagef("pass --kb-context-tokens of at least 512 (the runtime's context length)", "--kb-context-tokens %d is too small", o.KBContextTokens)
 	}
 	if p := c.String("audit-key"); p != "" {
 		k, err := manifests.LoadPrivateKey(p)
