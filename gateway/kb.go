@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -44,7 +45,7 @@ var (
 // kbCaller reads what token id may read from the token file as it is now.
 // A token the file no longer lists as active is refused like a bad token.
 func (g *Gateway) kbCaller(id string, now time.Time) (*tokens.Token, kb.Caller, *apiError) {
-	s, err := tokens.Load(g.o.TokensFile)
+	s, err := g.currentTokens()
 	if err != nil {
 		g.o.Log.Warn("token file unreadable for a knowledge-base request", "err", err)
 		return nil, kb.Caller{}, errKBUnavail
@@ -61,6 +62,28 @@ func (g *Gateway) kbCaller(id string, now time.Time) (*tokens.Token, kb.Caller, 
 		return nil, kb.Caller{}, errNoKBRole
 	}
 	return t, c, nil
+}
+
+// currentTokens returns the token file as it is now: parsed again
+// whenever its identity, size or modification time differ from the copy
+// held (tokens.Update replaces the file, so every change is a new file).
+// One stat per question instead of a parse.
+func (g *Gateway) currentTokens() (*tokens.Store, error) {
+	st, err := os.Stat(g.o.TokensFile)
+	if err != nil {
+		return nil, err
+	}
+	g.kbTokMu.Lock()
+	defer g.kbTokMu.Unlock()
+	if old := g.kbTokStat; old != nil && os.SameFile(old, st) && old.Size() == st.Size() && old.ModTime().Equal(st.ModTime()) {
+		return g.kbTok, nil
+	}
+	s, err := tokens.Load(g.o.TokensFile)
+	if err != nil {
+		return nil, err
+	}
+	g.kbTok, g.kbTokStat = s, st
+	return s, nil
 }
 
 // kbMessage is a chat message as the route reads it for retrieval.

@@ -520,3 +520,23 @@ func FuzzParseKBRequest(f *testing.F) {
 }
 
 var _ = time.Second
+
+// TestPlainContent: the stream's fast path is taken only for chunks whose
+// content the citation filter would leave alone.
+func TestPlainContent(t *testing.T) {
+	for data, want := range map[string]bool{
+		`{"choices":[{"delta":{"content":"tok0 "}}]}`:                         true,
+		`{"choices":[{"delta":{"content":"年假十五天"}}]}`:                         true,
+		`{"choices":[],"usage":{"prompt_tokens":1}}`:                          true,
+		`{"choices":[{"delta":{"content":null},"finish_reason":"stop"}]}`:     true,
+		`{"choices":[{"delta":{"content":"see [1"}}]}`:                        false,
+		`{"choices":[{"delta":{"content":"见【1】"}}]}`:                          false,
+		`{"choices":[{"delta":{"content":"\u005b1]"}}]}`:                      false,
+		`{"choices":[{"delta":{"content":"a"}},{"delta":{"content":"[9]"}}]}`: false,
+		`{"choices":[{"delta":{"content":5}}]}`:                               false,
+	} {
+		if got := plainContent([]byte(data)); got != want {
+			t.Errorf("%s: %v", data, got)
+		}
+	}
+}

@@ -208,6 +208,22 @@ func (g *Gateway) relayKBStream(w http.ResponseWriter, resp *http.Response, ex *
 					return err
 				}
 				_ = rc.Flush()
+			case last != nil && !f.Holding() && plainContent(data):
+				// No bracket, none held back: the filter would change
+				// nothing, so the event goes on as the upstream wrote it,
+				// as on the other routes (the common case, kept cheap).
+				chunks++
+				if bytes.Contains(data, []byte(`"usage"`)) {
+					var c struct {
+						Usage *usage `json:"usage"`
+					}
+					if json.Unmarshal(data, &c) == nil && c.Usage != nil {
+						u = c.Usage
+					}
+				}
+				if err := event(data); err != nil {
+					return err
+				}
 			default:
 				chunks++
 				out, m, uu := filterChunk(data, f)
@@ -240,6 +256,36 @@ func (g *Gateway) relayKBStream(w http.ResponseWriter, resp *http.Response, ex *
 		ex.completionTokens = chunks
 	}
 	return nil
+}
+
+// plainContent reports whether a chunk's content, if it has one, is a
+// string the citation filter leaves as it is: no bracket, no escape that
+// could spell one. A chunk with more than one "content" key is not plain.
+func plainContent(data []byte) bool {
+	key := []byte(`"content":`)
+	i := bytes.Index(data, key)
+	if i < 0 {
+		return true
+	}
+	rest := bytes.TrimLeft(data[i+len(key):], " ")
+	if bytes.Contains(rest, key) {
+		return false
+	}
+	if bytes.HasPrefix(rest, []byte("null")) {
+		return true
+	}
+	if len(rest) == 0 || rest[0] != '"' {
+		return false
+	}
+	for _, c := range rest[1:] {
+		switch c {
+		case '"':
+			return true
+		case '[', '\\', 0xE3: // 0xE3 leads '【' (E3 80 90) and other CJK punctuation
+			return false
+		}
+	}
+	return false
 }
 
 // filterChunk passes one stream chunk's delta contents through f; a

@@ -82,6 +82,10 @@ func (f *CitationFilter) Flush() string {
 	return s
 }
 
+// Holding reports whether the filter holds back text: until it does not,
+// a delta without brackets passes through Write unchanged.
+func (f *CitationFilter) Holding() bool { return f.pending != "" }
+
 // Cited returns the valid block numbers cited so far, in order of first
 // citation.
 func (f *CitationFilter) Cited() []int { return slices.Clone(f.cited) }
