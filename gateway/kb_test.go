@@ -540,3 +540,19 @@ func TestPlainContent(t *testing.T) {
 		}
 	}
 }
+
+// TestCiteBody: a whole answer gets its invented citations removed and the
+// citations added; what is not a chat completion is refused (the route
+// then answers 502 instead of an empty 200).
+func TestCiteBody(t *testing.T) {
+	p := &kb.Prompt{Citations: []kb.Citation{{Index: 1, Doc: 3, Version: 2, Title: "t", SHA256: "ab"}}}
+	out, ok := citeBody([]byte(`{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"a[1] b[2]"}}],"usage":{"prompt_tokens":3}}`), p)
+	if !ok || !strings.Contains(string(out), `"content":"a[1] b"`) || !strings.Contains(string(out), `"citations":[{"index":1,"document_id":3,"version":2,"title":"t","sha256":"ab","chunk_id":0,"cited":true}]`) {
+		t.Errorf("%v %s", ok, out)
+	}
+	for _, bad := range []string{`[]`, `{"choices":5}`, `not json`, `{"id":"x"}`} {
+		if _, ok := citeBody([]byte(bad), p); ok {
+			t.Errorf("%s accepted", bad)
+		}
+	}
+}

@@ -92,11 +92,13 @@ func (g *Gateway) relayKBBody(w http.ResponseWriter, resp *http.Response, ex *ex
 		if json.Unmarshal(body, &c) == nil && c.Usage != nil {
 			ex.promptTokens, ex.completionTokens = c.Usage.PromptTokens, c.Usage.CompletionTokens
 		}
-		if out, ok := citeBody(body, p); ok {
-			body = out
-		} else {
-			return errors.New("upstream answer is not a chat completion")
+		out, ok := citeBody(body, p)
+		if !ok {
+			g.metrics.upstreamErr.WithLabelValues("status").Inc()
+			g.fail(w, ex, errUpstream)
+			return nil
 		}
+		body = out
 		if g.o.AuditContent {
 			ex.response = capContent(body)
 		}
