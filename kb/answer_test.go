@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -315,4 +317,67 @@ func TestSharedSeesRevocation(t *testing.T) {
 	if _, _, err := OpenShared(t.TempDir() + "/missing.db").Acquire(); err == nil {
 		t.Error("a missing database opened")
 	}
+}
+
+// TestSharedDuringIngest: documents written one by one by another process
+// while questions arrive (a reopen for each) are all found in the end, by
+// one background rebuild at a time, and no question fails meanwhile.
+func TestSharedDuringIngest(t *testing.T) {
+	ctx := context.Background()
+	path := t.TempDir() + "/kb.db"
+	w, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, w, "hr/leave.md", hrDoc, Internal, "role:hr")
+	w.Close()
+	s := OpenShared(path)
+	defer s.Close()
+	search := func(q string) int {
+		k, done, err := s.Acquire()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer done()
+		hits, err := k.Search(ctx, Query{Text: q, Caller: hrCaller})
+		if err != nil {
+			t.Fatalf("search during ingest: %v", err)
+		}
+		return len(hits)
+	}
+	search("年假")
+	for i := range 15 {
+		w, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put(t, w, fmt.Sprintf("hr/policy%d.md", i), fmt.Sprintf("第%d号制度。出差补贴标准为每天%d元。", i, 100+i), Internal, "role:hr")
+		w.Close()
+		search("出差补贴")
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for search("出差补贴") < 5 || !hasText(t, s, "第14号制度") {
+		if time.Now().After(deadline) {
+			t.Fatal("the last document written is not found 20s after the writes")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func hasText(t *testing.T, s *Shared, text string) bool {
+	k, done, err := s.Acquire()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	hits, err := k.Search(context.Background(), Query{Text: text, Caller: hrCaller, K: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hits {
+		if strings.Contains(h.Text, text) {
+			return true
+		}
+	}
+	return false
 }

@@ -20,6 +20,7 @@ type Shared struct {
 	mu    sync.Mutex
 	cur   *sharedHandle
 	stamp [2]fileStamp
+	gate  chan struct{} // one background index rebuild at a time
 }
 
 type sharedHandle struct {
@@ -51,7 +52,7 @@ func (a fileStamp) same(b fileStamp) bool {
 // OpenShared returns a Shared for the database at path. Nothing is opened
 // until the first Acquire, so a gateway starts even when the knowledge base
 // is not there yet.
-func OpenShared(path string) *Shared { return &Shared{path: path} }
+func OpenShared(path string) *Shared { return &Shared{path: path, gate: make(chan struct{}, 1)} }
 
 // Acquire returns the database as it is now and a func to call when done
 // with it. Errors are OpenReadOnly's, when there is no usable database.
@@ -66,6 +67,7 @@ func (s *Shared) Acquire() (*DB, func(), error) {
 			return nil, nil, err
 		case err == nil:
 			db.SetBackgroundRebuild(true)
+			db.rebuildGate, db.onIndex = s.gate, s.adopt
 			if old := s.cur; old != nil {
 				old.db.mu.RLock()
 				db.idx = old.db.idx // reused until the generations say otherwise
@@ -80,6 +82,23 @@ func (s *Shared) Acquire() (*DB, func(), error) {
 	h := s.cur
 	h.refs.Add(1)
 	return h.db, h.refs.Done, nil
+}
+
+// adopt gives the current handle an index a background rebuild made,
+// when it is newer than the one it has: the rebuild may have run on a
+// handle that was replaced while it ran.
+func (s *Shared) adopt(x *index) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur == nil {
+		return
+	}
+	k := s.cur.db
+	k.mu.Lock()
+	if k.idx == nil || x.gen > k.idx.gen {
+		k.idx = x
+	}
+	k.mu.Unlock()
 }
 
 // Path is the database file.
