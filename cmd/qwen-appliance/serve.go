@@ -18,6 +18,7 @@ func init() {
 		Usage: "run the authenticated, audited, TLS gateway in front of the model server",
 		UsageText: "qwen-appliance serve --upstream URL --listen ADDR --tokens FILE --audit-log FILE [--audit-key K]\n" +
 			"   [--tls-cert F --tls-key F [--client-ca F] [--tls13-only]] [--metrics-listen ADDR]\n" +
+			"   [--kb STORE/kb/kb.db [--kb-context-tokens N]]\n" +
 			"   qwen-appliance serve --config /etc/qwen/serve.yaml [flags that override it]",
 		Description: "Forwards only /v1/chat/completions, /v1/completions, /v1/embeddings and\n" +
 			"/v1/models to the model server on loopback or a Unix socket. Every request is\n" +
@@ -30,8 +31,8 @@ func init() {
 			"on --metrics-listen only. With --kb, POST /v1/kb/chat/completions answers from\n" +
 			"the knowledge base: only chunks the token's roles may read reach the model, the\n" +
 			"answer carries citations, and nothing relevant means a not-found answer without\n" +
-			"calling the model (see docs/kb-answers.md). --config names a YAML file of the same settings\n" +
-			"(flag name: value); flags given on the command line win.",
+			"calling the model (see docs/kb-answers.md). --config names a YAML file of the\n" +
+			"same settings (flag name: value); flags given on the command line win.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "YAML file of settings named like these flags"},
 			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT or unix:///path.sock (this or --upstream-file is required)"},
