@@ -206,7 +206,7 @@ func (g *Gateway) serveKB(ctx context.Context, ex *exchange, req *apiRequest, to
 	defer done()
 	start := time.Now()
 	p, err := k.BuildPrompt(ctx, caller, turns, kb.PromptOptions{ContextTokens: g.o.KBContextTokens, ReserveTokens: reserve,
-		NotFoundZH: g.o.KBNotFoundZH, NotFoundEN: g.o.KBNotFoundEN, TokenID: tok.ID})
+		NotFoundZH: g.o.KBNotFoundZH, NotFoundEN: g.o.KBNotFoundEN})
 	g.metrics.kbRetrieval.Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, kb.ErrNoQuestion):

@@ -40,7 +40,6 @@ type PromptOptions struct {
 	// NotFoundZH and NotFoundEN are the answers when nothing relevant is
 	// found, for questions with and without Chinese characters.
 	NotFoundZH, NotFoundEN string
-	TokenID                string // the gateway token asking, for the audit event
 }
 
 // Defaults of PromptOptions.

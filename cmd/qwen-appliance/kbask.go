@@ -104,7 +104,7 @@ func kbAsk(c *cli.Context) (err error) {
 	}
 	q := c.Args().First()
 	p, err := k.BuildPrompt(c.Context, caller, []kb.Turn{{Role: "user", Text: q}},
-		kb.PromptOptions{ContextTokens: c.Int("context-tokens"), ReserveTokens: c.Int("max-tokens"), TokenID: c.String("as-token")})
+		kb.PromptOptions{ContextTokens: c.Int("context-tokens"), ReserveTokens: c.Int("max-tokens")})
 	switch {
 	case errors.Is(err, kb.ErrNoQuestion):
 		return usagef("ask a question with words in it", "%v", err)
