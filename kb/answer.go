@@ -107,7 +107,7 @@ var (
 	ErrNoRoom     = errors.New("the conversation and max_tokens leave no room for knowledge-base context")
 )
 
-// shortQuery is the length, in retrieval terms, below which the last user
+// shortQuery is the length, in key terms (see keyTerms), below which the last user
 // turn is read together with the earlier ones ("and for contractors?").
 const shortQuery = 3
 
