@@ -574,3 +574,30 @@ func TestCiteBody(t *testing.T) {
 		}
 	}
 }
+
+// TestKBRateLimited: the route spends the token's request budget like the
+// other inference routes.
+func TestKBRateLimited(t *testing.T) {
+	h := kbHarness(t, newKB(t, ""), nil)
+	if err := tokens.Update(h.tokensFile, func(s *tokens.Store) error {
+		for _, tk := range s.Tokens {
+			if tk.Name == "rpm" {
+				tk.Roles = []string{"hr"}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.g.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	var codes []int
+	for range 3 {
+		code, _, _, _ := askKB(t, h, h.tok["rpm"], kbChat(kbQuestion, nil))
+		codes = append(codes, code)
+	}
+	if codes[0] != 200 || codes[1] != 200 || codes[2] != 429 {
+		t.Errorf("rpm 2 token: %v, want 200 200 429", codes)
+	}
+}
