@@ -31,6 +31,7 @@ type Options struct {
 	Listen        string // API address, e.g. 0.0.0.0:8443
 	MetricsListen string // metrics, health and readiness; "" disables (default 127.0.0.1:9464 in the CLI)
 	TokensFile    string
+	KB            string // knowledge base file (kb.db) for /v1/kb/chat/completions; "" disables the route
 
 	AuditLog       string
 	AuditKey       *manifests.PrivateKey // signs checkpoints; nil: chained but unsigned

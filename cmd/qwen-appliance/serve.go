@@ -34,6 +34,7 @@ func init() {
 			&cli.StringFlag{Name: "upstream-file", Usage: "file whose first line is the upstream; re-read on SIGHUP, switching atomically (install uses it for upgrades)"},
 			&cli.StringFlag{Name: "listen", Usage: "API address", Value: "127.0.0.1:8443"},
 			&cli.StringFlag{Name: "tokens", Usage: "token file made by 'tokens create' (required)"},
+			&cli.StringFlag{Name: "kb", Usage: "knowledge base file for /v1/kb/chat/completions (install passes STORE/kb/kb.db; empty: no KB route)"},
 			&cli.StringFlag{Name: "audit-log", Usage: "audit log file, appended and hash-chained (required)"},
 			&cli.StringFlag{Name: "audit-key", Usage: "private key that signs audit checkpoints ('keys generate')"},
 			&cli.BoolFlag{Name: "audit-content", Usage: "also log prompts and non-streamed answers (off: never)"},
@@ -74,7 +75,7 @@ func serve(c *cli.Context) error {
 	}
 	o := gateway.Options{
 		Upstream: c.String("upstream"), UpstreamFile: c.String("upstream-file"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
-		TokensFile: c.String("tokens"), AuditLog: c.String("audit-log"), AuditContent: c.Bool("audit-content"),
+		TokensFile: c.String("tokens"), KB: c.String("kb"), AuditLog: c.String("audit-log"), AuditContent: c.Bool("audit-content"),
 		AuditMaxBytes: c.Int64("audit-max-bytes"), AuditEvery: c.Duration("audit-checkpoint"), AuditSyncEvery: c.Duration("audit-sync-every"),
 		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), ClientCA: c.String("client-ca"), TLS13Only: c.Bool("tls13-only"),
 		MaxBodyBytes: c.Int64("max-body"), MaxTokens: c.Int("max-tokens"), MaxN: c.Int("max-n"),
