@@ -109,6 +109,9 @@ func (in *installer) verifyKB(ctx context.Context) error {
 		in.kb = p
 		return nil
 	}
+	if _, err := os.Lstat(filepath.Join(abs, manifests.ManifestFile)); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("install: --kb %s: %w: not a signed bundle (no %s); sign it with 'qwen-appliance manifest create', or pass --kb-unsigned to ingest a plain directory on your word", abs, manifests.ErrVerification, manifests.ManifestFile)
+	}
 	v := manifests.Verifier{Trusted: in.verifier.Trusted, Threshold: in.verifier.Threshold}
 	s, err := v.Open(abs)
 	if err != nil {
