@@ -67,6 +67,8 @@ func FuzzParseMetadata(f *testing.F) {
 	f.Add(sampleMetadata(f))
 	f.Add([]byte(`{"schemaVersion":1,"backend":"luks","id":"0123456789abcdef","luks":{"volume":"/v","mapperName":"qwen-store-0123456789abcdef","fsType":"ext4"},"protectors":[{"id":"0123456789abcdef","kind":"key-file","keySlot":0}]}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"schemaVersion":1,"backend":"luks","id":"0123456789abcdef","owner":{"uid":998,"gid":998},"guest":{"dir":"kb","owner":{"uid":999,"gid":999,"name":"qwen-appliance"}},"luks":{"volume":"/v","mapperName":"qwen-store-0123456789abcdef","fsType":"ext4"},"protectors":[{"id":"0123456789abcdef","kind":"key-file","keySlot":0}]}`))
+	f.Add([]byte(`{"schemaVersion":1,"backend":"luks","id":"0123456789abcdef","owner":{"uid":998,"gid":998},"guest":{"dir":"../x","owner":{"uid":998,"gid":0}},"luks":{"volume":"/v","mapperName":"qwen-store-0123456789abcdef","fsType":"ext4"},"protectors":[{"id":"0123456789abcdef","kind":"key-file","keySlot":0}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseMetadata(data)
 		if err != nil {
@@ -76,6 +78,9 @@ func FuzzParseMetadata(f *testing.F) {
 			t.Fatalf("parsed metadata fails validation: %v", err)
 		}
 		m.unwrap(Credential{Passphrase: []byte("x")}) // must not panic
+		if g := m.Guest; g != nil && (g.Owner.UID == m.Owner.UID || g.Owner.GID == m.Owner.GID || g.Owner.UID <= 0 || filepath.Base(g.Dir) != g.Dir) {
+			t.Fatalf("accepted guest %+v of owner %+v", g, m.Owner)
+		}
 	})
 }
 
