@@ -64,8 +64,8 @@ off this session is refused before anything changes (exit 2) unless an
 
 REPAIR: re-running install with the installed bundle checks the host against
 the record (the live firewall table, the recorded rules and unit files, the
-modes and owners of the gateway's secrets and of the store's releases, the
-services) and runs the steps again when anything drifted, printing each
+modes and owners of the gateway's secrets, of the store's releases and of
+its shared layout (root 0710, kb/ the gateway's), the services) and runs the steps again when anything drifted, printing each
 finding as "drifted from the recorded installation: ..."; --repair runs them
 even when nothing did. Root, the gateway addresses and the firewall's effect on
 this session are checked before the first change, in --dry-run too.
