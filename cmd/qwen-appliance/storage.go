@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
 )
@@ -115,12 +116,14 @@ func init() {
 		}, {
 			Name:      "unit",
 			Usage:     "print the boot-time unlock unit",
-			UsageText: "qwen-appliance storage unit --dir DIR --key-file F [--runtime-unit NAME] [--binary PATH]",
-			Description: "A oneshot unit ordered before, and required by, the runtime unit. When the key file is\n" +
+			UsageText: "qwen-appliance storage unit --dir DIR --key-file F [--runtime-unit NAME] [--gateway-unit NAME] [--binary PATH]",
+			Description: "A oneshot unit ordered before, and required by, the runtime unit and the gateway's unit\n" +
+				"(which serves the knowledge base in the store; --gateway-unit '' leaves it out). When the key file is\n" +
 				"absent or wrong the unlock fails with the reason in the journal, and systemd does not\n" +
 				"start the runtime (\"dependency failed\"); unlock by hand with --passphrase or --recovery-key.",
 			Flags: []cli.Flag{dirFlag, keyFileFlag,
 				&cli.StringFlag{Name: "runtime-unit", Value: "qwen-appliance-runtime.service", Usage: "the inference server's `UNIT`"},
+				&cli.StringFlag{Name: "gateway-unit", Value: harden.GatewayUnit, Usage: "the gateway's `UNIT` ('' for none)"},
 				&cli.StringFlag{Name: "binary", Value: "/usr/local/bin/qwen-appliance", Usage: "absolute `PATH` of qwen-appliance on the host"},
 			},
 			Action: storageUnit,
@@ -501,9 +504,9 @@ func storageUnit(c *cli.Context) error {
 	}
 	dir, _ := filepath.Abs(c.String("dir"))
 	key, _ := filepath.Abs(c.String("key-file"))
-	u, err := storage.UnlockUnit(storage.UnitOptions{Binary: c.String("binary"), Dir: dir, KeyFile: key, RuntimeUnit: c.String("runtime-unit")})
+	u, err := storage.UnlockUnit(storage.UnitOptions{Binary: c.String("binary"), Dir: dir, KeyFile: key, RuntimeUnit: c.String("runtime-unit"), GatewayUnit: c.String("gateway-unit")})
 	if err != nil {
-		return usagef("check --dir, --key-file, --binary and --runtime-unit", "%v", err)
+		return usagef("check --dir, --key-file, --binary, --runtime-unit and --gateway-unit", "%v", err)
 	}
 	_, err = io.WriteString(c.App.Writer, u)
 	return err

@@ -160,6 +160,19 @@ func TestUnlockUnit(t *testing.T) {
 			t.Errorf("unit lacks %q", want)
 		}
 	}
+	u, err = UnlockUnit(UnitOptions{Binary: "/usr/local/bin/qwen-appliance", Dir: "/var/lib/qwen/models",
+		KeyFile: "/etc/qwen-appliance/store.key", RuntimeUnit: "qwen-runtime.service", GatewayUnit: "qwen-appliance-gateway.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Before=qwen-runtime.service qwen-appliance-gateway.service", "RequiredBy=qwen-runtime.service qwen-appliance-gateway.service"} {
+		if !strings.Contains(u, want+"\n") {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+	if _, err := UnlockUnit(UnitOptions{Binary: "/bin/q", Dir: "/a", KeyFile: "/k", RuntimeUnit: "r.service", GatewayUnit: "g w"}); err == nil {
+		t.Error("accepted a bad gateway unit name")
+	}
 	if _, err := UnlockUnit(UnitOptions{Binary: "/bin/q", Dir: "/a b", KeyFile: "/k", RuntimeUnit: "r.service"}); err == nil {
 		t.Error("accepted a path with a space")
 	}
