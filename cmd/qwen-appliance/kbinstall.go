@@ -190,7 +190,15 @@ func kbBackupExtra(root string) []backup.Extra {
 	}
 	path := provision.KBPath(st.Store.Dir)
 	if _, err := os.Lstat(path); err != nil {
-		return nil
+		if st.Gateway.KB == "" {
+			return nil // installed before install made a knowledge base
+		}
+		// The gateway serves one, but it cannot be read (a locked store
+		// shows ciphertext names): the backup fails rather than leave
+		// the documents out.
+		return []backup.Extra{{Name: backup.KBExtra, Open: func(context.Context) (io.ReadCloser, int64, error) {
+			return nil, 0, fmt.Errorf("the knowledge base %s: %w (is the store locked? unlock it with 'qwen-appliance storage unlock')", path, err)
+		}}}
 	}
 	return []backup.Extra{{Name: backup.KBExtra, Open: func(ctx context.Context) (io.ReadCloser, int64, error) {
 		return kbSnapshot(ctx, path)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	_ "github.com/ncruces/go-sqlite3/driver"
@@ -17,6 +18,7 @@ import (
 	"github.com/qwen-appliance/qwen-appliance/kb"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
 // The knowledge base install makes is the one the kb CLI and verify name.
@@ -203,4 +205,39 @@ func copyFile(t *testing.T, src, dst string) {
 	if err := os.WriteFile(dst, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A backup of an installation whose gateway serves a knowledge base that
+// cannot be read (a locked store) fails instead of leaving it out; one
+// installed before the knowledge base existed has none to add.
+func TestKBBackupExtra(t *testing.T) {
+	root := t.TempDir()
+	store := filepath.Join(root, "store")
+	st := &state.State{Store: state.Store{Dir: store}}
+	if err := state.Save(root, st); err != nil {
+		t.Fatal(err)
+	}
+	if x := kbBackupExtra(root); x != nil {
+		t.Fatalf("no knowledge base served: %v", x)
+	}
+	st.Gateway.KB = provision.KBPath(store)
+	if err := state.Save(root, st); err != nil {
+		t.Fatal(err)
+	}
+	x := kbBackupExtra(root)
+	if len(x) != 1 {
+		t.Fatalf("extras %v", x)
+	}
+	if _, _, err := x[0].Open(context.Background()); err == nil || !strings.Contains(err.Error(), "store locked") {
+		t.Fatalf("an unreadable knowledge base: %v", err)
+	}
+	var ik installKB
+	if err := ik.Create(context.Background(), st.Gateway.KB); err != nil {
+		t.Fatal(err)
+	}
+	r, size, err := kbBackupExtra(root)[0].Open(context.Background())
+	if err != nil || size == 0 {
+		t.Fatalf("snapshot: %d bytes, %v", size, err)
+	}
+	r.Close()
 }
