@@ -117,7 +117,7 @@ func bundleCreate(c *cli.Context) error {
 		return usagef("name a built-in spec ("+strings.Join(specs.Names(), ", ")+") or pass --spec FILE", "want one spec NAME or --spec FILE")
 	}
 	if err != nil {
-		return withCode(exitError, err, "fix the spec at the place named (see README, Bundles)")
+		return withCode(exitError, err, "fix the spec at the place named (see docs/bundles.md)")
 	}
 	if c.String("out") == "" {
 		return usagef("pass --out DIR, a new directory for the bundle", "--out is required")
