@@ -53,6 +53,10 @@ type KBIngest struct {
 	Allow      []string          // principals: role:NAME, user:TOKEN-ID, all
 	Class      string            // public, internal or secret
 	Collection string
+	// AuditLog and AuditKey are the gateway's audit log and checkpoint
+	// key, which the kb.ingest events join (the gateway serves already,
+	// and appends under the same lock).
+	AuditLog, AuditKey string
 }
 
 // KBSource is what install --kb asks for: documents to ingest.
@@ -163,22 +167,40 @@ func (in *installer) knowledgeBase(ctx context.Context, gw harden.Identity) erro
 	if err := ownKB(filepath.Dir(path), gw, true); err != nil {
 		return fmt.Errorf("knowledge base: %w", err)
 	}
-	if in.kb != nil {
-		n, err := in.o.KB.Ingest(ctx, path, in.kb.ingest)
-		if err != nil {
-			return fmt.Errorf("knowledge base: ingest %s: %w", in.kb.record.Path, err)
-		}
-		if err := ownKB(filepath.Dir(path), gw, true); err != nil {
-			return fmt.Errorf("knowledge base: %w", err)
-		}
-		rec := in.kb.record
-		rec.Files, rec.Ingested = n, in.now()
-		in.kbRecord = &rec
-		in.logf("knowledge base: ingested %d documents from %s", n, rec.Path)
-	}
 	in.logf("knowledge base %s (the gateway's %s, mode 0600)", path, gw.User)
 	return nil
 }
+
+// ingestKB stores install --kb's documents. It runs once the gateway
+// serves (switchTo, before the smoke test), so the kb.ingest events join the
+// gateway's audit log, signed like its own lines; a failure is undone with
+// the rest of the attempt (a first install's store goes; on an upgrade, the
+// documents ingested before it stay, each whole).
+func (in *installer) ingestKB(ctx context.Context, gw harden.Identity) error {
+	if in.kb == nil || in.o.KB == nil {
+		return nil
+	}
+	path := KBPath(in.o.Store)
+	ing := in.kb.ingest
+	ing.AuditLog = in.l.auditLog()
+	if k := in.l.auditKey() + ".key"; fileExists(k) {
+		ing.AuditKey = k
+	}
+	n, err := in.o.KB.Ingest(ctx, path, ing)
+	if err != nil {
+		return fmt.Errorf("knowledge base: ingest %s: %w", in.kb.record.Path, err)
+	}
+	if err := ownKB(filepath.Dir(path), gw, true); err != nil {
+		return fmt.Errorf("knowledge base: %w", err)
+	}
+	rec := in.kb.record
+	rec.Files, rec.Ingested = n, in.now()
+	in.kbRecord = &rec
+	in.logf("knowledge base: ingested %d document(s) from %s (kb.ingest events in %s)", n, rec.Path, ing.AuditLog)
+	return nil
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // placeKB puts a backed-up knowledge base (checked first) in place of the
 // store's, with no -wal or -shm left from the one it replaces. The gateway

@@ -65,6 +65,9 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 	if err := in.stepDone("gateway"); err != nil {
 		return err
 	}
+	if err := in.ingestKB(ctx, id); err != nil {
+		return err
+	}
 	if err := in.smoke(ctx, st, m, id); err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/qwen-appliance/qwen-appliance/backup"
+	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 	"github.com/qwen-appliance/qwen-appliance/kb"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
@@ -47,7 +48,7 @@ func (installKB) Create(_ context.Context, path string) error {
 // that a bad or unsigned file leaves the knowledge base as it was; then
 // each file is stored in its own transaction, its hash checked again as it
 // is read.
-func (installKB) Ingest(ctx context.Context, path string, in provision.KBIngest) (int, error) {
+func (installKB) Ingest(ctx context.Context, path string, in provision.KBIngest) (_ int, err error) {
 	allow, err := kb.ParsePrincipals(in.Allow...)
 	if err != nil {
 		return 0, fmt.Errorf("--kb-allow: %w", err)
@@ -88,6 +89,22 @@ func (installKB) Ingest(ctx context.Context, path string, in provision.KBIngest)
 		return 0, err
 	}
 	defer k.Close()
+	if in.AuditLog != "" {
+		o := audit.Options{Path: in.AuditLog}
+		if in.AuditKey != "" {
+			key, err := manifests.LoadPrivateKey(in.AuditKey)
+			if err != nil {
+				return 0, err
+			}
+			o.Key = &key
+		}
+		l, err := audit.Open(o)
+		if err != nil {
+			return 0, fmt.Errorf("audit log: %w", err)
+		}
+		defer func() { err = errors.Join(err, l.Close()) }()
+		k.SetAuditor(l)
+	}
 	var errs []error
 	n := 0
 	err = k.IngestFiles(ctx, in.Paths, kb.IngestOptions{Allow: allow, Class: class, Collection: in.Collection, Expect: in.Expect},
