@@ -128,6 +128,15 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	m := rep.Manifest
+	// The knowledge base's snapshot is checked before anything changes,
+	// and install puts it in place of the store's.
+	var kbSnap string
+	if o.Install.KB != nil {
+		if _, err := checkKB(ctx, stage, m, o.Install.KB.Check); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+		kbSnap = kbSnapshot(stage, m)
+	}
 	bundle := o.Bundle
 	if bundle == "" {
 		// A backup made with --include-model holds the whole signed bundle;
@@ -183,6 +192,7 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 	// 3. Install the bundle over the restored configuration.
 	iopts := o.Install
 	iopts.Bundle, iopts.Root = bundle, root
+	iopts.KBRestore = kbSnap
 	iopts.Store = o.Store
 	if iopts.Store == "" {
 		iopts.Store = m.Store

@@ -28,6 +28,11 @@ type VerifyOptions struct {
 	// matches its key, the audit key pair matches.
 	Drill   bool
 	Scratch string // where to extract (a private temporary directory inside it); os.TempDir() when empty
+	// CheckKB checks the knowledge-base snapshot (KBMember), when the
+	// archive holds one: SQLite's integrity check and the stored chunks'
+	// hashes. The CLI passes one backed by package kb, which backup must
+	// not link. Nil skips the check (and the report says so).
+	CheckKB func(ctx context.Context, path string) error
 	Now     func() time.Time
 }
 
@@ -37,6 +42,7 @@ type Report struct {
 	Manifest *Manifest     `json:"manifest"`
 	Signers  []string      `json:"signers"`
 	Audit    *audit.Report `json:"audit,omitempty"`
+	KB       string        `json:"kb,omitempty"` // what the knowledge-base snapshot's check found
 	Drill    []Check       `json:"drill,omitempty"`
 	Warnings []string      `json:"warnings,omitempty"`
 }
@@ -60,6 +66,9 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 	rep, err := open(ctx, o.File, o.Identities, o.Trusted, dir)
 	if err != nil {
 		return rep, err
+	}
+	if rep.KB, err = checkKB(ctx, dir, rep.Manifest, o.CheckKB); err != nil {
+		return rep, fmt.Errorf("backup %s: %w", o.File, err)
 	}
 	if o.Drill {
 		if o.Now == nil {
@@ -204,4 +213,38 @@ func drill(dir string, now time.Time) []Check {
 	}
 	add("audit-key", err, detail)
 	return out
+}
+
+// KBExtra is the name the knowledge base's snapshot is added under
+// (Options.Extra); KBMember is its member name in the archive.
+const (
+	KBExtra  = "kb.db"
+	KBMember = "extra/" + KBExtra
+)
+
+// kbSnapshot is the extracted knowledge-base snapshot in dir, or "" when
+// the archive holds none.
+func kbSnapshot(dir string, m *Manifest) string {
+	for _, mb := range m.Members {
+		if mb.Name == KBMember && mb.Kind == KindExtra {
+			return filepath.Join(dir, filepath.FromSlash(mb.Name))
+		}
+	}
+	return ""
+}
+
+// checkKB runs check on the archive's knowledge-base snapshot, returning
+// what the report says about it; a failure matches ErrVerification.
+func checkKB(ctx context.Context, dir string, m *Manifest, check func(context.Context, string) error) (string, error) {
+	p := kbSnapshot(dir, m)
+	switch {
+	case p == "":
+		return "", nil
+	case check == nil:
+		return "not checked", nil
+	}
+	if err := check(ctx, p); err != nil {
+		return "", verificationf("knowledge base snapshot %s: %v", KBMember, err)
+	}
+	return "integrity and content hashes ok", nil
 }

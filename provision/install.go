@@ -58,6 +58,17 @@ type Options struct {
 	Session        *harden.Session
 	ConfirmTimeout time.Duration
 
+	// KB creates and fills the knowledge base in the store's kb/ directory
+	// (KBPath), which the gateway serves; nil leaves it out (no kb/, no
+	// serve --kb).
+	KB KnowledgeBase
+	// KBSource, when set, names documents to ingest (install --kb); they
+	// are verified with the bundle, before anything changes.
+	KBSource *KBSource
+	// KBRestore is a backed-up knowledge-base database (backup restore)
+	// to put in place of the store's; it is checked with KB.Check first.
+	KBRestore string
+
 	// Repair re-applies every step even when the installation looks
 	// healthy; a re-run repairs what it finds drifted anyway.
 	Repair bool
@@ -111,6 +122,12 @@ type installer struct {
 	// the bundle came packed; they are unpacked inside the store.
 	volumes  string
 	verifier manifests.Verifier
+	kb       *kbPlan         // install --kb's verified documents
+	kbRecord *state.KBSource // what state.Settings.KB records
+	// gatewayStopped says the previous gateway was stopped (to put a
+	// backed-up knowledge base in place): switchTo starts it again.
+	gatewayStopped bool
+	dones          []func() // run once install succeeded
 }
 
 func (in *installer) logf(format string, args ...any) {
@@ -161,6 +178,9 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := in.verifyKB(ctx); err != nil {
+		return nil, err
+	}
 	m := signed.Manifest
 	sum := sha256.Sum256(signed.Raw)
 	manifestSHA := hex.EncodeToString(sum[:])
@@ -179,7 +199,7 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 		for _, d := range in.res.Drift {
 			in.logf("drifted from the recorded installation: %s", d)
 		}
-		if len(in.res.Drift) == 0 && len(in.settings) == 0 && !o.Repair {
+		if len(in.res.Drift) == 0 && len(in.settings) == 0 && !o.Repair && in.kb == nil && o.KBRestore == "" {
 			in.logf("%s version %d is already installed and serving as recorded; nothing to do", m.Name, m.Version)
 			return &Result{State: in.prev}, nil
 		}
@@ -213,6 +233,9 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 			err = errors.Join(err, in.undo())
 			return
 		}
+		for _, f := range in.dones {
+			f()
+		}
 		err = in.j.finish()
 	}()
 
@@ -230,7 +253,7 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	for _, r := range []struct {
 		path string
 		id   harden.Identity
-	}{{in.serviceExe, ids.Gateway}, {in.serviceExe, ids.Runtime}, {in.o.Store, ids.Runtime}} {
+	}{{in.serviceExe, ids.Gateway}, {in.serviceExe, ids.Runtime}, {in.o.Store, ids.Runtime}, {in.o.Store, ids.Gateway}} {
 		if err := reachable(r.path, r.id); err != nil {
 			return nil, err
 		}
@@ -248,8 +271,15 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 		if err := in.privateReleases(ids.Runtime, true); err != nil {
 			return nil, fmt.Errorf("store: %w", err)
 		}
+		// And the shared layout: the root and the knowledge base's
+		// directory, as the store step leaves them.
+		if in.o.KB != nil && in.storeHasGuest() {
+			if err := in.storeLayout(ids.Gateway, ids.Runtime, true); err != nil {
+				return nil, fmt.Errorf("store: %w", err)
+			}
+		}
 	}
-	if err := in.store(ctx, st, ids.Runtime); err != nil {
+	if err := in.store(ctx, st, ids); err != nil {
 		return nil, err
 	}
 	if err := in.stepDone("store"); err != nil {
@@ -260,6 +290,12 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	if err := in.stepDone("copy-in"); err != nil {
+		return nil, err
+	}
+	if err := in.knowledgeBase(ctx, ids.Gateway); err != nil {
+		return nil, err
+	}
+	if err := in.stepDone("kb"); err != nil {
 		return nil, err
 	}
 	st.Bundle = state.Bundle{Name: m.Name, Version: m.Version, ManifestSHA256: manifestSHA, Dir: rel}
@@ -277,6 +313,7 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 	st.Updated = in.now()
 	st.Firewall.ProbeTargets = in.o.ProbeTargets
 	st.Settings = settingsOf(in.o)
+	st.Settings.KB = in.kbRecord
 	if err := in.saveState(st); err != nil {
 		return nil, err
 	}
@@ -347,6 +384,9 @@ func newInstaller(o Options) (*installer, error) {
 		return nil, fmt.Errorf("install: %w", err)
 	}
 	in := &installer{o: o, l: l, log: log, prev: prev, settings: diff}
+	if prev != nil && prev.Settings != nil {
+		in.kbRecord = prev.Settings.KB
+	}
 	in.j = &journal{path: l.journal()}
 	if in.supervisor, err = supervisor(o.Supervisor, l.root, in.prev); err != nil {
 		return nil, err
@@ -446,6 +486,7 @@ func (in *installer) plan(m *manifests.Manifest) []string {
 		"service users " + harden.ServiceUser + " (gateway) and " + harden.RuntimeUser + " (runtime), each with its own group, no login shell, no home, and their directories",
 		"nftables table inet " + harden.TableName + " (policy drop on input, output, forward; runtime ports " + strconv.Itoa(harden.RuntimePortFirst) + "-" + strconv.Itoa(harden.RuntimePortLast) + " only for " + harden.ServiceUser + "), rules file " + in.l.path(harden.RulesPath) + " and its boot unit",
 		fmt.Sprintf("encrypted model store %s (%s), key file %s", in.o.Store, in.o.Backend, in.l.storeKey()),
+		fmt.Sprintf("knowledge base %s, the gateway's %s (kb/ 0700, files 0600; the store's root 0710, group %s)%s", KBPath(in.o.Store), harden.ServiceUser, harden.ServiceUser, in.kbPlanLine()),
 		fmt.Sprintf("verified copy of %s version %d (%d files, %d bytes) in %s", m.Name, m.Version, len(m.Files), m.TotalSize(), release(in.o.Store, m.Name, m.Version)),
 		fmt.Sprintf("%s runtime on 127.0.0.1 as %s, log %s%s", m.Runtime.Kind, harden.RuntimeUser, in.l.log("runtime"), runBy(runtimeUnit)),
 		"gateway on " + in.o.Listen + " (TLS from " + in.l.tlsDir() + ", tokens " + in.l.tokens() + ", audit log " + in.l.auditLog() + "), metrics on " + in.o.MetricsListen + runBy(harden.GatewayUnit),

@@ -173,6 +173,10 @@ func (in *installer) revokeUnshown(id, madeBy string) error {
 // accept that its step did nothing, or only part of it.
 func (in *installer) onUndo(f func() error) { in.undos = append(in.undos, f) }
 
+// onDone registers f to run once the attempt succeeded (removing what undo
+// would have put back).
+func (in *installer) onDone(f func()) { in.dones = append(in.dones, f) }
+
 // removeIfNew registers, before a step creates paths, the undo that removes
 // those of them that do not exist yet: for each, its topmost missing
 // ancestor, so that a failed first install takes away the directories it

@@ -127,6 +127,7 @@ func (in *installer) drift(prev *state.State) []string {
 			out = append(out, err.Error())
 		}
 	}
+	out = append(out, in.kbDrift(prev)...)
 	for _, svc := range []state.Service{prev.Runtime, prev.Gateway.Service} {
 		if !running(svc) {
 			out = append(out, fmt.Sprintf("the %s (%s): not running", svc.Name, describe(svc)))

@@ -159,3 +159,23 @@ func (in *installer) gatewaySettingsChanged() bool {
 	}
 	return false
 }
+
+// gatewayKBChanged reports whether the running gateway serves another
+// knowledge base than install's (one installed before install made one
+// was started without serve --kb).
+func (in *installer) gatewayKBChanged() bool {
+	return in.prev != nil && in.prev.Gateway.KB != in.kbServed()
+}
+
+// kbServed is the knowledge base the gateway is to serve: the store's, when
+// install makes one; otherwise (rollback, callers without a KnowledgeBase)
+// the one the installation's gateway already serves, which is kept.
+func (in *installer) kbServed() string {
+	switch {
+	case in.o.KB != nil:
+		return KBPath(in.o.Store)
+	case in.prev != nil:
+		return in.prev.Gateway.KB
+	}
+	return ""
+}

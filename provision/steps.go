@@ -146,10 +146,17 @@ func recordFile(st *state.State, path string) error {
 	return nil
 }
 
-// store creates or unlocks the model store, owned by the runtime's user
-// (id), which alone reads the weights.
-func (in *installer) store(ctx context.Context, st *state.State, id harden.Identity) error {
+// store creates or unlocks the model store, owned by the runtime's user,
+// which alone reads the weights. With a knowledge base, the store's kb/
+// directory is the gateway's, and the store's root lets the gateway's group
+// (its user alone) pass through to it: mode 0710, no listing.
+func (in *installer) store(ctx context.Context, st *state.State, ids harden.Identities) error {
+	id := ids.Runtime
 	owner := storage.Owner{UID: id.UID, GID: id.GID, Name: id.User}
+	var g *storage.Guest
+	if in.o.KB != nil {
+		g = guest(ids.Gateway)
+	}
 	st.Store = state.Store{Dir: in.o.Store, Backend: string(in.o.Backend)}
 	in.removeIfNew(in.o.Store)
 	if in.o.Backend == BackendNone {
@@ -157,7 +164,13 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 		if err := os.MkdirAll(in.o.Store, 0o700); err != nil {
 			return err
 		}
-		return own(in.o.Store, id)
+		if g != nil {
+			in.removeIfNew(filepath.Join(in.o.Store, KBDir))
+		}
+		if err := own(in.o.Store, id, g); err != nil {
+			return err
+		}
+		return storage.ApplyGuest(in.o.Store, owner, g)
 	}
 	sopts := storage.Options{KDF: in.o.KDF}
 	key := storage.Credential{KeyFile: in.l.storeKey()}
@@ -210,6 +223,14 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 	default:
 		return fmt.Errorf("model store: %w", err)
 	}
+	if g != nil {
+		// Registered once the store is unlocked: a locked store's names
+		// are ciphertext, and an existing kb/ would look new.
+		in.removeIfNew(filepath.Join(in.o.Store, KBDir))
+		if err := s.SetGuest(g); err != nil {
+			return fmt.Errorf("model store: %w", err)
+		}
+	}
 	stat, err := s.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("model store status: %w", err)
@@ -220,11 +241,15 @@ func (in *installer) store(ctx context.Context, st *state.State, id harden.Ident
 
 // own gives everything under dir that belongs to someone else to id,
 // leaving modes alone: install's own files are private already, and the
-// store's files must keep the modes their manifest records.
-func own(dir string, id harden.Identity) error {
+// store's files must keep the modes their manifest records. The guest's
+// directory (g, when set) is left to the knowledge-base step.
+func own(dir string, id harden.Identity, g *storage.Guest) error {
 	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
+		}
+		if g != nil && p == filepath.Join(dir, g.Dir) {
+			return filepath.SkipDir
 		}
 		if uid, gid := ownerOf(fi); uid == id.UID && gid == id.GID {
 			return nil
@@ -547,6 +572,17 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 	args := []string{"serve", "--upstream-file", in.l.upstream(), "--listen", in.o.Listen,
 		"--tokens", in.l.tokens(), "--audit-log", in.l.auditLog(), "--audit-key", auditKey + ".key",
 		"--tls-cert", filepath.Join(tlsDir, "server.crt"), "--tls-key", serverKey, "--metrics-listen", in.o.MetricsListen}
+	rw := []string{logDir}
+	kbPath := in.kbServed()
+	if kbPath != "" {
+		// The database and its -wal/-shm files are written beside it.
+		args = append(args, "--kb", kbPath)
+		rw = append(rw, filepath.Dir(kbPath))
+		// Prompt and answer must fit the context the runtime serves.
+		if p := in.res.Preflight; p != nil && p.Plan != nil && p.Plan.Context > 0 {
+			args = append(args, "--kb-context-tokens", strconv.Itoa(p.Plan.Context))
+		}
+	}
 	svc := service{Name: "gateway", Args: args, Log: in.l.log("gateway"), UID: id.UID, GID: id.GID}
 	if in.supervisor == SupervisorSystemd {
 		svc.UnitName = harden.GatewayUnit
@@ -554,7 +590,11 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 			Description:    "qwen-appliance API gateway",
 			AllowCIDRs:     append(append([]netip.Prefix(nil), in.o.ClientCIDRs...), in.o.AdminCIDRs...),
 			ReadOnlyPaths:  []string{in.l.path(ConfigDir)},
-			ReadWritePaths: []string{logDir},
+			ReadWritePaths: rw,
+		}
+		if kbPath != "" && st.Store.Unit != "" {
+			// Its kb/ directory is only there once the store is unlocked.
+			svc.Unit.Requires = []string{harden.StoreUnit}
 		}
 	}
 	in.logf("starting the gateway on %s", in.o.Listen)
@@ -566,7 +606,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 		Service: state.Service{Name: "gateway", PID: started.PID, Start: started.Start, Boot: started.Boot, Unit: unit, Listen: []string{in.o.Listen, in.o.MetricsListen}, Log: svc.Log},
 		URL:     "https://" + hostPortFor(in.o.Listen), MetricsURL: "http://" + in.o.MetricsListen,
 		CACert: filepath.Join(tlsDir, certs.CAFile), TokensFile: in.l.tokens(), AuditLog: in.l.auditLog(), AuditKey: auditKey + ".pub",
-		AuditSigningKey: auditKey + ".key", TLSKey: serverKey,
+		AuditSigningKey: auditKey + ".key", TLSKey: serverKey, KB: kbPath,
 	}
 	if err := recordFile(st, unit); err != nil {
 		return fmt.Errorf("gateway: %w", err)

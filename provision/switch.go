@@ -31,8 +31,8 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 		return err
 	}
 	upstream := "http://" + st.Runtime.Listen[0]
-	live := in.prev != nil && running(in.prev.Gateway.Service)
-	if live && in.gatewaySettingsChanged() {
+	live := in.prev != nil && running(in.prev.Gateway.Service) && !in.gatewayStopped
+	if live && (in.gatewaySettingsChanged() || in.gatewayKBChanged()) {
 		// The gateway's own flags (or, under systemd, its unit's IP
 		// allowlist) changed: it is started again with them below.
 		in.logf("restarting the gateway (%s) with the changed settings", describe(in.prev.Gateway.Service))
@@ -63,6 +63,9 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 		}
 	}
 	if err := in.stepDone("gateway"); err != nil {
+		return err
+	}
+	if err := in.ingestKB(ctx, id); err != nil {
 		return err
 	}
 	if err := in.smoke(ctx, st, m, id); err != nil {

@@ -184,3 +184,67 @@ func TestKBChecksReadOnly(t *testing.T) {
 		t.Error("verify created a -wal file beside the empty database")
 	}
 }
+
+// The layout install makes: the store's root the runtime's with the
+// gateway's group, mode 0710; kb/ the gateway's, 0700, its files 0600.
+// storage.permissions and the kb checks pass it, and each loosening (or a
+// path given to the wrong user) fails storage.permissions.
+func TestStoreLayoutWithKB(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give the store to two users")
+	}
+	tg, p := kbFixture(t)
+	const rt, gw = 4243, 4242
+	tg.State.RuntimeUser, tg.State.RuntimeUID, tg.State.RuntimeGID = "qwen-runtime", rt, rt
+	tg.State.ServiceUID, tg.State.ServiceGID = gw, gw
+	store, kbDir := tg.State.Store.Dir, filepath.Dir(p)
+	rel := filepath.Join(store, "releases")
+	must(t, os.Mkdir(rel, 0o700))
+	must(t, os.WriteFile(filepath.Join(rel, "model"), []byte("w"), 0o400))
+	must(t, os.Chown(rel, rt, rt))
+	must(t, os.Chown(filepath.Join(rel, "model"), rt, rt))
+	must(t, os.Chown(store, rt, gw))
+	must(t, os.Chmod(store, 0o710))
+	entries, err := os.ReadDir(kbDir)
+	must(t, err)
+	must(t, os.Chown(kbDir, gw, gw))
+	for _, e := range entries {
+		must(t, os.Chown(filepath.Join(kbDir, e.Name()), gw, gw))
+	}
+	expect(t, runOne(t, "storage.permissions", tg), Pass, "private")
+	for _, id := range kbChecks {
+		expect(t, runOne(t, id, tg), Pass, "")
+	}
+	cases := []struct {
+		name, want  string
+		break_, fix func() error
+	}{
+		{"root 0711", "0711 lets group or others in", func() error { return os.Chmod(store, 0o711) }, func() error { return os.Chmod(store, 0o710) }},
+		{"root 0750", "0750 lets group or others in", func() error { return os.Chmod(store, 0o750) }, func() error { return os.Chmod(store, 0o710) }},
+		{"root 0710 another group", "0710 lets group", func() error { return os.Chown(store, rt, 4244) }, func() error { return os.Chown(store, rt, gw) }},
+		{"root the gateway's", "owned by uid 4242", func() error { return os.Chown(store, gw, gw) }, func() error { return os.Chown(store, rt, gw) }},
+		{"kb/ 0750", "0750", func() error { return os.Chmod(kbDir, 0o750) }, func() error { return os.Chmod(kbDir, 0o700) }},
+		{"kb/ the runtime's", "the gateway's user", func() error { return os.Chown(kbDir, rt, rt) }, func() error { return os.Chown(kbDir, gw, gw) }},
+		{"kb.db 0640", "kb.db: mode 0640", func() error { return os.Chmod(p, 0o640) }, func() error { return os.Chmod(p, 0o600) }},
+		{"kb.db root's", "kb.db: owned by uid 0", func() error { return os.Chown(p, 0, 0) }, func() error { return os.Chown(p, gw, gw) }},
+		{"a release file the gateway's", "model: owned by uid 4242", func() error { return os.Chown(filepath.Join(rel, "model"), gw, gw) },
+			func() error { return os.Chown(filepath.Join(rel, "model"), rt, rt) }},
+		{"kb/ a symlink", "is a symlink", func() error {
+			if err := os.Rename(kbDir, kbDir+".real"); err != nil {
+				return err
+			}
+			return os.Symlink(kbDir+".real", kbDir)
+		}, func() error {
+			if err := os.Remove(kbDir); err != nil {
+				return err
+			}
+			return os.Rename(kbDir+".real", kbDir)
+		}},
+	}
+	for _, c := range cases {
+		must(t, c.break_())
+		expect(t, runOne(t, "storage.permissions", tg), Fail, c.want)
+		must(t, c.fix())
+		expect(t, runOne(t, "storage.permissions", tg), Pass, "private")
+	}
+}

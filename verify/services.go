@@ -34,10 +34,10 @@ func init() {
 			Run:         checkTelemetry,
 		},
 		Check{
-			ID: "storage.permissions", Title: "the model store is private to the runtime user",
+			ID: "storage.permissions", Title: "the model store is private to the runtime user, its kb/ directory to the gateway's",
 			Severity: High, Controls: []string{"AC-3", "AC-6", "SC-28"},
-			Rationale:   "No local user but the inference server may read weights, documents or logs.",
-			Remediation: "chown -R the store to the runtime user, chmod directories 0700 and files 0400 (or re-run install).",
+			Rationale:   "No local user but the inference server may read weights, and none but the gateway the knowledge base; the store's root lets the gateway's group (its user alone) pass through to kb/, nobody list it.",
+			Remediation: "Re-run 'qwen-appliance install --repair', or by hand: chown -R the store to the runtime user, chmod directories 0700 and files 0400; the store's root 0710 with the gateway's group; kb/ and its files to the gateway's user, 0700 and 0600.",
 			Run:         checkStorePermissions,
 		},
 	)
@@ -282,30 +282,37 @@ func checkStorePermissions(_ context.Context, t *Target) Outcome {
 	if err != nil {
 		return errored(err)
 	}
+	gw := kbUID(t) // as kb.permissions has it
 	var evs []Evidence
 	bad, seen := 0, 0
-	// The knowledge base's directory belongs to the gateway's user, not the
-	// runtime's; kb.permissions checks it.
+	flag := func(p, format string, args ...any) {
+		bad++
+		evs = append(evs, ev(p, format, args...))
+	}
+	store := t.State.Store.Dir
+	// The knowledge base's directory belongs to the gateway's user, not
+	// the runtime's: it and everything in it must be the gateway's alone
+	// (kb.permissions checks the database itself too). The store's root
+	// may let the gateway's group alone pass through to it (0710).
 	kbDir := filepath.Dir(kbPath(t))
-	err = filepath.Walk(t.State.Store.Dir, func(p string, info os.FileInfo, err error) error {
+	err = filepath.Walk(store, func(p string, info os.FileInfo, err error) error {
 		if err != nil {
 			return err
 		}
-		if p == kbDir && info.IsDir() {
-			return filepath.SkipDir
-		}
 		seen++
-		uid := fileUID(info)
+		uid, perm := fileUID(info), info.Mode().Perm()
+		inKB := p == kbDir || strings.HasPrefix(p, kbDir+string(filepath.Separator))
 		switch {
-		case info.Mode().Perm()&0o077 != 0:
-			bad++
-			evs = append(evs, ev(p, "mode %04o lets group or others in", info.Mode().Perm()))
 		case info.Mode()&os.ModeSymlink != 0:
-			bad++
-			evs = append(evs, ev(p, "is a symlink"))
-		case want >= 0 && uid != want:
-			bad++
-			evs = append(evs, ev(p, "owned by uid %d, runtime user %s is %d", uid, wantUser, want))
+			flag(p, "is a symlink")
+		case p == store && perm&0o077 != 0 && !(perm&0o077 == 0o010 && gw >= 0 && fileGID(info) == t.State.ServiceGID):
+			flag(p, "mode %04o lets group or others in (at most 0710, group the gateway's %d)", perm, t.State.ServiceGID)
+		case p != store && perm&0o077 != 0:
+			flag(p, "mode %04o lets group or others in", perm)
+		case inKB && gw >= 0 && uid != gw:
+			flag(p, "owned by uid %d, the gateway's user %s is %d", uid, t.State.ServiceUser, gw)
+		case !inKB && want >= 0 && uid != want:
+			flag(p, "owned by uid %d, runtime user %s is %d", uid, wantUser, want)
 		}
 		return nil
 	})
@@ -315,5 +322,5 @@ func checkStorePermissions(_ context.Context, t *Target) Outcome {
 	if bad > 0 {
 		return fail(fmt.Sprintf("%d of %d paths in the store are not private", bad, seen), evs...)
 	}
-	return pass(fmt.Sprintf("%d paths private to the runtime user", seen), ev("store", "%s", t.State.Store.Dir))
+	return pass(fmt.Sprintf("%d paths private to the runtime user (kb/ to the gateway's)", seen), ev("store", "%s", t.State.Store.Dir))
 }

@@ -13,3 +13,10 @@ func fileUID(info os.FileInfo) int {
 	}
 	return -1
 }
+
+func fileGID(info os.FileInfo) int {
+	if st, ok := info.Sys().(*syscall.Stat_t); ok {
+		return int(st.Gid)
+	}
+	return -1
+}

@@ -194,7 +194,8 @@ func backupCreate(c *cli.Context) error {
 		}
 	}
 	m, err := backup.Create(c.Context, backup.Options{Root: root, Out: out, Recipients: rs, Key: k,
-		IncludeModel: c.Bool("include-model"), Textfile: textfile, Tool: toolVersion(), Log: c.App.ErrWriter})
+		IncludeModel: c.Bool("include-model"), Textfile: textfile, Tool: toolVersion(), Log: c.App.ErrWriter,
+		Extra: kbBackupExtra(root)})
 	if err != nil {
 		if errors.Is(err, state.ErrNotInstalled) {
 			return withCode(exitError, err, "pass the installation's --root")
@@ -297,7 +298,8 @@ func backupVerify(c *cli.Context) error {
 		}
 		signer = &k
 	}
-	rep, err := backup.Verify(c.Context, backup.VerifyOptions{File: file, Identities: ids, Trusted: keys, Drill: c.Bool("drill"), Scratch: c.String("scratch")})
+	rep, err := backup.Verify(c.Context, backup.VerifyOptions{File: file, Identities: ids, Trusted: keys, Drill: c.Bool("drill"), Scratch: c.String("scratch"),
+		CheckKB: checkKBFile})
 	if p := c.String("metrics-textfile"); p != "" && c.Bool("drill") {
 		if werr := backup.WriteDrillTextfile(p, time.Now(), err == nil); werr != nil {
 			return errors.Join(backupError(err), werr)
@@ -317,6 +319,9 @@ func backupVerify(c *cli.Context) error {
 	}
 	w, m := c.App.Writer, rep.Manifest
 	fmt.Fprintf(w, "ok: %s: %d members, %s version %d, taken %s, signed by %v\n", file, len(m.Members), m.Bundle.Name, m.Bundle.Version, m.Created.Format("2006-01-02T15:04:05Z"), rep.Signers)
+	if rep.KB != "" {
+		fmt.Fprintf(w, "knowledge base snapshot: %s\n", rep.KB)
+	}
 	if rep.Audit != nil {
 		fmt.Fprintf(w, "audit log: %d lines verified up to head seq %d (%d signed checkpoints)\n", rep.Audit.Lines, m.AuditHead.Seq, rep.Audit.Checkpoints)
 	}
@@ -333,7 +338,7 @@ func backupRestore(c *cli.Context) error {
 	}
 	res, err := backup.Restore(c.Context, backup.RestoreOptions{File: file, Identities: ids, Trusted: keys,
 		Bundle: c.String("bundle"), BundleTrust: c.StringSlice("bundle-trust"), Root: c.String("root"), Store: c.String("store"), Force: c.Bool("force"),
-		Install: provision.Options{Log: c.App.ErrWriter, Executable: selfPath(), ProbeTargets: listFlag(c, "probe")}})
+		Install: provision.Options{Log: c.App.ErrWriter, Executable: selfPath(), ProbeTargets: listFlag(c, "probe"), KB: installKB{}}})
 	if err != nil {
 		return backupError(err)
 	}

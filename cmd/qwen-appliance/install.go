@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/kb"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
@@ -41,6 +42,18 @@ only inside the encrypted store. A version lower than the last one accepted
 is refused unless --allow-downgrade. One install, rollback or uninstall runs
 at a time: a second exits 1 naming the first's PID (--dry-run takes no lock).
 
+KNOWLEDGE BASE: install creates the knowledge base STORE/kb/kb.db (the
+gateway's user's, kb/ 0700, files 0600; the store's root becomes 0710 with the
+gateway's group, so the gateway reaches kb/ by name while only the runtime
+reads the weights) and starts the gateway with serve --kb. --kb BUNDLE ingests
+the kb/ tree of a signed bundle, verified against --trust before anything
+changes and every file hashed again as it is read, with the access list and
+class of --kb-allow and --kb-class (both required). --kb DIR --kb-unsigned
+ingests a plain directory instead, on the operator's word. Every file is read
+and checked before the first is stored. Upgrades and rollbacks keep the
+knowledge base; the last --kb source is recorded in the state. See
+docs/kb-install.md.
+
 SETTINGS: --listen, --metrics-listen, --host, --allow-cidr, --admin-cidr,
 --allow-egress and --probe are recorded in the state. An upgrade or a re-run
 keeps them unless a flag changes them ('none' clears a list flag); a change is
@@ -51,8 +64,8 @@ off this session is refused before anything changes (exit 2) unless an
 
 REPAIR: re-running install with the installed bundle checks the host against
 the record (the live firewall table, the recorded rules and unit files, the
-modes and owners of the gateway's secrets and of the store's releases, the
-services) and runs the steps again when anything drifted, printing each
+modes and owners of the gateway's secrets, of the store's releases and of
+its shared layout (root 0710, kb/ the gateway's), the services) and runs the steps again when anything drifted, printing each
 finding as "drifted from the recorded installation: ..."; --repair runs them
 even when nothing did. Root, the gateway addresses and the firewall's effect on
 this session are checked before the first change, in --dry-run too.
@@ -93,6 +106,11 @@ Examples:
 			&cli.BoolFlag{Name: "dry-run", Usage: "verify and preflight, print the plan, change nothing"},
 			&cli.StringFlag{Name: "supervisor", Usage: "systemd (hardened units) or process (detached processes); default: systemd where it is PID 1 and --root is /"},
 			&cli.DurationFlag{Name: "ready-timeout", Usage: "how long each service may take to become ready (default 5m)"},
+			&cli.StringFlag{Name: "kb", Usage: "ingest the kb/ tree of this signed bundle (verified with --trust) into the knowledge base; with --kb-unsigned, a plain directory of documents"},
+			&cli.BoolFlag{Name: "kb-unsigned", Usage: "--kb names a plain directory the operator vouches for: no signature is checked (recorded in the state)"},
+			&cli.StringSliceFlag{Name: "kb-allow", Usage: "with --kb: principals that may read the documents (role:NAME, user:TOKEN-ID, all)"},
+			&cli.StringFlag{Name: "kb-class", Usage: "with --kb: public, internal or secret"},
+			&cli.StringFlag{Name: "kb-collection", Usage: "with --kb: collection the documents belong to"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON"},
 		},
 		Action: installAction,
@@ -113,6 +131,10 @@ func installAction(c *cli.Context) error {
 		AllowDowngrade: c.Bool("allow-downgrade"), DryRun: c.Bool("dry-run"), ReadyTimeout: c.Duration("ready-timeout"),
 		Log: c.App.ErrWriter, Executable: selfPath(), Supervisor: c.String("supervisor"),
 		ConfirmTimeout: c.Duration("confirm-timeout"), Repair: c.Bool("repair"),
+		KB: installKB{},
+	}
+	if err := kbSourceFlags(c, &o); err != nil {
+		return err
 	}
 	switch b := c.String("storage"); b {
 	case "none":
@@ -271,4 +293,29 @@ func selfPath() string {
 		return abs
 	}
 	return p
+}
+
+// kbSourceFlags turns --kb and its companions into o.KBSource.
+func kbSourceFlags(c *cli.Context, o *provision.Options) error {
+	path := c.String("kb")
+	if path == "" {
+		for _, f := range []string{"kb-unsigned", "kb-allow", "kb-class", "kb-collection"} {
+			if c.IsSet(f) {
+				return usagef("pass --kb BUNDLE with --"+f, "--%s without --kb", f)
+			}
+		}
+		return nil
+	}
+	if len(c.StringSlice("kb-allow")) == 0 || c.String("kb-class") == "" {
+		return usagef("pass --kb-allow role:NAME,... and --kb-class public|internal|secret with --kb", "--kb needs --kb-allow and --kb-class: a document without an access list is invisible")
+	}
+	if _, err := kb.ParsePrincipals(c.StringSlice("kb-allow")...); err != nil {
+		return usagef("pass --kb-allow role:NAME, user:TOKEN-ID or all", "--kb-allow: %v", err)
+	}
+	if _, err := kb.ParseClass(c.String("kb-class")); err != nil {
+		return usagef("pass --kb-class public, internal or secret", "--kb-class: %v", err)
+	}
+	o.KBSource = &provision.KBSource{Path: path, Unsigned: c.Bool("kb-unsigned"), Allow: c.StringSlice("kb-allow"),
+		Class: c.String("kb-class"), Collection: c.String("kb-collection")}
+	return nil
 }

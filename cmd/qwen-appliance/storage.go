@@ -117,15 +117,16 @@ func init() {
 		}, {
 			Name:      "unit",
 			Usage:     "print the boot-time unlock unit",
-			UsageText: "qwen-appliance storage unit --dir DIR --key-file F [--runtime-unit NAME] [--binary PATH]",
+			UsageText: "qwen-appliance storage unit --dir DIR --key-file F [--runtime-unit NAME] [--gateway-unit NAME] [--binary PATH]",
 			Description: "A oneshot unit that unlocks the store with the key file at boot. install writes it as\n" +
-				harden.StoreUnit + " (with an encrypted store under systemd) and its runtime units require\n" +
-				"it; --runtime-unit also orders it before, and makes it required by, a unit of your own. When\n" +
-				"the key file is absent or wrong the unlock fails with the reason in the journal, and systemd\n" +
-				"does not start the runtime (\"dependency failed\"); unlock by hand with --passphrase or\n" +
-				"--recovery-key.",
+				harden.StoreUnit + " (with an encrypted store under systemd), and its runtime and gateway\n" +
+				"units require it; --runtime-unit and --gateway-unit also order it before, and make it\n" +
+				"required by, units of your own. When the key file is absent or wrong the unlock fails with\n" +
+				"the reason in the journal, and systemd does not start the runtime (\"dependency failed\");\n" +
+				"unlock by hand with --passphrase or --recovery-key.",
 			Flags: []cli.Flag{dirFlag, keyFileFlag,
 				&cli.StringFlag{Name: "runtime-unit", Usage: "an inference server `UNIT` of your own that needs the store (install's units require it themselves)"},
+				&cli.StringFlag{Name: "gateway-unit", Usage: "a gateway `UNIT` of your own that serves the knowledge base in the store"},
 				&cli.StringFlag{Name: "binary", Value: provision.ProgramPath, Usage: "absolute `PATH` of qwen-appliance on the host"},
 			},
 			Action: storageUnit,
@@ -506,9 +507,9 @@ func storageUnit(c *cli.Context) error {
 	}
 	dir, _ := filepath.Abs(c.String("dir"))
 	key, _ := filepath.Abs(c.String("key-file"))
-	u, err := storage.UnlockUnit(storage.UnitOptions{Binary: c.String("binary"), Dir: dir, KeyFile: key, RuntimeUnit: c.String("runtime-unit")})
+	u, err := storage.UnlockUnit(storage.UnitOptions{Binary: c.String("binary"), Dir: dir, KeyFile: key, RuntimeUnit: c.String("runtime-unit"), GatewayUnit: c.String("gateway-unit")})
 	if err != nil {
-		return usagef("check --dir, --key-file, --binary and --runtime-unit", "%v", err)
+		return usagef("check --dir, --key-file, --binary, --runtime-unit and --gateway-unit", "%v", err)
 	}
 	_, err = io.WriteString(c.App.Writer, u)
 	return err

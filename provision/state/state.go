@@ -83,6 +83,26 @@ type Settings struct {
 	ClientCIDRs   []string `json:"clientCidrs,omitempty"`
 	AdminCIDRs    []string `json:"adminCidrs,omitempty"`
 	Egress        []string `json:"egress,omitempty"` // PROTO:CIDR:PORT
+	// KB is the last knowledge base ingested at install time (install
+	// --kb); an upgrade without --kb keeps the record, and the documents.
+	KB *KBSource `json:"kb,omitempty"`
+}
+
+// KBSource is where the documents ingested at install time came from.
+type KBSource struct {
+	Path string `json:"path"`
+	// Signed is false only for a plain directory the operator vouched for
+	// (install --kb-unsigned); a signed bundle's identity follows.
+	Signed         bool      `json:"signed"`
+	Name           string    `json:"name,omitempty"`
+	Version        uint64    `json:"version,omitempty"`
+	ManifestSHA256 string    `json:"manifestSha256,omitempty"`
+	Signers        []string  `json:"signers,omitempty"`
+	Allow          []string  `json:"allow"`
+	Class          string    `json:"class"`
+	Collection     string    `json:"collection,omitempty"`
+	Files          int       `json:"files"`
+	Ingested       time.Time `json:"ingested"`
 }
 
 // Bundle names the installed bundle.
@@ -149,6 +169,8 @@ type Gateway struct {
 	AuditSigningKey string   `json:"auditSigningKey,omitempty"`
 	TLSKey          string   `json:"tlsKey,omitempty"`
 	UpstreamAdmin   []string `json:"upstreamAdmin,omitempty"`
+	// KB is the knowledge base the gateway was started with (serve --kb).
+	KB string `json:"kb,omitempty"`
 }
 
 // Path returns the state file's path under root.

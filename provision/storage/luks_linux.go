@@ -301,7 +301,7 @@ func (l *luksBackend) unlock(ctx context.Context, s *ModelStore, cred Credential
 	if err := l.mount(s); err != nil {
 		return err
 	}
-	return CheckPermissions(s.Dir, s.Meta.Owner)
+	return checkTree(s.Dir, s.Meta.Owner, s.Meta.Guest)
 }
 
 func (l *luksBackend) lock(ctx context.Context, s *ModelStore) error {

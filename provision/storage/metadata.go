@@ -41,6 +41,7 @@ type Metadata struct {
 	ID            string       `json:"id"` // random, binds wrapped keys to this store
 	Created       time.Time    `json:"created"`
 	Owner         Owner        `json:"owner"`
+	Guest         *Guest       `json:"guest,omitempty"` // another account's directory in the store (the knowledge base)
 	Fscrypt       *FscryptInfo `json:"fscrypt,omitempty"`
 	LUKS          *LUKSInfo    `json:"luks,omitempty"`
 	Protectors    []Protector  `json:"protectors"`
@@ -116,6 +117,9 @@ func (m *Metadata) validate() error {
 	}
 	if m.Owner.UID < 0 || m.Owner.GID < 0 {
 		return errors.New("owner: negative uid or gid")
+	}
+	if err := m.Guest.validate(m.Owner); err != nil {
+		return fmt.Errorf("guest: %w", err)
 	}
 	switch m.Backend {
 	case BackendFscrypt:

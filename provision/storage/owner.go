@@ -20,9 +20,23 @@ func (s *ModelStore) SetOwner(owner Owner) error {
 	if err := s.checkPermissions(); err != nil {
 		return fmt.Errorf("give %s to %s: %w", s.Dir, owner.label(), err)
 	}
-	err := filepath.WalkDir(s.Dir, func(p string, _ fs.DirEntry, err error) error {
+	err := filepath.WalkDir(s.Dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		// The guest's directory stays the guest's; the root keeps the
+		// guest's group.
+		if g := s.Meta.Guest; g != nil {
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			switch uid, _, _ := fileOwner(fi); {
+			case p == s.Dir:
+				return os.Lchown(p, owner.UID, g.Owner.GID)
+			case uid == g.Owner.UID && filepath.Dir(p) == s.Dir:
+				return skipDir(d)
+			}
 		}
 		return os.Lchown(p, owner.UID, owner.GID)
 	})

@@ -67,6 +67,8 @@ func FuzzParseMetadata(f *testing.F) {
 	f.Add(sampleMetadata(f))
 	f.Add([]byte(`{"schemaVersion":1,"backend":"luks","id":"0123456789abcdef","luks":{"volume":"/v","mapperName":"qwen-store-0123456789abcdef","fsType":"ext4"},"protectors":[{"id":"0123456789abcdef","kind":"key-file","keySlot":0}]}`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"schemaVersion":1,"backend":"luks","id":"0123456789abcdef","owner":{"uid":998,"gid":998},"guest":{"dir":"kb","owner":{"uid":999,"gid":999,"name":"qwen-appliance"}},"luks":{"volume":"/v","mapperName":"qwen-store-0123456789abcdef","fsType":"ext4"},"protectors":[{"id":"0123456789abcdef","kind":"key-file","keySlot":0}]}`))
+	f.Add([]byte(`{"schemaVersion":1,"backend":"luks","id":"0123456789abcdef","owner":{"uid":998,"gid":998},"guest":{"dir":"../x","owner":{"uid":998,"gid":0}},"luks":{"volume":"/v","mapperName":"qwen-store-0123456789abcdef","fsType":"ext4"},"protectors":[{"id":"0123456789abcdef","kind":"key-file","keySlot":0}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := ParseMetadata(data)
 		if err != nil {
@@ -76,6 +78,9 @@ func FuzzParseMetadata(f *testing.F) {
 			t.Fatalf("parsed metadata fails validation: %v", err)
 		}
 		m.unwrap(Credential{Passphrase: []byte("x")}) // must not panic
+		if g := m.Guest; g != nil && (g.Owner.UID == m.Owner.UID || g.Owner.GID == m.Owner.GID || g.Owner.UID <= 0 || filepath.Base(g.Dir) != g.Dir) {
+			t.Fatalf("accepted guest %+v of owner %+v", g, m.Owner)
+		}
 	})
 }
 
@@ -154,6 +159,19 @@ func TestUnlockUnit(t *testing.T) {
 		if !strings.Contains(u, want+"\n") {
 			t.Errorf("unit lacks %q", want)
 		}
+	}
+	u, err = UnlockUnit(UnitOptions{Binary: "/usr/local/bin/qwen-appliance", Dir: "/var/lib/qwen/models",
+		KeyFile: "/etc/qwen-appliance/store.key", RuntimeUnit: "qwen-runtime.service", GatewayUnit: "qwen-appliance-gateway.service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Before=qwen-runtime.service qwen-appliance-gateway.service", "RequiredBy=qwen-runtime.service qwen-appliance-gateway.service"} {
+		if !strings.Contains(u, want+"\n") {
+			t.Errorf("unit lacks %q", want)
+		}
+	}
+	if _, err := UnlockUnit(UnitOptions{Binary: "/bin/q", Dir: "/a", KeyFile: "/k", RuntimeUnit: "r.service", GatewayUnit: "g w"}); err == nil {
+		t.Error("accepted a bad gateway unit name")
 	}
 	if _, err := UnlockUnit(UnitOptions{Binary: "/bin/q", Dir: "/a b", KeyFile: "/k", RuntimeUnit: "r.service"}); err == nil {
 		t.Error("accepted a path with a space")

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Modes the store uses: only the owner may enter directories, and files are
@@ -21,7 +22,18 @@ const (
 // owned by owner, has group or other permission bits, is a writable file, or
 // is not a regular file or directory. It follows no symlinks.
 func CheckPermissions(dir string, owner Owner) error {
+	return checkTree(dir, owner, nil)
+}
+
+// checkTree is CheckPermissions for a store that may have a guest: its root
+// then may give the guest's group search permission (mode 0710, group the
+// guest's), and one top-level directory owned by the guest is checked
+// against the guest's own rules (see Guest). The guest's directory is known
+// by its owner, not its name: a locked fscrypt store shows only ciphertext
+// names.
+func checkTree(dir string, owner Owner, guest *Guest) error {
 	var problems []PermissionProblem
+	guestDir := ""
 	add := func(path, format string, args ...any) {
 		problems = append(problems, PermissionProblem{Path: path, Detail: fmt.Sprintf(format, args...)})
 	}
@@ -42,7 +54,37 @@ func CheckPermissions(dir string, owner Owner) error {
 			return nil
 		}
 		mode := fi.Mode()
-		if uid, gid, ok := fileOwner(fi); ok && (uid != owner.UID || gid != owner.GID) {
+		uid, gid, ok := fileOwner(fi)
+		if guest != nil && ok {
+			switch {
+			case path == dir:
+				if uid != owner.UID || (gid != owner.GID && gid != guest.Owner.GID) {
+					add(path, "owned by uid %d gid %d, want uid %d and gid %d (%s) or %d (%s)", uid, gid, owner.UID, owner.GID, owner.label(), guest.Owner.GID, guest.Owner.label())
+				}
+				want := DirMode
+				if gid == guest.Owner.GID {
+					want = GuestRootMode
+				}
+				if !mode.IsDir() || mode.Perm()&^want != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky) != 0 {
+					add(path, "directory mode %04o is looser than %04o", mode.Perm(), want)
+				}
+				return nil
+			case uid == guest.Owner.UID && filepath.Dir(path) == dir:
+				if guestDir != "" {
+					add(path, "a second top-level entry of the guest %s (the first is %s)", guest.Owner.label(), guestDir)
+					return skipDir(d)
+				}
+				guestDir = path
+				if !mode.IsDir() {
+					add(path, "the guest's top-level entry is a %s, not a directory", typeName(mode))
+				}
+				fallthrough
+			case guestDir != "" && strings.HasPrefix(path, guestDir+string(filepath.Separator)):
+				guest.check(path, fi, add)
+				return nil
+			}
+		}
+		if ok && (uid != owner.UID || gid != owner.GID) {
 			add(path, "owned by uid %d gid %d, want uid %d gid %d (%s)", uid, gid, owner.UID, owner.GID, owner.label())
 		}
 		switch {

@@ -214,7 +214,7 @@ func (s *ModelStore) checkPermissions() error {
 	if _, err := os.Lstat(s.Dir); errors.Is(err, fs.ErrNotExist) && s.Meta.Backend == BackendLUKS {
 		return nil
 	}
-	return CheckPermissions(s.Dir, s.Meta.Owner)
+	return checkTree(s.Dir, s.Meta.Owner, s.Meta.Guest)
 }
 
 // Lock removes the key: fscrypt file names turn back into ciphertext and
