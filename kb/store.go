@@ -117,6 +117,9 @@ func Open(path string) (*DB, error) {
 	if !st.Mode().IsRegular() {
 		return nil, fmt.Errorf("open knowledge base %s: not a regular file", path)
 	}
+	if err := sidecarsLike(path, st); err != nil {
+		return nil, fmt.Errorf("open knowledge base %s: %w", path, err)
+	}
 	dsn := "file:" + (&url.URL{Path: path}).EscapedPath() +
 		"?_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_pragma=journal_mode(wal)&_pragma=synchronous(normal)"
 	db, err := driver.Open(dsn)
