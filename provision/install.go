@@ -84,14 +84,14 @@ type Options struct {
 
 // Result is what install did.
 type Result struct {
-	State       *state.State
-	Changed     bool     // false when the same bundle was already installed and serving as recorded
-	Settings    []string // how the settings differ from the previous installation's ("listen: A -> B")
-	Drift       []string // what was found drifted from the recorded installation, and repaired
-	AdminToken  string   // the first admin token, printed once (empty when none was made)
-	RecoveryKey string   // the store's recovery key, printed once when the store was created
-	Plan        []string
-	Preflight   *preflight.Report
+	State       *state.State      `json:"state"`
+	Changed     bool              `json:"changed"`               // false when the same bundle was already installed and serving as recorded
+	Settings    []string          `json:"settings,omitempty"`    // how the settings differ from the previous installation's ("listen: A -> B")
+	Drift       []string          `json:"drift,omitempty"`       // what was found drifted from the recorded installation, and repaired
+	AdminToken  string            `json:"adminToken,omitempty"`  // the first admin token, printed once (empty when none was made)
+	RecoveryKey string            `json:"recoveryKey,omitempty"` // the store's recovery key, printed once when the store was created
+	Plan        []string          `json:"plan,omitempty"`
+	Preflight   *preflight.Report `json:"preflight,omitempty"`
 }
 
 type installer struct {

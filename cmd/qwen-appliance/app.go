@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -132,7 +133,10 @@ func usagef(hint, format string, args ...any) error {
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	cmds := append([]*cli.Command(nil), commands...)
-	sort.Slice(cmds, func(i, j int) bool { return cmds[i].Name < cmds[j].Name })
+	sort.Slice(cmds, func(i, j int) bool {
+		ri, rj := workflowRank(cmds[i].Name), workflowRank(cmds[j].Name)
+		return ri < rj || ri == rj && cmds[i].Name < cmds[j].Name
+	})
 	for _, c := range cmds {
 		prepare(c)
 	}
@@ -157,6 +161,29 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// Errors are mapped to exit codes in run, never inside the library.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+}
+
+// workflowOrder is the order of the commands in the top-level help: the order
+// an operator meets them, from the connected machine to the isolated host and
+// then to the auditor. A command not listed comes after these, by name; the
+// contract test fails for one that is missing here.
+var workflowOrder = []string{
+	"keys", "bundle", "manifest", // connected machine
+	"preflight", "install", "status", "tls", "tokens", "kb", // isolated host
+	"serve", "run", "storage", "harden", // parts install runs, for by-hand use
+	"rollback", "uninstall",
+	"verify", "verify-report", "audit", "backup", // auditor and operations
+	"completion", "man",
+}
+
+// workflowRank is c's position in workflowOrder; unlisted names sort last.
+func workflowRank(name string) int {
+	for i, n := range workflowOrder {
+		if n == name {
+			return i
+		}
+	}
+	return len(workflowOrder)
 }
 
 // notFoundKey is the App.Metadata key under which CommandNotFound leaves its
@@ -352,10 +379,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		code = exitCancelled
 	}
-	if ce != nil && ce.json && !ce.reported {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"error": err.Error(), "hint": hint, "exitCode": code})
+	if (ce != nil && ce.json || jsonRequested(args)) && (ce == nil || !ce.reported) {
+		_ = printJSON(stdout, jsonError{Error: err.Error(), Hint: hint, ExitCode: code})
 		return code
 	}
 	fmt.Fprintf(stderr, "qwen-appliance: error: %v\n", err)
@@ -363,6 +388,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "qwen-appliance: hint: %s\n", hint)
 	}
 	return code
+}
+
+// jsonError is what a failed command prints on stdout under --json, usage
+// errors included, instead of the two lines on stderr: one object, so a script
+// tells failure from a result by the "error" key and needs no other parser.
+type jsonError struct {
+	Error    string `json:"error"`
+	Hint     string `json:"hint"`
+	ExitCode int    `json:"exitCode"`
+}
+
+// jsonRequested reports whether args ask for --json before any "--". Usage
+// errors happen before a command's flags are parsed, so the request is read
+// from the words themselves.
+func jsonRequested(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "json" {
+			continue
+		}
+		if !hasVal {
+			return true
+		}
+		b, err := strconv.ParseBool(val)
+		return err == nil && b
+	}
+	return false
 }
 
 // reorderArgs moves flags in front of positional arguments for the command

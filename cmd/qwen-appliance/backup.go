@@ -74,6 +74,7 @@ BackupStale alert (README "## Alerts").`,
 				&cli.StringFlag{Name: "on-calendar", Value: "daily", Usage: "systemd calendar expression"},
 				&cli.BoolFlag{Name: "include-model", Usage: "also back up the weights"},
 				&cli.StringFlag{Name: "root", Value: "/", Usage: "write the units under this PREFIX"},
+				jsonOutput,
 			},
 			Action: backupSchedule,
 		}, {
@@ -124,6 +125,7 @@ finished by running the same command again.`,
 				&cli.StringFlag{Name: "store", Usage: "model store directory (default: the backed-up one)"},
 				&cli.BoolFlag{Name: "force", Usage: "restore over an existing installation"},
 				&cli.StringSliceFlag{Name: "probe", Usage: "address verify's egress probe must fail to reach (default: the backed-up ones)"},
+				jsonOutput,
 			},
 			Action: backupRestore,
 		}},
@@ -340,6 +342,10 @@ func backupRestore(c *cli.Context) error {
 	}
 	w := c.App.Writer
 	st := res.Install.State
+	if c.Bool("json") {
+		return printJSON(w, map[string]any{"backup": file, "auditHeadSeq": res.Manifest.AuditHead.Seq, "bundle": st.Bundle.Name,
+			"version": st.Bundle.Version, "restoreRecord": res.Backup, "recoveryKey": res.Install.RecoveryKey})
+	}
 	fmt.Fprintf(w, "restored %s (audit head seq %d) and installed %s version %d\n", file, res.Manifest.AuditHead.Seq, st.Bundle.Name, st.Bundle.Version)
 	fmt.Fprintf(w, "audit log continues with a restore record: %s\n", res.Backup)
 	if res.Install.RecoveryKey != "" {
@@ -399,7 +405,6 @@ func backupSchedule(c *cli.Context) error {
 			return err
 		}
 	}
-	w := c.App.Writer
 	if root == "/" && harden.SystemdBooted() {
 		if err := harden.Systemctl(c.Context, "daemon-reload"); err != nil {
 			return err
@@ -407,9 +412,9 @@ func backupSchedule(c *cli.Context) error {
 		if err := harden.Systemctl(c.Context, "enable", "--now", backup.ScheduleTimer); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "enabled %s (%s), backups to %s, keeping %d\n", backup.ScheduleTimer, o.OnCalendar, o.OutDir, o.Keep)
-		return nil
+		return report(c, map[string]any{"timer": backup.ScheduleTimer, "enabled": true, "onCalendar": o.OnCalendar, "outDir": o.OutDir, "keep": o.Keep},
+			"enabled %s (%s), backups to %s, keeping %d\n", backup.ScheduleTimer, o.OnCalendar, o.OutDir, o.Keep)
 	}
-	fmt.Fprintf(w, "wrote %s and %s under %s; not enabled (no systemd, or --root is not /)\n", backup.ScheduleService, backup.ScheduleTimer, dir)
-	return nil
+	return report(c, map[string]any{"timer": backup.ScheduleTimer, "enabled": false, "unitDir": dir, "onCalendar": o.OnCalendar, "outDir": o.OutDir, "keep": o.Keep},
+		"wrote %s and %s under %s; not enabled (no systemd, or --root is not /)\n", backup.ScheduleService, backup.ScheduleTimer, dir)
 }

@@ -70,8 +70,11 @@ Example:
 				Name:      "specs",
 				Usage:     "list the built-in specs, or print one",
 				ArgsUsage: "[NAME]",
-				Description: "Without NAME, lists the specs 'bundle create' knows; with NAME, prints that spec.\n\n" +
+				Description: "Without NAME, lists the specs 'bundle create' knows; with NAME, prints that spec.\n" +
+					"With --json, the list is an array of {name, description} and one spec is\n" +
+					"{name, description, yaml}, yaml holding the file as printed without --json.\n\n" +
 					"Example:\n   qwen-appliance bundle specs qwen2.5-7b-instruct",
+				Flags:  []cli.Flag{jsonOutput},
 				Action: bundleSpecs,
 			},
 			packCommand(),
@@ -198,22 +201,33 @@ func createErr(err error) error {
 }
 
 func bundleSpecs(c *cli.Context) error {
+	type entry struct {
+		Name        string `json:"name"`
+		Description string `json:"description"`
+		YAML        string `json:"yaml,omitempty"`
+	}
 	if c.NArg() == 0 {
+		list := []entry{}
+		var text strings.Builder
 		for _, n := range specs.Names() {
 			s, err := specs.Load(n)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "%-28s %s\n", n, s.Description)
+			list = append(list, entry{Name: n, Description: s.Description})
+			fmt.Fprintf(&text, "%-28s %s\n", n, s.Description)
 		}
-		return nil
+		return report(c, list, "%s", text.String())
 	}
 	data, err := specs.Embedded(c.Args().First())
 	if err != nil {
 		return usagef("run 'qwen-appliance bundle specs' for the list", "%v", err)
 	}
-	_, err = io.Copy(c.App.Writer, strings.NewReader(string(data)))
-	return err
+	s, err := specs.Load(c.Args().First())
+	if err != nil {
+		return err
+	}
+	return report(c, entry{Name: c.Args().First(), Description: s.Description, YAML: string(data)}, "%s", data)
 }
 
 func packCommand() *cli.Command {

@@ -77,6 +77,7 @@ Example:
    qwen-appliance manifest sign ./bundle --key security-officer.key`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "key", Usage: "private key file NAME.key of the co-signer"},
+					jsonOutput,
 				},
 				Action: manifestSign,
 			},
@@ -372,6 +373,7 @@ func manifestSign(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "added signature by key %s to %s (%s version %d)\n", k.ID, filepath.Join(dir, manifests.SignatureFile), m.Name, m.Version)
-	return nil
+	sig := filepath.Join(dir, manifests.SignatureFile)
+	return report(c, map[string]any{"keyId": k.ID, "signature": sig, "name": m.Name, "version": m.Version},
+		"added signature by key %s to %s (%s version %d)\n", k.ID, sig, m.Name, m.Version)
 }

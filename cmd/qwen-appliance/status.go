@@ -70,6 +70,7 @@ Example:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "root", Value: "/", Usage: "install root"},
 			&cli.BoolFlag{Name: "crypto-erase", Usage: "destroy the store's keys before removing it"},
+			jsonOutput,
 		},
 		Action: func(c *cli.Context) error {
 			err := provision.Uninstall(c.Context, provision.UninstallOptions{Root: c.String("root"), CryptoErase: c.Bool("crypto-erase"),
@@ -80,8 +81,7 @@ Example:
 			if err != nil {
 				return withCode(exitError, err, "fix what is named and run uninstall again; it carries on past what is already gone")
 			}
-			fmt.Fprintln(c.App.Writer, "uninstalled")
-			return nil
+			return report(c, map[string]any{"uninstalled": true, "root": c.String("root"), "cryptoErase": c.Bool("crypto-erase")}, "uninstalled\n")
 		},
 	})
 }

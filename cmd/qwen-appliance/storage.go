@@ -60,7 +60,7 @@ func init() {
 			UsageText: "qwen-appliance storage unlock --dir DIR (--key-file F | --passphrase | --recovery-key)",
 			Description: "Refuses a store whose owner or modes are looser than 0700/0400, naming each path,\n" +
 				"before any key is loaded. A wrong key leaves the store locked.",
-			Flags:  []cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag},
+			Flags:  []cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag, jsonFlag},
 			Action: storageUnlock,
 		}, {
 			Name:      "lock",
@@ -68,7 +68,7 @@ func init() {
 			UsageText: "qwen-appliance storage lock --dir DIR",
 			Description: "Syncs, then removes the key from the kernel (fscrypt) or unmounts and closes the volume\n" +
 				"(LUKS). Files still open by a process stay readable until closed: stop the runtime first.",
-			Flags:  []cli.Flag{dirFlag},
+			Flags:  []cli.Flag{dirFlag, jsonFlag},
 			Action: storageLock,
 		}, {
 			Name:        "status",
@@ -84,7 +84,7 @@ func init() {
 			Description: "The old key opens the master key, which is wrapped for the new key; the old protector is\n" +
 				"removed. With passphrases from stdin, the old one is the first line and the new one the second.\n" +
 				"Retiring the recovery key (--recovery-key as the old key) also removes its fscrypt tool protector.",
-			Flags: append([]cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag,
+			Flags: append([]cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag, jsonFlag,
 				&cli.StringFlag{Name: "new-key-file", Usage: "the new key `FILE` (created when missing)"},
 				&cli.BoolFlag{Name: "new-passphrase", Usage: "protect with a new passphrase"},
 			}, kdfFlags...),
@@ -97,7 +97,7 @@ func init() {
 				"tool's) or wipes every key slot (LUKS), then removes the metadata and the ciphertext.\n" +
 				"No key, passphrase or recovery key can bring the data back. Asks on a terminal; --yes\n" +
 				"skips the question, and without a terminal it is required.",
-			Flags:  []cli.Flag{dirFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+			Flags:  []cli.Flag{dirFlag, jsonFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
 			Action: storageErase,
 		}, {
 			Name:      "copy-in",
@@ -106,7 +106,7 @@ func init() {
 			Description: "Checks the bundle's manifest signature first, then streams every listed file into the\n" +
 				"store in one pass, comparing chunk and file hashes; a file is renamed into place only\n" +
 				"when it matched, and the manifest is written last. Exit status 3 when any file differs.",
-			Flags: []cli.Flag{dirFlag,
+			Flags: []cli.Flag{dirFlag, jsonFlag,
 				&cli.StringFlag{Name: "bundle", Required: true, Usage: "the unpacked bundle `DIR`"},
 				&cli.StringSliceFlag{Name: "trust", Required: true, Usage: "trusted public key `FILE` (repeatable)"},
 				&cli.StringFlag{Name: "owner", Value: "root", Usage: "the service `USER` that owns the files"},
@@ -345,7 +345,7 @@ func storageUnlock(c *cli.Context) error {
 		return storageError(err)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s unlocked\n", s.Dir)
-	return nil
+	return jsonOnly(c, map[string]any{"dir": s.Dir, "locked": false})
 }
 
 func storageLock(c *cli.Context) error {
@@ -357,7 +357,7 @@ func storageLock(c *cli.Context) error {
 		return storageError(err)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s locked\n", s.Dir)
-	return nil
+	return jsonOnly(c, map[string]any{"dir": s.Dir, "locked": true})
 }
 
 func storageStatus(c *cli.Context) error {
@@ -435,7 +435,7 @@ func storageRotate(c *cli.Context) error {
 		return storageError(err)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s of %s replaced by %s; copies of the old metadata file (backups) still open with the old key\n", old, s.Dir, nu)
-	return nil
+	return jsonOnly(c, map[string]any{"dir": s.Dir, "removed": old.String(), "added": nu.String()})
 }
 
 func storageErase(c *cli.Context) error {
@@ -462,7 +462,7 @@ func storageErase(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "; free blocks discarded: %v", trimmed)
 	}
 	fmt.Fprintln(c.App.ErrWriter, ")")
-	return nil
+	return jsonOnly(c, map[string]any{"dir": s.Dir, "erased": true, "backend": s.Meta.Backend, "trimmed": trimmed})
 }
 
 func storageCopyIn(c *cli.Context) error {
@@ -492,7 +492,8 @@ func storageCopyIn(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %d files (%d bytes) of %s version %d copied into %s and confirmed against the signed manifest\n",
 		len(signed.Manifest.Files), signed.Manifest.TotalSize(), signed.Manifest.Name, signed.Manifest.Version, c.String("dir"))
-	return nil
+	return jsonOnly(c, map[string]any{"dir": c.String("dir"), "bundle": signed.Manifest.Name, "version": signed.Manifest.Version,
+		"files": len(signed.Manifest.Files), "bytes": signed.Manifest.TotalSize(), "verified": true})
 }
 
 func storageUnit(c *cli.Context) error {

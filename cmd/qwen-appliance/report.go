@@ -1,0 +1,30 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+)
+
+// jsonOutput is the --json flag of a command whose only result is a short
+// line of text; report prints either.
+var jsonOutput = &cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}
+
+// report prints a command's result on stdout: v as JSON under --json (keys in
+// camelCase), otherwise the text format(args...).
+func report(c *cli.Context, v any, format string, args ...any) error {
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, v)
+	}
+	_, err := fmt.Fprintf(c.App.Writer, format, args...)
+	return err
+}
+
+// jsonOnly prints v under --json and nothing otherwise: for commands whose
+// text result is a progress line on stderr, so stdout stays empty without it.
+func jsonOnly(c *cli.Context, v any) error {
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, v)
+	}
+	return nil
+}
