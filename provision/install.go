@@ -77,6 +77,7 @@ type Options struct {
 	NVML         nvml.Interface   // nvml.New() when nil
 	Netfilter    harden.Netfilter // the kernel in the current network namespace when nil
 	Executable   string           // this program, run detached for the services; os.Executable() when empty
+	ManPage      []byte           // the qwen-appliance(1) page, installed at ManPagePath; none when empty
 	ReadyTimeout time.Duration    // per service; 5 minutes when 0
 	Log          io.Writer        // progress; discarded when nil
 	Now          func() time.Time
@@ -221,6 +222,9 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	if err := in.program(st); err != nil {
+		return nil, err
+	}
+	if err := in.manPage(st); err != nil {
 		return nil, err
 	}
 	ids, err := in.identity(ctx, st)

@@ -150,6 +150,9 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
+		// Completion candidates come from the program itself; see
+		// completion.go.
+		EnableBashCompletion: true,
 		OnUsageError:    onUsageError,
 		// urfave/cli calls this, instead of returning an error, when a
 		// command group is given a name it does not have; run turns the
@@ -258,6 +261,9 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 // subcommands, and wraps actions so that --json also applies to errors.
 func prepare(c *cli.Command) {
 	c.OnUsageError = onUsageError
+	if len(c.Subcommands) == 0 && c.BashComplete == nil {
+		c.BashComplete = completeFlags(c)
+	}
 	checkRequired(c)
 	for _, f := range c.Flags {
 		oneDefault(f)
@@ -364,6 +370,9 @@ func checkRequired(c *cli.Command) {
 // the only place that decides exit codes.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
+	if completionAfterDashes(args) {
+		return exitOK
+	}
 	err := app.RunContext(ctx, reorderArgs(app, args))
 	if e, ok := app.Metadata[notFoundKey].(error); ok && err == nil {
 		err = e
@@ -425,7 +434,9 @@ func jsonRequested(args []string) bool {
 // the standard flag package, stops parsing flags at the first positional
 // argument.
 func reorderArgs(app *cli.App, args []string) []string {
-	if len(args) < 2 {
+	// A completion request must keep its flag last, where urfave/cli looks
+	// for it; moving it would run the command instead of completing it.
+	if len(args) < 2 || args[len(args)-1] == "--generate-bash-completion" {
 		return args
 	}
 	out := []string{args[0]}

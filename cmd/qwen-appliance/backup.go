@@ -336,7 +336,7 @@ func backupRestore(c *cli.Context) error {
 	}
 	res, err := backup.Restore(c.Context, backup.RestoreOptions{File: file, Identities: ids, Trusted: keys,
 		Bundle: c.String("bundle"), BundleTrust: c.StringSlice("bundle-trust"), Root: c.String("root"), Store: c.String("store"), Force: c.Bool("force"),
-		Install: provision.Options{Log: c.App.ErrWriter, Executable: selfPath(), ProbeTargets: listFlag(c, "probe")}})
+		Install: provision.Options{Log: c.App.ErrWriter, Executable: selfPath(), ManPage: []byte(manPage(c.App)), ProbeTargets: listFlag(c, "probe")}})
 	if err != nil {
 		return backupError(err)
 	}

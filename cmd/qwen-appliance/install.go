@@ -111,7 +111,7 @@ func installAction(c *cli.Context) error {
 		Root: c.String("root"), Store: c.String("store"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
 		Host: c.String("host"), ProbeTargets: listFlag(c, "probe"), Context: c.Int("context"),
 		AllowDowngrade: c.Bool("allow-downgrade"), DryRun: c.Bool("dry-run"), ReadyTimeout: c.Duration("ready-timeout"),
-		Log: c.App.ErrWriter, Executable: selfPath(), Supervisor: c.String("supervisor"),
+		Log: c.App.ErrWriter, Executable: selfPath(), ManPage: []byte(manPage(c.App)), Supervisor: c.String("supervisor"),
 		ConfirmTimeout: c.Duration("confirm-timeout"), Repair: c.Bool("repair"),
 	}
 	switch b := c.String("storage"); b {

@@ -61,7 +61,8 @@ Example:
 		Description: `Stops the runtime and gateway, deletes only our nftables table and its boot
 unit, removes the model store (with --crypto-erase its key material is destroyed
 first, so the data is unrecoverable even from a disk image), configuration,
-logs, the program copy in /usr/lib/qwen-appliance, the service users
+logs, the program copy in /usr/lib/qwen-appliance, the manual page
+/usr/share/man/man1/qwen-appliance.1, the service users
 qwen-appliance made (qwen-appliance, qwen-runtime) with
 their groups, and the state record.
 
