@@ -153,7 +153,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// Completion candidates come from the program itself; see
 		// completion.go.
 		EnableBashCompletion: true,
-		OnUsageError:    onUsageError,
+		OnUsageError:         onUsageError,
 		// urfave/cli calls this, instead of returning an error, when a
 		// command group is given a name it does not have; run turns the
 		// recorded error into exit status 2.
