@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	texttable "github.com/qwen-appliance/qwen-appliance/internal/table"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
@@ -197,7 +198,7 @@ func installAction(c *cli.Context) error {
 			return withCode(exitError, err, busyHint)
 		case errors.Is(err, provision.ErrHostUnfit):
 			if res != nil && res.Preflight != nil {
-				res.Preflight.WriteTable(c.App.ErrWriter)
+				res.Preflight.WriteTable(c.App.ErrWriter, texttable.Width)
 			}
 			return withCode(exitHostUnfit, err, "run 'qwen-appliance preflight' for the full table and the way out it suggests")
 		}

@@ -148,7 +148,7 @@ func roffBlock(b *strings.Builder, text string) {
 }
 
 // roffText escapes s for a roff text line: backslashes, hyphens (which roff
-// may otherwise print as typographic dashes), a leading '.' or '\” (which
+// may otherwise print as typographic dashes), a leading dot or apostrophe (which
 // would start a request) and every non-ASCII rune, as \[uXXXX].
 func roffText(s string) string {
 	var b strings.Builder

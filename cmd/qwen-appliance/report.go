@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+
+	texttable "github.com/qwen-appliance/qwen-appliance/internal/table"
 )
 
 // jsonOutput is the --json flag of a command whose only result is a short
@@ -27,4 +29,16 @@ func jsonOnly(c *cli.Context, v any) error {
 		return printJSON(c.App.Writer, v)
 	}
 	return nil
+}
+
+// wideFlag lets a table-printing command print every column in full; by
+// default its tables fit texttable.Width (100) columns.
+var wideFlag = &cli.BoolFlag{Name: "wide", Usage: "print tables in full, however wide (default: fit 100 columns)"}
+
+// tableWidth is the width c's tables must fit: none with --wide.
+func tableWidth(c *cli.Context) int {
+	if c.Bool("wide") {
+		return 0
+	}
+	return texttable.Width
 }
