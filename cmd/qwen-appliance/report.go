@@ -42,3 +42,8 @@ func tableWidth(c *cli.Context) int {
 	}
 	return texttable.Width
 }
+
+// writeTable prints a table on stdout, fitting 100 columns unless --wide.
+func writeTable(c *cli.Context, header []string, rows [][]string) error {
+	return texttable.Write(c.App.Writer, tableWidth(c), header, rows)
+}

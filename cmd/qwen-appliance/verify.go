@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -45,6 +44,7 @@ could not run (status "error"), or verify itself could not run.`,
 			&cli.StringFlag{Name: "report-dir", Usage: "also write a signed report directory here (needs --key)"},
 			&cli.StringFlag{Name: "key", Usage: "private key that signs the report directory"},
 			&cli.BoolFlag{Name: "list", Usage: "list the checks with their IDs, controls and what they prove, and exit"},
+			wideFlag,
 		},
 		Action: verifyRun,
 	})
@@ -134,8 +134,12 @@ func listChecks(c *cli.Context) error {
 	checks := verify.Checks()
 	if c.Bool("json") || c.String("format") == "json" {
 		type row struct {
-			ID, Title, Severity, Rationale, Remediation string
-			Controls                                    []string
+			ID          string   `json:"id"`
+			Title       string   `json:"title"`
+			Severity    string   `json:"severity"`
+			Rationale   string   `json:"rationale"`
+			Remediation string   `json:"remediation"`
+			Controls    []string `json:"controls"`
 		}
 		var rows []row
 		for _, ch := range checks {
@@ -143,12 +147,11 @@ func listChecks(c *cli.Context) error {
 		}
 		return printJSON(c.App.Writer, rows)
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSEVERITY\tCONTROLS\tPROVES")
+	var rows [][]string
 	for _, ch := range checks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ch.ID, ch.Severity, strings.Join(ch.Controls, ", "), ch.Title)
+		rows = append(rows, []string{ch.ID, string(ch.Severity), strings.Join(ch.Controls, ", "), ch.Title})
 	}
-	return tw.Flush()
+	return writeTable(c, []string{"ID", "SEVERITY", "CONTROLS", "PROVES"}, rows)
 }
 
 func verifyReportCheck(c *cli.Context) error {
