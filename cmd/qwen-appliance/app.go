@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 )
@@ -132,7 +133,10 @@ func usagef(hint, format string, args ...any) error {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	cmds := append([]*cli.Command(nil), commands...)
+	cmds := make([]*cli.Command, 0, len(commands))
+	for _, c := range commands {
+		cmds = append(cmds, copyCommand(c))
+	}
 	sort.Slice(cmds, func(i, j int) bool {
 		ri, rj := workflowRank(cmds[i].Name), workflowRank(cmds[j].Name)
 		return ri < rj || ri == rj && cmds[i].Name < cmds[j].Name
@@ -164,6 +168,19 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// Errors are mapped to exit codes in run, never inside the library.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+}
+
+// copyCommand copies c and its subcommands, so that every app newApp builds
+// starts from the definitions: urfave/cli changes the commands it runs (it
+// adds a "help" subcommand, sets HelpName), and prepare wraps their actions.
+// Flags stay shared; they keep no state of their own between runs.
+func copyCommand(c *cli.Command) *cli.Command {
+	cp := *c
+	cp.Subcommands = nil
+	for _, s := range c.Subcommands {
+		cp.Subcommands = append(cp.Subcommands, copyCommand(s))
+	}
+	return &cp
 }
 
 // workflowOrder is the order of the commands in the top-level help: the order
@@ -320,22 +337,32 @@ func oneDefault(f cli.Flag) {
 	text.SetString(def)
 }
 
+// required remembers the flags checkRequired took over: one flag value is
+// often shared by several commands (storage's --dir), and every app newApp
+// builds must still treat it as required.
+var (
+	requiredMu sync.Mutex
+	required   = map[cli.Flag]bool{}
+)
+
 // checkRequired moves the check for c's required flags from urfave/cli, which
 // prints the whole help on stdout and exits 1, into c.Before, which reports a
 // missing flag as a one-line usage error (exit status 2). It runs after
 // --help is handled, so "CMD --help" still works without the flags.
 func checkRequired(c *cli.Command) {
+	requiredMu.Lock()
+	defer requiredMu.Unlock()
 	var names []string
 	for _, f := range c.Flags {
 		switch f := f.(type) {
 		case *cli.StringFlag:
-			if f.Required {
-				f.Required = false
+			if f.Required || required[f] {
+				f.Required, required[f] = false, true
 				names = append(names, f.Name)
 			}
 		case *cli.StringSliceFlag:
-			if f.Required {
-				f.Required = false
+			if f.Required || required[f] {
+				f.Required, required[f] = false, true
 				names = append(names, f.Name)
 			}
 		default:

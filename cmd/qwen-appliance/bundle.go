@@ -22,7 +22,7 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:  "bundle",
-		Usage: "build an offline bundle on a connected machine, cut it into volumes, and put it back together",
+		Usage: "build a signed bundle on a connected machine; pack and unpack its volumes",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
@@ -74,7 +74,7 @@ Example:
 					"With --json, the list is an array of {name, description} and one spec is\n" +
 					"{name, description, yaml}, yaml holding the file as printed without --json.\n\n" +
 					"Example:\n   qwen-appliance bundle specs qwen2.5-7b-instruct",
-				Flags:  []cli.Flag{jsonOutput},
+				Flags:  []cli.Flag{jsonOutput, wideFlag},
 				Action: bundleSpecs,
 			},
 			packCommand(),
@@ -208,16 +208,19 @@ func bundleSpecs(c *cli.Context) error {
 	}
 	if c.NArg() == 0 {
 		list := []entry{}
-		var text strings.Builder
+		var rows [][]string
 		for _, n := range specs.Names() {
 			s, err := specs.Load(n)
 			if err != nil {
 				return err
 			}
 			list = append(list, entry{Name: n, Description: s.Description})
-			fmt.Fprintf(&text, "%-28s %s\n", n, s.Description)
+			rows = append(rows, []string{n, s.Description})
 		}
-		return report(c, list, "%s", text.String())
+		if c.Bool("json") {
+			return printJSON(c.App.Writer, list)
+		}
+		return writeTable(c, []string{"NAME", "DESCRIPTION"}, rows)
 	}
 	data, err := specs.Embedded(c.Args().First())
 	if err != nil {

@@ -21,7 +21,7 @@ func init() {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}
 	register(&cli.Command{
 		Name:  "harden",
-		Usage: "enforce egress-deny with nftables, the service identity and strict directories",
+		Usage: "egress-deny with nftables, the service users and strict directories",
 		Subcommands: []*cli.Command{{
 			Name:  "apply",
 			Usage: "apply the egress-deny firewall and keep it across reboots",

@@ -15,7 +15,7 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:  "verify",
-		Usage: "re-prove on the running host what install set up, as a report mapped to NIST SP 800-53",
+		Usage: "re-prove on the running host what install set up, as a NIST SP 800-53 report",
 		Description: `Runs every check (or those matching --only) against the installation recorded
 under ROOT/var/lib/qwen-appliance: installed bytes against the signed manifest,
 unit and config hashes, firewall and an active egress probe, listeners, store
