@@ -418,7 +418,7 @@ func bundleInspect(c *cli.Context) error {
 		if len(trusted) > 0 {
 			s, err := manifests.Verifier{Trusted: trusted, AllowExpired: true}.Open(dir)
 			if err != nil {
-				return withCode(exitVerification, err, verificationHint(err))
+				return openError(err)
 			}
 			m, verified = s.Manifest, true
 		} else {

@@ -276,7 +276,7 @@ func signedKB(c *cli.Context, dir string) ([]string, map[string]string, error) {
 	}
 	signed, err := v.Open(dir)
 	if err != nil {
-		return nil, nil, withCode(exitVerification, err, verificationHint(err))
+		return nil, nil, openError(err)
 	}
 	var paths []string
 	expect := map[string]string{}

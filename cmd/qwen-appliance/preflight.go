@@ -63,7 +63,7 @@ func preflightAction(c *cli.Context) error {
 	}
 	signed, err := v.Open(dir)
 	if err != nil {
-		return withCode(exitVerification, err, verificationHint(err))
+		return openError(err)
 	}
 	rep, err := preflight.Run(c.Context, signed.Manifest, preflight.Options{
 		NVML:        nvml.New(),

@@ -342,10 +342,43 @@ func storageUnlock(c *cli.Context) error {
 		return storageError(err)
 	}
 	if err := s.Unlock(c.Context, cred); err != nil {
+		if red := withoutCiphertextNames(c, s, err); red != nil {
+			return red
+		}
 		return storageError(err)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s unlocked\n", s.Dir)
 	return jsonOnly(c, map[string]any{"dir": s.Dir, "locked": false})
+}
+
+// withoutCiphertextNames rewrites a permission error from a locked fscrypt
+// store. While it is locked the names inside are ciphertext: they tell the
+// operator nothing and do not belong in tickets and logs. Each such path is
+// shown as DIR/[encrypted name]/…, keeping its depth, and the hint fixes
+// every entry by type instead of by name. It returns nil for any other error.
+func withoutCiphertextNames(c *cli.Context, s *storage.ModelStore, err error) error {
+	var pe *storage.PermissionError
+	if !errors.As(err, &pe) || s.Meta.Backend != storage.BackendFscrypt {
+		return nil
+	}
+	if st, serr := s.Status(c.Context); serr != nil || !st.Locked {
+		return nil
+	}
+	const hidden = "[encrypted name]"
+	red := &storage.PermissionError{}
+	for _, p := range pe.Problems {
+		if rel, rerr := filepath.Rel(s.Dir, p.Path); rerr == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			depth := strings.Count(rel, string(filepath.Separator))
+			p.Path = filepath.Join(s.Dir, strings.Repeat(hidden+"/", depth)+hidden)
+		}
+		red.Problems = append(red.Problems, p)
+	}
+	owner := s.Meta.Owner.Name
+	if owner == "" {
+		owner = strconv.Itoa(s.Meta.Owner.UID)
+	}
+	return withCode(exitError, fmt.Errorf("unlock %s (locked: the names inside are encrypted): %w", s.Dir, red),
+		fmt.Sprintf("fix every entry by type: find %[1]s -type d -exec chmod 0700 {} + ; find %[1]s -type f -exec chmod 0400 {} + ; chown -R %[2]s: %[1]s; then unlock again", s.Dir, owner))
 }
 
 func storageLock(c *cli.Context) error {
@@ -477,7 +510,7 @@ func storageCopyIn(c *cli.Context) error {
 	bundle := c.String("bundle")
 	signed, err := manifests.Verifier{Trusted: keys}.Open(bundle)
 	if err != nil {
-		return withCode(exitVerification, err, "check --trust and the bundle's manifest.sig")
+		return openError(err)
 	}
 	sig, err := manifests.ReadFile(bundle, manifests.SignatureFile)
 	if err != nil {
