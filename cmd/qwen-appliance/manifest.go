@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"github.com/qwen-appliance/qwen-appliance/bundles/space"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
