@@ -194,6 +194,8 @@ func createErr(err error) error {
 		return withCode(exitError, err, "check the URL and, for gated Hugging Face repositories, HF_TOKEN")
 	case specs.IsError(err):
 		return withCode(exitError, err, "fix the spec at the place named, or supply it with --artifact / --allow-unpinned")
+	case errors.Is(err, fetch.ErrOffline):
+		return withCode(exitError, err, "bundle create runs on a connected machine: check its network and DNS, or set HF_ENDPOINT to a mirror it can reach; then run the same command again (fetched files are kept)")
 	case errors.Is(err, fetch.ErrConnectedOnly):
 		return withCode(exitUsage, err, "run 'bundle create' with the full build ('make build') on the connected side, or use an https://, hf:// or file:// source")
 	}
