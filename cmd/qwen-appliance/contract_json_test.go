@@ -15,6 +15,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	texttable "github.com/qwen-appliance/qwen-appliance/internal/table"
+	"github.com/qwen-appliance/qwen-appliance/provision"
+	"github.com/qwen-appliance/qwen-appliance/provision/preflight"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
 // noJSON lists the leaf commands without --json, each with the reason: their
@@ -353,5 +356,21 @@ func checkWidth(t *testing.T, name, out string) {
 		if w := texttable.StringWidth(l); w > texttable.Width {
 			t.Errorf("%s: a line of %d columns:\n%s", name, w, l)
 		}
+	}
+}
+
+// TestInstallJSONKeys: install --json prints provision.Result, whose keys
+// were Go field names (State, AdminToken) before they had json tags.
+func TestInstallJSONKeys(t *testing.T) {
+	data, err := json.Marshal(provision.Result{State: &state.State{}, Preflight: &preflight.Report{}, AdminToken: "x", RecoveryKey: "y", Plan: []string{"p"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Fatal(err)
+	}
+	if bad := pascalKeys(v); len(bad) > 0 {
+		t.Errorf("install --json keys not camelCase: %v\n%s", bad, data)
 	}
 }
