@@ -103,7 +103,7 @@ func Write(out io.Writer, w int, header []string, rows [][]string) error {
 	widths := make([]int, cols)
 	for _, r := range append([][]string{header}, rows...) {
 		for i := 0; i < cols && i < len(r); i++ {
-			widths[i] = max(widths[i], StringWidth(r[i]))
+			widths[i] = max(widths[i], StringWidth(oneLine(r[i])))
 		}
 	}
 	if w > 0 {
@@ -133,7 +133,7 @@ func Write(out io.Writer, w int, header []string, rows [][]string) error {
 		for i := 0; i < cols; i++ {
 			cell := ""
 			if i < len(r) {
-				cell = strings.ReplaceAll(r[i], "\n", " ")
+				cell = oneLine(r[i])
 			}
 			cell = Truncate(cell, widths[i])
 			line.WriteString(cell)
@@ -145,4 +145,15 @@ func Write(out io.Writer, w int, header []string, rows [][]string) error {
 	}
 	_, err := io.WriteString(out, b.String())
 	return err
+}
+
+// oneLine turns the control characters of a cell (newlines, tabs, which a
+// terminal would widen) into spaces.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
 }

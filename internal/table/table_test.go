@@ -83,10 +83,44 @@ func TestWrite(t *testing.T) {
 		t.Errorf("RESULT column misaligned:\n%s\n%s", lines[1], lines[2])
 	}
 	b.Reset()
+	if err := Write(&b, 100, []string{"A", "B"}, [][]string{{"x\ty\nz", "w"}}); err != nil || b.String() != "A      B\nx y z  w\n" {
+		t.Errorf("control characters not made spaces: %q %v", b.String(), err)
+	}
+	b.Reset()
 	if err := Write(&b, 0, []string{"A", "B"}, [][]string{{strings.Repeat("x", 150), "y"}}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(b.String(), strings.Repeat("x", 150)+"  y") {
 		t.Errorf("width 0 cut a cell: %q", b.String())
 	}
+}
+
+// FuzzTable: whatever the cells hold (titles and findings come from outside:
+// documents, hosts), no line is wider than asked once the headers fit, no
+// row is lost, and wrapped text keeps within the width.
+func FuzzTable(f *testing.F) {
+	f.Add("NVIDIA driver", "no NVIDIA driver found (looked for libnvidia-ml.so.1)", "员工年假制度说明", 40)
+	f.Add("", "\x00\t\n\u0301", "ｑｗｅｎ", 1)
+	f.Add(strings.Repeat("x", 300), "a b c", "模", 100)
+	f.Fuzz(func(t *testing.T, a, b, c string, w int) {
+		w = (w%200+200)%200 + 30
+		var out strings.Builder
+		if err := Write(&out, w, []string{"A", "B", "C"}, [][]string{{a, b, c}, {c, a, b}}); err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+		if len(lines) != 3 {
+			t.Fatalf("%d lines, want 3: %q", len(lines), out.String())
+		}
+		for _, l := range lines {
+			if StringWidth(l) > w {
+				t.Errorf("%d columns > %d: %q", StringWidth(l), w, l)
+			}
+		}
+		for _, l := range Wrap(a+" "+b+" "+c, w, "  ") {
+			if StringWidth(l) > w {
+				t.Errorf("wrapped line of %d columns > %d: %q", StringWidth(l), w, l)
+			}
+		}
+	})
 }
