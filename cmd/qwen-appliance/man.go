@@ -45,8 +45,8 @@ func manPage(app *cli.App) string {
 				continue
 			}
 			p := path + " " + c.Name
-			if len(c.Subcommands) > 0 {
-				walk(p, c.Subcommands)
+			if subs := subcommands(c); len(subs) > 0 {
+				walk(p, subs)
 				continue
 			}
 			fmt.Fprintf(&b, ".SS \"%s\"\n", roffText(p))
@@ -147,9 +147,16 @@ func roffBlock(b *strings.Builder, text string) {
 	}
 }
 
+// roffGlyphs are the non-ASCII characters the help uses, as the named glyphs
+// every groff output device has (-Tascii included: a terminal in the C locale).
+var roffGlyphs = map[rune]string{
+	'…': "...", '→': `\(->`, '←': `\(<-`, '×': `\(mu`, '—': `\(em`, '–': `\(en`,
+	'≤': `\(<=`, '≥': `\(>=`, '“': `\(lq`, '”': `\(rq`, '‘': `\(oq`, '’': `\(cq`,
+}
+
 // roffText escapes s for a roff text line: backslashes, hyphens (which roff
 // may otherwise print as typographic dashes), a leading dot or apostrophe (which
-// would start a request) and every non-ASCII rune, as \[uXXXX].
+// would start a request), and non-ASCII runes, as named glyphs or \[uXXXX].
 func roffText(s string) string {
 	var b strings.Builder
 	for i, r := range s {
@@ -162,6 +169,8 @@ func roffText(s string) string {
 			b.WriteString(`\-`)
 		case r == '\t':
 			b.WriteString("   ")
+		case roffGlyphs[r] != "":
+			b.WriteString(roffGlyphs[r])
 		case r > 0x7e || r < 0x20:
 			fmt.Fprintf(&b, `\[u%04X]`, r)
 		default:
@@ -184,4 +193,16 @@ func unquoteUsage(usage string) (placeholder, text string) {
 		return "", usage
 	}
 	return name, before + name + after
+}
+
+// subcommands are c's own subcommands, without the "help" urfave/cli adds to
+// a command it runs (man runs inside an app whose running command has one).
+func subcommands(c *cli.Command) []*cli.Command {
+	var out []*cli.Command
+	for _, s := range c.Subcommands {
+		if s.Name != "help" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
