@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/backup/layout"
+	"github.com/qwen-appliance/qwen-appliance/internal/sdtimer"
 )
 
 // Names of the scheduled backup's systemd units (see package layout).
@@ -89,37 +90,10 @@ func Units(o ScheduleOptions) (service, timer string, err error) {
 		args = append(args, "--key", o.Key)
 	}
 	args = append(args, o.Extra...)
-	for _, a := range args {
-		if strings.ContainsAny(a, " \t\n\"'\\%$;") {
-			return "", "", fmt.Errorf("schedule: argument %q needs quoting; choose a simpler path", a)
-		}
-	}
-	service = fmt.Sprintf(`# Written by qwen-appliance backup schedule.
-[Unit]
-Description=qwen-appliance backup (age-encrypted, signed)
-Documentation=man:qwen-appliance(1)
-After=qwen-appliance-gateway.service
-
-[Service]
-Type=oneshot
-ExecStart=%s
-Nice=10
-IOSchedulingClass=idle
-UMask=0077
-PrivateTmp=yes
-NoNewPrivileges=yes
-`, strings.Join(args, " "))
-	timer = fmt.Sprintf(`# Written by qwen-appliance backup schedule.
-[Unit]
-Description=qwen-appliance backup, %s
-
-[Timer]
-OnCalendar=%s
-Persistent=yes
-RandomizedDelaySec=15min
-
-[Install]
-WantedBy=timers.target
-`, o.OnCalendar, o.OnCalendar)
-	return service, timer, nil
+	return sdtimer.Render(sdtimer.Options{
+		Writer:      "qwen-appliance backup schedule",
+		Description: "qwen-appliance backup (age-encrypted, signed)",
+		Args:        args, OnCalendar: o.OnCalendar, Delay: "15min",
+		After: "qwen-appliance-gateway.service", Background: true,
+	})
 }

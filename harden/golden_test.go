@@ -64,6 +64,7 @@ func exampleRuntime() Service {
 		ExecStart:      "/opt/qwen-appliance/runtime/bin/vllm serve /var/lib/qwen-appliance/models/qwen2.5-7b-instruct --host 127.0.0.1 --port 8000",
 		Environment:    RuntimeEnv,
 		GPU:            true,
+		GPUMinors:      []int{0, 1},
 		ReadOnlyPaths:  []string{"/var/lib/qwen-appliance/models"},
 		ReadWritePaths: []string{"/var/lib/qwen-appliance/state"},
 	}

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -35,6 +37,21 @@ func Open() (*Kernel, error) {
 		return nil, fmt.Errorf("open nftables: %w", err)
 	}
 	return NewKernel(c), nil
+}
+
+// OpenNetNS returns the Kernel of the named network namespace (as "ip netns
+// add" made it, under /var/run/netns) and a func that closes it.
+func OpenNetNS(name string) (*Kernel, func(), error) {
+	f, err := os.Open(filepath.Join("/var/run/netns", name))
+	if err != nil {
+		return nil, nil, fmt.Errorf("network namespace %s: %w", name, err)
+	}
+	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
+	if err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("open nftables in network namespace %s: %w", name, err)
+	}
+	return NewKernel(c), func() { f.Close() }, nil
 }
 
 var ourTable = &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}

@@ -11,6 +11,9 @@ var _ Netfilter = (*Kernel)(nil)
 // Open returns ErrUnsupported: nftables is Linux only.
 func Open() (*Kernel, error) { return nil, ErrUnsupported }
 
+// OpenNetNS returns ErrUnsupported: nftables is Linux only.
+func OpenNetNS(string) (*Kernel, func(), error) { return nil, nil, ErrUnsupported }
+
 // Live returns ErrUnsupported.
 func (*Kernel) Live() (State, error) { return State{}, ErrUnsupported }
 

@@ -26,7 +26,11 @@ const (
 // NVIDIADevices are the device groups a GPU runtime needs; without
 // nvidia-frontend the GPU is invisible, and nvidia_uvm must already be
 // loaded because the unit cannot load modules.
-var NVIDIADevices = []string{"char-nvidiactl", "char-nvidia-frontend", "char-nvidia-uvm", "char-nvidia-caps"}
+var NVIDIADevices = []string{"char-nvidiactl", nvidiaFrontend, "char-nvidia-uvm", "char-nvidia-caps"}
+
+// nvidiaFrontend is the device group of /dev/nvidiactl and every
+// /dev/nvidiaN.
+const nvidiaFrontend = "char-nvidia-frontend"
 
 // Service describes one long-running unit; Unit adds the hardening.
 type Service struct {
@@ -39,6 +43,9 @@ type Service struct {
 	// GPU opens the NVIDIA devices (and only those) and relaxes what CUDA
 	// needs: /proc/driver, writable-executable memory for JIT runtimes.
 	GPU bool
+	// GPUMinors, with GPU, narrow the GPU device nodes to /dev/nvidiaN for
+	// these N (the preflight plan's group); every NVIDIA GPU when empty.
+	GPUMinors []int
 	// SystemInfo keeps /proc/meminfo, /proc/cpuinfo and the like visible
 	// (no ProcSubset=pid): inference servers size themselves from them, and
 	// Ollama refuses to load a model when it reads 0 bytes of memory.
@@ -167,6 +174,15 @@ func Unit(s Service) (string, error) {
 		w("# Devices: the NVIDIA devices only.")
 		w("DevicePolicy=closed")
 		for _, d := range NVIDIADevices {
+			if d == nvidiaFrontend && len(s.GPUMinors) > 0 {
+				// The same major as every GPU: name the control node and
+				// the planned GPUs only.
+				w("DeviceAllow=/dev/nvidiactl rw")
+				for _, n := range s.GPUMinors {
+					w("DeviceAllow=/dev/nvidia%d rw", n)
+				}
+				continue
+			}
 			w("DeviceAllow=%s rw", d)
 		}
 	} else {

@@ -7,7 +7,7 @@ import (
 )
 
 // TestEvalCMRC holds the lexical search to its measured quality on CMRC
-// 2018 (see README): answer recall@1 must not fall below 0.87, the
+// 2018 (see docs/kb.md): answer recall@1 must not fall below 0.87, the
 // reference BM25's figure.
 func TestEvalCMRC(t *testing.T) {
 	if testing.Short() {

@@ -44,7 +44,7 @@ type Hit struct {
 	Score      float64 `json:"score"`
 }
 
-// Ranking parameters, measured on CMRC 2018 (see README; chosen on half of
+// Ranking parameters, measured on CMRC 2018 (see docs/kb.md; chosen on half of
 // the questions, checked on the other half, and flat around these values).
 // Chunks and whole documents are both scored with BM25 (k1, b); a chunk's
 // score is its own plus docWeight times its document's, so a chunk of the

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -119,11 +118,10 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	}
 	nf := o.Netfilter
 	if nf == nil {
-		c, err := nftables.New()
-		if err != nil {
+		if k, err := harden.Open(); err != nil {
 			errs = append(errs, err)
 		} else {
-			nf = harden.NewKernel(c)
+			nf = k
 		}
 	}
 	if nf != nil {

@@ -19,7 +19,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/nftables"
 	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
 	"github.com/qwen-appliance/qwen-appliance/gateway/certs"
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
@@ -40,11 +39,11 @@ func (in *installer) netfilter() (harden.Netfilter, error) {
 	if in.o.Netfilter != nil {
 		return in.o.Netfilter, nil
 	}
-	c, err := nftables.New()
+	k, err := harden.Open()
 	if err != nil {
 		return nil, fmt.Errorf("firewall: %w", err)
 	}
-	return harden.NewKernel(c), nil
+	return k, nil
 }
 
 // policy is the firewall the settings ask for. The runtime's ports are
@@ -421,6 +420,8 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 	}
 	// Serve what preflight sized for this host: the context that fits and,
 	// on GPUs, the tensor-parallel degree and the devices.
+	var gpus []string
+	var minors []int
 	if in.res.Preflight != nil && in.res.Preflight.Plan != nil {
 		p := in.res.Preflight.Plan
 		if p.Context > 0 {
@@ -428,6 +429,10 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 		}
 		if p.TP > 1 {
 			args = append(args, "--tensor-parallel", strconv.Itoa(p.TP))
+		}
+		gpus, minors = in.res.Preflight.PlanGPUs()
+		if len(gpus) > 0 {
+			args = append(args, "--gpus", strings.Join(gpus, ","))
 		}
 	}
 	svc := service{Name: "runtime", Args: args, Log: in.l.log("runtime"), UID: id.UID, GID: id.GID}
@@ -449,6 +454,7 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 		svc.Unit = harden.Service{
 			Description:    fmt.Sprintf("qwen-appliance inference server (%s, %s version %d)", m.Runtime.Kind, st.Bundle.Name, st.Bundle.Version),
 			GPU:            slices.Contains(m.Runtime.Devices, "cuda"),
+			GPUMinors:      minors,
 			SystemInfo:     true,
 			User:           harden.RuntimeUser,
 			ReadOnlyPaths:  []string{st.Bundle.Dir},
@@ -464,7 +470,7 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)
 	}
-	st.Runtime = state.Service{Name: "runtime", Kind: m.Runtime.Kind, PID: started.PID, Start: started.Start, Boot: started.Boot, Unit: unit, Listen: []string{listen}, Log: svc.Log}
+	st.Runtime = state.Service{Name: "runtime", Kind: m.Runtime.Kind, PID: started.PID, Start: started.Start, Boot: started.Boot, Unit: unit, Listen: []string{listen}, Log: svc.Log, GPUs: gpus}
 	if unit != "" {
 		if err := recordFile(st, unit); err != nil {
 			return fmt.Errorf("runtime: %w", err)

@@ -97,7 +97,8 @@ in_ns curl -sS -o /dev/null -w '  HTTP %{http_code}\n' --cacert "$work/root/etc/
 
 step "knowledge base: three Chinese policies in the encrypted store, salary for role:hr only (secret), the rest for all"
 cfg=$work/root/etc/qwen-appliance
-kb=(--db "$mnt/store/kb/kb.db" --audit-log "$work/kb-audit.log" --audit-key "$cfg/audit.key") # the gateway holds its own log's lock
+log=$work/root/var/log/qwen-appliance/audit.log
+kb=(--db "$mnt/store/kb/kb.db" --audit-log "$log" --audit-key "$cfg/audit.key") # the gateway's own log, while it serves
 "$QA" kb ingest "${kb[@]}" "$repo/scripts/demo-kb/薪酬制度.md" --allow role:hr --class secret | sed "s|$repo/||"
 "$QA" kb ingest "${kb[@]}" "$repo/scripts/demo-kb/年假制度.md" "$repo/scripts/demo-kb/报销制度.html" --allow all --class public | sed "s|$repo/||"
 chown -R --reference="$cfg/tokens.json" "$mnt/store/kb" # the gateway's user owns it, as verify's kb.permissions wants
@@ -107,8 +108,8 @@ for who in "role:hr --clearance secret" "role:staff"; do
   # shellcheck disable=SC2086 # $who is two flags
   "$QA" kb search "${kb[@]}" "$q" --as $who -k 2 | sed 's/^/  /'
 done
-echo "role:staff gets only what all may read, and no hint that a better match exists; the audit chain:"
-"$QA" audit verify --trust "$cfg/audit.pub" "$work/kb-audit.log" | sed 's/^/  /'
+echo "role:staff gets only what all may read, and no hint that a better match exists; the gateway's audit chain, with the kb events in it:"
+"$QA" audit verify --live --trust "$cfg/audit.pub" "$log" | sed 's/^/  /'
 
 step "verify: the running host against what install recorded (NIST SP 800-53 mapped checks)"
 in_ns "$QA" verify --root "$work/root" --trust release.pub | head -3

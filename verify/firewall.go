@@ -2,12 +2,10 @@ package verify
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/google/nftables"
 	"github.com/qwen-appliance/qwen-appliance/harden"
 )
 
@@ -28,16 +26,7 @@ func (t *Target) netfilter() (harden.Netfilter, func(), error) {
 		k, err := harden.Open()
 		return k, func() {}, err
 	}
-	f, err := os.Open(filepath.Join("/var/run/netns", t.State.Firewall.NetNS))
-	if err != nil {
-		return nil, nil, fmt.Errorf("network namespace %s: %w", t.State.Firewall.NetNS, err)
-	}
-	c, err := nftables.New(nftables.WithNetNSFd(int(f.Fd())))
-	if err != nil {
-		f.Close()
-		return nil, nil, err
-	}
-	return harden.NewKernel(c), func() { f.Close() }, nil
+	return harden.OpenNetNS(t.State.Firewall.NetNS)
 }
 
 func checkFirewall(_ context.Context, t *Target) Outcome {

@@ -10,11 +10,12 @@ import (
 )
 
 // Formats WriteTo accepts.
-var Formats = []string{"text", "json", "junit", "oscal"}
+var Formats = []string{"text", "json", "junit", "oscal", "prometheus"}
 
 // WriteTo writes the report in format: text (summary first, then failures
-// with remediation, then the rest), json, junit (XML for CI systems) or oscal
-// (a NIST OSCAL assessment-results document).
+// with remediation, then the rest), json, junit (XML for CI systems), oscal
+// (a NIST OSCAL assessment-results document) or prometheus (the text
+// exposition format, for the node exporter's textfile collector).
 func (r *Report) WriteTo(w io.Writer, format string) error {
 	switch format {
 	case "text":
@@ -25,6 +26,9 @@ func (r *Report) WriteTo(w io.Writer, format string) error {
 		return r.writeJUnit(w)
 	case "oscal":
 		return writeJSON(w, r.oscal())
+	case "prometheus":
+		_, err := w.Write(r.Metrics())
+		return err
 	}
 	return fmt.Errorf("report format %q: want one of %s", format, strings.Join(Formats, ", "))
 }

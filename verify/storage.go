@@ -17,7 +17,36 @@ func init() {
 		Rationale:   "A stolen disk, a decommissioned server or a copied backup must reveal nothing of the weights, documents or logs.",
 		Remediation: "Reinstall onto an fscrypt-capable filesystem or a LUKS volume (install --storage fscrypt|luks); chmod 600 the key file and keep it outside the store.",
 		Run:         checkEncryption,
+	}, Check{
+		ID: "storage.unlocked", Title: "the model store is unlocked, so the runtime can read the weights and the gateway the knowledge base",
+		Severity: High, Controls: []string{"CP-10", "SI-4"},
+		Rationale:   "After a reboot the store stays locked until its key is loaded; until then nothing is served, and only an alert tells a person.",
+		Remediation: "Unlock it with 'qwen-appliance storage unlock' (or re-run install, which unlocks it), then check that the runtime serves ('qwen-appliance status').",
+		Run:         checkUnlocked,
 	})
+}
+
+func checkUnlocked(ctx context.Context, t *Target) Outcome {
+	if t.State == nil || t.State.Store.Dir == "" {
+		return notApplicable("install recorded no model store")
+	}
+	if t.State.Store.Backend == "none" {
+		return notApplicable("the store is not encrypted, so it has no lock (storage.encryption fails instead)")
+	}
+	dir := t.State.Store.Dir
+	s, err := storage.Open(dir, storage.Options{})
+	if err != nil {
+		return fail(fmt.Sprintf("no encrypted store at %s: %v", dir, err))
+	}
+	st, err := s.Status(ctx)
+	if err != nil {
+		return errored(err)
+	}
+	evs := []Evidence{ev("store", "%s", dir), ev("key", "%s", st.KeyStatus)}
+	if st.Locked {
+		return fail(fmt.Sprintf("the %s store %s is locked: its key is not loaded", st.Backend, dir), evs...)
+	}
+	return pass(fmt.Sprintf("%s store unlocked", st.Backend), evs...)
 }
 
 func checkEncryption(ctx context.Context, t *Target) Outcome {

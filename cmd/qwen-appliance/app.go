@@ -192,7 +192,7 @@ var workflowOrder = []string{
 	"preflight", "install", "status", "tls", "tokens", "kb", // isolated host
 	"serve", "run", "storage", "harden", // parts install runs, for by-hand use
 	"rollback", "uninstall",
-	"verify", "verify-report", "audit", "backup", // auditor and operations
+	"verify", "verify-schedule", "verify-report", "audit", "backup", // auditor and operations
 	"completion", "man",
 }
 

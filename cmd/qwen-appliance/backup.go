@@ -13,7 +13,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/qwen-appliance/qwen-appliance/backup"
-	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
@@ -65,7 +64,7 @@ qwen_backup_last_success_timestamp_seconds (the BackupStale alert reads it).`,
 (OnCalendar, Persistent, up to 15 minutes' random delay), then, on a host
 booted with systemd and --root /, enables and starts the timer. Elsewhere it
 writes the files and says so. Paths must be absolute. Pair it with the
-BackupStale alert (README "## Alerts").`,
+BackupStale alert (docs/monitoring.md).`,
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "out-dir", Usage: "directory the backups go to (absolute)"},
 				&cli.IntFlag{Name: "keep", Value: 7, Usage: "backups to keep"},
@@ -396,25 +395,6 @@ func backupSchedule(c *cli.Context) error {
 	if err != nil {
 		return usagef("pass absolute --out-dir and --recipient-file, and --keep 1 or more", "%v", err)
 	}
-	dir := filepath.Join(root, harden.UnitDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for name, data := range map[string]string{backup.ScheduleService: service, backup.ScheduleTimer: timer} {
-		if err := atomicfile.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
-			return err
-		}
-	}
-	if root == "/" && harden.SystemdBooted() {
-		if err := harden.Systemctl(c.Context, "daemon-reload"); err != nil {
-			return err
-		}
-		if err := harden.Systemctl(c.Context, "enable", "--now", backup.ScheduleTimer); err != nil {
-			return err
-		}
-		return report(c, map[string]any{"timer": backup.ScheduleTimer, "enabled": true, "onCalendar": o.OnCalendar, "outDir": o.OutDir, "keep": o.Keep},
-			"enabled %s (%s), backups to %s, keeping %d\n", backup.ScheduleTimer, o.OnCalendar, o.OutDir, o.Keep)
-	}
-	return report(c, map[string]any{"timer": backup.ScheduleTimer, "enabled": false, "unitDir": dir, "onCalendar": o.OnCalendar, "outDir": o.OutDir, "keep": o.Keep},
-		"wrote %s and %s under %s; not enabled (no systemd, or --root is not /)\n", backup.ScheduleService, backup.ScheduleTimer, dir)
+	return installTimer(c, root, backup.ScheduleService, backup.ScheduleTimer, service, timer,
+		fmt.Sprintf("%s, backups to %s, keeping %d", o.OnCalendar, o.OutDir, o.Keep))
 }

@@ -74,7 +74,7 @@ Example:
 					"With --json, the list is an array of {name, description} and one spec is\n" +
 					"{name, description, yaml}, yaml holding the file as printed without --json.\n\n" +
 					"Example:\n   qwen-appliance bundle specs qwen2.5-7b-instruct",
-				Flags:  []cli.Flag{jsonOutput, wideFlag},
+				Flags:  []cli.Flag{jsonOutput},
 				Action: bundleSpecs,
 			},
 			packCommand(),
@@ -120,7 +120,7 @@ func bundleCreate(c *cli.Context) error {
 		return usagef("name a built-in spec ("+strings.Join(specs.Names(), ", ")+") or pass --spec FILE", "want one spec NAME or --spec FILE")
 	}
 	if err != nil {
-		return withCode(exitError, err, "fix the spec at the place named (see README, Bundles)")
+		return withCode(exitError, err, "fix the spec at the place named (see docs/bundles.md)")
 	}
 	if c.String("out") == "" {
 		return usagef("pass --out DIR, a new directory for the bundle", "--out is required")
@@ -210,19 +210,16 @@ func bundleSpecs(c *cli.Context) error {
 	}
 	if c.NArg() == 0 {
 		list := []entry{}
-		var rows [][]string
+		var text strings.Builder
 		for _, n := range specs.Names() {
 			s, err := specs.Load(n)
 			if err != nil {
 				return err
 			}
 			list = append(list, entry{Name: n, Description: s.Description})
-			rows = append(rows, []string{n, s.Description})
+			fmt.Fprintf(&text, "%-28s %s\n", n, s.Description)
 		}
-		if c.Bool("json") {
-			return printJSON(c.App.Writer, list)
-		}
-		return writeTable(c, []string{"NAME", "DESCRIPTION"}, rows)
+		return report(c, list, "%s", text.String())
 	}
 	data, err := specs.Embedded(c.Args().First())
 	if err != nil {

@@ -24,13 +24,14 @@ var (
 	defaultKBPath     = kb.StorePath(provision.StoreDir)
 	defaultTokensPath = filepath.Join(provision.ConfigDir, "tokens.json")
 	defaultAuditLog   = filepath.Join(provision.LogDir, "audit.log")
+	defaultAuditKey   = filepath.Join(provision.ConfigDir, "audit.key")
 )
 
 func init() {
 	dbFlag := &cli.StringFlag{Name: "db", Usage: "knowledge base file", Value: defaultKBPath}
 	auditFlags := []cli.Flag{
-		&cli.StringFlag{Name: "audit-log", Usage: "hash-chained audit log the kb.* events are appended to ('' = none)", Value: defaultAuditLog},
-		&cli.StringFlag{Name: "audit-key", Usage: "private key that signs audit checkpoints"},
+		&cli.StringFlag{Name: "audit-log", Usage: "hash-chained audit log the kb.* events are appended to, also while the gateway writes it ('' = none)", Value: defaultAuditLog},
+		&cli.StringFlag{Name: "audit-key", Usage: "private key that signs audit checkpoints (the default is used only when it exists)", Value: defaultAuditKey},
 	}
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "JSON output"}
 	withDB := func(fs ...cli.Flag) []cli.Flag { return append(append([]cli.Flag{dbFlag}, auditFlags...), fs...) }
@@ -165,7 +166,11 @@ func openKB(c *cli.Context, withAudit bool) (*kb.DB, func() error, error) {
 	closeAll := k.Close
 	if p := c.String("audit-log"); withAudit && p != "" {
 		o := audit.Options{Path: p}
-		if kp := c.String("audit-key"); kp != "" {
+		kp := c.String("audit-key")
+		if _, err := os.Stat(kp); !c.IsSet("audit-key") && errors.Is(err, os.ErrNotExist) {
+			kp = "" // not installed here: the log is chained, unsigned
+		}
+		if kp != "" {
 			key, err := manifests.LoadPrivateKey(kp)
 			if err != nil {
 				k.Close()
@@ -456,7 +461,7 @@ func kbList(c *cli.Context) (err error) {
 	for _, d := range docs {
 		rows = append(rows, []string{fmt.Sprint(d.ID), fmt.Sprint(d.Version), fmt.Sprint(d.Class), joinPrincipals(d.Allow), fmt.Sprint(d.Chunks), d.Collection, d.Title})
 	}
-	return writeTable(c, []string{"ID", "VERSION", "CLASS", "ALLOW", "CHUNKS", "COLLECTION", "TITLE"}, rows)
+	return writeTable(c, []string{"ID", "VERSION", "CLASS", "ALLOW", "CHUNKS", "COLLECTION", "TITLE"}, rows, 0)
 }
 
 func kbShow(c *cli.Context) (err error) {

@@ -1,6 +1,6 @@
 // Command qwen-appliance makes an air-gapped GPU host into a trustworthy private
 // LLM appliance: it bundles, installs and verifies a pinned model and inference
-// server. See README.md for the operator's guide.
+// server. See README.md and docs/ for the operator's guide.
 package main
 
 import (

@@ -242,7 +242,7 @@ func manifestCreate(c *cli.Context) error {
 			return withCode(exitError, err, "check the --meta path")
 		}
 		if meta, err = manifests.ParseMeta(data); err != nil {
-			return withCode(exitError, fmt.Errorf("--meta %s: %w", p, err), "--meta holds {\"model\":…, \"requirements\":…, \"runtime\":…, \"provenance\":…}; see README")
+			return withCode(exitError, fmt.Errorf("--meta %s: %w", p, err), "--meta holds {\"model\":…, \"requirements\":…, \"runtime\":…, \"provenance\":…}; see docs/bundles.md")
 		}
 	}
 	if meta.Provenance.Tool == "" {

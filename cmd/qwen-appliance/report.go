@@ -43,7 +43,8 @@ func tableWidth(c *cli.Context) int {
 	return texttable.Width
 }
 
-// writeTable prints a table on stdout, fitting 100 columns unless --wide.
-func writeTable(c *cli.Context, header []string, rows [][]string) error {
-	return texttable.Write(c.App.Writer, tableWidth(c), header, rows)
+// writeTable prints a table on stdout, fitting 100 columns unless --wide;
+// the columns keep (identifiers an operator types again) are never cut.
+func writeTable(c *cli.Context, header []string, rows [][]string, keep ...int) error {
+	return texttable.Write(c.App.Writer, tableWidth(c), header, rows, keep...)
 }

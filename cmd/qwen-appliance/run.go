@@ -41,8 +41,9 @@ vLLM's workers), so nothing is left running with PPID 1. SIGHUP never stops
 run: it reopens the server's log file (after logrotate moved it) and says so on
 stderr. SIGINT and SIGTERM stop the server and exit.
 
-install runs this command as a detached service (systemd units are not used yet,
-even where systemd is PID 1); on its own it serves tests, containers and the demo.
+install runs this command as a hardened systemd unit where systemd is PID 1, and
+as a detached process under its own supervisor elsewhere; on its own it serves
+tests, containers and the demo.
 
 Example:
    qwen-appliance run --bundle ./demo-bundle --store /srv/store --trust release.pub --port 11434`,
@@ -55,6 +56,7 @@ Example:
 			&cli.IntFlag{Name: "max-restarts", Value: 5, Usage: "restarts in a row before giving up (0: never restart)"},
 			&cli.IntFlag{Name: "context", Usage: "context length in tokens (default: the manifest's)"},
 			&cli.IntFlag{Name: "tensor-parallel", Usage: "GPUs the model spans (vLLM; default 1)"},
+			&cli.StringSliceFlag{Name: "gpus", Usage: "UUIDs (GPU-…, as nvidia-smi -L prints) of the only GPUs the server may use (default: all it can see)"},
 			&cli.Float64Flag{Name: "gpu-memory-utilization", Usage: "share of each GPU's memory (vLLM; default: the manifest's)"},
 			&cli.IntFlag{Name: "gpu-layers", Value: -1, Usage: "layers offloaded to the GPU (llama.cpp; -1: all)"},
 			&cli.BoolFlag{Name: "once", Usage: "stop the server after it proved it answers, and exit"},
@@ -105,11 +107,16 @@ func runServer(c *cli.Context) error {
 	if err := checkRuntimeFiles(c, bundle, m); err != nil {
 		return err
 	}
+	gpus := c.StringSlice("gpus")
+	if err := runtime.CheckGPUs(gpus, c.Int("tensor-parallel")); err != nil {
+		return usagef("pass --gpus as nvidia-smi -L names them (GPU-8f1c…), at least as many as --tensor-parallel", "%v", err)
+	}
 	cfg := runtime.Config{
 		Bundle: bundle, Store: store, Runtime: m.Runtime, Model: m.Model,
 		Host: c.String("host"), Port: c.Int("port"),
 		Context: c.Int("context"), TensorParallel: c.Int("tensor-parallel"),
 		GPUMemoryUtilization: c.Float64("gpu-memory-utilization"), GPULayers: c.Int("gpu-layers"),
+		GPUs: gpus,
 	}
 	if cfg, err = cfg.Abs(); err != nil {
 		return err

@@ -321,7 +321,7 @@ func storageInit(c *cli.Context) error {
 		}
 		fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: the recovery key below opens the store if every other key is lost; it is shown only now.\n")
 		if backend == storage.BackendFscrypt && err == nil {
-			fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: without this program, Debian's fscrypt tool opens the store with it too: `fscrypt unlock %s` with the key's 32 bytes on stdin (see README)\n", s.Dir)
+			fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: without this program, Debian's fscrypt tool opens the store with it too: `fscrypt unlock %s` with the key's 32 bytes on stdin (see docs/storage.md)\n", s.Dir)
 		}
 		fmt.Fprintf(c.App.Writer, "recovery key: %s\n", recovery)
 	}

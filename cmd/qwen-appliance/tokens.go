@@ -136,7 +136,12 @@ func tokensList(c *cli.Context) error {
 			models = strings.Join(t.Models, ",")
 		}
 		if t.Expires != nil {
-			exp = t.Expires.Format(time.RFC3339)
+			// The day fits the 100-column table; --wide and --json
+			// give the time.
+			exp = t.Expires.Format(time.DateOnly)
+			if c.Bool("wide") {
+				exp = t.Expires.Format(time.RFC3339)
+			}
 		}
 		kbRoles, clearance := "-", "public"
 		if len(t.Roles) > 0 {
@@ -145,10 +150,10 @@ func tokensList(c *cli.Context) error {
 		if t.Clearance != "" {
 			clearance = t.Clearance
 		}
-		rows = append(rows, []string{t.ID, t.Name, string(t.Role), models, fmt.Sprint(t.RPM), fmt.Sprint(t.TPM), exp, string(t.State(now)), kbRoles, clearance})
+		rows = append(rows, []string{t.ID, t.Name, string(t.Role), models, fmt.Sprint(t.RPM), fmt.Sprint(t.TPM), exp, string(t.State(now)), kbRoles + " " + clearance})
 	}
-	return writeTable(c,
-		[]string{"ID", "NAME", "ROLE", "MODELS", "RPM", "TPM", "EXPIRES", "STATE", "KB-ROLES", "CLEARANCE"}, rows)
+	// The ID is what revoke takes: never cut.
+	return writeTable(c, []string{"ID", "NAME", "ROLE", "MODELS", "RPM", "TPM", "EXPIRES", "STATE", "KB-ACCESS"}, rows, 0)
 }
 
 func tokensRevoke(c *cli.Context) error {

@@ -4,9 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/qwen-appliance/qwen-appliance/backup/layout"
+	"github.com/qwen-appliance/qwen-appliance/harden"
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
+	"github.com/qwen-appliance/qwen-appliance/internal/sdtimer"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 	"github.com/qwen-appliance/qwen-appliance/verify"
 	"github.com/urfave/cli/v2"
@@ -30,6 +37,12 @@ Examples:
    qwen-appliance verify --full --format junit > verify.xml
    qwen-appliance verify --report-dir /srv/audit/2026-11 --key host-audit.key
    qwen-appliance verify --list
+   qwen-appliance verify --metrics-textfile /var/lib/prometheus/node-exporter/qwen_verify.prom
+
+--metrics-textfile (or --format prometheus) gives one qwen_verify_check_ok
+series per check for the node exporter's textfile collector; the alert rules
+FirewallMissing, StoreLocked, VerifyFailing and VerifyStale read it.
+'qwen-appliance verify-schedule' runs verify that way on a systemd timer.
 
 Exit status 3 means at least one check failed; 1 means no check failed but some
 could not run (status "error"), or verify itself could not run.`,
@@ -42,11 +55,36 @@ could not run (status "error"), or verify itself could not run.`,
 			&cli.StringFlag{Name: "format", Value: "text", Usage: "report format on stdout: " + strings.Join(verify.Formats, ", ")},
 			&cli.BoolFlag{Name: "json", Usage: "same as --format json"},
 			&cli.StringFlag{Name: "report-dir", Usage: "also write a signed report directory here (needs --key)"},
+			&cli.StringFlag{Name: "metrics-textfile", Usage: "also write the result as Prometheus metrics to this file (atomically, mode 0644), for the node exporter's textfile collector"},
 			&cli.StringFlag{Name: "key", Usage: "private key that signs the report directory"},
 			&cli.BoolFlag{Name: "list", Usage: "list the checks with their IDs, controls and what they prove, and exit"},
 			wideFlag,
 		},
 		Action: verifyRun,
+	})
+	register(&cli.Command{
+		Name:      "verify-schedule",
+		Usage:     "run verify on a systemd timer, writing its result where the alert rules read it",
+		UsageText: "qwen-appliance verify-schedule [--on-calendar '*:0/15'] [--textfile-dir D] [--root R]",
+		Description: `Writes qwen-appliance-verify.service and .timer under ROOT/etc/systemd/system
+and, on a systemd host with --root /, enables the timer. Each run is
+'verify --metrics-textfile TEXTFILE_DIR/` + verify.TextfileName + `': a firewall flushed
+by hand, a store left locked after a reboot or any other failed check then
+reaches a person through the FirewallMissing, StoreLocked and VerifyFailing
+alerts, and a timer that stopped running through VerifyStale.
+
+Example:
+   qwen-appliance verify-schedule --on-calendar '*:0/15'
+
+Exit status 2 means a bad --on-calendar or --textfile-dir; 1 means the units
+could not be written or enabled.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "on-calendar", Value: "*:0/15", Usage: "systemd calendar expression: when verify runs"},
+			&cli.StringFlag{Name: "textfile-dir", Value: layout.DefaultTextfileDir, Usage: "the node exporter's --collector.textfile.directory"},
+			&cli.StringFlag{Name: "root", Value: "/", Usage: "install root: units go under ROOT/etc/systemd/system"},
+			jsonOutput,
+		},
+		Action: verifySchedule,
 	})
 	register(&cli.Command{
 		Name:      "verify-report",
@@ -118,6 +156,11 @@ func verifyRun(c *cli.Context) error {
 		}
 		fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: signed report written to %s (key %s)\n", dir, key.ID)
 	}
+	if p := c.String("metrics-textfile"); p != "" {
+		if err := writeTextfile(p, rep.Metrics()); err != nil {
+			return withCode(exitError, err, "check --metrics-textfile (the node exporter's textfile directory must exist)")
+		}
+	}
 	if err := rep.WriteTo(c.App.Writer, format); err != nil {
 		return err
 	}
@@ -151,7 +194,7 @@ func listChecks(c *cli.Context) error {
 	for _, ch := range checks {
 		rows = append(rows, []string{ch.ID, string(ch.Severity), strings.Join(ch.Controls, ", "), ch.Title})
 	}
-	return writeTable(c, []string{"ID", "SEVERITY", "CONTROLS", "PROVES"}, rows)
+	return writeTable(c, []string{"ID", "SEVERITY", "CONTROLS", "PROVES"}, rows, 0)
 }
 
 func verifyReportCheck(c *cli.Context) error {
@@ -190,4 +233,62 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// writeTextfile replaces path with data, atomically, so the node exporter
+// never reads half a file.
+func writeTextfile(path string, data []byte) error {
+	return atomicfile.WriteFile(path, data, 0o644)
+}
+
+func verifySchedule(c *cli.Context) error {
+	root, dir := c.String("root"), c.String("textfile-dir")
+	if !filepath.IsAbs(dir) {
+		return usagef("pass an absolute --textfile-dir", "--textfile-dir %q is not absolute", dir)
+	}
+	args := []string{provision.ProgramPath, "verify", "--metrics-textfile", filepath.Join(dir, verify.TextfileName)}
+	if root != "/" {
+		args = append(args, "--root", root)
+	}
+	service, timer, err := sdtimer.Render(sdtimer.Options{
+		Writer: "qwen-appliance verify-schedule", Description: "qwen-appliance verify (NIST SP 800-53 checks)",
+		Args: args, OnCalendar: c.String("on-calendar"), Delay: "1min", After: "qwen-appliance-gateway.service",
+	})
+	if err != nil {
+		return usagef("--on-calendar takes a systemd calendar expression such as '*:0/15' or hourly", "%v", err)
+	}
+	return installTimer(c, root, verifyService, verifyTimer, service, timer,
+		fmt.Sprintf("verify (%s), metrics to %s", c.String("on-calendar"), args[3]))
+}
+
+// Names of the scheduled verify's units.
+const (
+	verifyService = "qwen-appliance-verify.service"
+	verifyTimer   = "qwen-appliance-verify.timer"
+)
+
+// installTimer writes a service and timer pair under ROOT/etc/systemd/system
+// and, on a systemd host with root /, enables the timer.
+func installTimer(c *cli.Context, root, serviceName, timerName, service, timer, what string) error {
+	dir := filepath.Join(root, harden.UnitDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for name, data := range map[string]string{serviceName: service, timerName: timer} {
+		if err := atomicfile.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+			return err
+		}
+	}
+	res := map[string]any{"service": serviceName, "timer": timerName, "unitDir": dir, "enabled": false, "schedule": what}
+	if root == "/" && harden.SystemdBooted() {
+		if err := harden.Systemctl(c.Context, "daemon-reload"); err != nil {
+			return err
+		}
+		if err := harden.Systemctl(c.Context, "enable", "--now", timerName); err != nil {
+			return err
+		}
+		res["enabled"] = true
+		return report(c, res, "enabled %s: %s\n", timerName, what)
+	}
+	return report(c, res, "wrote %s and %s under %s; not enabled (no systemd, or --root is not /)\n", serviceName, timerName, dir)
 }

@@ -6,8 +6,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
@@ -84,6 +86,41 @@ func FuzzRoundTrip(f *testing.F) {
 		if _, err := Verify([]string{path}, VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}}); err != nil {
 			data, _ := os.ReadFile(path)
 			t.Fatalf("%v\n%s", err, data)
+		}
+	})
+}
+
+// FuzzDecodeRequest holds the verifier's fast decoder to encoding/json: a
+// line it reads and that re-encodes to itself (the only lines the verifier
+// accepts through it) reads the same through json.Unmarshal.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, s := range []string{
+		`{"seq":3,"kind":"request","time":"2026-11-28T12:00:00.5Z","prev":"ab","requestId":"r","tokenId":"t","client":"1.2.3.4:5","method":"POST","route":"/v1/chat/completions","model":"m","stream":true,"status":200,"latencyMs":812.5,"ttftMs":1e-7,"promptTokens":4,"completionTokens":5}`,
+		`{"seq":0,"kind":"start","time":"2026-11-28T12:00:00Z","prev":""}`,
+		`{"seq":1,"kind":"request","time":"2026-11-28T12:00:00+01:00","prev":"x","error":"a\"b"}`,
+		`{"seq":1,"kind":"request","time":"2026-11-28T12:00:00Z","prev":"x","status":-0}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var fast Record
+		if !decodeRequest(line, &fast) {
+			return
+		}
+		canon, ok := appendRequest(nil, &fast)
+		if !ok || !bytes.Equal(canon, line) {
+			return // refused by the verifier's byte comparison
+		}
+		var slow Record
+		if err := json.Unmarshal(line, &slow); err != nil {
+			t.Fatalf("fast decoder accepted a line encoding/json refuses: %v\n%s", err, line)
+		}
+		if !fast.Time.Equal(slow.Time) {
+			t.Fatalf("time %v, encoding/json %v\n%s", fast.Time, slow.Time, line)
+		}
+		fast.Time, slow.Time = time.Time{}, time.Time{}
+		if !reflect.DeepEqual(fast, slow) {
+			t.Fatalf("fast %+v\nslow %+v\n%s", fast, slow, line)
 		}
 	})
 }

@@ -39,12 +39,16 @@ type Options struct {
 
 // Log appends records from one goroutine, fsyncing each batch. Appends never
 // block on the disk unless its queue is full; they are never dropped.
+//
+// Other processes may append to the same file meanwhile (a "kb ingest" while
+// the gateway serves): each batch holds the file's lock and continues the
+// chain from the file's last line, so there is one chain however many write.
 type Log struct {
 	o      Options
 	f      *os.File
 	w      *bufio.Writer // batches a burst of lines into one write
-	size   int64
-	seq    int64 // of the last line written
+	size   int64         // of the file as this Log last left it (-1: not read yet)
+	seq    int64         // of the last line written
 	prev   string
 	unsign int       // lines since the last checkpoint
 	line   []byte    // reused by write
@@ -81,26 +85,27 @@ func Open(o Options) (*Log, error) {
 	if o.SyncEvery <= 0 {
 		o.SyncEvery = 5 * time.Millisecond
 	}
-	l := &Log{o: o, seq: -1, ch: make(chan item, 4096), done: make(chan struct{})}
+	l := &Log{o: o, seq: -1, size: -1, ch: make(chan item, 4096), done: make(chan struct{})}
 	if err := l.openFile(); err != nil {
+		return nil, err
+	}
+	if err := l.lock(); err != nil {
+		l.f.Close()
 		return nil, err
 	}
 	start := &Record{Kind: KindStart}
 	l.describeKey(start)
-	if err := l.write(start); err != nil {
-		l.f.Close()
-		return nil, err
-	}
+	err := l.write(start)
 	// Anchor the chain at once: until the first checkpoint nothing would be
 	// covered by the key, and a verifier could not tell a fresh log from a
 	// truncated one.
-	if l.o.Key != nil {
-		if err := l.checkpoint(KindCheckpoint); err != nil {
-			l.f.Close()
-			return nil, err
-		}
+	if err == nil && l.o.Key != nil {
+		err = l.checkpoint(KindCheckpoint)
 	}
-	if err := l.sync(); err != nil {
+	if err == nil {
+		err = l.sync()
+	}
+	if err = errors.Join(err, l.unlock()); err != nil {
 		l.f.Close()
 		return nil, fmt.Errorf("audit log %s: %w", o.Path, err)
 	}
@@ -115,32 +120,82 @@ func (l *Log) describeKey(r *Record) {
 	}
 }
 
-// openFile opens o.Path for appending and recovers seq and prev from its
-// last line.
+// openFile opens o.Path for appending, creating it when missing.
 func (l *Log) openFile() error {
 	f, err := os.OpenFile(l.o.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open audit log: %w", err)
 	}
-	if err := flock.TryLock(f); err != nil {
-		f.Close()
-		return fmt.Errorf("audit log %s: %w (is another gateway writing it?)", l.o.Path, err)
+	l.f = f
+	if l.w == nil {
+		l.w = bufio.NewWriterSize(f, 256<<10)
+	} else {
+		l.w.Reset(f)
 	}
-	last, size, err := lastLine(f)
+	return nil
+}
+
+// lock takes the file's lock for one batch and continues the chain from the
+// file's last line, which another process may have written since this Log's
+// last batch. A file rotated meanwhile is followed to the one now at the
+// path. The batch ends with unlock.
+func (l *Log) lock() error {
+	for {
+		if err := flock.Lock(l.f); err != nil {
+			return fmt.Errorf("lock audit log %s: %w", l.o.Path, err)
+		}
+		held, err := l.f.Stat()
+		if err != nil {
+			return errors.Join(err, l.unlock())
+		}
+		now, err := os.Stat(l.o.Path)
+		if err == nil && os.SameFile(held, now) {
+			if err := l.refresh(held.Size()); err != nil {
+				return errors.Join(err, l.unlock())
+			}
+			return nil
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return errors.Join(err, l.unlock())
+		}
+		// Rotated by another writer (or removed): closing drops the lock.
+		l.f.Close()
+		if err := l.openFile(); err != nil {
+			return err
+		}
+	}
+}
+
+// unlock ends a batch that lock began.
+func (l *Log) unlock() error {
+	if err := flock.Unlock(l.f); err != nil {
+		return fmt.Errorf("unlock audit log %s: %w", l.o.Path, err)
+	}
+	return nil
+}
+
+// refresh recovers seq and prev from the file's last line when the file is
+// not as this Log left it.
+func (l *Log) refresh(size int64) error {
+	if size == l.size {
+		return nil
+	}
+	if size == 0 && l.seq >= 0 {
+		return fmt.Errorf("audit log %s was removed or emptied while in use (this writer's last seq was %d)", l.o.Path, l.seq)
+	}
+	last, size, err := lastLine(l.f)
 	if err != nil {
-		f.Close()
 		return fmt.Errorf("audit log %s: %w; check it with 'qwen-appliance audit verify' and move it aside", l.o.Path, err)
 	}
-	l.f, l.size = f, size
-	l.w = bufio.NewWriterSize(f, 256<<10)
-	if last != nil {
-		var r Record
-		if err := json.Unmarshal(last, &r); err != nil {
-			f.Close()
-			return fmt.Errorf("audit log %s: last line is not a record: %v; move it aside", l.o.Path, err)
-		}
-		l.seq, l.prev = r.Seq, lineHash(last)
+	l.size = size
+	if last == nil {
+		return nil
 	}
+	var r Record
+	if err := json.Unmarshal(last, &r); err != nil {
+		return fmt.Errorf("audit log %s: last line is not a record: %v; move it aside", l.o.Path, err)
+	}
+	l.seq, l.prev = r.Seq, lineHash(last)
 	return nil
 }
 
@@ -255,8 +310,13 @@ func (l *Log) loop() {
 			}
 		case <-tick.C:
 			if l.unsign > 0 && l.o.Key != nil {
+				if err := l.lock(); err != nil {
+					l.setErr(err)
+					continue
+				}
 				l.setErr(l.checkpoint(KindCheckpoint))
 				l.setErr(l.sync())
+				l.setErr(l.unlock())
 			}
 		}
 	}
@@ -268,6 +328,14 @@ func (l *Log) loop() {
 // someone is waiting in Flush.
 func (l *Log) batch(it item) {
 	var waiters []chan error
+	if err := l.lock(); err != nil {
+		// Nothing can be written: Err turns the gateway away from serving.
+		l.setErr(err)
+		if it.flush != nil {
+			it.flush <- l.Err()
+		}
+		return
+	}
 	take := func(it item) {
 		if it.rec != nil {
 			l.setErr(l.write(it.rec))
@@ -319,6 +387,7 @@ func (l *Log) batch(it item) {
 	l.synced = time.Now()
 	l.setErr(l.sync())
 	l.setErr(l.maybeRotate())
+	l.setErr(l.unlock())
 	err := l.Err()
 	for _, c := range waiters {
 		c <- err
@@ -326,6 +395,9 @@ func (l *Log) batch(it item) {
 }
 
 func (l *Log) finish() error {
+	if err := l.lock(); err != nil {
+		return errors.Join(err, l.f.Close())
+	}
 	err := l.checkpoint(KindStop)
 	return errors.Join(err, l.sync(), l.f.Close())
 }
@@ -375,7 +447,9 @@ func (l *Log) checkpoint(kind string) error {
 }
 
 // maybeRotate moves a full file aside and starts a new one whose first line
-// links to the old file's last line.
+// links to the old file's last line. It runs inside a batch: the old file's
+// lock is held until the new file, with its rotate record, is at the path,
+// so a writer waiting for the old lock finds the new file complete.
 func (l *Log) maybeRotate() error {
 	if l.o.MaxBytes <= 0 || l.size < l.o.MaxBytes {
 		return nil
@@ -383,14 +457,13 @@ func (l *Log) maybeRotate() error {
 	if err := l.checkpoint(KindCheckpoint); err != nil {
 		return err
 	}
-	if err := errors.Join(l.sync(), l.f.Close()); err != nil {
+	if err := l.sync(); err != nil {
 		return fmt.Errorf("rotate audit log: %w", err)
 	}
 	old := l.o.Path + "." + l.o.Now().UTC().Format("20060102T150405.000000000Z")
-	if err := os.Rename(l.o.Path, old); err != nil {
-		return fmt.Errorf("rotate audit log: %w", err)
-	}
-	f, err := os.OpenFile(l.o.Path, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
+	next := l.o.Path + ".next"
+	os.Remove(next) // left by a crash between the renames below
+	f, err := os.OpenFile(next, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("rotate audit log: %w", err)
 	}
@@ -398,11 +471,25 @@ func (l *Log) maybeRotate() error {
 		f.Close()
 		return fmt.Errorf("rotate audit log: %w", err)
 	}
+	prev := l.f
 	l.f, l.size = f, 0
 	l.w.Reset(f)
 	r := &Record{Kind: KindRotate, Previous: filepath.Base(old)}
 	l.describeKey(r)
-	return l.write(r)
+	err = l.write(r)
+	if err == nil {
+		err = l.sync()
+	}
+	if err == nil {
+		err = os.Rename(l.o.Path, old)
+	}
+	if err == nil {
+		err = os.Rename(next, l.o.Path)
+	}
+	if err != nil {
+		return errors.Join(fmt.Errorf("rotate audit log: %w", err), prev.Close())
+	}
+	return prev.Close()
 }
 
 // sync writes out buffered lines and fsyncs the file.

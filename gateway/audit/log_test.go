@@ -3,9 +3,11 @@ package audit
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -219,16 +221,91 @@ func TestNoContentByDefault(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesSecondWriter(t *testing.T) {
+// TestWritersShareOneChain has two writers append to one file at once, as
+// a "kb ingest" does while the gateway serves, one of them rotating it: the
+// files verify as one chain holding every record of both.
+func TestWritersShareOneChain(t *testing.T) {
+	key, _ := manifests.GenerateKey(nil)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	now := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	var clockMu sync.Mutex
+	clock := func() time.Time {
+		clockMu.Lock()
+		defer clockMu.Unlock()
+		now = now.Add(time.Millisecond)
+		return now
+	}
+	gw, err := Open(Options{Path: path, Key: &key, MaxBytes: 4000, CheckpointLines: 7, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := Open(Options{Path: path, Key: &key, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 150
+	var wg sync.WaitGroup
+	for _, w := range []struct {
+		l    *Log
+		kind string
+	}{{gw, KindRequest}, {cli, KindKBIngest}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range n {
+				w.l.Append(Record{Kind: w.kind, RequestID: fmt.Sprint(i), Route: "/v1/models", Status: 200})
+				if i%10 == 0 {
+					w.l.Flush()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(cli.Close(), gw.Close()); err != nil {
+		t.Fatal(err)
+	}
+	rotated, _ := filepath.Glob(path + ".2*")
+	if len(rotated) < 2 {
+		t.Fatalf("rotated files: %v", rotated)
+	}
+	rep, err := Verify(append(rotated, path), VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb := 0
+	for _, f := range append(rotated, path) {
+		kb += strings.Count(string(readFile(t, f)), `"kind":"`+KindKBIngest+`"`)
+	}
+	if rep.Requests != n || kb != n {
+		t.Fatalf("%d requests and %d kb.ingest records in the chain, want %d each (report %+v)", rep.Requests, kb, n, rep)
+	}
+}
+
+// TestRemovedWhileInUse: a writer whose file was removed under it fails
+// instead of starting a second chain at seq 0 in a new file.
+func TestRemovedWhileInUse(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	l, err := Open(Options{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if _, err := Open(Options{Path: path}); err == nil || !strings.Contains(err.Error(), "another gateway") {
-		t.Fatalf("second Open = %v", err)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
 	}
+	l.Append(Record{RequestID: "after", Route: "/v1/models", Status: 200})
+	if err := l.Flush(); err == nil || !strings.Contains(err.Error(), "removed or emptied") {
+		t.Fatalf("Flush after removal = %v", err)
+	}
+}
+
+func readFile(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // TestGroupCommit checks that lines arriving within SyncEvery of the last

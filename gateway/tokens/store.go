@@ -141,14 +141,16 @@ func Load(path string) (*Store, error) {
 	return s, nil
 }
 
-// Save writes s to path atomically with mode 0600.
+// Save writes s to path atomically with mode 0600, keeping the owner of the
+// file it replaces: root running "tokens create" on an installed host must
+// leave the file to the gateway's user, which reads it.
 func (s *Store) Save(path string) error {
 	s.Version = storeVersion
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("save token file: %w", err)
 	}
-	if err := atomicfile.WriteFile(path, append(data, '\n'), 0o600); err != nil {
+	if err := atomicfile.ReplaceFile(path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("save token file %s: %w", path, err)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package archtest
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -146,4 +147,29 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestOnlyHardenTalksToNftables: the firewall is opened in one package, so
+// provision and verify hold no netlink code of their own (and build on
+// systems without it).
+func TestOnlyHardenTalksToNftables(t *testing.T) {
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, Module+"/...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := false
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		for _, imp := range f[1:] {
+			if imp == "github.com/google/nftables" || strings.HasPrefix(imp, "github.com/google/nftables/") {
+				if f[0] != Module+"/harden" {
+					t.Errorf("%s imports %s: open the firewall through harden (Open, OpenNetNS)", f[0], imp)
+				}
+				seen = true
+			}
+		}
+	}
+	if !seen {
+		t.Fatal("no package imports github.com/google/nftables: the listing is wrong")
+	}
 }

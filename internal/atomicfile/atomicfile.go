@@ -13,7 +13,19 @@ import (
 // WriteFile writes data to path through a temporary file in the same
 // directory, fsyncs it and the directory, and renames it into place, so a
 // crash leaves either the old file or the new one.
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+// ReplaceFile is WriteFile for a file that another user reads: the new file
+// keeps the owner and group of the one it replaces (root editing a service's
+// file must not take it away from the service), and gets them before it is
+// renamed into place, so the service never sees a file it cannot read.
+func ReplaceFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+func write(path string, data []byte, perm os.FileMode, keepOwner bool) (err error) {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -31,6 +43,12 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	if err := tmp.Chmod(perm); err != nil {
 		tmp.Close()
 		return err
+	}
+	if keepOwner {
+		if err := chownLike(tmp, path); err != nil {
+			tmp.Close()
+			return err
+		}
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()

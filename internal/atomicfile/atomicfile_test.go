@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -94,5 +95,45 @@ func TestShred(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(target); string(b) != "keep me" {
 		t.Fatalf("the symlink's target was overwritten: %q", b)
+	}
+}
+
+// TestReplaceFileKeepsOwner: root replacing a service's file leaves it the
+// service's; WriteFile makes it root's.
+func TestReplaceFileKeepsOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown")
+	}
+	p := filepath.Join(t.TempDir(), "tokens.json")
+	if err := os.WriteFile(p, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(p, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	owner := func() (uint32, uint32) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		return st.Uid, st.Gid
+	}
+	if err := ReplaceFile(p, []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if u, g := owner(); u != 65534 || g != 65534 {
+		t.Errorf("ReplaceFile: owner %d:%d, want 65534:65534", u, g)
+	}
+	if err := WriteFile(p, []byte("newer"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if u, g := owner(); u != 0 || g != 0 {
+		t.Errorf("WriteFile: owner %d:%d, want 0:0", u, g)
+	}
+	// A new file: nothing to keep.
+	q := filepath.Join(filepath.Dir(p), "fresh")
+	if err := ReplaceFile(q, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -9,3 +9,6 @@ func TryLock(*os.File) error { return nil }
 
 // Lock does nothing where flock(2) does not exist.
 func Lock(*os.File) error { return nil }
+
+// Unlock does nothing where flock(2) does not exist.
+func Unlock(*os.File) error { return nil }

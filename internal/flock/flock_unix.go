@@ -27,3 +27,8 @@ func Lock(f *os.File) error {
 		}
 	}
 }
+
+// Unlock releases a lock taken with Lock or TryLock on f, keeping f open.
+func Unlock(f *os.File) error {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+}

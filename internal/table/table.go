@@ -6,6 +6,7 @@ package table
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -97,8 +98,9 @@ func Wrap(s string, w int, indent string) []string {
 // Write lays header and rows out in aligned columns no wider than w in all
 // (w <= 0: no limit). When they do not fit, the widest column is narrowed,
 // one column at a time, each cut cell ending with "…"; a column keeps at
-// least its header.
-func Write(out io.Writer, w int, header []string, rows [][]string) error {
+// least its header, and the columns keep (identifiers) are never cut, even
+// if the table then stays wider than w.
+func Write(out io.Writer, w int, header []string, rows [][]string, keep ...int) error {
 	cols := len(header)
 	widths := make([]int, cols)
 	for _, r := range append([][]string{header}, rows...) {
@@ -115,13 +117,13 @@ func Write(out io.Writer, w int, header []string, rows [][]string) error {
 			return t
 		}
 		for total() > w {
-			widest := 0
+			widest := -1
 			for i := range widths {
-				if widths[i] > widths[widest] {
+				if !slices.Contains(keep, i) && (widest < 0 || widths[i] > widths[widest]) {
 					widest = i
 				}
 			}
-			if widths[widest] <= max(StringWidth(header[widest]), 4) {
+			if widest < 0 || widths[widest] <= max(StringWidth(header[widest]), 4) {
 				break // cannot narrow further without losing headers
 			}
 			widths[widest]--

@@ -83,6 +83,14 @@ func TestWrite(t *testing.T) {
 		t.Errorf("RESULT column misaligned:\n%s\n%s", lines[1], lines[2])
 	}
 	b.Reset()
+	id := strings.Repeat("0123456789", 6)
+	if err := Write(&b, 50, []string{"ID", "TITLE"}, [][]string{{id, strings.Repeat("t", 60)}}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(b.String(), "ID ") || !strings.Contains(b.String(), id+"  tttt") || !strings.HasSuffix(b.String(), "…\n") {
+		t.Errorf("a kept column was cut, or the other not: %q", b.String())
+	}
+	b.Reset()
 	if err := Write(&b, 100, []string{"A", "B"}, [][]string{{"x\ty\nz", "w"}}); err != nil || b.String() != "A      B\nx y z  w\n" {
 		t.Errorf("control characters not made spaces: %q %v", b.String(), err)
 	}

@@ -204,3 +204,31 @@ func Evaluate(m *manifests.Manifest, f Facts, opts Options) (*Report, error) {
 	checkHost(r, m, f, opts.Store)
 	return r, nil
 }
+
+// PlanGPUs returns the UUIDs of the GPUs in the plan, in the plan's order,
+// and their /dev/nvidiaN minors when NVML named every one (nil otherwise: a
+// unit then allows every NVIDIA GPU, and the server still sees only these).
+// Both are nil without a GPU plan.
+func (r *Report) PlanGPUs() (uuids []string, minors []int) {
+	if r.Plan == nil || r.GPU == nil {
+		return nil, nil
+	}
+	byIndex := map[int]gpu.Device{}
+	for _, d := range r.GPU.Devices {
+		byIndex[d.Index] = d
+	}
+	for _, i := range r.Plan.Devices {
+		d, ok := byIndex[i]
+		if !ok || d.UUID == "" {
+			return nil, nil
+		}
+		uuids = append(uuids, d.UUID)
+		if d.Minor != nil {
+			minors = append(minors, *d.Minor)
+		}
+	}
+	if len(minors) != len(uuids) {
+		minors = nil
+	}
+	return uuids, minors
+}

@@ -153,6 +153,19 @@ func TestGPUHosts(t *testing.T) {
 			if mem.Fix != tc.fix {
 				t.Fatalf("fix:\n got %q\nwant %q", mem.Fix, tc.fix)
 			}
+			// The plan's group reaches the runtime by UUID, and the unit by
+			// device node.
+			uuids, minors := r.PlanGPUs()
+			if len(uuids) != tc.tp || len(minors) != tc.tp {
+				t.Fatalf("PlanGPUs = %v, %v for TP %d", uuids, minors, tc.tp)
+			}
+			for i, idx := range r.Plan.Devices {
+				d, _ := s.Devices[idx].GetUUID()
+				n, _ := s.Devices[idx].GetMinorNumber()
+				if uuids[i] != d || minors[i] != n {
+					t.Fatalf("GPU%d: PlanGPUs gave %s /dev/nvidia%d, NVML says %s /dev/nvidia%d", idx, uuids[i], minors[i], d, n)
+				}
+			}
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -44,6 +45,9 @@ type Config struct {
 	TensorParallel       int     // GPUs one model spans (vLLM); 1 when 0
 	GPUMemoryUtilization float64 // share of each GPU's memory (vLLM); the manifest's when 0
 	GPULayers            int     // layers offloaded to the GPU (llama.cpp); -1 means all
+	// GPUs are the UUIDs of the only GPUs the server may use (the preflight
+	// plan's tensor-parallel group); all it can see when empty.
+	GPUs []string
 }
 
 // Command is one process to run: absolute executable path, arguments
@@ -203,10 +207,12 @@ func (c Config) context() int {
 }
 
 // baseEnv is the environment every server starts with: nothing inherited
-// from the caller (no proxies, no tokens, no cache paths), and every opt-out
-// of telemetry and downloads that any of the servers or their libraries read.
-func baseEnv(home string) map[string]string {
-	return map[string]string{
+// from the caller (no proxies, no tokens, no cache paths), every opt-out of
+// telemetry and downloads that any of the servers or their libraries read,
+// and, when c names GPUs, only those visible to CUDA (by UUID, which no
+// enumeration order can change).
+func baseEnv(c Config, home string) map[string]string {
+	env := map[string]string{
 		"PATH":                     "/usr/local/bin:/usr/bin:/bin",
 		"HOME":                     home,
 		"LANG":                     "C.UTF-8",
@@ -216,6 +222,11 @@ func baseEnv(home string) map[string]string {
 		"HF_HUB_DISABLE_TELEMETRY": "1",
 		"TRANSFORMERS_OFFLINE":     "1",
 	}
+	if len(c.GPUs) > 0 {
+		env["CUDA_VISIBLE_DEVICES"] = strings.Join(c.GPUs, ",")
+		env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+	}
+	return env
 }
 
 // envList renders an environment map sorted by name, so launch commands are
@@ -242,4 +253,26 @@ func Dirs(cmd Command) []string {
 		dirs = append(dirs, cmd.Dir)
 	}
 	return dirs
+}
+
+// gpuUUID is how NVML and nvidia-smi name a GPU or a MIG instance.
+var gpuUUID = regexp.MustCompile(`^(GPU|MIG)-[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$`)
+
+// CheckGPUs refuses a GPU list that is not UUIDs, names one twice, or is
+// shorter than the tensor-parallel degree (tp, 0 for the default of 1).
+func CheckGPUs(uuids []string, tp int) error {
+	seen := map[string]bool{}
+	for _, u := range uuids {
+		if !gpuUUID.MatchString(u) {
+			return fmt.Errorf("GPU %q is not a UUID such as GPU-8f1c2a3b-0d4e-5f60-7a8b-9c0d1e2f3a4b", u)
+		}
+		if seen[u] {
+			return fmt.Errorf("GPU %s is named twice", u)
+		}
+		seen[u] = true
+	}
+	if len(uuids) > 0 && tp > len(uuids) {
+		return fmt.Errorf("tensor parallel %d needs %d GPUs, but only %d are named", tp, tp, len(uuids))
+	}
+	return nil
 }

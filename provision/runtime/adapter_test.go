@@ -39,6 +39,7 @@ func configs() map[string]Config {
 			Model:          manifests.Model{Dtype: "bf16", KVCacheDtype: "bf16"},
 			Context:        16384,
 			TensorParallel: 2,
+			GPUs:           []string{"GPU-0a1b2c3d-0000-4000-8000-000000000000", "GPU-0a1b2c3d-0000-4000-8000-000000000001"},
 		},
 	}
 }
@@ -220,6 +221,34 @@ func TestVersionedFlags(t *testing.T) {
 		}
 		if !slices.Contains(cmd.Args, "--no-slots") {
 			t.Errorf("llama.cpp %q: --no-slots missing", version)
+		}
+	}
+}
+
+// TestCheckGPUs: the GPU list run takes from install is UUIDs, each once,
+// at least as many as the tensor-parallel degree.
+func TestCheckGPUs(t *testing.T) {
+	a, b := "GPU-0a1b2c3d-0000-4000-8000-000000000000", "MIG-0a1b2c3d-0000-4000-8000-000000000001"
+	for _, ok := range []struct {
+		uuids []string
+		tp    int
+	}{{nil, 0}, {nil, 8}, {[]string{a}, 0}, {[]string{a, b}, 2}, {[]string{a, b}, 1}} {
+		if err := CheckGPUs(ok.uuids, ok.tp); err != nil {
+			t.Errorf("CheckGPUs(%v, %d) = %v", ok.uuids, ok.tp, err)
+		}
+	}
+	for _, bad := range []struct {
+		uuids []string
+		tp    int
+		want  string
+	}{
+		{[]string{"0"}, 0, "not a UUID"},
+		{[]string{a + ",x"}, 0, "not a UUID"},
+		{[]string{a, a}, 0, "named twice"},
+		{[]string{a}, 2, "needs 2 GPUs"},
+	} {
+		if err := CheckGPUs(bad.uuids, bad.tp); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("CheckGPUs(%v, %d) = %v, want %q", bad.uuids, bad.tp, err, bad.want)
 		}
 	}
 }

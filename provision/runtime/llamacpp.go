@@ -58,7 +58,7 @@ func (l llamaCpp) Command(c Config) (Command, error) {
 		args = append(args, "--offline")
 	}
 	state := c.StateDir(KindLlamaCpp)
-	env := baseEnv(filepath.Join(state, "home"))
+	env := baseEnv(c, filepath.Join(state, "home"))
 	env["LD_LIBRARY_PATH"] = filepath.Dir(bin)
 	// llama.cpp's own download cache, in case anything ever asks for one.
 	env["LLAMA_CACHE"] = filepath.Join(state, "cache")

@@ -48,7 +48,7 @@ func (o ollama) Command(c Config) (Command, error) {
 }
 
 func (ollama) env(c Config, state, host string, port int) map[string]string {
-	env := baseEnv(filepath.Join(state, "home"))
+	env := baseEnv(c, filepath.Join(state, "home"))
 	env["OLLAMA_HOST"] = hostPort(host, port)
 	env["OLLAMA_MODELS"] = filepath.Join(state, "models")
 	env["OLLAMA_NOPRUNE"] = "1"

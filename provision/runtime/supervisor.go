@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -165,7 +166,14 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	fail := func(step string, err error) error {
 		return &StartError{Kind: s.Kind, Step: step, Err: err, Log: s.tail.String(), LogFile: s.LogFile}
 	}
-	if err := checkExecutable(cmd.Path); err != nil {
+	install, err := a.Install(c)
+	if err != nil {
+		return nil, fail("configure", err)
+	}
+	// A server the bundle carries ready (llama.cpp, Ollama) must be there;
+	// one that installs from the bundle (vLLM's wheelhouse) is installed
+	// below, once: its executable exists afterwards.
+	if err := checkExecutable(cmd.Path); err != nil && len(install) == 0 {
 		return nil, fail("launch", err)
 	}
 	if err := checkPortFree(hostPort(host, port)); err != nil {
@@ -184,6 +192,16 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fail("open log", err)
 	}
 	s.tail.swap(s.logf)
+	if checkExecutable(cmd.Path) != nil {
+		if err := s.install(ctx, install); err != nil {
+			s.closeLog()
+			return nil, fail("install", err)
+		}
+		if err := checkExecutable(cmd.Path); err != nil {
+			s.closeLog()
+			return nil, fail("install", fmt.Errorf("the install commands ran but left no server: %w", err))
+		}
+	}
 
 	p, err := s.launchReady(ctx)
 	if err != nil {
@@ -211,6 +229,20 @@ func (s *Server) smoke(ctx context.Context) (plain, stream SmokeResult, err erro
 	}
 	stream, err = SmokeStream(ctx, s.BaseURL, s.Model)
 	return plain, stream, err
+}
+
+// install runs the adapter's install commands in order, offline, their
+// output going to the server's log; the first to fail stops it.
+func (s *Server) install(ctx context.Context, cmds []Command) error {
+	for _, ic := range cmds {
+		fmt.Fprintf(s.tail, "install: %s %s\n", ic.Path, strings.Join(ic.Args, " "))
+		cmd := exec.CommandContext(ctx, ic.Path, ic.Args...)
+		cmd.Env, cmd.Dir, cmd.Stdout, cmd.Stderr = ic.Env, ic.Dir, s.tail, s.tail
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s %s: %w", filepath.Base(ic.Path), strings.Join(ic.Args, " "), err)
+		}
+	}
+	return nil
 }
 
 func checkExecutable(path string) error {

@@ -59,7 +59,7 @@ func (v vllm) Install(c Config) ([]Command, error) {
 }
 
 func (vllm) env(c Config, state string) map[string]string {
-	env := baseEnv(filepath.Join(state, "home"))
+	env := baseEnv(c, filepath.Join(state, "home"))
 	env["VLLM_NO_USAGE_STATS"] = "1"
 	env["VLLM_DO_NOT_TRACK"] = "1"
 	// Where vLLM binds its own helper sockets (tensor-parallel rendezvous).

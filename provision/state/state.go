@@ -122,6 +122,9 @@ type Service struct {
 	Log    string            `json:"log,omitempty"`
 	Env    map[string]string `json:"env,omitempty"` // environment install set (never secrets)
 	Kind   string            `json:"kind,omitempty"`
+	// GPUs are the UUIDs of the only GPUs the runtime may use (the
+	// preflight plan's tensor-parallel group); none on a CPU host.
+	GPUs []string `json:"gpus,omitempty"`
 
 	// Start and Boot identify the process PID names (its start time in
 	// clock ticks after boot, and the boot id): a PID is only ever

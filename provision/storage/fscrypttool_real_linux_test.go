@@ -64,7 +64,7 @@ func debianFscrypt(t *testing.T) func(stdin []byte, script string, args ...strin
 
 // TestDebianFscryptUnlocksWithRecoveryKey creates a store with this package,
 // locks it, and has Debian's fscrypt tool report and unlock it with the
-// recovery key, exactly as README's recovery section tells an operator:
+// recovery key, exactly as docs/storage.md's recovery section tells an operator:
 // the same bytes come back, and a wrong key is refused.
 func TestDebianFscryptUnlocksWithRecoveryKey(t *testing.T) {
 	mnt, _ := encryptableFS(t)
@@ -122,7 +122,7 @@ func TestDebianFscryptUnlocksWithRecoveryKey(t *testing.T) {
 		t.Fatalf("after wrong keys: %+v %v", st, err)
 	}
 
-	// README's command: the printed recovery key, decoded, on stdin.
+	// docs/storage.md's command: the printed recovery key, decoded, on stdin.
 	out, err = tool([]byte(recovery+"\n"), `tr -d ' \n-' | tr a-f A-F | basenc --base16 -d | fscrypt unlock "$1"`, dir)
 	if err != nil || !strings.Contains(out, `"`+dir+`" is now unlocked and ready for use.`) {
 		t.Fatalf("fscrypt unlock with the recovery key: %v\n%s", err, out)

@@ -36,6 +36,9 @@ type Device struct {
 	UUID              string `json:"uuid"`
 	PCIBusID          string `json:"pciBusId"`
 	ComputeCapability string `json:"computeCapability"` // e.g. "9.0"
+	// Minor is the N of the device node /dev/nvidiaN, which a systemd unit
+	// allows by path; nil when NVML could not say.
+	Minor *int `json:"minor"`
 
 	MemoryTotal int64 `json:"memoryTotalBytes"`
 	MemoryFree  int64 `json:"memoryFreeBytes"`
@@ -205,6 +208,11 @@ func read(d *Device, h nvml.Device, events bool) {
 		d.RowRemapPending, d.RowRemapFailure = &pending, &failed
 	} else {
 		d.fail("rowRemapPending", ret)
+	}
+	if n, ret := h.GetMinorNumber(); ret == nvml.SUCCESS {
+		d.Minor = &n
+	} else {
+		d.fail("minor", ret)
 	}
 	if st, ret := h.GetPersistenceMode(); ret == nvml.SUCCESS {
 		d.PersistenceMode = ptr(st == nvml.FEATURE_ENABLED)
