@@ -19,6 +19,7 @@ func TestAlertRules(t *testing.T) {
 		{"check", "rules", "appliance-alerts.yml", "gateway-alerts.yml"},
 		{"check", "config", "prometheus.yml"},
 		{"test", "rules", "appliance-alerts_test.yml"},
+		{"test", "rules", "gateway-alerts_test.yml"},
 	} {
 		cmd := exec.Command(promtool, args...)
 		cmd.Dir = "deploy"

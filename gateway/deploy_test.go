@@ -16,6 +16,8 @@ func TestDeployFilesNameRealSeries(t *testing.T) {
 	m.upstreamErr.WithLabelValues("connect").Inc()
 	m.authFail.WithLabelValues("unknown").Inc()
 	m.limited.WithLabelValues("t", "rpm").Inc()
+	m.kbOutcome([]string{"hr"}, "answered")
+	m.kbDecisions.WithLabelValues("fit").Inc()
 	fams, err := m.reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/kb"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -54,6 +55,17 @@ type Options struct {
 	IdleTimeout       time.Duration
 	UpstreamTimeout   time.Duration // whole upstream exchange
 
+	// KB is the knowledge base (kb.db) that POST /v1/kb/chat/completions
+	// answers from, opened read-only; "" turns the route off (404).
+	KB string
+	// KBContextTokens is the model's context window as the runtime serves
+	// it (install's --context, else the manifest's default): prompt and
+	// answer of a knowledge-base request stay below it (default 4096).
+	KBContextTokens int
+	// KBNotFoundZH and KBNotFoundEN replace the not-found answers for
+	// questions with and without Chinese characters.
+	KBNotFoundZH, KBNotFoundEN string
+
 	Log *slog.Logger // operational log (never request content); discarded when nil
 }
 
@@ -77,6 +89,9 @@ func (o *Options) withDefaults() {
 	}
 	if o.AuthFailures <= 0 {
 		o.AuthFailures = 10
+	}
+	if o.KBContextTokens <= 0 {
+		o.KBContextTokens = kb.DefaultContextTokens
 	}
 	def(&o.ReadHeaderTimeout, 5*time.Second)
 	def(&o.ReadTimeout, 30*time.Second)
@@ -106,6 +121,13 @@ type Gateway struct {
 	failures *limiter // per client address: failed authentications
 	slots    chan struct{}
 	active   sync.WaitGroup // requests being handled, so Serve can wait for their audit lines
+	kb       *kb.Shared     // nil: no knowledge base
+
+	// The token file as the knowledge-base route last read it (see
+	// currentTokens), apart from the store that authenticates.
+	kbTokMu   sync.Mutex
+	kbTok     *tokens.Store
+	kbTokStat os.FileInfo
 }
 
 // New checks the options, loads tokens and certificates and opens the audit
@@ -132,11 +154,27 @@ func New(o Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.KB != "" {
+		// Opened at the first question, and again whenever the file
+		// changes: a gateway may start before the knowledge base exists.
+		g.kb = kb.OpenShared(o.KB)
+		if _, done, err := g.kb.Acquire(); err != nil {
+			o.Log.Warn("knowledge base not readable yet; /v1/kb answers 503 until it is", "kb", o.KB, "err", err)
+		} else {
+			done()
+		}
+	}
 	return g, nil
 }
 
-// Close flushes and signs the audit log.
-func (g *Gateway) Close() error { return g.audit.Close() }
+// Close flushes and signs the audit log and closes the knowledge base.
+func (g *Gateway) Close() error {
+	err := g.audit.Close()
+	if g.kb != nil {
+		err = errors.Join(err, g.kb.Close())
+	}
+	return err
+}
 
 // Reload re-reads the token file, the TLS certificate and, with
 // UpstreamFile, the upstream (on SIGHUP).

@@ -15,6 +15,7 @@ import (
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/kb"
 )
 
 // exchange is what the gateway learns about one request; it becomes one
@@ -90,7 +91,7 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt, ok := routes[r.URL.Path]
-	if !ok {
+	if !ok || rt.kb && g.kb == nil {
 		g.fail(w, ex, errNotFound)
 		return
 	}
@@ -139,7 +140,18 @@ func (g *Gateway) serveAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	g.metrics.inflight.Inc()
 	defer g.metrics.inflight.Dec()
-	g.forward(w, r, ex, rt, req, tok)
+	var kbp *kb.Prompt
+	if rt.kb {
+		if kbp, aerr = g.serveKB(r.Context(), ex, req, tok); aerr != nil {
+			g.fail(w, ex, aerr)
+			return
+		}
+		if kbp.NotFound != "" {
+			g.writeNotFound(w, ex, req, kbp)
+			return
+		}
+	}
+	g.forward(w, r, ex, rt, req, tok, kbp)
 	g.tpm.charge(tok.ID, float64(tok.TPM), float64(ex.promptTokens+ex.completionTokens), time.Now())
 }
 
@@ -187,10 +199,10 @@ func (g *Gateway) authenticate(r *http.Request, ex *exchange) (*tokens.Token, *a
 // forward sends the request upstream and relays the answer. The upstream
 // request lives in the client's context, so a client that goes away
 // cancels it, and must end within UpstreamTimeout.
-func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, ex *exchange, rt route, req *apiRequest, tok *tokens.Token) {
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, ex *exchange, rt route, req *apiRequest, tok *tokens.Token, kbp *kb.Prompt) {
 	ctx := r.Context()
 	up := g.upstream.Load() // one upstream for the whole exchange, retries included
-	ureq := &upRequest{method: rt.method, path: rt.path, host: up.host, requestID: ex.requestID, accept: "application/json"}
+	ureq := &upRequest{method: rt.method, path: rt.upstreamPath(), host: up.host, requestID: ex.requestID, accept: "application/json"}
 	if req != nil {
 		ureq.body = req.body
 		if req.stream {
@@ -224,9 +236,14 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, ex *exchange, 
 		g.fail(w, ex, &apiError{status: resp.StatusCode, typ: "invalid_request_error", code: "upstream_rejected", message: "the model server rejected the request"})
 		return
 	}
-	if isEventStream(resp) {
+	switch {
+	case kbp != nil && isEventStream(resp):
+		err = g.relayKBStream(w, resp, ex, kbp)
+	case kbp != nil:
+		err = g.relayKBBody(w, resp, ex, kbp)
+	case isEventStream(resp):
 		err = g.relayStream(w, resp, ex)
-	} else {
+	default:
 		err = g.relayBody(w, resp, ex, rt, tok)
 	}
 	if err != nil {

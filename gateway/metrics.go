@@ -27,6 +27,12 @@ type metrics struct {
 	limited     *prometheus.CounterVec
 	inflight    prometheus.Gauge
 
+	// Knowledge-base answers (see kb.go).
+	kbQueries   *prometheus.CounterVec // by role and outcome: answered, not_found, error
+	kbRetrieval prometheus.Histogram   // retrieval and prompt building, before the upstream
+	kbContext   prometheus.Histogram   // estimated tokens of context given to the model
+	kbDecisions *prometheus.CounterVec // how the context budget went
+
 	// The series of each label set, looked up once: WithLabelValues
 	// hashes its labels and takes a lock on every call. Series are never
 	// deleted, so neither are these.
@@ -82,6 +88,15 @@ func newMetrics() *metrics {
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "inflight_requests",
 			Help: "Requests being forwarded now."}),
 	}
+	m.kbQueries = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kb_queries_total",
+		Help: "Knowledge-base questions by token role and outcome: answered (the model was called), not_found (answered without it), error."}, []string{"role", "outcome"})
+	m.kbRetrieval = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "kb_retrieval_seconds",
+		Help: "Time to retrieve the readable chunks and build the prompt, before the upstream is asked.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)})
+	m.kbContext = prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "kb_context_tokens",
+		Help: "Estimated tokens of knowledge-base context given to the model per question (0: not found).", Buckets: prometheus.ExponentialBuckets(64, 2, 10)})
+	m.kbDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "kb_context_decisions_total",
+		Help: "How each question's context budget went: fit, trimmed (chunks left out), no_room, none (nothing relevant)."}, []string{"decision"})
+	m.reg.MustRegister(m.kbQueries, m.kbRetrieval, m.kbContext, m.kbDecisions)
 	m.reg.MustRegister(m.requests, m.latency, m.ttft, m.tokens, m.tokenRate, m.upstreamErr, m.authFail, m.limited, m.inflight,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

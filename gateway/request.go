@@ -17,10 +17,20 @@ import (
 type route struct {
 	method  string
 	path    string
-	body    bool // has a JSON body naming a model
-	infer   bool // spends GPU time (auditors may not)
-	capGen  bool // accepts max_tokens and n
-	filters bool // response lists models: filtered to the token's
+	body    bool   // has a JSON body naming a model
+	infer   bool   // spends GPU time (auditors may not)
+	capGen  bool   // accepts max_tokens and n
+	filters bool   // response lists models: filtered to the token's
+	kb      bool   // answered from the knowledge base (see kb.go)
+	up      string // the upstream path, when it is not path
+}
+
+// upstreamPath is where rt is forwarded.
+func (rt route) upstreamPath() string {
+	if rt.up != "" {
+		return rt.up
+	}
+	return rt.path
 }
 
 var routes = map[string]route{
@@ -28,6 +38,9 @@ var routes = map[string]route{
 	"/v1/completions":      {method: http.MethodPost, path: "/v1/completions", body: true, infer: true, capGen: true},
 	"/v1/embeddings":       {method: http.MethodPost, path: "/v1/embeddings", body: true, infer: true},
 	"/v1/models":           {method: http.MethodGet, path: "/v1/models", filters: true},
+	// Only when a knowledge base is configured (Options.KB); otherwise 404.
+	"/v1/kb/chat/completions": {method: http.MethodPost, path: "/v1/kb/chat/completions", up: "/v1/chat/completions",
+		body: true, infer: true, capGen: true, kb: true},
 }
 
 // apiRequest is a request body as the gateway read it: the values it
@@ -35,7 +48,11 @@ var routes = map[string]route{
 type apiRequest struct {
 	model  string
 	stream bool
-	body   []byte // canonical: re-encoded from the parsed values, never the client's bytes
+	body   []byte  // canonical: re-encoded from the parsed values, never the client's bytes
+	fields []field // the members body encodes, in order
+	// clientLimit is whether the client set max_tokens or
+	// max_completion_tokens (otherwise the gateway filled max_tokens in).
+	clientLimit bool
 }
 
 // readRequest reads and checks the JSON body of rt, filling in max_tokens
@@ -134,7 +151,7 @@ func parseRequest(data []byte, rt route, maxTokens, maxN int) (*apiRequest, *api
 	if rt.capGen && !hasLimit {
 		kept = append(kept, field{Name: "max_tokens", Key: []byte(`"max_tokens":`), Value: strconv.AppendInt(nil, int64(maxTokens), 10)})
 	}
-	req.body = encodeObject(kept)
+	req.body, req.fields, req.clientLimit = encodeObject(kept), kept, hasLimit
 	return req, nil
 }
 

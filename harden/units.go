@@ -21,6 +21,9 @@ const RuntimeUser = "qwen-runtime"
 const (
 	RuntimeUnit = "qwen-appliance-runtime.service"
 	GatewayUnit = "qwen-appliance-gateway.service"
+	// StoreUnit unlocks the encrypted model store at boot, with the key
+	// file install keeps; the runtime's units require it.
+	StoreUnit = "qwen-appliance-store.service"
 )
 
 // NVIDIADevices are the device groups a GPU runtime needs; without
@@ -57,6 +60,7 @@ type Service struct {
 	ReadOnlyPaths  []string
 	ReadWritePaths []string
 	After          []string // ordering, besides the firewall
+	Requires       []string // units this one cannot run without, besides the firewall (ordered after them too)
 	// StopStatus is the exit status the program ends with when systemd
 	// stops it (qwen-appliance exits 130 after SIGTERM), counted as a clean
 	// stop rather than a failure; 0 for none.
@@ -84,7 +88,7 @@ func Unit(s Service) (string, error) {
 	if user != ServiceUser && user != RuntimeUser {
 		return "", fmt.Errorf("unit: User %q is neither %s nor %s", s.User, ServiceUser, RuntimeUser)
 	}
-	for _, v := range [][]string{s.Environment, s.ReadOnlyPaths, s.ReadWritePaths, s.After, {s.Description, s.ExecStart, s.Log}} {
+	for _, v := range [][]string{s.Environment, s.ReadOnlyPaths, s.ReadWritePaths, s.After, s.Requires, {s.Description, s.ExecStart, s.Log}} {
 		for _, x := range v {
 			if strings.ContainsAny(x, "\n\r") {
 				return "", fmt.Errorf("unit: %q contains a line break", x)
@@ -112,8 +116,9 @@ func Unit(s Service) (string, error) {
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
 	w("[Unit]")
 	w("Description=%s", s.Description)
-	w("Requires=%s", FirewallUnit)
-	w("After=%s", strings.Join(append([]string{FirewallUnit}, s.After...), " "))
+	requires := append([]string{FirewallUnit}, s.Requires...)
+	w("Requires=%s", strings.Join(requires, " "))
+	w("After=%s", strings.Join(append(requires, s.After...), " "))
 	w("")
 	w("[Service]")
 	w("Type=exec")

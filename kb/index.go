@@ -332,17 +332,21 @@ func (k *DB) current(ctx context.Context) (*index, error) {
 			y.aclGen = aclGen
 			k.idx = &y
 		}
-		if !k.rebuilding {
+		if !k.rebuilding && k.takeGate() {
 			k.rebuilding = true
 			k.wg.Add(1)
 			go func() {
 				defer k.wg.Done()
 				x, err := k.loadIndex(context.Background())
 				k.mu.Lock()
-				defer k.mu.Unlock()
 				k.rebuilding = false
 				if err == nil && x.gen >= k.idx.gen {
 					k.idx = x
+				}
+				k.mu.Unlock()
+				k.releaseGate()
+				if err == nil && k.onIndex != nil {
+					k.onIndex(x)
 				}
 			}()
 		}
@@ -365,4 +369,26 @@ func (k *DB) SetBackgroundRebuild(on bool) {
 	k.mu.Lock()
 	k.background = on
 	k.mu.Unlock()
+}
+
+// takeGate reports whether k may start a background rebuild: always,
+// unless k shares a gate (Shared's handles do, so that a burst of writes
+// while questions arrive starts one rebuild at a time, not one per
+// reopened handle).
+func (k *DB) takeGate() bool {
+	if k.rebuildGate == nil {
+		return true
+	}
+	select {
+	case k.rebuildGate <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (k *DB) releaseGate() {
+	if k.rebuildGate != nil {
+		<-k.rebuildGate
+	}
 }

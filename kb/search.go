@@ -117,25 +117,36 @@ func questionWord(t string) bool {
 // unreadable documents did not exist. Errors: ErrEmptyQuery, and database
 // errors, which never name a chunk or document.
 func (k *DB) Search(ctx context.Context, q Query) ([]Hit, error) {
+	hits, denied, err := k.search(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	k.auditQuery(q, hits, denied)
+	return hits, nil
+}
+
+// search is Search without the audit event: it also returns how many
+// matching chunks were skipped as unreadable, which only the audit log
+// may learn (BuildPrompt writes its own event, one per answer).
+func (k *DB) search(ctx context.Context, q Query) ([]Hit, int, error) {
 	if q.K <= 0 {
 		q.K = 5
 	}
 	q.K = min(q.K, MaxK)
 	terms, err := queryTerms(q.Text)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	x, err := k.current(ctx)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	cands, denied := x.search(terms, q)
 	hits, err := k.hits(ctx, x, cands, q.Caller)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	k.auditQuery(q, hits, denied)
-	return hits, nil
+	return hits, denied, nil
 }
 
 type candidate struct {

@@ -78,6 +78,11 @@ type DB struct {
 	background bool   // see SetBackgroundRebuild
 	rebuilding bool
 	wg         sync.WaitGroup
+	// rebuildGate, when set, is shared with other handles of the same
+	// file (see Shared): one background rebuild at a time among them;
+	// onIndex is told of each index a background rebuild made.
+	rebuildGate chan struct{}
+	onIndex     func(*index)
 
 	stmtMu sync.Mutex
 	stmts  map[string]*sql.Stmt // see prepared

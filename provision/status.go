@@ -135,6 +135,11 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 			errs = append(errs, removeUnit(ctx, l, harden.FirewallUnit), harden.Systemctl(ctx, "daemon-reload"))
 		}
 	}
+	if st.Store.Unit != "" {
+		// Stopping it locks the store (its ExecStop).
+		logf("removing the store's boot unlock unit %s", harden.StoreUnit)
+		errs = append(errs, removeUnit(ctx, l, harden.StoreUnit))
+	}
 	if st.Store.Dir != "" {
 		if o.CryptoErase && st.Store.Backend != string(BackendNone) {
 			s, err := storage.Open(st.Store.Dir, storage.Options{})

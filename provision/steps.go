@@ -460,6 +460,12 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 			ReadOnlyPaths:  []string{st.Bundle.Dir},
 			ReadWritePaths: []string{stateDir},
 		}
+		if in.o.Backend != BackendNone {
+			if err := in.storeUnit(ctx, st); err != nil {
+				return fmt.Errorf("runtime: %w", err)
+			}
+			svc.Unit.Requires = []string{harden.StoreUnit}
+		}
 	}
 	in.logf("starting the %s runtime on 127.0.0.1:%d", m.Runtime.Kind, port)
 	// The runtimes of two releases append to one log during an upgrade:
@@ -707,4 +713,34 @@ func (in *installer) smoke(ctx context.Context, st *state.State, m *manifests.Ma
 	}
 	in.logf("smoke test through the gateway: %d tokens: %q", out.Usage.CompletionTokens, out.Choices[0].Message.Content)
 	return nil
+}
+
+// storeUnit writes and enables the unit that unlocks the store with the key
+// file at boot, which the runtime's units require: without it a reboot
+// would leave the runtime without its weights until someone unlocked the
+// store by hand. Starting the runtime starts it (the unlock of an unlocked
+// store changes nothing), so every install proves the unit works.
+func (in *installer) storeUnit(ctx context.Context, st *state.State) error {
+	text, err := storage.UnlockUnit(storage.UnitOptions{Binary: in.serviceExe, Dir: in.o.Store, KeyFile: in.l.storeKey()})
+	if err != nil {
+		return err
+	}
+	path := in.l.path(filepath.Join(harden.UnitDir, harden.StoreUnit))
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		if err := in.j.addUnit(harden.StoreUnit); err != nil {
+			return err
+		}
+		in.onUndo(func() error { return removeUnit(context.Background(), in.l, harden.StoreUnit) })
+	}
+	if err := atomicfile.WriteFile(path, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("unit %s: %w", harden.StoreUnit, err)
+	}
+	if err := harden.Systemctl(ctx, "daemon-reload"); err != nil {
+		return err
+	}
+	if err := harden.Systemctl(ctx, "enable", harden.StoreUnit); err != nil {
+		return err
+	}
+	st.Store.Unit = path
+	return recordFile(st, path)
 }

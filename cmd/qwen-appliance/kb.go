@@ -85,6 +85,7 @@ func init() {
 				),
 				Action: kbSearch,
 			},
+			kbAskCommand(dbFlag, auditFlags, jsonFlag),
 			{
 				Name:  "acl",
 				Usage: "change who may read a document",
@@ -307,30 +308,9 @@ func kbSearch(c *cli.Context) (err error) {
 	if c.NArg() != 1 {
 		return usagef("quote the query: kb search 'QUERY' --as role:R", "want one query, got %d arguments", c.NArg())
 	}
-	var caller kb.Caller
-	switch as, tok := c.StringSlice("as"), c.String("as-token"); {
-	case len(as) > 0 && tok != "":
-		return usagef("pass either --as or --as-token", "--as and --as-token both given")
-	case tok != "":
-		caller, err = kb.TokenCaller(c.String("tokens"), tok, time.Now())
-		if errors.Is(err, kb.ErrToken) {
-			return withCode(exitError, err, "see 'qwen-appliance tokens list --file "+c.String("tokens")+"'")
-		}
-		if err != nil {
-			return withCode(exitError, err, "check --tokens")
-		}
-	case len(as) > 0:
-		ps, err := kb.ParsePrincipals(as...)
-		if err != nil {
-			return usagef("pass --as role:NAME or user:TOKEN-ID", "%v", err)
-		}
-		cl, err := kb.ParseClass(c.String("clearance"))
-		if err != nil {
-			return usagef("pass --clearance public, internal or secret", "%v", err)
-		}
-		caller = kb.Caller{Principals: ps, Clearance: cl}
-	default:
-		return usagef("pass --as role:NAME or --as-token ID", "no caller: search as whom?")
+	caller, err := callerFromFlags(c)
+	if err != nil {
+		return err
 	}
 	if k := c.Int("k"); k < 1 || k > kb.MaxK {
 		return usagef("pass -k between 1 and 100", "-k %d is out of range", k)
@@ -375,6 +355,35 @@ func kbSearch(c *cli.Context) (err error) {
 		fmt.Fprintf(w, "%d. %.3f  doc %d v%d chunk %d  %s%s\n   %s\n", i+1, h.Score, h.Doc, h.Version, h.Chunk, where, flag, oneLine(h.Text))
 	}
 	return nil
+}
+
+// callerFromFlags reads who asks from --as and --clearance, or from
+// --as-token and the token file.
+func callerFromFlags(c *cli.Context) (kb.Caller, error) {
+	switch as, tok := c.StringSlice("as"), c.String("as-token"); {
+	case len(as) > 0 && tok != "":
+		return kb.Caller{}, usagef("pass either --as or --as-token", "--as and --as-token both given")
+	case tok != "":
+		caller, err := kb.TokenCaller(c.String("tokens"), tok, time.Now())
+		if errors.Is(err, kb.ErrToken) {
+			return kb.Caller{}, withCode(exitError, err, "see 'qwen-appliance tokens list --file "+c.String("tokens")+"'")
+		}
+		if err != nil {
+			return kb.Caller{}, withCode(exitError, err, "check --tokens")
+		}
+		return caller, nil
+	case len(as) > 0:
+		ps, err := kb.ParsePrincipals(as...)
+		if err != nil {
+			return kb.Caller{}, usagef("pass --as role:NAME or user:TOKEN-ID", "%v", err)
+		}
+		cl, err := kb.ParseClass(c.String("clearance"))
+		if err != nil {
+			return kb.Caller{}, usagef("pass --clearance public, internal or secret", "%v", err)
+		}
+		return kb.Caller{Principals: ps, Clearance: cl}, nil
+	}
+	return kb.Caller{}, usagef("pass --as role:NAME or --as-token ID", "no caller given")
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

@@ -38,6 +38,8 @@ func TestScript(t *testing.T) {
 			"waithttp":    cmdWaitHTTP,
 			"waitgone":    cmdWaitGone,
 			"waitmatches": cmdWaitMatches,
+			"ociextract":  cmdOCIExtract,
+			"fleetreport": cmdFleetReport,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {

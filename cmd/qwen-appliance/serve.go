@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway"
+	"github.com/qwen-appliance/qwen-appliance/kb"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
 
@@ -17,6 +18,7 @@ func init() {
 		Usage: "run the authenticated, audited, TLS gateway in front of the model server",
 		UsageText: "qwen-appliance serve --upstream URL --listen ADDR --tokens FILE --audit-log FILE [--audit-key K]\n" +
 			"   [--tls-cert F --tls-key F [--client-ca F] [--tls13-only]] [--metrics-listen ADDR]\n" +
+			"   [--kb STORE/kb/kb.db [--kb-context-tokens N]]\n" +
 			"   qwen-appliance serve --config /etc/qwen/serve.yaml [flags that override it]",
 		Description: "Forwards only /v1/chat/completions, /v1/completions, /v1/embeddings and\n" +
 			"/v1/models to the model server on loopback or a Unix socket. Every request is\n" +
@@ -26,8 +28,11 @@ func init() {
 			"ambiguous_json. SIGHUP\n" +
 			"reloads the token file and the TLS certificate; the token file is also\n" +
 			"re-read within seconds of a change. Metrics, /healthz and /readyz are served\n" +
-			"on --metrics-listen only. --config names a YAML file of the same settings\n" +
-			"(flag name: value); flags given on the command line win.",
+			"on --metrics-listen only. With --kb, POST /v1/kb/chat/completions answers from\n" +
+			"the knowledge base: only chunks the token's roles may read reach the model, the\n" +
+			"answer carries citations, and nothing relevant means a not-found answer without\n" +
+			"calling the model (see docs/kb-answers.md). --config names a YAML file of the\n" +
+			"same settings (flag name: value); flags given on the command line win.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "YAML file of settings named like these flags"},
 			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT or unix:///path.sock (this or --upstream-file is required)"},
@@ -52,6 +57,10 @@ func init() {
 			&cli.IntFlag{Name: "auth-failures", Usage: "failed authentications per minute per address before it is throttled", Value: 10},
 			&cli.DurationFlag{Name: "read-header-timeout", Usage: "time allowed for a request's headers", Value: 5 * time.Second},
 			&cli.DurationFlag{Name: "upstream-timeout", Usage: "time allowed for one upstream exchange", Value: 10 * time.Minute},
+			&cli.StringFlag{Name: "kb", Usage: "knowledge base (kb.db) that POST /v1/kb/chat/completions answers from, read-only (empty: the route is off)"},
+			&cli.IntFlag{Name: "kb-context-tokens", Usage: "the model's context window as served; a knowledge-base prompt and its answer stay below it", Value: kb.DefaultContextTokens},
+			&cli.StringFlag{Name: "kb-not-found-zh", Usage: "answer to a Chinese question when nothing readable is relevant", Value: kb.DefaultNotFoundZH},
+			&cli.StringFlag{Name: "kb-not-found-en", Usage: "answer to other questions when nothing readable is relevant", Value: kb.DefaultNotFoundEN},
 		},
 		Action: serve,
 	})
@@ -80,7 +89,12 @@ func serve(c *cli.Context) error {
 		MaxBodyBytes: c.Int64("max-body"), MaxTokens: c.Int("max-tokens"), MaxN: c.Int("max-n"),
 		MaxConcurrent: c.Int("max-concurrent"), AuthFailures: c.Int("auth-failures"),
 		ReadHeaderTimeout: c.Duration("read-header-timeout"), UpstreamTimeout: c.Duration("upstream-timeout"),
+		KB: c.String("kb"), KBContextTokens: c.Int("kb-context-tokens"),
+		KBNotFoundZH: c.String("kb-not-found-zh"), KBNotFoundEN: c.String("kb-not-found-en"),
 		Log: slog.New(slog.NewTextHandler(c.App.ErrWriter, nil)),
+	}
+	if o.KBContextTokens < 512 {
+		return usagef("pass --kb-context-tokens of at least 512 (the runtime's context length)", "--kb-context-tokens %d is too small", o.KBContextTokens)
 	}
 	if p := c.String("audit-key"); p != "" {
 		k, err := manifests.LoadPrivateKey(p)

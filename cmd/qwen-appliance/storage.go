@@ -15,7 +15,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
+	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
 )
 
@@ -116,12 +118,15 @@ func init() {
 			Name:      "unit",
 			Usage:     "print the boot-time unlock unit",
 			UsageText: "qwen-appliance storage unit --dir DIR --key-file F [--runtime-unit NAME] [--binary PATH]",
-			Description: "A oneshot unit ordered before, and required by, the runtime unit. When the key file is\n" +
-				"absent or wrong the unlock fails with the reason in the journal, and systemd does not\n" +
-				"start the runtime (\"dependency failed\"); unlock by hand with --passphrase or --recovery-key.",
+			Description: "A oneshot unit that unlocks the store with the key file at boot. install writes it as\n" +
+				harden.StoreUnit + " (with an encrypted store under systemd) and its runtime units require\n" +
+				"it; --runtime-unit also orders it before, and makes it required by, a unit of your own. When\n" +
+				"the key file is absent or wrong the unlock fails with the reason in the journal, and systemd\n" +
+				"does not start the runtime (\"dependency failed\"); unlock by hand with --passphrase or\n" +
+				"--recovery-key.",
 			Flags: []cli.Flag{dirFlag, keyFileFlag,
-				&cli.StringFlag{Name: "runtime-unit", Value: "qwen-appliance-runtime.service", Usage: "the inference server's `UNIT`"},
-				&cli.StringFlag{Name: "binary", Value: "/usr/local/bin/qwen-appliance", Usage: "absolute `PATH` of qwen-appliance on the host"},
+				&cli.StringFlag{Name: "runtime-unit", Usage: "an inference server `UNIT` of your own that needs the store (install's units require it themselves)"},
+				&cli.StringFlag{Name: "binary", Value: provision.ProgramPath, Usage: "absolute `PATH` of qwen-appliance on the host"},
 			},
 			Action: storageUnit,
 		}},

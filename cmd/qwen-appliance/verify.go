@@ -88,16 +88,27 @@ could not be written or enabled.`,
 	})
 	register(&cli.Command{
 		Name:      "verify-report",
-		Usage:     "check that a signed verify report directory is intact",
-		ArgsUsage: "DIR",
+		Usage:     "check that a signed verify report directory is intact, or compare a fleet's",
+		ArgsUsage: "DIR | --fleet DIR...",
 		Description: `Checks the signature over a report directory written by 'verify --report-dir'
 and every file in it (report, evidence), then prints the report's summary.
 
-Example:
-   qwen-appliance verify-report /srv/audit/2026-11 --trust host-audit.pub`,
+With --fleet, takes the report directories of many hosts (one each), checks
+every one the same way and prints one table: host, bundle, firewall ruleset
+hash, when it reported, failed checks, and drift: a host on another bundle or
+ruleset than most hosts, a report older than --max-age, a report signed by a
+key not given with --trust or changed after signing. Exit status 3 when any
+host drifted or failed a check.
+
+Examples:
+   qwen-appliance verify-report /srv/audit/2026-11 --trust host-audit.pub
+   qwen-appliance verify-report --fleet /srv/audit/gpu-* --trust fleet.pub --max-age 7d --format junit`,
 		Flags: []cli.Flag{
 			&cli.StringSliceFlag{Name: "trust", Usage: "public key of the host that signed the report (repeatable)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			&cli.BoolFlag{Name: "fleet", Usage: "compare the reports of many hosts (one directory each)"},
+			&cli.StringFlag{Name: "max-age", Usage: "with --fleet: flag reports older than this (7d, 36h)"},
+			&cli.StringFlag{Name: "format", Value: "text", Usage: "with --fleet: text, json or junit"},
 		},
 		Action: verifyReportCheck,
 	})
@@ -198,6 +209,9 @@ func listChecks(c *cli.Context) error {
 }
 
 func verifyReportCheck(c *cli.Context) error {
+	if c.Bool("fleet") {
+		return verifyFleet(c)
+	}
 	dir, err := oneDir(c)
 	if err != nil {
 		return err

@@ -17,11 +17,15 @@ type KBEvent struct {
 	QueryHash  string   `json:"queryHash,omitempty"`
 	Results    []KBHit  `json:"results,omitempty"`
 	Filtered   int      `json:"filtered,omitempty"` // query: matching chunks skipped as unreadable (a count only)
-	Doc        int64    `json:"doc,omitempty"`
-	Version    int      `json:"version,omitempty"`
-	SHA256     string   `json:"sha256,omitempty"`
-	Source     string   `json:"source,omitempty"`
-	Chunks     int      `json:"chunks,omitempty"`
+	// ModelCalled is set on the query event of an answer (the gateway's
+	// /v1/kb/chat/completions, 'kb ask'): whether the chunks went to the
+	// model, or the not-found answer was given without calling it.
+	ModelCalled *bool  `json:"modelCalled,omitempty"`
+	Doc         int64  `json:"doc,omitempty"`
+	Version     int    `json:"version,omitempty"`
+	SHA256      string `json:"sha256,omitempty"`
+	Source      string `json:"source,omitempty"`
+	Chunks      int    `json:"chunks,omitempty"`
 }
 
 // KBHit names one returned chunk and the document version it came from.

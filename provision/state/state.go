@@ -101,6 +101,9 @@ type Store struct {
 	Backend string `json:"backend"` // fscrypt | luks | none
 	Cipher  string `json:"cipher,omitempty"`
 	KeyFile string `json:"keyFile,omitempty"` // the key-file protector install unlocks it with
+	// Unit is the boot-time unlock unit (systemd hosts with an encrypted
+	// store), which the runtime's units require.
+	Unit string `json:"unit,omitempty"`
 }
 
 // Firewall is the nftables table install applied.

@@ -100,6 +100,8 @@ func writeJSON(w http.ResponseWriter, v any) {
 // completion answers with max_tokens (default 5) words "tok0 tok1 ...". A
 // request may set x_delay_ms to slow each streamed token, and x_fail to make
 // the upstream answer 500 with internals the gateway must not pass on.
+// x_answer replaces the words with its text, streamed two characters per
+// chunk (so "[1]" is cut between chunks).
 func (s *state) completion(chat bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body := s.record(r, r)
@@ -131,12 +133,16 @@ func (s *state) completion(chat bool) http.HandlerFunc {
 		if chat {
 			object = "chat.completion"
 		}
+		answer, fixed := body["x_answer"].(string)
 		if stream, _ := body["stream"].(bool); !stream {
 			var words []string
 			for i := range n {
 				words = append(words, fmt.Sprintf("tok%d", i))
 			}
 			text := strings.Join(words, " ")
+			if fixed {
+				text = answer
+			}
 			choice := map[string]any{"index": 0, "finish_reason": "length", "text": text}
 			if chat {
 				choice = map[string]any{"index": 0, "finish_reason": "length", "message": map[string]any{"role": "assistant", "content": text}}
@@ -155,7 +161,18 @@ func (s *state) completion(chat bool) http.HandlerFunc {
 			fl.Flush()
 			return true
 		}
+		var pieces []string
 		for i := range n {
+			pieces = append(pieces, fmt.Sprintf("tok%d ", i))
+		}
+		if fixed {
+			pieces = nil
+			for r := []rune(answer); len(r) > 0; {
+				k := min(2, len(r))
+				pieces, r = append(pieces, string(r[:k])), r[k:]
+			}
+		}
+		for _, text := range pieces {
 			if delay > 0 {
 				select {
 				case <-time.After(delay):
@@ -164,7 +181,6 @@ func (s *state) completion(chat bool) http.HandlerFunc {
 					return
 				}
 			}
-			text := fmt.Sprintf("tok%d ", i)
 			choice := map[string]any{"index": 0, "text": text, "finish_reason": nil}
 			if chat {
 				choice = map[string]any{"index": 0, "delta": map[string]any{"content": text}, "finish_reason": nil}
