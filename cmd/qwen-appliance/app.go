@@ -188,7 +188,7 @@ func copyCommand(c *cli.Command) *cli.Command {
 // then to the auditor. A command not listed comes after these, by name; the
 // contract test fails for one that is missing here.
 var workflowOrder = []string{
-	"keys", "bundle", "manifest", // connected machine
+	"keys", "bundle", "manifest", "export", // connected machine
 	"preflight", "install", "status", "tls", "tokens", "kb", // isolated host
 	"serve", "run", "storage", "harden", // parts install runs, for by-hand use
 	"rollback", "uninstall",
