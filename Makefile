@@ -13,7 +13,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS = -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(BUILD_DATE)
 
-.PHONY: build appliance test bench fuzz lint demo clean
+.PHONY: build appliance man test bench fuzz lint demo clean
 
 # The full build, for the connected side (bundle create fetches through
 # go-getter: s3::, gcs::, git::).
@@ -31,6 +31,11 @@ appliance:
 	@if $(GO) version -m $(APPLIANCE_BIN) | grep -E 'hashicorp/go-getter|aws/aws-sdk|cloud.google.com|google.golang.org/grpc|opentelemetry|go-containerregistry|k8s.io/'; then \
 	  echo "appliance build links connected-side modules (above)"; exit 1; fi
 	@echo "$(APPLIANCE_BIN): $$(stat -c %s $(APPLIANCE_BIN)) bytes, $$($(GO) version -m $(APPLIANCE_BIN) | grep -c '^\s*dep') modules"
+
+# The qwen-appliance(1) manual page, generated from the commands' own
+# definitions; install puts the same page in /usr/share/man/man1.
+man: build
+	$(BIN) man > bin/qwen-appliance.1
 
 # Privileged tests (network namespaces, loop-mounted filesystems) run when
 # root and skip with a reason otherwise.

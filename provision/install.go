@@ -88,6 +88,7 @@ type Options struct {
 	NVML         nvml.Interface   // nvml.New() when nil
 	Netfilter    harden.Netfilter // the kernel in the current network namespace when nil
 	Executable   string           // this program, run detached for the services; os.Executable() when empty
+	ManPage      []byte           // the qwen-appliance(1) page, installed at ManPagePath; none when empty
 	ReadyTimeout time.Duration    // per service; 5 minutes when 0
 	Log          io.Writer        // progress; discarded when nil
 	Now          func() time.Time
@@ -95,14 +96,14 @@ type Options struct {
 
 // Result is what install did.
 type Result struct {
-	State       *state.State
-	Changed     bool     // false when the same bundle was already installed and serving as recorded
-	Settings    []string // how the settings differ from the previous installation's ("listen: A -> B")
-	Drift       []string // what was found drifted from the recorded installation, and repaired
-	AdminToken  string   // the first admin token, printed once (empty when none was made)
-	RecoveryKey string   // the store's recovery key, printed once when the store was created
-	Plan        []string
-	Preflight   *preflight.Report
+	State       *state.State      `json:"state"`
+	Changed     bool              `json:"changed"`               // false when the same bundle was already installed and serving as recorded
+	Settings    []string          `json:"settings,omitempty"`    // how the settings differ from the previous installation's ("listen: A -> B")
+	Drift       []string          `json:"drift,omitempty"`       // what was found drifted from the recorded installation, and repaired
+	AdminToken  string            `json:"adminToken,omitempty"`  // the first admin token, printed once (empty when none was made)
+	RecoveryKey string            `json:"recoveryKey,omitempty"` // the store's recovery key, printed once when the store was created
+	Plan        []string          `json:"plan,omitempty"`
+	Preflight   *preflight.Report `json:"preflight,omitempty"`
 }
 
 type installer struct {
@@ -244,6 +245,9 @@ func Install(ctx context.Context, o Options) (res *Result, err error) {
 		return nil, err
 	}
 	if err := in.program(st); err != nil {
+		return nil, err
+	}
+	if err := in.manPage(st); err != nil {
 		return nil, err
 	}
 	ids, err := in.identity(ctx, st)

@@ -73,7 +73,8 @@ type UninstallOptions struct {
 }
 
 // Uninstall stops the services, removes the firewall table and its files,
-// the store (crypto-erased when asked), configuration, logs, the service users
+// the store (crypto-erased when asked), configuration, logs, the program copy
+// and the manual page, the service users
 // qwen-appliance made (with their groups) and the state record. It carries on
 // past failures and returns them all.
 func Uninstall(ctx context.Context, o UninstallOptions) error {
@@ -151,7 +152,7 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		logf("removing the model store %s", st.Store.Dir)
 		errs = append(errs, os.RemoveAll(st.Store.Dir), removeIfExists(storage.MetadataPath(st.Store.Dir)))
 	}
-	for _, p := range []string{l.path(ConfigDir), l.path(LogDir), filepath.Dir(l.path(ProgramPath))} {
+	for _, p := range []string{l.path(ConfigDir), l.path(LogDir), filepath.Dir(l.path(ProgramPath)), l.path(ManPagePath)} {
 		logf("removing %s", p)
 		errs = append(errs, os.RemoveAll(p))
 	}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/progress"
@@ -35,6 +37,21 @@ func (e *MismatchError) Error() string {
 
 // Is makes a MismatchError match manifests.ErrVerification.
 func (e *MismatchError) Is(target error) bool { return target == manifests.ErrVerification }
+
+// ErrOffline matches an error saying that this machine cannot reach a
+// source at all: its host name does not resolve, or no route leads to it.
+// Retrying will not help, so a download or hub request fails at once.
+var ErrOffline = errors.New("cannot reach the source: no DNS answer or no route (is this machine offline?)")
+
+// unreachable returns err marked with ErrOffline, as a permanent error, when
+// it says the network cannot reach the source; other errors as they are.
+func unreachable(err error) error {
+	var dns *net.DNSError
+	if errors.As(err, &dns) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) {
+		return &permanentError{fmt.Errorf("%w: %w", ErrOffline, err)}
+	}
+	return err
+}
 
 // StatusError is a refusal by the server that retrying will not fix.
 type StatusError struct {
@@ -83,8 +100,9 @@ func (c *Client) httpClient() *http.Client {
 	return http.DefaultClient
 }
 
-// sleep waits for the attempt'th backoff or until ctx ends.
-func (c *Client) sleep(ctx context.Context, attempt int) error {
+// delay is the attempt'th backoff: Backoff doubled attempt times, at most
+// 30 seconds.
+func (c *Client) delay(attempt int) time.Duration {
 	d := c.Backoff
 	if d <= 0 {
 		d = time.Second
@@ -92,11 +110,15 @@ func (c *Client) sleep(ctx context.Context, attempt int) error {
 	for range attempt {
 		d *= 2
 		if d > 30*time.Second {
-			d = 30 * time.Second
-			break
+			return 30 * time.Second
 		}
 	}
-	t := time.NewTimer(d)
+	return d
+}
+
+// sleep waits for the attempt'th backoff or until ctx ends.
+func (c *Client) sleep(ctx context.Context, attempt int) error {
+	t := time.NewTimer(c.delay(attempt))
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
@@ -233,7 +255,7 @@ func (c *Client) transfer(ctx context.Context, f *os.File, h *hasher, w Want, of
 		if failures > c.retries() {
 			return off, h, fmt.Errorf("giving up after %d attempts at byte %d: %w", failures, off, err)
 		}
-		c.Progress.Note("%s: %v; retrying from byte %d", w.Name, err, off)
+		c.Progress.Note("%s: %v; retry %d of %d from byte %d in %s", w.Name, err, failures, c.retries(), off, c.delay(failures-1))
 		if err := c.sleep(ctx, failures-1); err != nil {
 			return off, h, err
 		}
@@ -273,7 +295,7 @@ func (c *Client) attempt(ctx context.Context, f *os.File, hp **hasher, w Want, o
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return 0, false, err
+		return 0, false, unreachable(err)
 	}
 	defer resp.Body.Close()
 	switch {

@@ -97,6 +97,7 @@ func (h *Hub) Resolve(ctx context.Context, repo, rev string) (*Revision, error) 
 		if err == nil || errors.As(err, &p) || ctx.Err() != nil || attempt >= h.Client.retries() {
 			break
 		}
+		h.Client.Progress.Note("resolve %s@%s: %v; retry %d of %d in %s", repo, rev, err, attempt+1, h.Client.retries(), h.Client.delay(attempt))
 		if serr := h.Client.sleep(ctx, attempt); serr != nil {
 			return nil, serr
 		}
@@ -148,7 +149,7 @@ func (h *Hub) get(ctx context.Context, u string) ([]byte, error) {
 	req.Header.Set("Accept", "application/json")
 	resp, err := h.Client.httpClient().Do(req)
 	if err != nil {
-		return nil, err
+		return nil, unreachable(err)
 	}
 	defer resp.Body.Close()
 	switch {

@@ -10,7 +10,9 @@ import (
 	"reflect"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 )
@@ -131,8 +133,14 @@ func usagef(hint, format string, args ...any) error {
 }
 
 func newApp(stdout, stderr io.Writer) *cli.App {
-	cmds := append([]*cli.Command(nil), commands...)
-	sort.Slice(cmds, func(i, j int) bool { return cmds[i].Name < cmds[j].Name })
+	cmds := make([]*cli.Command, 0, len(commands))
+	for _, c := range commands {
+		cmds = append(cmds, copyCommand(c))
+	}
+	sort.Slice(cmds, func(i, j int) bool {
+		ri, rj := workflowRank(cmds[i].Name), workflowRank(cmds[j].Name)
+		return ri < rj || ri == rj && cmds[i].Name < cmds[j].Name
+	})
 	for _, c := range cmds {
 		prepare(c)
 	}
@@ -146,7 +154,10 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		OnUsageError:    onUsageError,
+		// Completion candidates come from the program itself; see
+		// completion.go.
+		EnableBashCompletion: true,
+		OnUsageError:         onUsageError,
 		// urfave/cli calls this, instead of returning an error, when a
 		// command group is given a name it does not have; run turns the
 		// recorded error into exit status 2.
@@ -157,6 +168,42 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// Errors are mapped to exit codes in run, never inside the library.
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
+}
+
+// copyCommand copies c and its subcommands, so that every app newApp builds
+// starts from the definitions: urfave/cli changes the commands it runs (it
+// adds a "help" subcommand, sets HelpName), and prepare wraps their actions.
+// Flags stay shared; they keep no state of their own between runs.
+func copyCommand(c *cli.Command) *cli.Command {
+	cp := *c
+	cp.Subcommands = nil
+	for _, s := range c.Subcommands {
+		cp.Subcommands = append(cp.Subcommands, copyCommand(s))
+	}
+	return &cp
+}
+
+// workflowOrder is the order of the commands in the top-level help: the order
+// an operator meets them, from the connected machine to the isolated host and
+// then to the auditor. A command not listed comes after these, by name; the
+// contract test fails for one that is missing here.
+var workflowOrder = []string{
+	"keys", "bundle", "manifest", "export", // connected machine
+	"preflight", "install", "status", "tls", "tokens", "kb", // isolated host
+	"serve", "run", "storage", "harden", // parts install runs, for by-hand use
+	"rollback", "uninstall",
+	"verify", "verify-schedule", "verify-report", "audit", "backup", // auditor and operations
+	"completion", "man",
+}
+
+// workflowRank is c's position in workflowOrder; unlisted names sort last.
+func workflowRank(name string) int {
+	for i, n := range workflowOrder {
+		if n == name {
+			return i
+		}
+	}
+	return len(workflowOrder)
 }
 
 // notFoundKey is the App.Metadata key under which CommandNotFound leaves its
@@ -231,6 +278,9 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 // subcommands, and wraps actions so that --json also applies to errors.
 func prepare(c *cli.Command) {
 	c.OnUsageError = onUsageError
+	if len(c.Subcommands) == 0 && c.BashComplete == nil {
+		c.BashComplete = completeFlags(c)
+	}
 	checkRequired(c)
 	for _, f := range c.Flags {
 		oneDefault(f)
@@ -287,22 +337,32 @@ func oneDefault(f cli.Flag) {
 	text.SetString(def)
 }
 
+// required remembers the flags checkRequired took over: one flag value is
+// often shared by several commands (storage's --dir), and every app newApp
+// builds must still treat it as required.
+var (
+	requiredMu sync.Mutex
+	required   = map[cli.Flag]bool{}
+)
+
 // checkRequired moves the check for c's required flags from urfave/cli, which
 // prints the whole help on stdout and exits 1, into c.Before, which reports a
 // missing flag as a one-line usage error (exit status 2). It runs after
 // --help is handled, so "CMD --help" still works without the flags.
 func checkRequired(c *cli.Command) {
+	requiredMu.Lock()
+	defer requiredMu.Unlock()
 	var names []string
 	for _, f := range c.Flags {
 		switch f := f.(type) {
 		case *cli.StringFlag:
-			if f.Required {
-				f.Required = false
+			if f.Required || required[f] {
+				f.Required, required[f] = false, true
 				names = append(names, f.Name)
 			}
 		case *cli.StringSliceFlag:
-			if f.Required {
-				f.Required = false
+			if f.Required || required[f] {
+				f.Required, required[f] = false, true
 				names = append(names, f.Name)
 			}
 		default:
@@ -337,6 +397,9 @@ func checkRequired(c *cli.Command) {
 // the only place that decides exit codes.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
+	if completionAfterDashes(args) {
+		return exitOK
+	}
 	err := app.RunContext(ctx, reorderArgs(app, args))
 	if e, ok := app.Metadata[notFoundKey].(error); ok && err == nil {
 		err = e
@@ -352,10 +415,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 		code = exitCancelled
 	}
-	if ce != nil && ce.json && !ce.reported {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"error": err.Error(), "hint": hint, "exitCode": code})
+	if (ce != nil && ce.json || jsonRequested(args)) && (ce == nil || !ce.reported) {
+		_ = printJSON(stdout, jsonError{Error: err.Error(), Hint: hint, ExitCode: code})
 		return code
 	}
 	fmt.Fprintf(stderr, "qwen-appliance: error: %v\n", err)
@@ -365,12 +426,44 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
+// jsonError is what a failed command prints on stdout under --json, usage
+// errors included, instead of the two lines on stderr: one object, so a script
+// tells failure from a result by the "error" key and needs no other parser.
+type jsonError struct {
+	Error    string `json:"error"`
+	Hint     string `json:"hint"`
+	ExitCode int    `json:"exitCode"`
+}
+
+// jsonRequested reports whether args ask for --json before any "--". Usage
+// errors happen before a command's flags are parsed, so the request is read
+// from the words themselves.
+func jsonRequested(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if !strings.HasPrefix(a, "-") || name != "json" {
+			continue
+		}
+		if !hasVal {
+			return true
+		}
+		b, err := strconv.ParseBool(val)
+		return err == nil && b
+	}
+	return false
+}
+
 // reorderArgs moves flags in front of positional arguments for the command
 // being run, so that "manifest create DIR --key K" works: urfave/cli v2, like
 // the standard flag package, stops parsing flags at the first positional
 // argument.
 func reorderArgs(app *cli.App, args []string) []string {
-	if len(args) < 2 {
+	// A completion request must keep its flag last, where urfave/cli looks
+	// for it; moving it would run the command instead of completing it.
+	if len(args) < 2 || args[len(args)-1] == "--generate-bash-completion" {
 		return args
 	}
 	out := []string{args[0]}

@@ -73,6 +73,7 @@ BackupStale alert (docs/monitoring.md).`,
 				&cli.StringFlag{Name: "on-calendar", Value: "daily", Usage: "systemd calendar expression"},
 				&cli.BoolFlag{Name: "include-model", Usage: "also back up the weights"},
 				&cli.StringFlag{Name: "root", Value: "/", Usage: "write the units under this PREFIX"},
+				jsonOutput,
 			},
 			Action: backupSchedule,
 		}, {
@@ -123,6 +124,7 @@ finished by running the same command again.`,
 				&cli.StringFlag{Name: "store", Usage: "model store directory (default: the backed-up one)"},
 				&cli.BoolFlag{Name: "force", Usage: "restore over an existing installation"},
 				&cli.StringSliceFlag{Name: "probe", Usage: "address verify's egress probe must fail to reach (default: the backed-up ones)"},
+				jsonOutput,
 			},
 			Action: backupRestore,
 		}},
@@ -338,12 +340,16 @@ func backupRestore(c *cli.Context) error {
 	}
 	res, err := backup.Restore(c.Context, backup.RestoreOptions{File: file, Identities: ids, Trusted: keys,
 		Bundle: c.String("bundle"), BundleTrust: c.StringSlice("bundle-trust"), Root: c.String("root"), Store: c.String("store"), Force: c.Bool("force"),
-		Install: provision.Options{Log: c.App.ErrWriter, Executable: selfPath(), ProbeTargets: listFlag(c, "probe"), KB: installKB{}}})
+		Install: provision.Options{Log: c.App.ErrWriter, Executable: selfPath(), ManPage: []byte(manPage(c.App)), ProbeTargets: listFlag(c, "probe"), KB: installKB{}}})
 	if err != nil {
 		return backupError(err)
 	}
 	w := c.App.Writer
 	st := res.Install.State
+	if c.Bool("json") {
+		return printJSON(w, map[string]any{"backup": file, "auditHeadSeq": res.Manifest.AuditHead.Seq, "bundle": st.Bundle.Name,
+			"version": st.Bundle.Version, "restoreRecord": res.Backup, "recoveryKey": res.Install.RecoveryKey})
+	}
 	fmt.Fprintf(w, "restored %s (audit head seq %d) and installed %s version %d\n", file, res.Manifest.AuditHead.Seq, st.Bundle.Name, st.Bundle.Version)
 	fmt.Fprintf(w, "audit log continues with a restore record: %s\n", res.Backup)
 	if res.Install.RecoveryKey != "" {

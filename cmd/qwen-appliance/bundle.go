@@ -22,7 +22,7 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:  "bundle",
-		Usage: "build an offline bundle on a connected machine, cut it into volumes, and put it back together",
+		Usage: "build a signed bundle on a connected machine; pack and unpack its volumes",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
@@ -70,8 +70,11 @@ Example:
 				Name:      "specs",
 				Usage:     "list the built-in specs, or print one",
 				ArgsUsage: "[NAME]",
-				Description: "Without NAME, lists the specs 'bundle create' knows; with NAME, prints that spec.\n\n" +
+				Description: "Without NAME, lists the specs 'bundle create' knows; with NAME, prints that spec.\n" +
+					"With --json, the list is an array of {name, description} and one spec is\n" +
+					"{name, description, yaml}, yaml holding the file as printed without --json.\n\n" +
 					"Example:\n   qwen-appliance bundle specs qwen2.5-7b-instruct",
+				Flags:  []cli.Flag{jsonOutput},
 				Action: bundleSpecs,
 			},
 			packCommand(),
@@ -191,6 +194,8 @@ func createErr(err error) error {
 		return withCode(exitError, err, "check the URL and, for gated Hugging Face repositories, HF_TOKEN")
 	case specs.IsError(err):
 		return withCode(exitError, err, "fix the spec at the place named, or supply it with --artifact / --allow-unpinned")
+	case errors.Is(err, fetch.ErrOffline):
+		return withCode(exitError, err, "bundle create runs on a connected machine: check its network and DNS, or set HF_ENDPOINT to a mirror it can reach; then run the same command again (fetched files are kept)")
 	case errors.Is(err, fetch.ErrConnectedOnly):
 		return withCode(exitUsage, err, "run 'bundle create' with the full build ('make build') on the connected side, or use an https://, hf:// or file:// source")
 	}
@@ -198,22 +203,33 @@ func createErr(err error) error {
 }
 
 func bundleSpecs(c *cli.Context) error {
+	type entry struct {
+		Name        string `json:"name"`
+		Description string `json:"description"`
+		YAML        string `json:"yaml,omitempty"`
+	}
 	if c.NArg() == 0 {
+		list := []entry{}
+		var text strings.Builder
 		for _, n := range specs.Names() {
 			s, err := specs.Load(n)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "%-28s %s\n", n, s.Description)
+			list = append(list, entry{Name: n, Description: s.Description})
+			fmt.Fprintf(&text, "%-28s %s\n", n, s.Description)
 		}
-		return nil
+		return report(c, list, "%s", text.String())
 	}
 	data, err := specs.Embedded(c.Args().First())
 	if err != nil {
 		return usagef("run 'qwen-appliance bundle specs' for the list", "%v", err)
 	}
-	_, err = io.Copy(c.App.Writer, strings.NewReader(string(data)))
-	return err
+	s, err := specs.Load(c.Args().First())
+	if err != nil {
+		return err
+	}
+	return report(c, entry{Name: c.Args().First(), Description: s.Description, YAML: string(data)}, "%s", data)
 }
 
 func packCommand() *cli.Command {
@@ -401,7 +417,7 @@ func bundleInspect(c *cli.Context) error {
 		if len(trusted) > 0 {
 			s, err := manifests.Verifier{Trusted: trusted, AllowExpired: true}.Open(dir)
 			if err != nil {
-				return withCode(exitVerification, err, verificationHint(err))
+				return openError(err)
 			}
 			m, verified = s.Manifest, true
 		} else {

@@ -22,11 +22,11 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:  "export",
-		Usage: "turn a signed bundle into a Helm chart with OCI images, or a Zarf package, for Kubernetes",
+		Usage: "make a Helm chart with OCI images, or a Zarf package, from a bundle",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "helm",
-				Usage:     "verify a bundle, build its model and gateway images (OCI layout, no Docker) and write a Helm chart",
+				Usage:     "verify a bundle; build model and gateway images (OCI, no Docker) and a Helm chart",
 				ArgsUsage: " ",
 				Description: `Checks the bundle's signature and every byte first, as 'manifest verify' does
 (exit 3 when it is refused). Then builds, without Docker, two OCI images into an
@@ -61,7 +61,7 @@ Example:
 			},
 			{
 				Name:      "zarf",
-				Usage:     "write a Zarf package directory: zarf.yaml, the chart, and the images as an OCI layout archive",
+				Usage:     "write a Zarf package directory: zarf.yaml, the chart, the images as an OCI archive",
 				ArgsUsage: " ",
 				Description: `Does what 'export helm' does into OUT/chart, turns the OCI layout into the
 archive OUT/images.tar, and writes OUT/zarf.yaml: one component with the chart

@@ -21,7 +21,7 @@ func init() {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print the result as JSON"}
 	register(&cli.Command{
 		Name:  "harden",
-		Usage: "enforce egress-deny with nftables, the service identity and strict directories",
+		Usage: "egress-deny with nftables, the service users and strict directories",
 		Subcommands: []*cli.Command{{
 			Name:  "apply",
 			Usage: "apply the egress-deny firewall and keep it across reboots",
@@ -59,13 +59,13 @@ func init() {
 			UsageText: "qwen-appliance harden confirm [--root PREFIX]",
 			Description: "Run it over a NEW connection: that it gets through is the proof that the new\n" +
 				"firewall does not lock you out.",
-			Flags:  []cli.Flag{rootFlag},
+			Flags:  []cli.Flag{rootFlag, jsonOutput},
 			Action: hardenConfirm,
 		}, {
 			Name:      "remove",
 			Usage:     "delete our table and the persisted rules, leaving every other table alone",
 			UsageText: "qwen-appliance harden remove [--root PREFIX]",
-			Flags:     []cli.Flag{rootFlag},
+			Flags:     []cli.Flag{rootFlag, jsonOutput},
 			Action:    hardenRemove,
 		}, {
 			Name:      "identity",
@@ -303,8 +303,7 @@ func hardenConfirm(c *cli.Context) error {
 	case err != nil:
 		return err
 	}
-	fmt.Fprintln(c.App.Writer, "confirmed")
-	return nil
+	return report(c, map[string]any{"confirmed": true}, "confirmed\n")
 }
 
 func hardenRemove(c *cli.Context) error {
@@ -315,8 +314,8 @@ func hardenRemove(c *cli.Context) error {
 	if err := harden.Remove(k, root); err != nil {
 		return hardenErr(err)
 	}
-	fmt.Fprintf(c.App.Writer, "removed table inet %s and its rules file and boot unit\n", harden.TableName)
-	return nil
+	return report(c, map[string]any{"removed": "inet " + harden.TableName},
+		"removed table inet %s and its rules file and boot unit\n", harden.TableName)
 }
 
 func hardenIdentity(c *cli.Context) error {

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
+	texttable "github.com/qwen-appliance/qwen-appliance/internal/table"
 	"github.com/qwen-appliance/qwen-appliance/kb"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
@@ -129,7 +130,7 @@ func installAction(c *cli.Context) error {
 		Root: c.String("root"), Store: c.String("store"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
 		Host: c.String("host"), ProbeTargets: listFlag(c, "probe"), Context: c.Int("context"),
 		AllowDowngrade: c.Bool("allow-downgrade"), DryRun: c.Bool("dry-run"), ReadyTimeout: c.Duration("ready-timeout"),
-		Log: c.App.ErrWriter, Executable: selfPath(), Supervisor: c.String("supervisor"),
+		Log: c.App.ErrWriter, Executable: selfPath(), ManPage: []byte(manPage(c.App)), Supervisor: c.String("supervisor"),
 		ConfirmTimeout: c.Duration("confirm-timeout"), Repair: c.Bool("repair"),
 		KB: installKB{},
 	}
@@ -219,7 +220,7 @@ func installAction(c *cli.Context) error {
 			return withCode(exitError, err, busyHint)
 		case errors.Is(err, provision.ErrHostUnfit):
 			if res != nil && res.Preflight != nil {
-				res.Preflight.WriteTable(c.App.ErrWriter)
+				res.Preflight.WriteTable(c.App.ErrWriter, texttable.Width)
 			}
 			return withCode(exitHostUnfit, err, "run 'qwen-appliance preflight' for the full table and the way out it suggests")
 		}

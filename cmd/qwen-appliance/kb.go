@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -107,7 +106,7 @@ func init() {
 				Name:        "list",
 				Usage:       "list documents with their class, access list and version",
 				Description: "Example:\n   qwen-appliance kb list --json",
-				Flags:       []cli.Flag{dbFlag, jsonFlag},
+				Flags:       []cli.Flag{dbFlag, jsonFlag, wideFlag},
 				Action:      kbList,
 			},
 			{
@@ -283,7 +282,7 @@ func signedKB(c *cli.Context, dir string) ([]string, map[string]string, error) {
 	}
 	signed, err := v.Open(dir)
 	if err != nil {
-		return nil, nil, withCode(exitVerification, err, verificationHint(err))
+		return nil, nil, openError(err)
 	}
 	var paths []string
 	expect := map[string]string{}
@@ -467,12 +466,11 @@ func kbList(c *cli.Context) (err error) {
 	if c.Bool("json") {
 		return printJSON(c.App.Writer, docs)
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tVERSION\tCLASS\tALLOW\tCHUNKS\tCOLLECTION\tTITLE")
+	var rows [][]string
 	for _, d := range docs {
-		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%d\t%s\t%s\n", d.ID, d.Version, d.Class, joinPrincipals(d.Allow), d.Chunks, d.Collection, d.Title)
+		rows = append(rows, []string{fmt.Sprint(d.ID), fmt.Sprint(d.Version), fmt.Sprint(d.Class), joinPrincipals(d.Allow), fmt.Sprint(d.Chunks), d.Collection, d.Title})
 	}
-	return tw.Flush()
+	return writeTable(c, []string{"ID", "VERSION", "CLASS", "ALLOW", "CHUNKS", "COLLECTION", "TITLE"}, rows, 0)
 }
 
 func kbShow(c *cli.Context) (err error) {

@@ -36,7 +36,7 @@ func kbAskCommand(dbFlag cli.Flag, auditFlags []cli.Flag, jsonFlag cli.Flag) *cl
 	)
 	return &cli.Command{
 		Name:      "ask",
-		Usage:     "answer a question from the documents a role may read, with citations, through the running runtime",
+		Usage:     "answer from the documents a role may read, with citations, via the running runtime",
 		UsageText: "qwen-appliance kb ask QUESTION (--as role:R[,...] [--clearance C] | --as-token ID [--tokens F]) [--upstream URL] [--model M] [--json]",
 		Description: "The same answer code as the gateway's /v1/kb/chat/completions, without the gateway:\n" +
 			"the chunks the caller may read are retrieved inside the index and sent to the model\n" +

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/qwen-appliance/qwen-appliance/bundles/space"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -77,6 +78,7 @@ Example:
    qwen-appliance manifest sign ./bundle --key security-officer.key`,
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "key", Usage: "private key file NAME.key of the co-signer"},
+					jsonOutput,
 				},
 				Action: manifestSign,
 			},
@@ -137,8 +139,24 @@ func verificationHint(err error) string {
 		return "this is an older release than the one accepted before; use the newer bundle"
 	case errors.Is(err, manifests.ErrUnsigned):
 		return "the bundle has no valid manifest.sig: sign it with 'qwen-appliance manifest create --key'"
+	case errors.Is(err, manifests.ErrVerification):
+		return "the files differ from what was signed: copy the bundle again from the original media"
+	case errors.Is(err, fs.ErrNotExist):
+		return "check the bundle directory: it must hold manifest.json and manifest.sig, as 'bundle create' and 'bundle unpack' write them"
+	case errors.Is(err, fs.ErrPermission):
+		return "run as a user who can read every file of the bundle, or as root"
 	}
-	return "the files differ from what was signed: copy the bundle again from the original media"
+	return ""
+}
+
+// openError gives an error from opening a signed bundle its exit code: 3
+// when a check refused it, 1 when it could not be read (a wrong path, a
+// permission), each with its own hint.
+func openError(err error) error {
+	if errors.Is(err, manifests.ErrVerification) {
+		return withCode(exitVerification, err, verificationHint(err))
+	}
+	return withCode(exitError, err, verificationHint(err))
 }
 
 func oneDir(c *cli.Context) (string, error) {
@@ -345,10 +363,7 @@ func manifestVerify(c *cli.Context) error {
 		for _, p := range rep.Problems {
 			fmt.Fprintf(c.App.Writer, "FAIL %s\n", p)
 		}
-		if code == exitVerification {
-			return withCode(code, err, verificationHint(err))
-		}
-		return err
+		return withCode(code, err, verificationHint(err))
 	}
 	fmt.Fprintf(c.App.Writer, "OK %s version %d: signature by %s, expires %s, %d files (%s) match, checked in %s\n",
 		rep.Name, rep.Version, strings.Join(rep.KeyIDs, ", "), rep.Expires.Format(time.RFC3339), rep.Files, space.Format(rep.Bytes),
@@ -372,6 +387,7 @@ func manifestSign(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.App.Writer, "added signature by key %s to %s (%s version %d)\n", k.ID, filepath.Join(dir, manifests.SignatureFile), m.Name, m.Version)
-	return nil
+	sig := filepath.Join(dir, manifests.SignatureFile)
+	return report(c, map[string]any{"keyId": k.ID, "signature": sig, "name": m.Name, "version": m.Version},
+		"added signature by key %s to %s (%s version %d)\n", k.ID, sig, m.Name, m.Version)
 }

@@ -40,6 +40,7 @@ Examples:
 			&cli.IntFlag{Name: "concurrency", Value: 1, Usage: "sequences of --max-context tokens that must fit in the KV cache at once"},
 			&cli.StringFlag{Name: "store", Value: preflight.DefaultStore, Usage: "absolute path where the model store will live (free space is measured there)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			wideFlag,
 		}, trustFlags()...),
 		Action: preflightAction,
 	})
@@ -62,7 +63,7 @@ func preflightAction(c *cli.Context) error {
 	}
 	signed, err := v.Open(dir)
 	if err != nil {
-		return withCode(exitVerification, err, verificationHint(err))
+		return openError(err)
 	}
 	rep, err := preflight.Run(c.Context, signed.Manifest, preflight.Options{
 		NVML:        nvml.New(),
@@ -83,7 +84,7 @@ func preflightAction(c *cli.Context) error {
 		if err := printJSON(c.App.Writer, rep); err != nil {
 			return err
 		}
-	} else if err := rep.WriteTable(c.App.Writer); err != nil {
+	} else if err := rep.WriteTable(c.App.Writer, tableWidth(c)); err != nil {
 		return err
 	}
 	if rep.Verdict != preflight.Fail {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
@@ -24,6 +23,7 @@ Example:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "root", Value: "/", Usage: "install root"},
 			&cli.DurationFlag{Name: "ready-timeout", Usage: "how long the runtime may take to become ready (default 5m)"},
+			jsonOutput,
 		},
 		Action: func(c *cli.Context) error {
 			st, err := provision.Rollback(c.Context, provision.RollbackOptions{Root: c.String("root"), ReadyTimeout: c.Duration("ready-timeout"), Log: c.App.ErrWriter})
@@ -37,8 +37,8 @@ Example:
 			case err != nil:
 				return withCode(exitError, err, "the current release is still serving; read the step's message above")
 			}
-			fmt.Fprintf(c.App.Writer, "serving %s version %d (previous: version %d)\n", st.Bundle.Name, st.Bundle.Version, st.Previous.Version)
-			return nil
+			return report(c, map[string]any{"bundle": st.Bundle.Name, "version": st.Bundle.Version, "previousVersion": st.Previous.Version},
+				"serving %s version %d (previous: version %d)\n", st.Bundle.Name, st.Bundle.Version, st.Previous.Version)
 		},
 	})
 }

@@ -19,7 +19,7 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:      "run",
-		Usage:     "start the bundle's inference server on localhost, prove it answers, and keep it running",
+		Usage:     "start the inference server on localhost, prove it answers, and keep it running",
 		UsageText: "qwen-appliance run --bundle DIR --store DIR --trust K.pub [--port N] [--once] [--json]",
 		Description: `Checks the bundle's signature and its runtime files, then starts the server the
 manifest names (vLLM, a llama.cpp server or Ollama) in the foreground, listening

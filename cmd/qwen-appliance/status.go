@@ -61,7 +61,8 @@ Example:
 		Description: `Stops the runtime and gateway, deletes only our nftables table and its boot
 unit, removes the model store (with --crypto-erase its key material is destroyed
 first, so the data is unrecoverable even from a disk image), configuration,
-logs, the program copy in /usr/lib/qwen-appliance, the service users
+logs, the program copy in /usr/lib/qwen-appliance, the manual page
+/usr/share/man/man1/qwen-appliance.1, the service users
 qwen-appliance made (qwen-appliance, qwen-runtime) with
 their groups, and the state record.
 
@@ -70,6 +71,7 @@ Example:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "root", Value: "/", Usage: "install root"},
 			&cli.BoolFlag{Name: "crypto-erase", Usage: "destroy the store's keys before removing it"},
+			jsonOutput,
 		},
 		Action: func(c *cli.Context) error {
 			err := provision.Uninstall(c.Context, provision.UninstallOptions{Root: c.String("root"), CryptoErase: c.Bool("crypto-erase"),
@@ -80,8 +82,7 @@ Example:
 			if err != nil {
 				return withCode(exitError, err, "fix what is named and run uninstall again; it carries on past what is already gone")
 			}
-			fmt.Fprintln(c.App.Writer, "uninstalled")
-			return nil
+			return report(c, map[string]any{"uninstalled": true, "root": c.String("root"), "cryptoErase": c.Bool("crypto-erase")}, "uninstalled\n")
 		},
 	})
 }

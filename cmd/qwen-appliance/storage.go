@@ -62,7 +62,7 @@ func init() {
 			UsageText: "qwen-appliance storage unlock --dir DIR (--key-file F | --passphrase | --recovery-key)",
 			Description: "Refuses a store whose owner or modes are looser than 0700/0400, naming each path,\n" +
 				"before any key is loaded. A wrong key leaves the store locked.",
-			Flags:  []cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag},
+			Flags:  []cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag, jsonFlag},
 			Action: storageUnlock,
 		}, {
 			Name:      "lock",
@@ -70,7 +70,7 @@ func init() {
 			UsageText: "qwen-appliance storage lock --dir DIR",
 			Description: "Syncs, then removes the key from the kernel (fscrypt) or unmounts and closes the volume\n" +
 				"(LUKS). Files still open by a process stay readable until closed: stop the runtime first.",
-			Flags:  []cli.Flag{dirFlag},
+			Flags:  []cli.Flag{dirFlag, jsonFlag},
 			Action: storageLock,
 		}, {
 			Name:        "status",
@@ -86,7 +86,7 @@ func init() {
 			Description: "The old key opens the master key, which is wrapped for the new key; the old protector is\n" +
 				"removed. With passphrases from stdin, the old one is the first line and the new one the second.\n" +
 				"Retiring the recovery key (--recovery-key as the old key) also removes its fscrypt tool protector.",
-			Flags: append([]cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag,
+			Flags: append([]cli.Flag{dirFlag, keyFileFlag, passFlag, recoveryFlag, jsonFlag,
 				&cli.StringFlag{Name: "new-key-file", Usage: "the new key `FILE` (created when missing)"},
 				&cli.BoolFlag{Name: "new-passphrase", Usage: "protect with a new passphrase"},
 			}, kdfFlags...),
@@ -99,7 +99,7 @@ func init() {
 				"tool's) or wipes every key slot (LUKS), then removes the metadata and the ciphertext.\n" +
 				"No key, passphrase or recovery key can bring the data back. Asks on a terminal; --yes\n" +
 				"skips the question, and without a terminal it is required.",
-			Flags:  []cli.Flag{dirFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
+			Flags:  []cli.Flag{dirFlag, jsonFlag, &cli.BoolFlag{Name: "yes", Usage: "do not ask for confirmation"}},
 			Action: storageErase,
 		}, {
 			Name:      "copy-in",
@@ -108,7 +108,7 @@ func init() {
 			Description: "Checks the bundle's manifest signature first, then streams every listed file into the\n" +
 				"store in one pass, comparing chunk and file hashes; a file is renamed into place only\n" +
 				"when it matched, and the manifest is written last. Exit status 3 when any file differs.",
-			Flags: []cli.Flag{dirFlag,
+			Flags: []cli.Flag{dirFlag, jsonFlag,
 				&cli.StringFlag{Name: "bundle", Required: true, Usage: "the unpacked bundle `DIR`"},
 				&cli.StringSliceFlag{Name: "trust", Required: true, Usage: "trusted public key `FILE` (repeatable)"},
 				&cli.StringFlag{Name: "owner", Value: "root", Usage: "the service `USER` that owns the files"},
@@ -348,10 +348,43 @@ func storageUnlock(c *cli.Context) error {
 		return storageError(err)
 	}
 	if err := s.Unlock(c.Context, cred); err != nil {
+		if red := withoutCiphertextNames(c, s, err); red != nil {
+			return red
+		}
 		return storageError(err)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s unlocked\n", s.Dir)
-	return nil
+	return jsonOnly(c, map[string]any{"dir": s.Dir, "locked": false})
+}
+
+// withoutCiphertextNames rewrites a permission error from a locked fscrypt
+// store. While it is locked the names inside are ciphertext: they tell the
+// operator nothing and do not belong in tickets and logs. Each such path is
+// shown as DIR/[encrypted name]/…, keeping its depth, and the hint fixes
+// every entry by type instead of by name. It returns nil for any other error.
+func withoutCiphertextNames(c *cli.Context, s *storage.ModelStore, err error) error {
+	var pe *storage.PermissionError
+	if !errors.As(err, &pe) || s.Meta.Backend != storage.BackendFscrypt {
+		return nil
+	}
+	if st, serr := s.Status(c.Context); serr != nil || !st.Locked {
+		return nil
+	}
+	const hidden = "[encrypted name]"
+	red := &storage.PermissionError{}
+	for _, p := range pe.Problems {
+		if rel, rerr := filepath.Rel(s.Dir, p.Path); rerr == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			depth := strings.Count(rel, string(filepath.Separator))
+			p.Path = filepath.Join(s.Dir, strings.Repeat(hidden+"/", depth)+hidden)
+		}
+		red.Problems = append(red.Problems, p)
+	}
+	owner := s.Meta.Owner.Name
+	if owner == "" {
+		owner = strconv.Itoa(s.Meta.Owner.UID)
+	}
+	return withCode(exitError, fmt.Errorf("unlock %s (locked: the names inside are encrypted): %w", s.Dir, red),
+		fmt.Sprintf("fix every entry by type: find %[1]s -type d -exec chmod 0700 {} + ; find %[1]s -type f -exec chmod 0400 {} + ; chown -R %[2]s: %[1]s; then unlock again", s.Dir, owner))
 }
 
 func storageLock(c *cli.Context) error {
@@ -363,7 +396,7 @@ func storageLock(c *cli.Context) error {
 		return storageError(err)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s locked\n", s.Dir)
-	return nil
+	return jsonOnly(c, map[string]any{"dir": s.Dir, "locked": true})
 }
 
 func storageStatus(c *cli.Context) error {
@@ -441,7 +474,7 @@ func storageRotate(c *cli.Context) error {
 		return storageError(err)
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s of %s replaced by %s; copies of the old metadata file (backups) still open with the old key\n", old, s.Dir, nu)
-	return nil
+	return jsonOnly(c, map[string]any{"dir": s.Dir, "removed": old.String(), "added": nu.String()})
 }
 
 func storageErase(c *cli.Context) error {
@@ -468,7 +501,7 @@ func storageErase(c *cli.Context) error {
 		fmt.Fprintf(c.App.ErrWriter, "; free blocks discarded: %v", trimmed)
 	}
 	fmt.Fprintln(c.App.ErrWriter, ")")
-	return nil
+	return jsonOnly(c, map[string]any{"dir": s.Dir, "erased": true, "backend": s.Meta.Backend, "trimmed": trimmed})
 }
 
 func storageCopyIn(c *cli.Context) error {
@@ -483,7 +516,7 @@ func storageCopyIn(c *cli.Context) error {
 	bundle := c.String("bundle")
 	signed, err := manifests.Verifier{Trusted: keys}.Open(bundle)
 	if err != nil {
-		return withCode(exitVerification, err, "check --trust and the bundle's manifest.sig")
+		return openError(err)
 	}
 	sig, err := manifests.ReadFile(bundle, manifests.SignatureFile)
 	if err != nil {
@@ -498,7 +531,8 @@ func storageCopyIn(c *cli.Context) error {
 	}
 	fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %d files (%d bytes) of %s version %d copied into %s and confirmed against the signed manifest\n",
 		len(signed.Manifest.Files), signed.Manifest.TotalSize(), signed.Manifest.Name, signed.Manifest.Version, c.String("dir"))
-	return nil
+	return jsonOnly(c, map[string]any{"dir": c.String("dir"), "bundle": signed.Manifest.Name, "version": signed.Manifest.Version,
+		"files": len(signed.Manifest.Files), "bytes": signed.Manifest.TotalSize(), "verified": true})
 }
 
 func storageUnit(c *cli.Context) error {

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -26,6 +26,7 @@ func init() {
 				&cli.StringFlag{Name: "dir", Usage: "output directory (created 0700)", Required: true},
 				&cli.StringSliceFlag{Name: "host", Usage: "DNS name or IP address clients use", Required: true},
 				&cli.IntFlag{Name: "days", Usage: "server certificate validity in days (CA: ten times)", Value: 397},
+				jsonOutput,
 			},
 			Action: tlsInit,
 		}},
@@ -41,8 +42,11 @@ func tlsInit(c *cli.Context) error {
 	if err != nil {
 		return withCode(exitError, err, "choose an empty --dir")
 	}
-	for _, f := range []string{certs.CAFile, certs.CAKeyFile, certs.CertFile, certs.KeyFile} {
-		fmt.Fprintln(c.App.Writer, filepath.Join(dir, f))
+	files := map[string]string{"caCert": certs.CAFile, "caKey": certs.CAKeyFile, "cert": certs.CertFile, "key": certs.KeyFile}
+	var text strings.Builder
+	for _, k := range []string{"caCert", "caKey", "cert", "key"} {
+		files[k] = filepath.Join(dir, files[k])
+		text.WriteString(files[k] + "\n")
 	}
-	return nil
+	return report(c, files, "%s", text.String())
 }

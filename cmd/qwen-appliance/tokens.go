@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -47,7 +46,7 @@ func init() {
 				Name:        "list",
 				Usage:       "list tokens (never their secrets)",
 				Description: "Example:\n   qwen-appliance tokens list --file tokens.json --json",
-				Flags:       []cli.Flag{fileFlag, &cli.BoolFlag{Name: "json", Usage: "JSON output"}},
+				Flags:       []cli.Flag{fileFlag, &cli.BoolFlag{Name: "json", Usage: "JSON output"}, wideFlag},
 				Action:      tokensList,
 			},
 			{
@@ -130,15 +129,19 @@ func tokensList(c *cli.Context) error {
 		}
 		return printJSON(c.App.Writer, rows)
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tNAME\tROLE\tMODELS\tRPM\tTPM\tEXPIRES\tSTATE\tKB-ROLES\tCLEARANCE")
+	var rows [][]string
 	for _, t := range s.Tokens {
 		models, exp := "*", "never"
 		if len(t.Models) > 0 {
 			models = strings.Join(t.Models, ",")
 		}
 		if t.Expires != nil {
-			exp = t.Expires.Format(time.RFC3339)
+			// The day fits the 100-column table; --wide and --json
+			// give the time.
+			exp = t.Expires.Format(time.DateOnly)
+			if c.Bool("wide") {
+				exp = t.Expires.Format(time.RFC3339)
+			}
 		}
 		kbRoles, clearance := "-", "public"
 		if len(t.Roles) > 0 {
@@ -147,9 +150,10 @@ func tokensList(c *cli.Context) error {
 		if t.Clearance != "" {
 			clearance = t.Clearance
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", t.ID, t.Name, t.Role, models, t.RPM, t.TPM, exp, t.State(now), kbRoles, clearance)
+		rows = append(rows, []string{t.ID, t.Name, string(t.Role), models, fmt.Sprint(t.RPM), fmt.Sprint(t.TPM), exp, string(t.State(now)), kbRoles + " " + clearance})
 	}
-	return tw.Flush()
+	// The ID is what revoke takes: never cut.
+	return writeTable(c, []string{"ID", "NAME", "ROLE", "MODELS", "RPM", "TPM", "EXPIRES", "STATE", "KB-ACCESS"}, rows, 0)
 }
 
 func tokensRevoke(c *cli.Context) error {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/qwen-appliance/qwen-appliance/backup/layout"
 	"github.com/qwen-appliance/qwen-appliance/harden"
@@ -23,7 +22,7 @@ import (
 func init() {
 	register(&cli.Command{
 		Name:  "verify",
-		Usage: "re-prove on the running host what install set up, as a report mapped to NIST SP 800-53",
+		Usage: "re-prove on the running host what install set up, as a NIST SP 800-53 report",
 		Description: `Runs every check (or those matching --only) against the installation recorded
 under ROOT/var/lib/qwen-appliance: installed bytes against the signed manifest,
 unit and config hashes, firewall and an active egress probe, listeners, store
@@ -59,6 +58,7 @@ could not run (status "error"), or verify itself could not run.`,
 			&cli.StringFlag{Name: "metrics-textfile", Usage: "also write the result as Prometheus metrics to this file (atomically, mode 0644), for the node exporter's textfile collector"},
 			&cli.StringFlag{Name: "key", Usage: "private key that signs the report directory"},
 			&cli.BoolFlag{Name: "list", Usage: "list the checks with their IDs, controls and what they prove, and exit"},
+			wideFlag,
 		},
 		Action: verifyRun,
 	})
@@ -82,6 +82,7 @@ could not be written or enabled.`,
 			&cli.StringFlag{Name: "on-calendar", Value: "*:0/15", Usage: "systemd calendar expression: when verify runs"},
 			&cli.StringFlag{Name: "textfile-dir", Value: layout.DefaultTextfileDir, Usage: "the node exporter's --collector.textfile.directory"},
 			&cli.StringFlag{Name: "root", Value: "/", Usage: "install root: units go under ROOT/etc/systemd/system"},
+			jsonOutput,
 		},
 		Action: verifySchedule,
 	})
@@ -187,8 +188,12 @@ func listChecks(c *cli.Context) error {
 	checks := verify.Checks()
 	if c.Bool("json") || c.String("format") == "json" {
 		type row struct {
-			ID, Title, Severity, Rationale, Remediation string
-			Controls                                    []string
+			ID          string   `json:"id"`
+			Title       string   `json:"title"`
+			Severity    string   `json:"severity"`
+			Rationale   string   `json:"rationale"`
+			Remediation string   `json:"remediation"`
+			Controls    []string `json:"controls"`
 		}
 		var rows []row
 		for _, ch := range checks {
@@ -196,12 +201,11 @@ func listChecks(c *cli.Context) error {
 		}
 		return printJSON(c.App.Writer, rows)
 	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSEVERITY\tCONTROLS\tPROVES")
+	var rows [][]string
 	for _, ch := range checks {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ch.ID, ch.Severity, strings.Join(ch.Controls, ", "), ch.Title)
+		rows = append(rows, []string{ch.ID, string(ch.Severity), strings.Join(ch.Controls, ", "), ch.Title})
 	}
-	return tw.Flush()
+	return writeTable(c, []string{"ID", "SEVERITY", "CONTROLS", "PROVES"}, rows, 0)
 }
 
 func verifyReportCheck(c *cli.Context) error {
@@ -289,7 +293,7 @@ func installTimer(c *cli.Context, root, serviceName, timerName, service, timer, 
 			return err
 		}
 	}
-	w := c.App.Writer
+	res := map[string]any{"service": serviceName, "timer": timerName, "unitDir": dir, "enabled": false, "schedule": what}
 	if root == "/" && harden.SystemdBooted() {
 		if err := harden.Systemctl(c.Context, "daemon-reload"); err != nil {
 			return err
@@ -297,9 +301,8 @@ func installTimer(c *cli.Context, root, serviceName, timerName, service, timer, 
 		if err := harden.Systemctl(c.Context, "enable", "--now", timerName); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "enabled %s: %s\n", timerName, what)
-		return nil
+		res["enabled"] = true
+		return report(c, res, "enabled %s: %s\n", timerName, what)
 	}
-	fmt.Fprintf(w, "wrote %s and %s under %s; not enabled (no systemd, or --root is not /)\n", serviceName, timerName, dir)
-	return nil
+	return report(c, res, "wrote %s and %s under %s; not enabled (no systemd, or --root is not /)\n", serviceName, timerName, dir)
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
+	texttable "github.com/qwen-appliance/qwen-appliance/internal/table"
+
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight/gpu"
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight/gpu/gputest"
@@ -58,8 +60,23 @@ func TestTables(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The default table fits 100 columns and still names every check.
+			var narrow strings.Builder
+			if err := r.WriteTable(&narrow, texttable.Width); err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range strings.Split(narrow.String(), "\n") {
+				if texttable.StringWidth(l) > texttable.Width {
+					t.Errorf("%d columns: %s", texttable.StringWidth(l), l)
+				}
+			}
+			for _, c := range r.Checks {
+				if !strings.Contains(narrow.String(), c.Name[:min(len(c.Name), 15)]) {
+					t.Errorf("narrow table lacks check %q:\n%s", c.Name, narrow.String())
+				}
+			}
 			var b strings.Builder
-			if err := r.WriteTable(&b); err != nil {
+			if err := r.WriteTable(&b, 0); err != nil {
 				t.Fatal(err)
 			}
 			path := filepath.Join("testdata", tc.name+".golden")

@@ -172,7 +172,7 @@ func TestGPUHosts(t *testing.T) {
 
 func table(r *Report) string {
 	var b strings.Builder
-	r.WriteTable(&b)
+	r.WriteTable(&b, 0)
 	return b.String()
 }
 
