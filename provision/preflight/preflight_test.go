@@ -139,6 +139,12 @@ func TestGPUHosts(t *testing.T) {
 		{"DGX A100", gputest.DGXA100, 0, Pass, 32768, 1, "0", ""},
 		{"2× RTX 3060", func() *server.Server { return gputest.Host(gputest.RTX3060, gputest.RTX3060) }, 0, Pass, 32768, 2, "0,1", ""},
 		{"DGX H100, 64 sequences", gputest.DGXH100, 64, Pass, 32768, 2, "0,1", ""},
+		// Mixed GPUs: a tensor-parallel group is as big as its smallest member.
+		{"RTX 4090 + A10, 16 sequences", func() *server.Server { return gputest.Host(gputest.RTX4090, gputest.A10) }, 16, Warn, 26624, 2, "0,1",
+			"needs 22.6 GiB per GPU for 16 sequences of 32768 tokens, GPU1 has 20.2 GiB: use --max-context 26624, or --concurrency 13, or a quantized (AWQ/GPTQ) bundle"},
+		// No bf16 on the T4 (compute capability 7.5), and the 3060 alone is too small: told what would fit.
+		{"T4 + RTX 3060", func() *server.Server { return gputest.Host(gputest.T4, gputest.RTX3060) }, 0, Fail, 0, 1, "1",
+			"needs 17.4 GiB per GPU for a 32768-token context, GPU1 has 10.8 GiB; even a 2048-token context needs 15.8 GiB per GPU: use a quantized (AWQ/GPTQ) bundle of the model, or use GPUs with at least 17.5 GiB each"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := tc.host()
