@@ -46,8 +46,8 @@ func Format(name string) string {
 }
 
 // Extract reads the text of a file in the given format (see Format).
-// Errors wrap ErrUnknownType, ErrBinary, ErrCorrupt, ErrZipBomb or
-// ErrUnsupported.
+// Errors wrap ErrUnknownType, ErrBinary, ErrCorrupt, ErrZipBomb,
+// ErrTooLarge, ErrEncrypted or ErrUnsupported.
 func Extract(format string, data []byte) (*Extracted, error) {
 	var e *Extracted
 	var err error
@@ -68,7 +68,7 @@ func Extract(format string, data []byte) (*Extracted, error) {
 	case "docx":
 		e, err = extractDOCX(data)
 	case "pdf":
-		return nil, fmt.Errorf("%w: PDF (convert it to text, Markdown or DOCX first)", ErrUnsupported)
+		e, err = extractPDF(data)
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownType, format)
 	}

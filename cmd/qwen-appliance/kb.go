@@ -46,13 +46,15 @@ func init() {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "ingest",
-				Usage: "store files (Markdown, text, HTML, DOCX) or directories of them",
+				Usage: "store files (Markdown, text, HTML, DOCX, PDF) or directories of them",
 				UsageText: "qwen-appliance kb ingest PATH... --allow role:hr,role:admin|all --class public|internal|secret [--collection C] [--title T]\n" +
 					"   qwen-appliance kb ingest --bundle DIR --trust K.pub --allow ... --class ...",
 				Description: "Each file is one transaction. A file that cannot be read (unknown type, binary,\n" +
-					"corrupt, zip bomb, over --max-bytes) is reported on stderr and skipped; the\n" +
-					"others go on, and the exit status is 1. Ingesting the same path again replaces\n" +
-					"the document and raises its version (same content: only access and class change).\n\n" +
+					"corrupt, zip bomb, encrypted PDF, over --max-bytes) is reported on stderr and\n" +
+					"skipped; the others go on, and the exit status is 1. Ingesting the same path\n" +
+					"again replaces the document and raises its version (same content: only access and\n" +
+					"class change). PDF text is read by PDFium in a WebAssembly sandbox (256 MiB, 2 min\n" +
+					"per file; the first PDF of a run compiles it, a few seconds); see docs/kb-formats.md.\n\n" +
 					"--bundle ingests the kb/ tree of a signed bundle that crossed the gap: its manifest\n" +
 					"is verified against --trust first (exit 3 when it fails), and every file must hash\n" +
 					"to its signed SHA-256 as it is read.",

@@ -1,0 +1,269 @@
+package kb
+
+// PDF text comes from PDFium, the engine Chrome uses to show PDFs, compiled
+// to WebAssembly (github.com/klippa-app/go-pdfium) and run by wazero, a
+// WebAssembly runtime in pure Go: no cgo, no helper process.
+//
+// Why PDFium rather than a Go parser: the Go candidates read Chinese PDFs
+// badly or not at all. github.com/ledongthuc/pdf (and rsc.io/pdf, which it
+// forks) garble some CID fonts (ledongthuc/pdf issue #55) and know none of
+// the predefined CJK CMaps (UniGB-UCS2-H, GBK-EUC-H, UniCNS-UCS2-H …);
+// pdfcpu parses objects well but extracts no text, and decodes every stream
+// whole, so a decompression bomb costs what it expands to. PDFium maps text
+// to Unicode as a viewer does (ToUnicode CMaps, the predefined CMaps, and
+// the Adobe-GB1/CNS1/Japan1/Korea1 CID tables when a font has no ToUnicode),
+// repairs damaged cross-reference tables, opens files encrypted with an
+// empty user password, and has been fuzzed for years as part of Chrome.
+//
+// Why WebAssembly: a parser of hostile files should run in a box. Each PDF
+// gets a fresh instance whose only memory is its own linear memory, capped
+// at pdfMaxMemory; it sees no file system (an empty FSConfig) and is killed
+// at pdfTimeout. A bomb in a stream, a page tree that loops, or a bug in
+// PDFium's C++ ends as an error for that file, never as a crash or an
+// unbounded allocation of the appliance.
+//
+// The price: about 6 MB more binary, and compiling the module the first
+// time a process reads a PDF (about 5 s of CPU on a small host; once per
+// process, not per file).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/klippa-app/go-pdfium"
+	pdfiumerr "github.com/klippa-app/go-pdfium/errors"
+	"github.com/klippa-app/go-pdfium/references"
+	"github.com/klippa-app/go-pdfium/requests"
+	"github.com/klippa-app/go-pdfium/webassembly"
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
+)
+
+// Limits on one PDF.
+const (
+	pdfMaxPages = 5000
+	// pdfMaxText bounds the extracted text of one file, in characters.
+	pdfMaxText = 16 << 20
+	// pdfMaxMemory is the WebAssembly memory one file may use, the file
+	// itself and its decoded streams included, in 64 KiB pages (256 MiB).
+	pdfMaxMemory = 256 << 20 >> 16
+)
+
+// pdfTimeout bounds the time one file may take (a variable for tests).
+var pdfTimeout = 2 * time.Minute
+
+// ErrEncrypted is returned (wrapped) for a PDF that needs a password.
+var ErrEncrypted = errors.New("encrypted: a password is needed to read it")
+
+// pdfMu lets one PDF be read at a time in a process: ingest reads files
+// one by one anyway, and it makes releasing a killed instance's memory
+// safe (see releasePDFMemory).
+var pdfMu sync.Mutex
+
+var pdfEngine struct {
+	once sync.Once
+	pool pdfium.Pool
+	err  error
+}
+
+// pdfPool returns the process's PDFium pool, compiling the module the first
+// time it is asked for.
+func pdfPool() (pdfium.Pool, error) {
+	pdfEngine.once.Do(func() {
+		rc := wazero.NewRuntimeConfig().
+			// PDFium's setjmp/longjmp is built on WebAssembly exceptions.
+			WithCoreFeatures(api.CoreFeaturesV2 | experimental.CoreFeaturesExceptionHandling).
+			WithMemoryLimitPages(pdfMaxMemory).
+			// Kill (at the deadline) interrupts a call in flight.
+			WithCloseOnContextDone(true)
+		pdfEngine.pool, pdfEngine.err = webassembly.Init(webassembly.Config{
+			// Every instance's memory comes from pdfMemory (see pdfmem_linux.go).
+			Context: experimental.WithMemoryAllocator(context.Background(), pdfMemory),
+			MinIdle: 0, MaxIdle: 1, MaxTotal: 4,
+			RuntimeConfig: rc,
+			FSConfig:      wazero.NewFSConfig(), // no file system at all
+			Stdout:        io.Discard,
+			Stderr:        io.Discard,
+		})
+	})
+	return pdfEngine.pool, pdfEngine.err
+}
+
+// extractPDF reads the text of each page into a section of its own, with
+// its page number. Errors wrap ErrCorrupt (not a PDF, damaged beyond
+// repair, out of memory or time), ErrEncrypted, ErrTooLarge (pages, text)
+// or ErrUnsupported (the engine did not start).
+func extractPDF(data []byte) (*Extracted, error) {
+	if !strings.HasPrefix(strings.TrimLeft(string(data[:min(len(data), 1024)]), "\x00\t\n\f\r "), "%PDF-") {
+		return nil, fmt.Errorf("%w: PDF: no %%PDF- header", ErrCorrupt)
+	}
+	pdfMu.Lock()
+	defer pdfMu.Unlock()
+	defer releasePDFMemory()
+	pool, err := pdfPool()
+	if err != nil {
+		return nil, fmt.Errorf("%w: PDF engine: %s", ErrUnsupported, firstLine(err.Error()))
+	}
+	inst, err := pool.GetInstance(pdfTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("%w: PDF engine: %v", ErrUnsupported, err)
+	}
+	var expired atomic.Bool
+	timer := time.AfterFunc(pdfTimeout, func() {
+		expired.Store(true)
+		inst.Kill()
+	})
+	e, err := readPDF(inst, data)
+	if timer.Stop() {
+		inst.Close()
+	}
+	if expired.Load() {
+		return nil, fmt.Errorf("%w: PDF: not read within %v", ErrCorrupt, pdfTimeout)
+	}
+	return e, err
+}
+
+// readPDF does extractPDF's work on one instance. Any panic of the binding
+// (a call on a killed instance) becomes an error.
+func readPDF(inst pdfium.Pdfium, data []byte) (e *Extracted, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, err = nil, fmt.Errorf("%w: PDF: engine stopped: %s", ErrCorrupt, firstLine(fmt.Sprint(r)))
+		}
+	}()
+	doc, err := inst.OpenDocument(&requests.OpenDocument{File: &data})
+	if err != nil {
+		return nil, pdfError("open", err)
+	}
+	defer inst.FPDF_CloseDocument(&requests.FPDF_CloseDocument{Document: doc.Document})
+	pc, err := inst.FPDF_GetPageCount(&requests.FPDF_GetPageCount{Document: doc.Document})
+	if err != nil {
+		return nil, pdfError("count pages", err)
+	}
+	if pc.PageCount > pdfMaxPages {
+		return nil, fmt.Errorf("%w: PDF of %d pages, limit %d", ErrTooLarge, pc.PageCount, pdfMaxPages)
+	}
+	e = &Extracted{}
+	if t, err := inst.FPDF_GetMetaText(&requests.FPDF_GetMetaText{Document: doc.Document, Tag: "Title"}); err == nil {
+		e.Title = strings.TrimSpace(cleanPDFText(t.Value))
+	}
+	total := 0
+	for i := range pc.PageCount {
+		text, err := pageText(inst, doc.Document, i, pdfMaxText-total)
+		if err != nil {
+			return nil, err
+		}
+		total += utf8.RuneCountInString(text)
+		if text = unwrapLines(cleanPDFText(text)); strings.TrimSpace(text) != "" {
+			e.Sections = append(e.Sections, Section{Page: i + 1, Text: text})
+		}
+	}
+	return e, nil
+}
+
+// pageText returns the text of page i (0-based), refusing more than budget
+// characters.
+func pageText(inst pdfium.Pdfium, doc references.FPDF_DOCUMENT, i, budget int) (string, error) {
+	page, err := inst.FPDF_LoadPage(&requests.FPDF_LoadPage{Document: doc, Index: i})
+	if err != nil {
+		return "", pdfError(fmt.Sprintf("page %d", i+1), err)
+	}
+	defer inst.FPDF_ClosePage(&requests.FPDF_ClosePage{Page: page.Page})
+	tp, err := inst.FPDFText_LoadPage(&requests.FPDFText_LoadPage{Page: requests.Page{ByReference: &page.Page}})
+	if err != nil {
+		return "", pdfError(fmt.Sprintf("page %d text", i+1), err)
+	}
+	defer inst.FPDFText_ClosePage(&requests.FPDFText_ClosePage{TextPage: tp.TextPage})
+	n, err := inst.FPDFText_CountChars(&requests.FPDFText_CountChars{TextPage: tp.TextPage})
+	if err != nil {
+		return "", pdfError(fmt.Sprintf("page %d text", i+1), err)
+	}
+	if n.Count > budget {
+		return "", fmt.Errorf("%w: PDF text passes %d characters at page %d", ErrTooLarge, pdfMaxText, i+1)
+	}
+	if n.Count <= 0 {
+		return "", nil
+	}
+	t, err := inst.FPDFText_GetText(&requests.FPDFText_GetText{TextPage: tp.TextPage, StartIndex: 0, Count: n.Count})
+	if err != nil {
+		return "", pdfError(fmt.Sprintf("page %d text", i+1), err)
+	}
+	return t.Text, nil
+}
+
+// pdfError turns a PDFium error into one of the package's.
+func pdfError(op string, err error) error {
+	switch {
+	case errors.Is(err, pdfiumerr.ErrPassword), errors.Is(err, pdfiumerr.ErrSecurity):
+		return fmt.Errorf("PDF: %w", ErrEncrypted)
+	case errors.Is(err, pdfiumerr.ErrFormat), errors.Is(err, pdfiumerr.ErrFile):
+		return fmt.Errorf("%w: PDF: not a readable PDF (%s: %v)", ErrCorrupt, op, err)
+	}
+	msg := firstLine(err.Error())
+	if strings.Contains(msg, "wasm error") {
+		return fmt.Errorf("%w: PDF: %s: the engine stopped (%s), as it does at its %d MiB memory cap", ErrCorrupt, op, msg, pdfMaxMemory>>4)
+	}
+	return fmt.Errorf("%w: PDF: %s: %s", ErrCorrupt, op, msg)
+}
+
+// firstLine drops what follows a message's first line (the engine appends
+// a WebAssembly stack trace).
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
+}
+
+// cleanPDFText drops what a text layer holds besides text: NULs and other
+// control characters (but line breaks and tabs), noncharacters, and the
+// private-use code points of unmapped glyphs.
+func cleanPDFText(s string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\t':
+			return r
+		case r == '\r':
+			return -1
+		case unicode.IsControl(r), r == utf8.RuneError, r == 0xfffe, r == 0xffff, unicode.Is(unicode.Co, r):
+			return -1
+		}
+		return r
+	}, s)
+}
+
+// unwrapLines joins the lines a PDF's layout broke a paragraph into: a line
+// break stays only after a sentence end (so that chunking still sees
+// sentences) and is dropped elsewhere, with a space when Latin text meets
+// Latin text.
+func unwrapLines(s string) string {
+	lines := strings.Split(s, "\n")
+	var b strings.Builder
+	b.Grow(len(s))
+	for i, l := range lines {
+		l = strings.TrimSpace(l)
+		if l == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			prev := strings.TrimRight(lines[i-1], " \t")
+			last, _ := utf8.DecodeLastRuneInString(b.String())
+			first, _ := utf8.DecodeRuneInString(l)
+			switch {
+			case prev == "" || strings.ContainsRune("。！？!?.；;:：」』”\"）)", last):
+				b.WriteByte('\n')
+			case last < utf8.RuneSelf && first < utf8.RuneSelf:
+				b.WriteByte(' ')
+			}
+		}
+		b.WriteString(l)
+	}
+	return b.String()
+}
