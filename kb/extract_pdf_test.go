@@ -265,6 +265,12 @@ func FuzzExtractPDF(f *testing.F) {
 	f.Add(makePDF(f, testPDF{pages: pdfPages, encrypt: true}))
 	f.Add(good[:len(good)/2])
 	f.Add([]byte("%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 1 0 R >> endobj trailer << /Root 1 0 R >>"))
+	// Compile the engine before the first input: the fuzzer counts a
+	// worker silent for 10 s as hung, and compiling takes about that long
+	// on a busy machine.
+	if _, err := pdfPool(); err != nil {
+		f.Fatal(err)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := Extract("pdf", data)
 		if err != nil {

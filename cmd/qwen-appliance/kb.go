@@ -216,14 +216,20 @@ func kbIngest(c *cli.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, closeKB()) }()
+	// Results are kept only for --json: a folder of any size costs the
+	// same memory otherwise.
 	var results []kb.FileResult
-	failed := 0
+	seen, failed, unsigned := 0, 0, false
 	err = k.IngestFiles(c.Context, paths, kb.IngestOptions{Allow: allow, Class: class,
 		Collection: c.String("collection"), Title: c.String("title"), MaxBytes: c.Int64("max-bytes"), Expect: expect},
 		func(r kb.FileResult) {
-			results = append(results, r)
+			seen++
+			if c.Bool("json") {
+				results = append(results, r)
+			}
 			if r.Err != nil {
 				failed++
+				unsigned = unsigned || errors.Is(r.Err, kb.ErrNotSigned)
 				fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s: %v\n", r.Path, r.Err)
 				return
 			}
@@ -260,12 +266,10 @@ func kbIngest(c *cli.Context) (err error) {
 	}
 	if failed > 0 {
 		code := exitError
-		for _, r := range results {
-			if errors.Is(r.Err, kb.ErrNotSigned) {
-				code = exitVerification
-			}
+		if unsigned {
+			code = exitVerification
 		}
-		return reportedError(code, fmt.Errorf("%d of %d files were not ingested", failed, len(results)), "see the errors above; the other files were stored")
+		return reportedError(code, fmt.Errorf("%d of %d files were not ingested", failed, seen), "see the errors above; the other files were stored")
 	}
 	return nil
 }
