@@ -101,7 +101,8 @@ func pdfPool() (pdfium.Pool, error) {
 // extractPDF reads the text of each page into a section of its own, with
 // its page number. Errors wrap ErrCorrupt (not a PDF, damaged beyond
 // repair, out of memory or time), ErrEncrypted, ErrTooLarge (pages, text)
-// or ErrUnsupported (the engine did not start).
+// or ErrUnsupported (no text at all, as in a scan; the engine did not
+// start).
 func extractPDF(data []byte) (*Extracted, error) {
 	if !strings.HasPrefix(strings.TrimLeft(string(data[:min(len(data), 1024)]), "\x00\t\n\f\r "), "%PDF-") {
 		return nil, fmt.Errorf("%w: PDF: no %%PDF- header", ErrCorrupt)
@@ -166,6 +167,9 @@ func readPDF(inst pdfium.Pdfium, data []byte) (e *Extracted, err error) {
 		if text = unwrapLines(cleanPDFText(text)); strings.TrimSpace(text) != "" {
 			e.Sections = append(e.Sections, Section{Page: i + 1, Text: text})
 		}
+	}
+	if len(e.Sections) == 0 {
+		return nil, fmt.Errorf("%w: PDF of %d pages has no text layer (scanned? run OCR on it first)", ErrUnsupported, pc.PageCount)
 	}
 	return e, nil
 }

@@ -135,6 +135,7 @@ func TestExtractPDFRefusals(t *testing.T) {
 		{"garbage after the header", append([]byte("%PDF-1.4\n"), bytes.Repeat([]byte("\xff\x00garbage "), 1000)...), ErrCorrupt},
 		{"encrypted", makePDF(t, testPDF{pages: pdfPages, encrypt: true}), ErrEncrypted},
 		{"too many pages", makePDF(t, testPDF{pages: many}), ErrTooLarge},
+		{"no text layer", makePDF(t, testPDF{pages: [][]string{{}, {}}}), ErrUnsupported},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e, err := Extract("pdf", c.data)
@@ -274,7 +275,7 @@ func FuzzExtractPDF(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := Extract("pdf", data)
 		if err != nil {
-			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrEncrypted) && !errors.Is(err, ErrTooLarge) {
+			if !errors.Is(err, ErrCorrupt) && !errors.Is(err, ErrEncrypted) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrUnsupported) {
 				t.Fatalf("unexpected error kind: %v", err)
 			}
 			return
