@@ -83,9 +83,26 @@ func init() {
 					&cli.StringFlag{Name: "tokens", Usage: "token file for --as-token", Value: defaultTokensPath},
 					&cli.StringFlag{Name: "collection", Usage: "search this collection only"},
 					&cli.IntFlag{Name: "k", Usage: "results wanted (at most 100)", Value: 5},
+					&cli.StringFlag{Name: "dense", Usage: "also rank by dense vectors from this embedding endpoint (http://HOST/api/embed or /v1/embeddings; see 'kb embed'), fused by reciprocal rank fusion"},
+					&cli.StringFlag{Name: "dense-model", Usage: "model for --dense (the one 'kb embed' used)"},
 					jsonFlag,
 				),
 				Action: kbSearch,
+			},
+			{
+				Name:      "embed",
+				Usage:     "compute dense vectors for the chunks that have none (optional)",
+				UsageText: "qwen-appliance kb embed --url http://127.0.0.1:PORT/api/embed --model NAME",
+				Description: "Sends every chunk without a vector for --model to the runtime's embedding\n" +
+					"endpoint (Ollama /api/embed, or the OpenAI form /v1/embeddings of vLLM and\n" +
+					"llama.cpp), 32 chunks per request, and stores the vectors. Run it again after\n" +
+					"ingesting: it only embeds what is new. 'kb search --dense URL --dense-model NAME'\n" +
+					"then fuses them with lexical ranking; access is applied before either ranks.",
+				Flags: []cli.Flag{dbFlag,
+					&cli.StringFlag{Name: "url", Required: true, Usage: "embedding endpoint"},
+					&cli.StringFlag{Name: "model", Required: true, Usage: "embedding model name"},
+					jsonFlag},
+				Action: kbEmbed,
 			},
 			{
 				Name:  "acl",
@@ -342,8 +359,17 @@ func kbSearch(c *cli.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, closeKB()) }()
-	hits, err := k.Search(c.Context, kb.Query{Text: c.Args().First(), Caller: caller, K: c.Int("k"),
-		Collection: c.String("collection"), TokenID: c.String("as-token")})
+	q := kb.Query{Text: c.Args().First(), Caller: caller, K: c.Int("k"),
+		Collection: c.String("collection"), TokenID: c.String("as-token")}
+	switch url, model := c.String("dense"), c.String("dense-model"); {
+	case url != "" && model == "":
+		return usagef("pass --dense-model NAME (the model 'kb embed' used)", "--dense without --dense-model")
+	case url == "" && model != "":
+		return usagef("pass --dense URL", "--dense-model without --dense")
+	case url != "":
+		q.Dense = &kb.Embedder{URL: url, Model: model}
+	}
+	hits, err := k.Search(c.Context, q)
 	if errors.Is(err, kb.ErrEmptyQuery) {
 		return usagef("search for words or Chinese text", "%v", err)
 	}
