@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -50,10 +51,16 @@ func TestDenseOllama(t *testing.T) {
 	serve.Env, serve.Dir = env, dir
 	logf, _ := os.Create(filepath.Join(dir, "serve.log"))
 	serve.Stdout, serve.Stderr = logf, logf
+	// A group of its own, killed whole: serve starts runner processes.
+	serve.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { serve.Process.Kill(); serve.Wait() })
+	t.Cleanup(func() {
+		syscall.Kill(-serve.Process.Pid, syscall.SIGKILL)
+		serve.Wait()
+		logf.Close()
+	})
 	for i := 0; ; i++ {
 		if resp, err := http.Get("http://" + host + "/"); err == nil {
 			resp.Body.Close()

@@ -38,6 +38,7 @@ func TestScript(t *testing.T) {
 			"waithttp":    cmdWaitHTTP,
 			"waitgone":    cmdWaitGone,
 			"waitmatches": cmdWaitMatches,
+			"ollamaserve": cmdOllamaServe,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {
