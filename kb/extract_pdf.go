@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -158,6 +159,7 @@ func readPDF(inst pdfium.Pdfium, data []byte) (e *Extracted, err error) {
 	if t, err := inst.FPDF_GetMetaText(&requests.FPDF_GetMetaText{Document: doc.Document, Tag: "Title"}); err == nil {
 		e.Title = strings.TrimSpace(cleanPDFText(t.Value))
 	}
+	marks := outline(inst, doc.Document)
 	total := 0
 	for i := range pc.PageCount {
 		text, err := pageText(inst, doc.Document, i, pdfMaxText-total)
@@ -166,13 +168,86 @@ func readPDF(inst pdfium.Pdfium, data []byte) (e *Extracted, err error) {
 		}
 		total += utf8.RuneCountInString(text)
 		if text = unwrapLines(cleanPDFText(text)); strings.TrimSpace(text) != "" {
-			e.Sections = append(e.Sections, Section{Page: i + 1, Text: text})
+			e.Sections = append(e.Sections, Section{Page: i + 1, Heading: headingAt(marks, i), Text: text})
 		}
 	}
 	if len(e.Sections) == 0 {
 		return nil, fmt.Errorf("%w: PDF of %d pages has no text layer (scanned? run OCR on it first)", ErrUnsupported, pc.PageCount)
 	}
 	return e, nil
+}
+
+// Bounds on the outline (bookmarks) read for heading paths: an outline
+// whose entries loop back would otherwise be walked for ever.
+const (
+	pdfMaxMarks = 2000
+	pdfMaxDepth = 6
+)
+
+// mark is an outline entry: its path of titles and the page (0-based) it
+// points at.
+type mark struct {
+	path []string
+	page int
+}
+
+// outline reads the document's bookmarks in order, at most pdfMaxMarks of
+// them and pdfMaxDepth deep. Entries without a page in the document are
+// skipped; a damaged outline yields what was read before the damage.
+func outline(inst pdfium.Pdfium, doc references.FPDF_DOCUMENT) []mark {
+	var marks []mark
+	seen := 0
+	var walk func(parent *references.FPDF_BOOKMARK, path []string)
+	walk = func(parent *references.FPDF_BOOKMARK, path []string) {
+		if len(path) >= pdfMaxDepth {
+			return
+		}
+		first, err := inst.FPDFBookmark_GetFirstChild(&requests.FPDFBookmark_GetFirstChild{Document: doc, Bookmark: parent})
+		if err != nil {
+			return
+		}
+		for b := first.Bookmark; b != nil && seen < pdfMaxMarks; {
+			seen++
+			title, err := inst.FPDFBookmark_GetTitle(&requests.FPDFBookmark_GetTitle{Bookmark: *b})
+			if err != nil {
+				return
+			}
+			t := strings.Join(strings.Fields(cleanPDFText(title.Title)), " ")
+			here := append(slices.Clip(path), t)
+			if d, err := inst.FPDFBookmark_GetDest(&requests.FPDFBookmark_GetDest{Document: doc, Bookmark: *b}); err == nil && d.Dest != nil && t != "" {
+				if pi, err := inst.FPDFDest_GetDestPageIndex(&requests.FPDFDest_GetDestPageIndex{Document: doc, Dest: *d.Dest}); err == nil && pi.Index >= 0 {
+					marks = append(marks, mark{here, pi.Index})
+				}
+			}
+			walk(b, here)
+			next, err := inst.FPDFBookmark_GetNextSibling(&requests.FPDFBookmark_GetNextSibling{Document: doc, Bookmark: *b})
+			if err != nil {
+				return
+			}
+			b = next.Bookmark
+		}
+	}
+	walk(nil, nil)
+	return marks
+}
+
+// headingAt is the heading path of page i: that of the first outline entry
+// pointing at the page, else that of the last entry before it in document
+// order among those pointing at earlier pages. (The outline names where a
+// section starts, not where on its page, so a page whose text spans two
+// sections is filed under the one that starts on it.)
+func headingAt(marks []mark, i int) []string {
+	var best []string
+	bestPage := -1
+	for _, m := range marks {
+		switch {
+		case m.page == i:
+			return m.path
+		case m.page < i && m.page >= bestPage:
+			best, bestPage = m.path, m.page
+		}
+	}
+	return best
 }
 
 // pageText returns the text of page i (0-based), refusing more than budget

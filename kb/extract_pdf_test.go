@@ -53,6 +53,27 @@ func TestExtractPDFChinese(t *testing.T) {
 	}
 }
 
+// TestExtractPDFOutline: bookmarks become the pages' heading paths, and an
+// outline that loops is walked a bounded number of times.
+func TestExtractPDFOutline(t *testing.T) {
+	pages := [][]string{{"封面"}, {"第一章正文。"}, {"第一章续。"}, {"第二节正文。"}, {"第二章正文。"}}
+	marks := []testMark{
+		{title: "第一章 总则", page: 1, kids: []testMark{{title: "第二节 范围", page: 3}}},
+		{title: "第二章 报销", page: 4},
+	}
+	for _, loop := range []bool{false, true} {
+		e, err := Extract("pdf", makePDF(t, testPDF{pages: pages, outline: marks, loop: loop}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := sectionsText(e)
+		want := "[]封面\n[第一章 总则]第一章正文。\n[第一章 总则]第一章续。\n[第一章 总则>第二节 范围]第二节正文。\n[第二章 报销]第二章正文。\n"
+		if got != want {
+			t.Errorf("loop %v: got %q, want %q", loop, got, want)
+		}
+	}
+}
+
 // TestExtractPDFReportLab reads a PDF written by a standard tool: Debian's
 // python3-reportlab, with its built-in STSong-Light CID font (UniGB-UCS2-H,
 // not embedded) and, when fonts-wqy-zenhei is installed, an embedded
@@ -264,6 +285,7 @@ func FuzzExtractPDF(f *testing.F) {
 	f.Add(good)
 	f.Add(makePDF(f, testPDF{enc: uniGBUCS2, pages: pdfPages, compress: true}))
 	f.Add(makePDF(f, testPDF{pages: pdfPages, encrypt: true}))
+	f.Add(makePDF(f, testPDF{pages: pdfPages, outline: []testMark{{title: "一", page: 0, kids: []testMark{{title: "二", page: 1}}}}, loop: true}))
 	f.Add(good[:len(good)/2])
 	f.Add([]byte("%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 1 0 R >> endobj trailer << /Root 1 0 R >>"))
 	// Compile the engine before the first input: the fuzzer counts a

@@ -37,6 +37,26 @@ type testPDF struct {
 	// the text (already encoded as filter says).
 	raw    []byte
 	filter string
+	// outline is the document's bookmarks; loop makes the last top-level
+	// entry's /Next point back at the first.
+	outline []testMark
+	loop    bool
+}
+
+// testMark is a bookmark pointing at a page (0-based).
+type testMark struct {
+	title string
+	page  int
+	kids  []testMark
+}
+
+// pdfText writes s as a PDF text string in UTF-16BE.
+func pdfText(s string) string {
+	t := "<FEFF"
+	for _, r := range s {
+		t += fmt.Sprintf("%04X", r)
+	}
+	return t + ">"
 }
 
 func makePDF(tb testing.TB, p testPDF) []byte {
@@ -118,15 +138,42 @@ func makePDF(tb testing.TB, p testPDF) []byte {
 		pg := add(fmt.Sprintf("<< /Type /Page /Parent %d 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 %d 0 R >> >> /Contents %d 0 R >>", pagesObj, font, co))
 		kids = append(kids, fmt.Sprintf("%d 0 R", pg))
 	}
-	objs[catalog-1] = fmt.Sprintf("<< /Type /Catalog /Pages %d 0 R >>", pagesObj)
+	outlines := ""
+	if len(p.outline) > 0 {
+		root := add("")
+		var build func(parent int, marks []testMark) (first, last int)
+		build = func(parent int, marks []testMark) (int, int) {
+			nums := make([]int, len(marks))
+			for i := range marks {
+				nums[i] = add("")
+			}
+			for i, m := range marks {
+				d := fmt.Sprintf("<< /Title %s /Parent %d 0 R /Dest [%s /XYZ 0 800 0]", pdfText(m.title), parent, kids[m.page])
+				if i > 0 {
+					d += fmt.Sprintf(" /Prev %d 0 R", nums[i-1])
+				}
+				if i+1 < len(marks) {
+					d += fmt.Sprintf(" /Next %d 0 R", nums[i+1])
+				} else if p.loop && parent == root {
+					d += fmt.Sprintf(" /Next %d 0 R", nums[0])
+				}
+				if len(m.kids) > 0 {
+					f, l := build(nums[i], m.kids)
+					d += fmt.Sprintf(" /First %d 0 R /Last %d 0 R /Count %d", f, l, len(m.kids))
+				}
+				objs[nums[i]-1] = d + " >>"
+			}
+			return nums[0], nums[len(nums)-1]
+		}
+		f, l := build(root, p.outline)
+		objs[root-1] = fmt.Sprintf("<< /Type /Outlines /First %d 0 R /Last %d 0 R /Count %d >>", f, l, len(p.outline))
+		outlines = fmt.Sprintf(" /Outlines %d 0 R", root)
+	}
+	objs[catalog-1] = fmt.Sprintf("<< /Type /Catalog /Pages %d 0 R%s >>", pagesObj, outlines)
 	objs[pagesObj-1] = fmt.Sprintf("<< /Type /Pages /Kids [%s] /Count %d >>", strings.Join(kids, " "), len(kids))
 	trailer := ""
 	if p.title != "" {
-		t := "<FEFF"
-		for _, r := range p.title {
-			t += fmt.Sprintf("%04X", r)
-		}
-		trailer += fmt.Sprintf(" /Info %d 0 R", add("<< /Title "+t+"> >>"))
+		trailer += fmt.Sprintf(" /Info %d 0 R", add("<< /Title "+pdfText(p.title)+" >>"))
 	}
 	if p.encrypt {
 		// Standard security handler, revision 2: O and U that no
