@@ -157,7 +157,9 @@ func readPDF(inst pdfium.Pdfium, data []byte) (e *Extracted, err error) {
 	}
 	e = &Extracted{}
 	if t, err := inst.FPDF_GetMetaText(&requests.FPDF_GetMetaText{Document: doc.Document, Tag: "Title"}); err == nil {
-		e.Title = strings.TrimSpace(cleanPDFText(t.Value))
+		// One line, at most 300 characters: the field is free text.
+		title := []rune(strings.Join(strings.Fields(cleanPDFText(t.Value)), " "))
+		e.Title = string(title[:min(len(title), 300)])
 	}
 	marks := outline(inst, doc.Document)
 	total := 0
