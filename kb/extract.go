@@ -1,6 +1,7 @@
 package kb
 
 import (
+	"context"
 	"bytes"
 	"errors"
 	"fmt"
@@ -49,6 +50,12 @@ func Format(name string) string {
 // Errors wrap ErrUnknownType, ErrBinary, ErrCorrupt, ErrZipBomb,
 // ErrTooLarge, ErrEncrypted or ErrUnsupported.
 func Extract(format string, data []byte) (*Extracted, error) {
+	return extract(context.Background(), format, data)
+}
+
+// extract is Extract, stopped when ctx is done (only PDF reading is long
+// enough to need it).
+func extract(ctx context.Context, format string, data []byte) (*Extracted, error) {
 	var e *Extracted
 	var err error
 	switch format {
@@ -68,7 +75,7 @@ func Extract(format string, data []byte) (*Extracted, error) {
 	case "docx":
 		e, err = extractDOCX(data)
 	case "pdf":
-		e, err = extractPDF(data)
+		e, err = extractPDF(ctx, data)
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownType, format)
 	}

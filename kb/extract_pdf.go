@@ -105,7 +105,7 @@ func pdfPool() (pdfium.Pool, error) {
 // repair, out of memory or time), ErrEncrypted, ErrTooLarge (pages, text)
 // or ErrUnsupported (no text at all, as in a scan; the engine did not
 // start).
-func extractPDF(data []byte) (*Extracted, error) {
+func extractPDF(ctx context.Context, data []byte) (*Extracted, error) {
 	if !strings.HasPrefix(strings.TrimLeft(string(data[:min(len(data), 1024)]), "\x00\t\n\f\r "), "%PDF-") {
 		return nil, fmt.Errorf("%w: PDF: no %%PDF- header", ErrCorrupt)
 	}
@@ -120,16 +120,23 @@ func extractPDF(data []byte) (*Extracted, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: PDF engine: %v", ErrUnsupported, err)
 	}
-	var expired atomic.Bool
-	timer := time.AfterFunc(pdfTimeout, func() {
-		expired.Store(true)
-		inst.Kill()
-	})
-	e, err := readPDF(inst, data)
-	if timer.Stop() {
-		inst.Close()
+	// The instance is killed at the deadline or when ctx is done,
+	// whichever comes first, and closed normally otherwise.
+	var killed sync.Once
+	var expired, cancelled atomic.Bool
+	kill := func(flag *atomic.Bool) func() {
+		return func() { killed.Do(func() { flag.Store(true); inst.Kill() }) }
 	}
-	if expired.Load() {
+	timer := time.AfterFunc(pdfTimeout, kill(&expired))
+	stop := context.AfterFunc(ctx, kill(&cancelled))
+	e, err := readPDF(inst, data)
+	timer.Stop()
+	stop()
+	killed.Do(func() { inst.Close() }) // a no-op when it was killed
+	switch {
+	case cancelled.Load():
+		return nil, fmt.Errorf("PDF: %w", context.Cause(ctx))
+	case expired.Load():
 		return nil, fmt.Errorf("%w: PDF: not read within %v", ErrCorrupt, pdfTimeout)
 	}
 	return e, err

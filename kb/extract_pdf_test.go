@@ -242,6 +242,28 @@ func TestExtractPDFTimeout(t *testing.T) {
 	}
 }
 
+// TestExtractPDFCancel: a cancelled ingest stops inside a long PDF.
+func TestExtractPDFCancel(t *testing.T) {
+	pages := make([][]string, 3000)
+	for i := range pages {
+		pages[i] = []string{"员工出差须提前三个工作日提交申请。"}
+	}
+	data := makePDF(t, testPDF{pages: pages})
+	if _, err := pdfPool(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	start := time.Now()
+	_, err := extract(ctx, "pdf", data)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v after %v, want context.Canceled", err, time.Since(start))
+	}
+	if _, err := Extract("pdf", makePDF(t, testPDF{pages: pdfPages})); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestIngestPDF: pages reach the chunks and the search results; a bad PDF
 // beside good files leaves no rows and does not stop them.
 func TestIngestPDF(t *testing.T) {

@@ -119,7 +119,7 @@ func (k *DB) ingestFile(ctx context.Context, path string, o IngestOptions) (Inge
 			return IngestResult{}, fmt.Errorf("%w: SHA-256 %s, signed %s", ErrNotSigned, got, want)
 		}
 	}
-	e, err := Extract(format, data)
+	e, err := extract(ctx, format, data)
 	if err != nil {
 		return IngestResult{}, err
 	}
