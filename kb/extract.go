@@ -1,8 +1,8 @@
 package kb
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
