@@ -151,25 +151,7 @@ func (k *DB) loadIndex(ctx context.Context) (*index, error) {
 	}
 	flushDoc()
 	// Chunk and document numbers only grow, so each list is sorted.
-	compactPostings(x.chunkPost)
-	compactPostings(x.docPost)
 	return x, nil
-}
-
-// compactPostings moves every list into one exactly sized array: lists
-// grown by append keep up to half their capacity unused (most lists are
-// short, and short slices double), which was about a third of the index,
-// and one array of uint32s is nothing for the garbage collector to scan.
-func compactPostings(post [][]uint32) {
-	n := 0
-	for _, p := range post {
-		n += len(p)
-	}
-	arena := make([]uint32, n)
-	for i, p := range post {
-		m := copy(arena, p)
-		post[i], arena = arena[:m:m], arena[m:]
-	}
 }
 
 // appendTerms appends the numbers of text's terms to ids, adding new terms.
