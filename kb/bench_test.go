@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -137,12 +138,26 @@ func BenchmarkIndexBuild(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	cpu := cpuTime() - cpu0
 	n := 0
 	for i := range x.chunkPost {
 		n += cap(x.chunkPost[i]) + cap(x.docPost[i])
 	}
 	b.ReportMetric(float64(n*4)/1e6, "postings-MB")
-	b.ReportMetric((cpuTime()-cpu0).Seconds()/float64(b.N), "cpu-s/op")
+	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+	// The heap the index holds, per chunk: what a search process needs.
+	var before, after runtime.MemStats
+	x = nil
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	x, err := k.loadIndex(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(len(x.chunkID)), "index-B/chunk")
+	runtime.KeepAlive(x)
 }
 
 // BenchmarkSearch reports p50 and p99 of Search, end to end (index

@@ -2,6 +2,7 @@ package kb
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -46,9 +47,15 @@ func Format(name string) string {
 }
 
 // Extract reads the text of a file in the given format (see Format).
-// Errors wrap ErrUnknownType, ErrBinary, ErrCorrupt, ErrZipBomb or
-// ErrUnsupported.
+// Errors wrap ErrUnknownType, ErrBinary, ErrCorrupt, ErrZipBomb,
+// ErrTooLarge, ErrEncrypted or ErrUnsupported.
 func Extract(format string, data []byte) (*Extracted, error) {
+	return extract(context.Background(), format, data)
+}
+
+// extract is Extract, stopped when ctx is done (only PDF reading is long
+// enough to need it).
+func extract(ctx context.Context, format string, data []byte) (*Extracted, error) {
 	var e *Extracted
 	var err error
 	switch format {
@@ -68,7 +75,7 @@ func Extract(format string, data []byte) (*Extracted, error) {
 	case "docx":
 		e, err = extractDOCX(data)
 	case "pdf":
-		return nil, fmt.Errorf("%w: PDF (convert it to text, Markdown or DOCX first)", ErrUnsupported)
+		e, err = extractPDF(ctx, data)
 	default:
 		return nil, fmt.Errorf("%w: %q", ErrUnknownType, format)
 	}

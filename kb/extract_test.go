@@ -86,7 +86,8 @@ func TestExtractRefusals(t *testing.T) {
 		{"bad xml", "docx", makeDOCX(t, "<w:p><w:r><w:t>unclosed"), ErrCorrupt},
 		{"NUL in text", "text", []byte("abc\x00def"), ErrBinary},
 		{"Latin-1 text", "markdown", []byte("caf\xe9"), ErrBinary},
-		{"pdf", "pdf", []byte("%PDF-1.7"), ErrUnsupported},
+		{"pdf without a body", "pdf", []byte("%PDF-1.7"), ErrCorrupt},
+		{"pdf without a header", "pdf", []byte("<html>"), ErrCorrupt},
 		{"unknown", "", []byte("x"), ErrUnknownType},
 	} {
 		if _, err := Extract(c.format, c.data); !errors.Is(err, c.want) {

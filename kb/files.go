@@ -99,7 +99,7 @@ func (k *DB) IngestFiles(ctx context.Context, paths []string, o IngestOptions, r
 func (k *DB) ingestFile(ctx context.Context, path string, o IngestOptions) (IngestResult, error) {
 	format := Format(path)
 	if format == "" {
-		return IngestResult{}, fmt.Errorf("%w: %q (want .md, .txt, .html, .docx)", ErrUnknownType, filepath.Ext(path))
+		return IngestResult{}, fmt.Errorf("%w: %q (want .md, .txt, .html, .docx, .pdf)", ErrUnknownType, filepath.Ext(path))
 	}
 	data, err := readCapped(path, o.MaxBytes)
 	if err != nil {
@@ -119,7 +119,7 @@ func (k *DB) ingestFile(ctx context.Context, path string, o IngestOptions) (Inge
 			return IngestResult{}, fmt.Errorf("%w: SHA-256 %s, signed %s", ErrNotSigned, got, want)
 		}
 	}
-	e, err := Extract(format, data)
+	e, err := extract(ctx, format, data)
 	if err != nil {
 		return IngestResult{}, err
 	}

@@ -17,7 +17,7 @@ type Document struct {
 	Title      string
 	Source     string // where it came from (a path); with Collection, its identity
 	Collection string
-	Format     string // markdown, text, html, docx
+	Format     string // markdown, text, html, docx, pdf
 	Class      Class
 	Allow      []Principal
 	Raw        []byte // the file as read, for its SHA-256 and size

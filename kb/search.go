@@ -18,6 +18,11 @@ type Query struct {
 	K          int    // results wanted (default 5, at most MaxK)
 	Collection string // "" searches every collection
 	TokenID    string // the gateway token asking, for the audit log ("" from the CLI)
+	// Dense, when set, also ranks the readable chunks by the cosine of
+	// their stored vectors of Dense.Model (see EmbedChunks) to the
+	// query's, and fuses both rankings by reciprocal rank fusion; Score
+	// is then the fused score. Off by default.
+	Dense *Embedder
 }
 
 // MaxK bounds the results of one search.
@@ -141,8 +146,26 @@ func (k *DB) search(ctx context.Context, q Query) ([]Hit, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	cands, denied := x.search(terms, q)
-	hits, err := k.hits(ctx, x, cands, q.Caller)
+	if q.Dense == nil {
+		cands, denied := x.search(terms, q)
+		hits, err := k.hits(ctx, x, cands, q.Caller)
+		if err != nil {
+			return nil, 0, err
+		}
+		return hits, denied, nil
+	}
+	deep := q
+	deep.K = max(q.K, denseDepth)
+	cands, denied := x.search(terms, deep)
+	lex := make([]scored, len(cands))
+	for i, c := range cands {
+		lex[i] = scored{x.chunkID[c.chunk], c.score}
+	}
+	dense, err := k.denseSearch(ctx, q, denseDepth)
+	if err != nil {
+		return nil, 0, err
+	}
+	hits, err := k.hitsByID(ctx, fuse(q.K, lex, dense), q.Caller, 1e6)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -308,12 +331,22 @@ WHERE c.id IN (SELECT value FROM json_each(?1)) AND d.class <= ?2
 
 // hits loads the chunks named by cands, in order.
 func (k *DB) hits(ctx context.Context, x *index, cands []candidate, caller Caller) ([]Hit, error) {
-	if len(cands) == 0 {
+	ranked := make([]scored, len(cands))
+	for i, c := range cands {
+		ranked[i] = scored{x.chunkID[c.chunk], c.score}
+	}
+	return k.hitsByID(ctx, ranked, caller, 1e3)
+}
+
+// hitsByID loads the chunks named by ranked, in order, with their scores
+// rounded to 1/round.
+func (k *DB) hitsByID(ctx context.Context, ranked []scored, caller Caller, round float64) ([]Hit, error) {
+	if len(ranked) == 0 {
 		return nil, nil
 	}
-	ids := make([]int64, len(cands))
-	for i, c := range cands {
-		ids[i] = x.chunkID[c.chunk]
+	ids := make([]int64, len(ranked))
+	for i, r := range ranked {
+		ids[i] = r.id
 	}
 	idList, _ := json.Marshal(ids)
 	principals, _ := json.Marshal(caller.principals())
@@ -322,7 +355,7 @@ func (k *DB) hits(ctx context.Context, x *index, cands []candidate, caller Calle
 		return nil, fmt.Errorf("search: load results: %w", err)
 	}
 	defer rows.Close()
-	byID := make(map[int64]Hit, len(cands))
+	byID := make(map[int64]Hit, len(ranked))
 	for rows.Next() {
 		var h Hit
 		var class int
@@ -335,13 +368,13 @@ func (k *DB) hits(ctx context.Context, x *index, cands []candidate, caller Calle
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("search: load results: %w", err)
 	}
-	out := make([]Hit, 0, len(cands))
-	for i, c := range cands {
-		h, ok := byID[ids[i]]
+	out := make([]Hit, 0, len(ranked))
+	for _, r := range ranked {
+		h, ok := byID[r.id]
 		if !ok {
 			continue // removed or no longer readable since the index was read
 		}
-		h.Score = math.Round(c.score*1000) / 1000
+		h.Score = math.Round(r.score*round) / round
 		out = append(out, h)
 	}
 	return out, nil

@@ -46,13 +46,15 @@ func init() {
 		Subcommands: []*cli.Command{
 			{
 				Name:  "ingest",
-				Usage: "store files (Markdown, text, HTML, DOCX) or directories of them",
+				Usage: "store files (Markdown, text, HTML, DOCX, PDF) or directories of them",
 				UsageText: "qwen-appliance kb ingest PATH... --allow role:hr,role:admin|all --class public|internal|secret [--collection C] [--title T]\n" +
 					"   qwen-appliance kb ingest --bundle DIR --trust K.pub --allow ... --class ...",
 				Description: "Each file is one transaction. A file that cannot be read (unknown type, binary,\n" +
-					"corrupt, zip bomb, over --max-bytes) is reported on stderr and skipped; the\n" +
-					"others go on, and the exit status is 1. Ingesting the same path again replaces\n" +
-					"the document and raises its version (same content: only access and class change).\n\n" +
+					"corrupt, zip bomb, encrypted PDF, over --max-bytes) is reported on stderr and\n" +
+					"skipped; the others go on, and the exit status is 1. Ingesting the same path\n" +
+					"again replaces the document and raises its version (same content: only access and\n" +
+					"class change). PDF text is read by PDFium in a WebAssembly sandbox (256 MiB, 2 min\n" +
+					"per file; the first PDF of a run compiles it, a few seconds); see docs/kb-formats.md.\n\n" +
 					"--bundle ingests the kb/ tree of a signed bundle that crossed the gap: its manifest\n" +
 					"is verified against --trust first (exit 3 when it fails), and every file must hash\n" +
 					"to its signed SHA-256 as it is read.",
@@ -81,11 +83,28 @@ func init() {
 					&cli.StringFlag{Name: "tokens", Usage: "token file for --as-token", Value: defaultTokensPath},
 					&cli.StringFlag{Name: "collection", Usage: "search this collection only"},
 					&cli.IntFlag{Name: "k", Usage: "results wanted (at most 100)", Value: 5},
+					&cli.StringFlag{Name: "dense", Usage: "also rank by dense vectors from this embedding endpoint (http://HOST/api/embed or /v1/embeddings; see 'kb embed'), fused by reciprocal rank fusion"},
+					&cli.StringFlag{Name: "dense-model", Usage: "model for --dense (the one 'kb embed' used)"},
 					jsonFlag,
 				),
 				Action: kbSearch,
 			},
 			kbAskCommand(dbFlag, auditFlags, jsonFlag),
+			{
+				Name:      "embed",
+				Usage:     "compute dense vectors for the chunks that have none (optional)",
+				UsageText: "qwen-appliance kb embed --url http://127.0.0.1:PORT/api/embed --model NAME",
+				Description: "Sends every chunk without a vector for --model to the runtime's embedding\n" +
+					"endpoint (Ollama /api/embed, or the OpenAI form /v1/embeddings of vLLM and\n" +
+					"llama.cpp), 32 chunks per request, and stores the vectors. Run it again after\n" +
+					"ingesting: it only embeds what is new. 'kb search --dense URL --dense-model NAME'\n" +
+					"then fuses them with lexical ranking; access is applied before either ranks.",
+				Flags: []cli.Flag{dbFlag,
+					&cli.StringFlag{Name: "url", Required: true, Usage: "embedding endpoint"},
+					&cli.StringFlag{Name: "model", Required: true, Usage: "embedding model name"},
+					jsonFlag},
+				Action: kbEmbed,
+			},
 			{
 				Name:  "acl",
 				Usage: "change who may read a document",
@@ -219,14 +238,20 @@ func kbIngest(c *cli.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, closeKB()) }()
+	// Results are kept only for --json: a folder of any size costs the
+	// same memory otherwise.
 	var results []kb.FileResult
-	failed := 0
+	seen, failed, unsigned := 0, 0, false
 	err = k.IngestFiles(c.Context, paths, kb.IngestOptions{Allow: allow, Class: class,
 		Collection: c.String("collection"), Title: c.String("title"), MaxBytes: c.Int64("max-bytes"), Expect: expect},
 		func(r kb.FileResult) {
-			results = append(results, r)
+			seen++
+			if c.Bool("json") {
+				results = append(results, r)
+			}
 			if r.Err != nil {
 				failed++
+				unsigned = unsigned || errors.Is(r.Err, kb.ErrNotSigned)
 				fmt.Fprintf(c.App.ErrWriter, "qwen-appliance: %s: %v\n", r.Path, r.Err)
 				return
 			}
@@ -263,12 +288,10 @@ func kbIngest(c *cli.Context) (err error) {
 	}
 	if failed > 0 {
 		code := exitError
-		for _, r := range results {
-			if errors.Is(r.Err, kb.ErrNotSigned) {
-				code = exitVerification
-			}
+		if unsigned {
+			code = exitVerification
 		}
-		return reportedError(code, fmt.Errorf("%d of %d files were not ingested", failed, len(results)), "see the errors above; the other files were stored")
+		return reportedError(code, fmt.Errorf("%d of %d files were not ingested", failed, seen), "see the errors above; the other files were stored")
 	}
 	return nil
 }
@@ -320,8 +343,17 @@ func kbSearch(c *cli.Context) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, closeKB()) }()
-	hits, err := k.Search(c.Context, kb.Query{Text: c.Args().First(), Caller: caller, K: c.Int("k"),
-		Collection: c.String("collection"), TokenID: c.String("as-token")})
+	q := kb.Query{Text: c.Args().First(), Caller: caller, K: c.Int("k"),
+		Collection: c.String("collection"), TokenID: c.String("as-token")}
+	switch url, model := c.String("dense"), c.String("dense-model"); {
+	case url != "" && model == "":
+		return usagef("pass --dense-model NAME (the model 'kb embed' used)", "--dense without --dense-model")
+	case url == "" && model != "":
+		return usagef("pass --dense URL", "--dense-model without --dense")
+	case url != "":
+		q.Dense = &kb.Embedder{URL: url, Model: model}
+	}
+	hits, err := k.Search(c.Context, q)
 	if errors.Is(err, kb.ErrEmptyQuery) {
 		return usagef("search for words or Chinese text", "%v", err)
 	}

@@ -40,6 +40,7 @@ func TestScript(t *testing.T) {
 			"waitmatches": cmdWaitMatches,
 			"ociextract":  cmdOCIExtract,
 			"fleetreport": cmdFleetReport,
+			"ollamaserve": cmdOllamaServe,
 		},
 		Condition: scriptConditions,
 		Setup: func(env *testscript.Env) error {
