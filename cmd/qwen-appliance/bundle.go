@@ -217,7 +217,7 @@ func bundleSpecs(c *cli.Context) error {
 				return err
 			}
 			list = append(list, entry{Name: n, Description: s.Description})
-			fmt.Fprintf(&text, "%-28s %s\n", n, s.Description)
+			fmt.Fprintf(&text, "%-26s %s\n", n, s.Description)
 		}
 		return report(c, list, "%s", text.String())
 	}

@@ -283,6 +283,7 @@ func TestTablesFit(t *testing.T) {
 		{"preflight", may("preflight", "--bundle", p("bundle"), "--trust", p("k.pub"), "--store", longStore)},
 		{"tokens list", must("tokens", "list", "--file", toks)},
 		{"kb list", must("kb", "list", "--db", p("kb/kb.db"))},
+		{"bundle specs", must("bundle", "specs")},
 		{"verify --list", must("verify", "--list")},
 		{"status", must("status", "--root", dir)},
 		// bundle specs is left out: README.md shows its list, whose demo
