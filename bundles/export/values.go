@@ -248,6 +248,12 @@ func orRoot(s string) string {
 // checkValues validates values YAML against the chart's values.schema.json,
 // the same schema Helm applies on lint, template and install.
 func checkValues(data []byte) error {
+	return validateYAML(data, valuesSchema, "")
+}
+
+// validateYAML checks a YAML document against the schema schema returns;
+// errors start with prefix.
+func validateYAML(data []byte, schema func() (*jsonschema.Schema, error), prefix string) error {
 	var v any
 	if err := yaml.Unmarshal(data, &v); err != nil {
 		return err
@@ -261,12 +267,12 @@ func checkValues(data []byte) error {
 	if err != nil {
 		return err
 	}
-	sch, err := valuesSchema()
+	sch, err := schema()
 	if err != nil {
 		return err
 	}
 	if err := sch.Validate(inst); err != nil {
-		return fmt.Errorf("%s", strings.TrimSpace(err.Error()))
+		return fmt.Errorf("%s%s", prefix, strings.TrimSpace(err.Error()))
 	}
 	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
-	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -156,26 +155,7 @@ func zarfPackage(r *Result, ns string) map[string]any {
 
 // CheckZarf validates a zarf.yaml document against Zarf's own schema.
 func CheckZarf(data []byte) error {
-	var v any
-	if err := yaml.Unmarshal(data, &v); err != nil {
-		return err
-	}
-	j, err := json.Marshal(v)
-	if err != nil {
-		return err
-	}
-	inst, err := jsonschema.UnmarshalJSON(bytes.NewReader(j))
-	if err != nil {
-		return err
-	}
-	sch, err := zarfCompiled()
-	if err != nil {
-		return err
-	}
-	if err := sch.Validate(inst); err != nil {
-		return fmt.Errorf("not valid against Zarf's schema: %s", strings.TrimSpace(err.Error()))
-	}
-	return nil
+	return validateYAML(data, zarfCompiled, "not valid against Zarf's schema: ")
 }
 
 // zarfCompiled compiles Zarf's schema once.
