@@ -265,42 +265,9 @@ func (in *installer) placeKB(ctx context.Context, path string, gw harden.Identit
 
 // ownKB walks the kb/ directory dir. With fix it gives every entry to the
 // gateway's user (id) and takes group and other bits away; without, it
-// returns an error naming the first entry that is otherwise. Symbolic links
-// are refused either way.
+// returns an error naming the first entry that is otherwise.
 func ownKB(dir string, id harden.Identity, fix bool) error {
-	bad, first := 0, ""
-	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if errors.Is(err, fs.ErrNotExist) && p == dir {
-			return filepath.SkipDir
-		}
-		if err != nil {
-			return err
-		}
-		if fi.Mode()&os.ModeSymlink != 0 || !(fi.IsDir() || fi.Mode().IsRegular()) {
-			return fmt.Errorf("%s: a %s in the knowledge base's directory; remove it and re-run install", p, fi.Mode().Type())
-		}
-		uid, gid := ownerOf(fi)
-		if fi.Mode().Perm()&0o077 == 0 && uid == id.UID && gid == id.GID {
-			return nil
-		}
-		if !fix {
-			if bad++; first == "" {
-				first = fmt.Sprintf("%s: mode %04o, owner %d:%d", p, fi.Mode().Perm(), uid, gid)
-			}
-			return nil
-		}
-		if err := os.Chmod(p, fi.Mode().Perm()&^0o077); err != nil {
-			return err
-		}
-		return os.Lchown(p, id.UID, id.GID)
-	})
-	switch {
-	case err != nil:
-		return err
-	case bad > 0:
-		return fmt.Errorf("%s (want no group or other bits, the gateway's uid %d; %d path(s) in %s)", first, id.UID, bad, dir)
-	}
-	return nil
+	return privateTree(dir, id, fix, "the gateway's")
 }
 
 // storeLayout checks (or, with fix, restores) the store's shared layout:

@@ -172,9 +172,18 @@ func shortSum(s string) string {
 // runtime's user alone (no group or other bits, owner id). With fix it
 // takes group and other bits away and gives each path back to id; without,
 // it returns an error that names the first path found otherwise and how
-// many there are. Symlinks, which copy-in never makes, are only reported.
+// many there are.
 func (in *installer) privateReleases(id harden.Identity, fix bool) error {
-	dir := filepath.Join(in.o.Store, ReleasesDir)
+	return privateTree(filepath.Join(in.o.Store, ReleasesDir), id, fix, "the runtime's")
+}
+
+// privateTree walks dir, whose every entry must be id's alone: no group or
+// other bits, owner id.UID and, unless id.GID is negative, group id.GID.
+// With fix it makes each so; without, it returns an error naming the first
+// entry that is not and how many are not. Anything but directories and
+// regular files (a symlink, a FIFO) is refused either way: install never
+// makes one there. who names the owner in errors ("the runtime's").
+func privateTree(dir string, id harden.Identity, fix bool, who string) error {
 	bad, first := 0, ""
 	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if errors.Is(err, os.ErrNotExist) && p == dir {
@@ -183,16 +192,16 @@ func (in *installer) privateReleases(id harden.Identity, fix bool) error {
 		if err != nil {
 			return err
 		}
-		uid, _ := ownerOf(fi)
-		if fi.Mode()&os.ModeSymlink != 0 {
-			return fmt.Errorf("%s: a symlink in the store (copy-in never makes one); remove it and re-run install", p)
+		if fi.Mode()&os.ModeSymlink != 0 || !(fi.IsDir() || fi.Mode().IsRegular()) {
+			return fmt.Errorf("%s: a %s, which install never makes there; remove it and re-run install", p, fi.Mode().Type())
 		}
-		if fi.Mode().Perm()&0o077 == 0 && uid == id.UID {
+		uid, gid := ownerOf(fi)
+		if fi.Mode().Perm()&0o077 == 0 && uid == id.UID && (id.GID < 0 || gid == id.GID) {
 			return nil
 		}
 		if !fix {
 			if bad++; first == "" {
-				first = fmt.Sprintf("%s: mode %04o, owner uid %d", p, fi.Mode().Perm(), uid)
+				first = fmt.Sprintf("%s: mode %04o, owner %d:%d", p, fi.Mode().Perm(), uid, gid)
 			}
 			return nil
 		}
@@ -205,7 +214,7 @@ func (in *installer) privateReleases(id harden.Identity, fix bool) error {
 	case err != nil:
 		return err
 	case bad > 0:
-		return fmt.Errorf("%s (want no group or other bits, the runtime's uid %d; %d path(s) in %s)", first, id.UID, bad, dir)
+		return fmt.Errorf("%s (want no group or other bits, %s uid %d; %d path(s) in %s)", first, who, id.UID, bad, dir)
 	}
 	return nil
 }
