@@ -124,7 +124,7 @@ for who in hr staff; do
 a = json.load(sys.stdin)
 print("  answer:", " ".join(a["choices"][0]["message"]["content"].split())[:70])
 for c in a.get("citations") or []:
-    print("  [%d] %s > %s, document %d version %d, sha256 %s..." % (c["index"], c["title"], c.get("heading_path", ""), c["document_id"], c["version"], c["sha256"][:16]))
+    print("  [%d] %s, document %d version %d, sha256 %s..." % (c["index"], c.get("heading_path") or c["title"], c["document_id"], c["version"], c["sha256"][:16]))
 print("  (%d citations, %d completion tokens)" % (len(a.get("citations") or []), a["usage"]["completion_tokens"]))'
 done
 echo "(random weights: the hr answer's words are noise, its citations are not; the staff answer is the"
