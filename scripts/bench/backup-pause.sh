@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Does taking a backup pause serving? The gateway serves /v1/models at a fixed
+# rate (open loop, gateway/internal/loadgen) and writes its audit log into a
+# fake installation; the latencies of one run without a backup and one run
+# while `backup create` of that installation (its audit log included, default
+# 256 MiB) runs again and again are printed side by side, with the number of
+# backups taken. Loopback only. Needs go, age-keygen and python3; skips
+# (exit 0) without them. Cleans up its temporary directory.
+#
+#   scripts/bench/backup-pause.sh
+#   BENCH_MIB=64 RATE=500 DUR=10 scripts/bench/backup-pause.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+for tool in age-keygen python3; do
+  if ! command -v "$tool" >/dev/null; then echo "backup-pause.sh: $tool not found; skipping"; exit 0; fi
+done
+mib=${BENCH_MIB:-256}
+RATE=${RATE:-500}
+DUR=${DUR:-10}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/qwa-bench-pause.XXXXXX")
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+go build -o "$work/qwen-appliance" ./cmd/qwen-appliance
+go build -o "$work/upstream" ./gateway/internal/testupstream
+go build -o "$work/loadgen" ./gateway/internal/loadgen
+Q=$work/qwen-appliance
+
+root=$work/root
+cfg=$root/etc/qwen-appliance
+logdir=$root/var/log/qwen-appliance
+mkdir -p "$cfg" "$logdir" "$root/var/lib/qwen-appliance"
+"$Q" keys generate --out "$cfg/audit" >/dev/null
+"$Q" keys generate --out "$work/sig" >/dev/null
+age-keygen -o "$work/id.txt" 2>/dev/null
+recipient=$(age-keygen -y "$work/id.txt")
+cat > "$root/var/lib/qwen-appliance/state.json" <<JSON
+{"schemaVersion":1,"updated":"2026-01-01T00:00:00Z","root":"$root",
+ "bundle":{"name":"bench","version":1,"manifestSha256":"","dir":""},
+ "lastAcceptedVersion":1,"store":{"dir":"","backend":"none"},"firewall":{"table":"","rulesetSha256":""},
+ "runtime":{"name":"runtime"},"gateway":{"name":"gateway","auditLog":"$logdir/audit.log"}}
+JSON
+echo "backup-pause.sh: writing a ${mib} MiB audit log" >&2
+go run ./scripts/bench/auditgen -out "$logdir/audit.log" -key "$cfg/audit.key" -mib "$mib"
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
+UP=$(port); "$work/upstream" -listen 127.0.0.1:"$UP" >/dev/null & pids+=($!)
+wait_port "$UP"
+TOKEN=$("$Q" tokens create --file "$cfg/tokens.json" --name bench 2>/dev/null)
+GW=$(port)
+# The gateway appends to the installation's audit log, which the backups copy.
+"$Q" serve --upstream "http://127.0.0.1:$UP" --listen "127.0.0.1:$GW" --metrics-listen "" \
+  --tokens "$cfg/tokens.json" --audit-log "$logdir/audit.log" --audit-key "$cfg/audit.key" 2>"$work/serve.log" & pids+=($!)
+wait_port "$GW"
+
+load() { "$work/loadgen" -url "http://127.0.0.1:$GW/v1/models" -token "$TOKEN" -rate "$RATE" -duration "${DUR}s"; }
+json() { python3 -c "import json,sys; d=json.load(sys.stdin); print(d[sys.argv[1]])" "$1"; }
+
+quiet=$(load)
+rm -f "$work/stop"
+( n=0; while [ ! -e "$work/stop" ]; do
+    "$Q" backup create --out "$work/b$n.age" --recipient "$recipient" --key "$work/sig.key" --root "$root" --metrics-textfile none >/dev/null 2>&1 || { echo "backup-pause.sh: backup create failed" >&2; exit 1; }
+    rm -f "$work/b$n.age"; n=$((n + 1)); echo "$n" > "$work/count"
+  done ) & bpid=$!
+sleep 0.5
+busy=$(load)
+touch "$work/stop"; wait "$bpid"
+printf '%-26s %9s %9s %9s %7s\n' "" p50-ms p99-ms max-ms errors
+for name in quiet busy; do
+  out=${!name}
+  printf '%-26s %9s %9s %9s %7s\n' "$name$([ "$name" = busy ] && echo " ($(cat "$work/count") backups)")" \
+    "$(json p50ms <<<"$out")" "$(json p99ms <<<"$out")" "$(json maxms <<<"$out")" "$(json errors <<<"$out")"
+done
+echo "(${RATE} req/s for ${DUR} s each; audit log ${mib} MiB; $(nproc) cores shared by the gateway, the load and the backups)"
