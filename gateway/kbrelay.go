@@ -86,11 +86,8 @@ func (g *Gateway) relayKBBody(w http.ResponseWriter, resp *http.Response, ex *ex
 	}
 	ex.ttft = time.Since(ex.start)
 	if resp.StatusCode == http.StatusOK {
-		var c struct {
-			Usage *usage `json:"usage"`
-		}
-		if json.Unmarshal(body, &c) == nil && c.Usage != nil {
-			ex.promptTokens, ex.completionTokens = c.Usage.PromptTokens, c.Usage.CompletionTokens
+		if u := usageOf(body); u != nil {
+			ex.promptTokens, ex.completionTokens = u.PromptTokens, u.CompletionTokens
 		}
 		out, ok := citeBody(body, p)
 		if !ok {
@@ -215,13 +212,8 @@ func (g *Gateway) relayKBStream(w http.ResponseWriter, resp *http.Response, ex *
 				// nothing, so the event goes on as the upstream wrote it,
 				// as on the other routes (the common case, kept cheap).
 				chunks++
-				if bytes.Contains(data, []byte(`"usage"`)) {
-					var c struct {
-						Usage *usage `json:"usage"`
-					}
-					if json.Unmarshal(data, &c) == nil && c.Usage != nil {
-						u = c.Usage
-					}
+				if uu := usageOf(data); uu != nil {
+					u = uu
 				}
 				if err := event(data); err != nil {
 					return err
@@ -252,11 +244,7 @@ func (g *Gateway) relayKBStream(w http.ResponseWriter, resp *http.Response, ex *
 			return err
 		}
 	}
-	if u != nil {
-		ex.promptTokens, ex.completionTokens = u.PromptTokens, u.CompletionTokens
-	} else {
-		ex.completionTokens = chunks
-	}
+	ex.countTokens(u, chunks)
 	return nil
 }
 

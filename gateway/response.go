@@ -21,6 +21,32 @@ type usage struct {
 	CompletionTokens int `json:"completion_tokens"`
 }
 
+// usageOf reads the usage a completion (or a stream chunk) reports; nil
+// when it reports none. The substring test keeps chunks without one cheap.
+func usageOf(data []byte) *usage {
+	if !bytes.Contains(data, []byte(`"usage"`)) {
+		return nil
+	}
+	var c struct {
+		Usage *usage `json:"usage"`
+	}
+	if json.Unmarshal(data, &c) != nil {
+		return nil
+	}
+	return c.Usage
+}
+
+// countTokens records a stream's token counts: the usage it reported, or
+// else its content chunks as completion tokens (llama.cpp and vLLM send one
+// per token).
+func (ex *exchange) countTokens(u *usage, chunks int) {
+	if u != nil {
+		ex.promptTokens, ex.completionTokens = u.PromptTokens, u.CompletionTokens
+	} else {
+		ex.completionTokens = chunks
+	}
+}
+
 // passHeaders are the upstream response headers a client sees; everything
 // else (Server, X-Powered-By, cookies, caching, upstream debugging) is
 // dropped.
@@ -80,13 +106,8 @@ func (g *Gateway) relayStream(w http.ResponseWriter, resp *http.Response, ex *ex
 						}
 						content = append(content, data...)
 					}
-					if bytes.Contains(data, []byte(`"usage"`)) {
-						var c struct {
-							Usage *usage `json:"usage"`
-						}
-						if json.Unmarshal(data, &c) == nil && c.Usage != nil {
-							u = c.Usage
-						}
+					if uu := usageOf(data); uu != nil {
+						u = uu
 					}
 				}
 			}
@@ -108,11 +129,7 @@ func (g *Gateway) relayStream(w http.ResponseWriter, resp *http.Response, ex *ex
 			return err
 		}
 	}
-	if u != nil {
-		ex.promptTokens, ex.completionTokens = u.PromptTokens, u.CompletionTokens
-	} else {
-		ex.completionTokens = chunks
-	}
+	ex.countTokens(u, chunks)
 	return nil
 }
 
@@ -127,13 +144,8 @@ func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exch
 		return errors.New("upstream answer larger than 64 MiB")
 	}
 	ex.ttft = time.Since(ex.start)
-	if resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`"usage"`)) {
-		var c struct {
-			Usage *usage `json:"usage"`
-		}
-		if json.Unmarshal(body, &c) == nil && c.Usage != nil {
-			ex.promptTokens, ex.completionTokens = c.Usage.PromptTokens, c.Usage.CompletionTokens
-		}
+	if u := usageOf(body); resp.StatusCode == http.StatusOK && u != nil {
+		ex.promptTokens, ex.completionTokens = u.PromptTokens, u.CompletionTokens
 	}
 	if resp.StatusCode == http.StatusOK {
 		if rt.filters && tok != nil && len(tok.Models) > 0 {
