@@ -33,25 +33,10 @@ go build -o "$work/upstream" ./gateway/internal/testupstream
 go build -o "$work/loadgen" ./gateway/internal/loadgen
 Q=$work/qwen-appliance
 
-root=$work/root
-cfg=$root/etc/qwen-appliance
-logdir=$root/var/log/qwen-appliance
-mkdir -p "$cfg" "$logdir" "$root/var/lib/qwen-appliance"
-"$Q" keys generate --out "$cfg/audit" >/dev/null
-"$Q" keys generate --out "$work/sig" >/dev/null
-age-keygen -o "$work/id.txt" 2>/dev/null
-recipient=$(age-keygen -y "$work/id.txt")
-cat > "$root/var/lib/qwen-appliance/state.json" <<JSON
-{"schemaVersion":1,"updated":"2026-01-01T00:00:00Z","root":"$root",
- "bundle":{"name":"bench","version":1,"manifestSha256":"","dir":""},
- "lastAcceptedVersion":1,"store":{"dir":"","backend":"none"},"firewall":{"table":"","rulesetSha256":""},
- "runtime":{"name":"runtime"},"gateway":{"name":"gateway","auditLog":"$logdir/audit.log"}}
-JSON
-echo "backup-pause.sh: writing a ${mib} MiB audit log" >&2
-go run ./scripts/bench/auditgen -out "$logdir/audit.log" -key "$cfg/audit.key" -mib "$mib"
+# shellcheck source=lib/common.bash
+. scripts/bench/lib/common.bash
+fake_install "$Q" "$work" "$mib"
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
 UP=$(port); "$work/upstream" -listen 127.0.0.1:"$UP" >/dev/null & pids+=($!)
 wait_port "$UP"
 TOKEN=$("$Q" tokens create --file "$cfg/tokens.json" --name bench 2>/dev/null)

@@ -40,23 +40,9 @@ else
   bin=bin/qwen-appliance
 fi
 
-root=$work/root
-mkdir -p "$root/etc/qwen-appliance" "$root/var/log/qwen-appliance" "$root/var/lib/qwen-appliance"
-"$bin" keys generate --out "$root/etc/qwen-appliance/audit" >/dev/null
-"$bin" keys generate --out "$work/sig" >/dev/null
-age-keygen -o "$work/id.txt" 2>/dev/null
-recipient=$(age-keygen -y "$work/id.txt")
-cat > "$root/var/lib/qwen-appliance/state.json" <<JSON
-{"schemaVersion":1,"updated":"2026-01-01T00:00:00Z","root":"$root",
- "bundle":{"name":"bench","version":1,"manifestSha256":"","dir":""},
- "lastAcceptedVersion":1,"store":{"dir":"","backend":"none"},"firewall":{"table":"","rulesetSha256":""},
- "runtime":{"name":"runtime"},"gateway":{"name":"gateway","auditLog":"$root/var/log/qwen-appliance/audit.log"}}
-JSON
-
-# A real hash chain, so that verify checks it: the test helper writes it
-# with the gateway's own audit package.
-echo "backup.sh: writing a ${mib} MiB audit log" >&2
-go run ./scripts/bench/auditgen -out "$root/var/log/qwen-appliance/audit.log" -key "$root/etc/qwen-appliance/audit.key" -mib "$mib"
+# shellcheck source=lib/common.bash
+. scripts/bench/lib/common.bash
+fake_install "$bin" "$work" "$mib"
 
 # t CMD...: run CMD (stdout discarded) and print its wall time; exit on failure.
 t() {

@@ -33,8 +33,8 @@ go build -o "$work/qwen-appliance" ./cmd/qwen-appliance
 go build -o "$work/upstream" ./gateway/internal/testupstream
 go build -o "$work/loadgen" ./gateway/internal/loadgen
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 did not open" >&2; exit 1; }
+# shellcheck source=lib/common.bash
+. scripts/bench/lib/common.bash
 
 UP=$(port); "$work/upstream" -listen 127.0.0.1:"$UP" >/dev/null & pids+=($!)
 wait_port "$UP"
