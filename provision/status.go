@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
@@ -139,6 +140,19 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		// Stopping it locks the store (its ExecStop).
 		logf("removing the store's boot unlock unit %s", harden.StoreUnit)
 		errs = append(errs, removeUnit(ctx, l, harden.StoreUnit))
+	}
+	// The appliance's scheduled jobs (backup schedule, verify-schedule)
+	// would fail on every run once it is gone: each qwen-appliance-* timer
+	// goes, with its service.
+	timers, _ := filepath.Glob(l.path(filepath.Join(harden.UnitDir, "qwen-appliance-*.timer")))
+	for _, t := range timers {
+		svc := strings.TrimSuffix(t, ".timer") + ".service"
+		logf("removing the scheduled job %s", filepath.Base(t))
+		if st.Gateway.Unit != "" { // systemd runs the appliance: stop and disable too
+			errs = append(errs, removeUnit(ctx, l, filepath.Base(t)), removeUnit(ctx, l, filepath.Base(svc)))
+		} else {
+			errs = append(errs, removeIfExists(t), removeIfExists(svc))
+		}
 	}
 	if st.Store.Dir != "" {
 		if o.CryptoErase && st.Store.Backend != string(BackendNone) {

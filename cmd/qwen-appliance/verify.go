@@ -169,7 +169,7 @@ func verifyRun(c *cli.Context) error {
 	}
 	if p := c.String("metrics-textfile"); p != "" {
 		if err := writeTextfile(p, rep.Metrics()); err != nil {
-			return withCode(exitError, err, "check --metrics-textfile (the node exporter's textfile directory must exist)")
+			return withCode(exitError, err, "check --metrics-textfile: a path root may write")
 		}
 	}
 	if err := rep.WriteTo(c.App.Writer, format); err != nil {
@@ -250,8 +250,12 @@ func containsString(list []string, s string) bool {
 }
 
 // writeTextfile replaces path with data, atomically, so the node exporter
-// never reads half a file.
+// never reads half a file; it makes the directory when it is missing (no
+// node exporter installed yet), as backup create does.
 func writeTextfile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	return atomicfile.WriteFile(path, data, 0o644)
 }
 
