@@ -9,9 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"sort"
-	"strings"
+
+	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 )
 
 // auditFile is one file of the audit log as it will be copied: a rotated
@@ -55,16 +54,12 @@ func snapshotAudit(path string) (files []auditFile, head AuditHead, err error) {
 		cur.Close()
 		return nil, head, err
 	}
-	rotated, err := filepath.Glob(path + ".*")
+	all, err := audit.Files(path)
 	if err != nil {
 		cur.Close()
 		return nil, head, err
 	}
-	sort.Strings(rotated) // names end in a UTC timestamp: oldest first
-	for _, p := range rotated {
-		if strings.Contains(filepath.Base(p), ".tmp") {
-			continue
-		}
+	for _, p := range all[:len(all)-1] {
 		st, err := os.Stat(p)
 		if err != nil || !st.Mode().IsRegular() {
 			continue

@@ -96,8 +96,7 @@ func TestRestore(t *testing.T) {
 	}
 	// The chain continues: verified with the audit key across the restore,
 	// with exactly one restore record naming the backup after the head.
-	paths, _ := filepath.Glob(filepath.Join(h.root, provision.LogDir, "audit.log.*"))
-	paths = append(paths, filepath.Join(h.root, provision.LogDir, "audit.log"))
+	paths, _ := audit.Files(filepath.Join(h.root, provision.LogDir, "audit.log"))
 	rep, err := audit.Verify(paths, audit.VerifyOptions{Trusted: []manifests.PublicKey{h.auditKey.Public()}})
 	must(t, err)
 	if rep.LastSeq <= m.AuditHead.Seq {

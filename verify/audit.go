@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"sort"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
@@ -21,23 +19,12 @@ func init() {
 	})
 }
 
-// auditFiles lists a log's rotated files (PATH.TIMESTAMP, oldest first) and
-// the current one.
-func auditFiles(path string) ([]string, error) {
-	rotated, err := filepath.Glob(path + ".*")
-	if err != nil {
-		return nil, err
-	}
-	sort.Strings(rotated)
-	return append(rotated, path), nil
-}
-
 func checkAuditChain(_ context.Context, t *Target) Outcome {
 	if t.State == nil || t.State.Gateway.AuditLog == "" {
 		return notApplicable("install recorded no audit log")
 	}
 	g := t.State.Gateway
-	files, err := auditFiles(g.AuditLog)
+	files, err := audit.Files(g.AuditLog)
 	if err != nil {
 		return errored(err)
 	}

@@ -24,6 +24,10 @@ func TestAuditChain(t *testing.T) {
 	must(t, log.Close())
 	tg := &Target{State: &state.State{Gateway: state.Gateway{AuditLog: path, AuditKey: pub}}}
 	expect(t, runOne(t, "gateway.audit-chain", tg), Pass, "signed checkpoints")
+	// A rotation caught halfway (its new file not yet renamed into place)
+	// is not tampering.
+	must(t, os.WriteFile(path+".next", []byte(`{"seq":9999}`+"\n"), 0o600))
+	expect(t, runOne(t, "gateway.audit-chain", tg), Pass, "signed checkpoints")
 
 	data, err := os.ReadFile(path)
 	must(t, err)

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -460,7 +462,7 @@ func (l *Log) maybeRotate() error {
 	if err := l.sync(); err != nil {
 		return fmt.Errorf("rotate audit log: %w", err)
 	}
-	old := l.o.Path + "." + l.o.Now().UTC().Format("20060102T150405.000000000Z")
+	old := l.o.Path + "." + l.o.Now().UTC().Format(rotatedStamp)
 	next := l.o.Path + ".next"
 	os.Remove(next) // left by a crash between the renames below
 	f, err := os.OpenFile(next, os.O_RDWR|os.O_CREATE|os.O_EXCL|os.O_APPEND, 0o600)
@@ -490,6 +492,29 @@ func (l *Log) maybeRotate() error {
 		return errors.Join(fmt.Errorf("rotate audit log: %w", err), prev.Close())
 	}
 	return prev.Close()
+}
+
+// rotatedStamp ends a rotated file's name: PATH.STAMP, in UTC, so that
+// names sort oldest first.
+const rotatedStamp = "20060102T150405.000000000Z"
+
+// Files lists the files of the log at path, oldest first: its rotated files
+// (PATH.STAMP) and then path itself. Other names beside it are not the log's:
+// PATH.next, a rotation's new file until it is renamed to path, and whatever
+// an operator left there.
+func Files(path string) ([]string, error) {
+	names, err := filepath.Glob(path + ".*")
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, n := range names {
+		if _, err := time.Parse(rotatedStamp, strings.TrimPrefix(n, path+".")); err == nil {
+			files = append(files, n)
+		}
+	}
+	sort.Strings(files)
+	return append(files, path), nil
 }
 
 // sync writes out buffered lines and fsyncs the file.

@@ -177,11 +177,23 @@ func TestRotationKeepsChain(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	rotated, _ := filepath.Glob(path + ".*")
-	if len(rotated) < 2 {
-		t.Fatalf("rotated files: %v", rotated)
+	// A rotation's unfinished new file, and anything else beside the log,
+	// is not one of its files.
+	for _, stray := range []string{".next", ".bak", ".2026"} {
+		if err := os.WriteFile(path+stray, []byte("{}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
-	files := append(rotated, path) // the time-stamped names sort oldest first
+	files, err := Files(path)
+	if err != nil || len(files) < 3 || files[len(files)-1] != path {
+		t.Fatalf("files %v: %v", files, err)
+	}
+	for _, f := range files {
+		if strings.HasSuffix(f, ".next") || strings.HasSuffix(f, ".bak") || strings.HasSuffix(f, ".2026") {
+			t.Errorf("Files lists %s", f)
+		}
+	}
+	rotated := files[:len(files)-1]
 	trust := VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}}
 	rep, err := Verify(files, trust)
 	if err != nil {
@@ -264,16 +276,16 @@ func TestWritersShareOneChain(t *testing.T) {
 	if err := errors.Join(cli.Close(), gw.Close()); err != nil {
 		t.Fatal(err)
 	}
-	rotated, _ := filepath.Glob(path + ".2*")
-	if len(rotated) < 2 {
-		t.Fatalf("rotated files: %v", rotated)
+	files, err := Files(path)
+	if err != nil || len(files) < 3 {
+		t.Fatalf("files %v: %v", files, err)
 	}
-	rep, err := Verify(append(rotated, path), VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}})
+	rep, err := Verify(files, VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	kb := 0
-	for _, f := range append(rotated, path) {
+	for _, f := range files {
 		kb += strings.Count(string(readFile(t, f)), `"kind":"`+KindKBIngest+`"`)
 	}
 	if rep.Requests != n || kb != n {
