@@ -124,6 +124,9 @@ func (l *Log) describeKey(r *Record) {
 
 // openFile opens o.Path for appending, creating it when missing.
 func (l *Log) openFile() error {
+	if err := finishRotation(l.o.Path); err != nil {
+		return err
+	}
 	f, err := os.OpenFile(l.o.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("open audit log: %w", err)
@@ -515,6 +518,49 @@ func Files(path string) ([]string, error) {
 	}
 	sort.Strings(files)
 	return append(files, path), nil
+}
+
+// finishRotation completes a rotation that stopped between its two renames
+// because its process died: the old file already has its time-stamped name,
+// and the new one, whose first line links to it, is still at PATH.next with
+// nothing at PATH. Opening PATH then would start a second chain at seq 0,
+// which verify rightly reports as a break. A rotation still under way holds
+// PATH.next's lock until both renames are done; then this waits for it.
+func finishRotation(path string) error {
+	next := path + ".next"
+	for wait := 0; ; wait++ {
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		f, err := os.OpenFile(next, os.O_RDWR, 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // a new log
+		}
+		if err != nil {
+			return fmt.Errorf("audit log %s: finish an interrupted rotation: %w", path, err)
+		}
+		if err := flock.TryLock(f); err != nil {
+			f.Close()
+			if wait == 400 {
+				return fmt.Errorf("audit log %s: %s stays locked by a rotation for 2s", path, next)
+			}
+			time.Sleep(5 * time.Millisecond)
+			continue
+		}
+		// Ours now; check again, since another process may have finished it.
+		if _, err = os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+			err = os.Rename(next, path)
+		} else {
+			err = nil
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("audit log %s: finish an interrupted rotation: %w", path, err)
+		}
+		return nil
+	}
 }
 
 // sync writes out buffered lines and fsyncs the file.

@@ -311,6 +311,53 @@ func TestRemovedWhileInUse(t *testing.T) {
 	}
 }
 
+// A writer killed between a rotation's two renames leaves the new file at
+// PATH.next and nothing at PATH. The next Open finishes the rotation, and the
+// chain goes on unbroken.
+func TestRotationInterrupted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	key, _ := manifests.GenerateKey(nil)
+	l, err := Open(Options{Path: path, Key: &key, MaxBytes: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		l.Append(Record{RequestID: "before", Route: "/v1/models", Status: 200})
+		if err := l.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The file at PATH starts with a rotate record: put it back where the
+	// rotation wrote it before its last rename.
+	if !bytes.Contains(readFile(t, path), []byte(`"kind":"`+KindRotate+`"`)) {
+		t.Fatal("no rotation happened")
+	}
+	if err := os.Rename(path, path+".next"); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Open(Options{Path: path, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Append(Record{RequestID: "after", Route: "/v1/models", Status: 200})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + ".next"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s.next left: %v", path, err)
+	}
+	files, err := Files(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(files, VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func readFile(t *testing.T, p string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(p)
