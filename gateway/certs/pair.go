@@ -1,6 +1,7 @@
 package certs
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -24,7 +25,8 @@ const (
 // runtime on another host or pod: a CA of its own (DIR/ca.crt, DIR/ca.key),
 // the runtime's server certificate for o.Hosts (DIR/runtime.crt,
 // DIR/runtime.key) and the gateway's client certificate
-// (DIR/gateway-client.crt, DIR/gateway-client.key). Keys are 0600. The CA
+// (DIR/gateway-client.crt, DIR/gateway-client.key). Keys are 0600. The
+// runtime's certificate is good as a client too, for its own health probe. The CA
 // must be this pair's alone: the runtime admits every client certificate it
 // signed, so a CA that also signs API clients' certificates would let them
 // past the gateway. It refuses to overwrite any file.
@@ -52,7 +54,11 @@ func Pair(o Options) error {
 	if err != nil {
 		return err
 	}
-	srvKey, srvDER, err := Issue(caCert, caKey, o.Hosts, false, now, o.Validity)
+	// The runtime's certificate may also act as a client: its pod's own
+	// health probe calls the runtime over loopback with it, since vLLM
+	// admits no connection without a client certificate. Only pods holding
+	// it can do so, and the runtime's NetworkPolicy lets it connect nowhere.
+	srvKey, srvDER, err := issue(caCert, caKey, o.Hosts, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}, now, o.Validity)
 	if err != nil {
 		return err
 	}
