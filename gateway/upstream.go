@@ -10,10 +10,15 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"time"
 )
+
+// dnsName is a host name as DNS spells it: dot-separated labels of letters,
+// digits and inner hyphens.
+var dnsName = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
 
 // upstream is the inference server: plain HTTP on a loopback address, a
 // Unix socket, or HTTPS with mutual TLS (a runtime on another host or pod).
@@ -88,6 +93,9 @@ func newUpstream(raw string, o *Options) (*upstream, error) {
 		}
 		host := pu.Hostname()
 		ip := net.ParseIP(host)
+		if ip == nil && !dnsName.MatchString(host) {
+			return nil, refuse("upstream", "host %q is neither an IP address nor a DNS name (an unexpanded $(VAR) means the environment variable was not set)", host)
+		}
 		loopback := host == "localhost" || ip != nil && ip.IsLoopback()
 		if pu.Scheme == "http" && !loopback {
 			return nil, refuse("upstream", "plain HTTP must stay on this host: the model server must listen on loopback (127.0.0.1, ::1) or a Unix socket; "+

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,7 +19,7 @@ import (
 
 // pairDir makes a runtime CA with a server certificate for hosts and the
 // gateway's client certificate, as 'tls pair' does.
-func pairDir(t *testing.T, hosts ...string) string {
+func pairDir(t testing.TB, hosts ...string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "pair")
 	if err := certs.Pair(certs.Options{Dir: dir, Hosts: hosts}); err != nil {
@@ -205,6 +206,7 @@ func TestUpstreamSettingsRefused(t *testing.T) {
 		{"HTTPS without a CA", "https://qwen-runtime:8000", "upstream-ca", "--upstream-ca is missing", func(o *Options) { ok(o); o.UpstreamCA = "" }},
 		{"HTTPS without a client certificate", "https://qwen-runtime:8000", "upstream-cert", "--upstream-cert is missing", func(o *Options) { ok(o); o.UpstreamCert = "" }},
 		{"HTTPS without a client key", "https://qwen-runtime:8000", "upstream-key", "--upstream-key is missing", func(o *Options) { ok(o); o.UpstreamKey = "" }},
+		{"an unexpanded variable", "https://$(REL_QWEN_APPLIANCE_RUNTIME_SERVICE_HOST):8000", "upstream", "unexpanded $(VAR)", ok},
 		{"HTTPS without a port", "https://qwen-runtime", "upstream", "give only scheme, host and port", ok},
 		{"HTTPS with a path", "https://qwen-runtime:8000/v1", "upstream", "give only scheme, host and port", ok},
 	} {
@@ -226,8 +228,10 @@ func TestUpstreamSettingsRefused(t *testing.T) {
 	}
 	o := Options{}
 	ok(&o)
-	if _, err := newUpstream("https://qwen-runtime:8000", &o); err != nil {
-		t.Errorf("https with mutual TLS: %v", err)
+	for _, up := range []string{"https://qwen-runtime:8000", "https://rel-qwen-appliance-runtime.llm.svc:8000", "https://10.96.0.12:8000", "https://[fd00:10:96::a]:8000"} {
+		if _, err := newUpstream(up, &o); err != nil {
+			t.Errorf("%s with mutual TLS: %v", up, err)
+		}
 	}
 	// The client key obeys serve's rule for keys: its owner's alone.
 	if err := os.Chmod(o.UpstreamKey, 0o640); err != nil {
@@ -236,4 +240,42 @@ func TestUpstreamSettingsRefused(t *testing.T) {
 	if _, err := newUpstream("https://qwen-runtime:8000", &o); err == nil || !strings.Contains(err.Error(), "lets others read it; chmod 600") {
 		t.Errorf("a group-readable client key: %v", err)
 	}
+}
+
+// FuzzUpstream feeds arbitrary --upstream values to the parser: it never
+// panics, and what it accepts is a Unix socket, plain HTTP to a loopback
+// address, or HTTPS, which carries the client certificate.
+func FuzzUpstream(f *testing.F) {
+	for _, s := range []string{"http://127.0.0.1:8000", "http://10.0.0.1:8000", "https://qwen-runtime:8000", "https://[::1]:1",
+		"unix:///x.sock", "http://localhost", "https://$(X):8000", "http://[::ffff:127.0.0.1]:80", "https://a..b:1", "http://0x7f.1:80"} {
+		f.Add(s)
+	}
+	pair := pairDir(f, "qwen-runtime")
+	f.Fuzz(func(t *testing.T, raw string) {
+		o := Options{UpstreamCA: filepath.Join(pair, certs.CAFile), UpstreamCert: filepath.Join(pair, certs.ClientCertFile), UpstreamKey: filepath.Join(pair, certs.ClientKeyFile)}
+		for _, o := range []Options{{}, o} {
+			u, err := newUpstream(raw, &o)
+			if err != nil {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(u.base, "https://"):
+				if u.cert == nil || o.UpstreamCA == "" {
+					t.Fatalf("%q accepted as HTTPS without mutual TLS", raw)
+				}
+			case u.base == "http://upstream":
+				if !strings.HasPrefix(raw, "unix:///") {
+					t.Fatalf("%q accepted as a socket", raw)
+				}
+			default:
+				host, _, err := net.SplitHostPort(u.host)
+				if err != nil {
+					host = strings.Trim(u.host, "[]")
+				}
+				if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+					t.Fatalf("%q accepted as plain HTTP to %q", raw, host)
+				}
+			}
+		}
+	})
 }
