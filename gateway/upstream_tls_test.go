@@ -125,7 +125,8 @@ func TestUpstreamMutualTLS(t *testing.T) {
 		if v := h.metric("qwen_gateway_ready"); v != "1" {
 			t.Errorf("qwen_gateway_ready %q over TLS", v)
 		}
-		// A renewed client certificate is picked up on reload.
+		// SIGHUP re-reads the client certificate (for new connections)
+		// and keeps serving.
 		if err := h.g.Reload(); err != nil {
 			t.Errorf("reload: %v", err)
 		}
