@@ -130,7 +130,11 @@ func serve(c *cli.Context) error {
 	})
 	var ue *gateway.UpstreamError
 	if errors.As(err, &ue) {
-		return usagef("fix --"+ue.Flag+"; see 'qwen-appliance serve --help'", "%v", err)
+		flag := "--" + ue.Flag
+		if ue.Flag == "upstream" && o.UpstreamFile != "" {
+			flag = "the upstream in --upstream-file " + o.UpstreamFile
+		}
+		return usagef("fix "+flag+"; see 'qwen-appliance serve --help'", "%v", err)
 	}
 	if err != nil && c.Context.Err() == nil {
 		return withCode(exitError, err, "check --upstream, --tokens, --audit-log and the TLS flags")

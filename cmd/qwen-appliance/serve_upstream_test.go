@@ -20,6 +20,9 @@ func TestServeUpstreamExitCodes(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), []byte("not a certificate"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(dir, "upstream"), []byte("http://192.0.2.1:8000\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	base := []string{"qwen-appliance", "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "", "--tokens", tok, "--audit-log", filepath.Join(dir, "audit.log")}
 	for _, c := range []struct {
 		args []string
@@ -28,6 +31,7 @@ func TestServeUpstreamExitCodes(t *testing.T) {
 	}{
 		{[]string{"--upstream", "http://10.1.2.3:8000"}, exitUsage, "hint: fix --upstream;"},
 		{[]string{"--upstream", "https://qwen-runtime:8000"}, exitUsage, "hint: fix --upstream-ca;"},
+		{[]string{"--upstream-file", filepath.Join(dir, "upstream")}, exitUsage, "hint: fix the upstream in --upstream-file"},
 		{[]string{"--upstream", "https://qwen-runtime:8000", "--upstream-ca", filepath.Join(dir, "ca.crt"), "--upstream-cert", "c", "--upstream-key", "k"}, exitError, "holds no PEM certificate"},
 	} {
 		var out, errOut bytes.Buffer
