@@ -3,6 +3,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 )
@@ -12,7 +13,14 @@ import (
 // closed it, and a request written to it would be lost. This is what
 // net/http's Transport learns from the reader goroutine it keeps on every
 // idle connection. One system call per reuse.
+//
+// For TLS the socket under the record layer is peeked: any record the
+// upstream sent unasked (a close_notify alert, most often) means the
+// connection is not worth reusing.
 func idleAlive(c net.Conn) bool {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return true

@@ -24,11 +24,18 @@ import (
 // Options configure the gateway. Zero limits take the defaults in
 // withDefaults.
 type Options struct {
-	Upstream string // http://127.0.0.1:PORT or unix:///path.sock
+	Upstream string // http://127.0.0.1:PORT, unix:///path.sock or https://HOST:PORT (mutual TLS)
 	// UpstreamFile, when set, holds the upstream instead of Upstream and is
 	// re-read on Reload: install switches an upgraded runtime in by
 	// rewriting it and sending SIGHUP.
-	UpstreamFile  string
+	UpstreamFile string
+	// UpstreamCA, UpstreamCert and UpstreamKey are mutual TLS with an
+	// https:// upstream: the CA the runtime's certificate must chain to, and
+	// the gateway's client certificate and key (mode 0600). The runtime's
+	// certificate must name UpstreamServerName, or the URL's host when empty.
+	UpstreamCA, UpstreamCert, UpstreamKey string
+	UpstreamServerName                    string
+
 	Listen        string // API address, e.g. 0.0.0.0:8443
 	MetricsListen string // metrics, health and readiness; "" disables (default 127.0.0.1:9464 in the CLI)
 	TokensFile    string
@@ -176,12 +183,16 @@ func (g *Gateway) Close() error {
 	return err
 }
 
-// Reload re-reads the token file, the TLS certificate and, with
-// UpstreamFile, the upstream (on SIGHUP).
+// Reload re-reads the token file, the TLS certificate, the client
+// certificate for an https:// upstream and, with UpstreamFile, the upstream
+// (on SIGHUP).
 func (g *Gateway) Reload() error {
 	err := errors.Join(g.reloadTokens(true), g.reloadUpstream())
 	if g.certs != nil {
 		err = errors.Join(err, g.certs.load())
+	}
+	if up := g.upstream.Load(); up != nil && up.cert != nil && g.o.UpstreamFile == "" {
+		err = errors.Join(err, up.cert.load())
 	}
 	return err
 }
@@ -201,7 +212,7 @@ func (g *Gateway) reloadUpstream() error {
 	} else if g.upstream.Load() != nil {
 		return nil
 	}
-	up, err := newUpstream(raw, g.o.UpstreamTimeout, g.o.MaxConcurrent)
+	up, err := newUpstream(raw, &g.o)
 	if err != nil {
 		return err
 	}

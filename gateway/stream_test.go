@@ -151,10 +151,10 @@ func TestUnixSocketUpstream(t *testing.T) {
 	if code != 200 || !strings.Contains(string(body), "tok1") {
 		t.Fatalf("over a Unix socket: %d %s", code, body)
 	}
-	if _, err := newUpstream("http://10.0.0.1:8000", 0, 1); err == nil {
+	if _, err := newUpstream("http://10.0.0.1:8000", &Options{MaxConcurrent: 1}); err == nil {
 		t.Error("a non-loopback upstream was accepted")
 	}
-	if _, err := newUpstream("unix://relative.sock", 0, 1); err == nil {
+	if _, err := newUpstream("unix://relative.sock", &Options{MaxConcurrent: 1}); err == nil {
 		t.Error("a relative socket path was accepted")
 	}
 }

@@ -37,13 +37,18 @@ images:
   runtime: {{printf "%q" .RuntimeImage}}
   pullPolicy: IfNotPresent
 
-# Pods, each one vLLM with its gateway; more replicas serve more requests.
-replicas: 1
-
 runtime:
+  # vLLM pods; more replicas serve more requests. The gateway spreads its
+  # requests over them through the runtime Service.
+  replicas: 1
   # GPUs one replica spans ({{.TPSource}}).
   tensorParallel: {{.TensorParallel}}
+  # The port vLLM serves mutual TLS on, for the gateway's pods alone.
   port: 8000
+  # Pin the runtime Service's cluster IP (an address from the cluster's
+  # service range) only where the gateway cannot take it from service
+  # links: single-stack IPv6 clusters. Empty: Kubernetes picks it.
+  serviceClusterIP: ""
   # Tokens of context; 0 leaves vLLM's default (the model's maximum).
   maxModelLen: {{.MaxModelLen}}
   # Share of each GPU's memory vLLM may take; 0 leaves vLLM's default.
@@ -61,6 +66,9 @@ runtime:
   tolerations: []
 
 gateway:
+  # Gateway pods (serve): they hold no GPU, so add them for connections
+  # and TLS, not for tokens per second.
+  replicas: 1
   port: 8443
   metricsPort: 9464
   # Who may reach the API port (the NetworkPolicy's only ingress besides
@@ -73,6 +81,7 @@ gateway:
   resources:
     requests: {cpu: 250m, memory: 128Mi}
     limits: {memory: 512Mi}
+  nodeSelector: {}
 
 secrets:
   # false: the Secrets below must exist. true: the chart makes them from
@@ -85,6 +94,14 @@ secrets:
   tls: {name: "", cert: "", key: ""}
   # The key that signs audit checkpoints ('qwen-appliance keys generate').
   auditKey: {enabled: false, name: "", content: ""}
+  # Mutual TLS between gateway and runtime, from 'qwen-appliance tls pair'
+  # (see the chart's notes for the commands). These two are never made by
+  # the chart: create them with kubectl, so their keys stay out of values
+  # and of Helm's release record. Keys tls.crt, tls.key and ca.crt.
+  # The runtime's server certificate, its key and the pair's CA:
+  runtimeTLS: {name: ""}
+  # The gateway's client certificate, its key and the pair's CA:
+  upstreamTLS: {name: ""}
 
 trust:
   # The public keys the init container checks the bundle's signature with.

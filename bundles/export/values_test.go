@@ -12,24 +12,27 @@ import (
 func TestValuesOverridesAndRefusals(t *testing.T) {
 	bundle, v := testBundle(t)
 	o := testOptions(t, bundle, v)
-	o.Values = []ValuesFile{{Name: "site.yaml", Data: []byte("gateway:\n  clientCIDRs: [10.20.0.0/16]\nreplicas: 3\n")}}
+	o.Values = []ValuesFile{{Name: "site.yaml", Data: []byte("gateway:\n  clientCIDRs: [10.20.0.0/16]\nruntime:\n  replicas: 3\n")}}
 	res, err := Helm(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	values, _ := os.ReadFile(filepath.Join(res.Chart, "values.yaml"))
-	for _, want := range []string{"10.20.0.0/16", "replicas: 3", "# Who may reach the API port"} {
+	for _, want := range []string{"10.20.0.0/16", "  replicas: 3", "# Who may reach the API port"} {
 		if !strings.Contains(string(values), want) {
 			t.Errorf("values.yaml lacks %q:\n%s", want, values)
 		}
 	}
 	for name, doc := range map[string]string{
-		"an unknown key":        "gateway:\n  clientCIDR: [10.0.0.0/8]\n",
-		"a wrong type":          "replicas: many\n",
-		"a tag instead of pin":  "images:\n  runtime: vllm/vllm-openai:latest\n",
-		"zero GPUs":             "runtime:\n  tensorParallel: 0\n",
-		"an alias":              "a: &x 1\nreplicas: *x\n",
-		"a CIDR that is a name": "gateway:\n  clientCIDRs: [intranet]\n",
+		"an unknown key":                   "gateway:\n  clientCIDR: [10.0.0.0/8]\n",
+		"a wrong type":                     "runtime:\n  replicas: many\n",
+		"the old single replicas":          "replicas: 2\n",
+		"a secret's key in values":         "secrets:\n  runtimeTLS: {name: x, key: KEY}\n",
+		"a runtime address that is a name": "runtime:\n  serviceClusterIP: runtime.example\n",
+		"a tag instead of pin":             "images:\n  runtime: vllm/vllm-openai:latest\n",
+		"zero GPUs":                        "runtime:\n  tensorParallel: 0\n",
+		"an alias":                         "a: &x 1\nreplicas: *x\n",
+		"a CIDR that is a name":            "gateway:\n  clientCIDRs: [intranet]\n",
 	} {
 		o := testOptions(t, bundle, v)
 		o.Values = []ValuesFile{{Name: "bad.yaml", Data: []byte(doc)}}
@@ -45,7 +48,7 @@ func TestValuesOverridesAndRefusals(t *testing.T) {
 // panic, and whatever it accepts must still pass the chart's schema with
 // the pinned images unchanged unless the file set them to other pins.
 func FuzzValues(f *testing.F) {
-	f.Add([]byte("gateway:\n  clientCIDRs: [10.0.0.0/8]\nreplicas: 2\n"))
+	f.Add([]byte("gateway:\n  clientCIDRs: [10.0.0.0/8]\n  replicas: 2\nruntime: {replicas: 4}\n"))
 	f.Add([]byte("runtime: {tensorParallel: 8, nodeSelector: {gpu: h100}}\n"))
 	f.Add([]byte("a: &x 1\nb: *x\n"))
 	f.Add([]byte("- list\n"))

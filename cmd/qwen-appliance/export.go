@@ -35,24 +35,32 @@ OCI image layout (CHART/images unless --images is given):
     manifest.json and manifest.sig; every file is hashed again as it is written;
   the gateway image: the qwen-appliance binary given with --binary (ship the
     lean 'make appliance' build) with its loader and libraries, run as UID 65532.
-and writes the chart: one Deployment whose pods run vLLM (--runtime-image, by
-digest) on the pod's loopback with the gateway ('serve') in front of it, the
-model mounted read-only as an image volume and checked against the signed
-manifest by an init container ('manifest verify') before either starts; GPUs
-per pod from --tensor-parallel or the preflight plan (--plan); a default-deny
-NetworkPolicy (ingress only to the API port from gateway.clientCIDRs and to
-the metrics port from the monitoring namespace, no egress); tokens, TLS and
-the audit key as Secrets, copied 0600 into memory for the gateway by a second
-init container ('stage-secrets'); Prometheus annotations and an optional
-ServiceMonitor; every pod within Pod Security "restricted". --values files
-are merged over the chart's defaults and checked against its schema.
-Pods need Kubernetes 1.33 or later (image volumes); render with
+and writes the chart: a runtime Deployment of vLLM pods (--runtime-image, by
+digest; runtime.replicas for throughput; GPUs per pod and --tensor-parallel-size
+from --tensor-parallel or the preflight plan, --plan), the model mounted
+read-only as an image volume and checked against the signed manifest by an init
+container ('manifest verify') before vLLM starts; a gateway Deployment running
+'serve' (gateway.replicas), which reaches the runtime Service only over mutual
+TLS: vLLM requires a client certificate (--ssl-cert-reqs 2) and the gateway
+checks the runtime's, both from a CA of their own made with 'qwen-appliance tls
+pair' and given as two Secrets the chart never makes; NetworkPolicies: a
+default deny, the gateway reachable only on the API port from
+gateway.clientCIDRs and on the metrics port from the monitoring namespace and
+connecting only to the runtime pods, the runtime reachable only from the gateway
+pods and connecting nowhere (no DNS: the gateway takes the runtime Service's
+address from its environment); tokens, TLS and the audit key as Secrets, copied
+0600 into memory for the gateway by an init container ('stage-secrets');
+Prometheus annotations and an optional ServiceMonitor; every pod within Pod
+Security "restricted". --values files are merged over the chart's defaults and
+checked against its schema.
+Runtime pods need Kubernetes 1.33 or later (image volumes); render with
 'helm template --kube-version 1.33.0' or later. See docs/kubernetes.md.
 
 Example:
    qwen-appliance export helm --bundle ./demo --trust release.pub --out ./chart \
        --runtime-image vllm/vllm-openai@sha256:<digest> --binary bin/appliance/qwen-appliance \
-       --plan preflight.json --values site.yaml`,
+       --plan preflight.json --values site.yaml
+   qwen-appliance tls pair --dir pair --host RELEASE-qwen-appliance-runtime.NAMESPACE.svc`,
 				Flags: append(exportFlags(),
 					&cli.StringFlag{Name: "out", Usage: "chart directory to create (must not exist)"},
 					&cli.StringFlag{Name: "images", Usage: "OCI layout directory to create (default: OUT/images, left out of the chart)"},
@@ -174,7 +182,7 @@ func exportHelm(c *cli.Context) error {
 		return printJSON(c.App.Writer, res)
 	}
 	printExport(c, res)
-	fmt.Fprintf(c.App.Writer, "next: copy the images to the cluster's registry, create the Secrets, then: helm install RELEASE %s\n", res.Chart)
+	fmt.Fprintf(c.App.Writer, "next: copy the images to the cluster's registry, create the Secrets (gateway-runtime TLS: 'qwen-appliance tls pair', see docs/kubernetes.md), then: helm install RELEASE %s\n", res.Chart)
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 	"net"
 	"time"
@@ -17,11 +18,16 @@ func init() {
 		Name:  "serve",
 		Usage: "run the authenticated, audited, TLS gateway in front of the model server",
 		UsageText: "qwen-appliance serve --upstream URL --listen ADDR --tokens FILE --audit-log FILE [--audit-key K]\n" +
+			"   [--upstream-ca F --upstream-cert F --upstream-key F [--upstream-server-name NAME]]\n" +
 			"   [--tls-cert F --tls-key F [--client-ca F] [--tls13-only]] [--metrics-listen ADDR]\n" +
 			"   [--kb STORE/kb/kb.db [--kb-context-tokens N]]\n" +
 			"   qwen-appliance serve --config /etc/qwen/serve.yaml [flags that override it]",
 		Description: "Forwards only /v1/chat/completions, /v1/completions, /v1/embeddings and\n" +
-			"/v1/models to the model server on loopback or a Unix socket. Every request is\n" +
+			"/v1/models to the model server on loopback or a Unix socket, or, for a runtime\n" +
+			"on another host or pod, over https:// with mutual TLS: the runtime's certificate\n" +
+			"must chain to --upstream-ca and name the URL's host (or --upstream-server-name),\n" +
+			"and the gateway presents --upstream-cert/--upstream-key ('tls pair' makes all\n" +
+			"three). Plain http:// to any other address is refused (exit 2). Every request is\n" +
 			"authenticated with a token from --tokens and recorded in --audit-log. A body is\n" +
 			"parsed once and forwarded as the gateway re-encodes it; duplicate keys, and keys\n" +
 			"that match a field like max_tokens or model only when case is ignored, get 400\n" +
@@ -35,7 +41,11 @@ func init() {
 			"same settings (flag name: value); flags given on the command line win.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Usage: "YAML file of settings named like these flags"},
-			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT or unix:///path.sock (this or --upstream-file is required)"},
+			&cli.StringFlag{Name: "upstream", Usage: "model server: http://127.0.0.1:PORT, unix:///path.sock, or https://HOST:PORT with the --upstream-ca/-cert/-key flags (this or --upstream-file is required)"},
+			&cli.StringFlag{Name: "upstream-ca", Usage: "https:// upstream: the CA the runtime's certificate must chain to (trusted alone)"},
+			&cli.StringFlag{Name: "upstream-cert", Usage: "https:// upstream: the gateway's client certificate (PEM)"},
+			&cli.StringFlag{Name: "upstream-key", Usage: "https:// upstream: the gateway's client key (PEM, mode 0600)"},
+			&cli.StringFlag{Name: "upstream-server-name", Usage: "https:// upstream: the name the runtime's certificate must carry (default: the URL's host)"},
 			&cli.StringFlag{Name: "upstream-file", Usage: "file whose first line is the upstream; re-read on SIGHUP, switching atomically (install uses it for upgrades)"},
 			&cli.StringFlag{Name: "listen", Usage: "API address", Value: "127.0.0.1:8443"},
 			&cli.StringFlag{Name: "tokens", Usage: "token file made by 'tokens create' (required)"},
@@ -82,7 +92,9 @@ func serve(c *cli.Context) error {
 		}
 	}
 	o := gateway.Options{
-		Upstream: c.String("upstream"), UpstreamFile: c.String("upstream-file"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
+		Upstream: c.String("upstream"), UpstreamFile: c.String("upstream-file"),
+		UpstreamCA: c.String("upstream-ca"), UpstreamCert: c.String("upstream-cert"), UpstreamKey: c.String("upstream-key"),
+		UpstreamServerName: c.String("upstream-server-name"), Listen: c.String("listen"), MetricsListen: c.String("metrics-listen"),
 		TokensFile: c.String("tokens"), AuditLog: c.String("audit-log"), AuditContent: c.Bool("audit-content"),
 		AuditMaxBytes: c.Int64("audit-max-bytes"), AuditEvery: c.Duration("audit-checkpoint"), AuditSyncEvery: c.Duration("audit-sync-every"),
 		TLSCert: c.String("tls-cert"), TLSKey: c.String("tls-key"), ClientCA: c.String("client-ca"), TLS13Only: c.Bool("tls13-only"),
@@ -116,6 +128,14 @@ func serve(c *cli.Context) error {
 		}
 		o.Log.Info("serving", args...)
 	})
+	var ue *gateway.UpstreamError
+	if errors.As(err, &ue) {
+		flag := "--" + ue.Flag
+		if ue.Flag == "upstream" && o.UpstreamFile != "" {
+			flag = "the upstream in --upstream-file " + o.UpstreamFile
+		}
+		return usagef("fix "+flag+"; see 'qwen-appliance serve --help'", "%v", err)
+	}
 	if err != nil && c.Context.Err() == nil {
 		return withCode(exitError, err, "check --upstream, --tokens, --audit-log and the TLS flags")
 	}

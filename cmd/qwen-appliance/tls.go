@@ -29,6 +29,28 @@ func init() {
 				jsonOutput,
 			},
 			Action: tlsInit,
+		}, {
+			Name:      "pair",
+			Usage:     "create a CA, a runtime server certificate and a gateway client certificate for mutual TLS between them",
+			UsageText: "qwen-appliance tls pair --dir DIR --host NAME [--host NAME|IP ...] [--days N]",
+			Description: "For a runtime on another host or pod (the Helm chart's vLLM Deployment), which\n" +
+				"the gateway reaches only over mutual TLS. Writes DIR/ca.crt and DIR/ca.key\n" +
+				"(0600; keep it offline after issuing), DIR/runtime.crt and DIR/runtime.key\n" +
+				"(0600) for the runtime, naming every --host (the names the gateway dials),\n" +
+				"and DIR/gateway-client.crt and DIR/gateway-client.key (0600) for the gateway.\n" +
+				"The CA is this pair's own: the runtime admits any client it signed, so never\n" +
+				"use it (or the CA of 'tls init') for API clients. Refuses to overwrite files.\n\n" +
+				"Then: vllm ... --ssl-certfile runtime.crt --ssl-keyfile runtime.key\n" +
+				"  --ssl-ca-certs ca.crt --ssl-cert-reqs 2\n" +
+				"and: qwen-appliance serve --upstream https://NAME:PORT --upstream-ca ca.crt\n" +
+				"  --upstream-cert gateway-client.crt --upstream-key gateway-client.key ...",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "dir", Usage: "output directory (created 0700)", Required: true},
+				&cli.StringSliceFlag{Name: "host", Usage: "DNS name or IP address the gateway reaches the runtime by", Required: true},
+				&cli.IntFlag{Name: "days", Usage: "certificate validity in days (CA: ten times)", Value: 397},
+				jsonOutput,
+			},
+			Action: tlsPair,
 		}},
 	})
 }
@@ -45,6 +67,25 @@ func tlsInit(c *cli.Context) error {
 	files := map[string]string{"caCert": certs.CAFile, "caKey": certs.CAKeyFile, "cert": certs.CertFile, "key": certs.KeyFile}
 	var text strings.Builder
 	for _, k := range []string{"caCert", "caKey", "cert", "key"} {
+		files[k] = filepath.Join(dir, files[k])
+		text.WriteString(files[k] + "\n")
+	}
+	return report(c, files, "%s", text.String())
+}
+
+func tlsPair(c *cli.Context) error {
+	if c.Int("days") < 1 {
+		return usagef("pass --days 1 or more", "--days %d is not a positive number of days", c.Int("days"))
+	}
+	dir := c.String("dir")
+	err := certs.Pair(certs.Options{Dir: dir, Hosts: c.StringSlice("host"), Validity: time.Duration(c.Int("days")) * 24 * time.Hour})
+	if err != nil {
+		return withCode(exitError, err, "choose an empty --dir")
+	}
+	files := map[string]string{"caCert": certs.CAFile, "caKey": certs.CAKeyFile, "runtimeCert": certs.RuntimeCertFile,
+		"runtimeKey": certs.RuntimeKeyFile, "clientCert": certs.ClientCertFile, "clientKey": certs.ClientKeyFile}
+	var text strings.Builder
+	for _, k := range []string{"caCert", "caKey", "runtimeCert", "runtimeKey", "clientCert", "clientKey"} {
 		files[k] = filepath.Join(dir, files[k])
 		text.WriteString(files[k] + "\n")
 	}

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
@@ -121,6 +122,15 @@ func newCA(now time.Time, validity time.Duration) (*ecdsa.PrivateKey, *x509.Cert
 // Issue makes a key and a certificate signed by the CA: a server
 // certificate for hosts, or a client certificate (for mTLS) naming hosts[0].
 func Issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts []string, client bool, now time.Time, validity time.Duration) (*ecdsa.PrivateKey, []byte, error) {
+	if client {
+		return issue(ca, caKey, hosts, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, now, validity)
+	}
+	return issue(ca, caKey, hosts, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, now, validity)
+}
+
+// issue makes a certificate for the given uses; one that may serve names
+// every host in its alternative names.
+func issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts []string, usages []x509.ExtKeyUsage, now time.Time, validity time.Duration) (*ecdsa.PrivateKey, []byte, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -135,11 +145,9 @@ func Issue(ca *x509.Certificate, caKey *ecdsa.PrivateKey, hosts []string, client
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(validity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  usages,
 	}
-	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	} else {
+	if slices.Contains(usages, x509.ExtKeyUsageServerAuth) {
 		for _, h := range hosts {
 			if ip := net.ParseIP(h); ip != nil {
 				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
