@@ -117,7 +117,7 @@ type Gateway struct {
 	audit    *audit.Log
 	metrics  *metrics
 	tls      *tls.Config
-	certs    *certStore
+	certs    *keyPair
 
 	tokens     atomic.Pointer[tokens.Store]
 	tokensStat os.FileInfo

@@ -21,28 +21,47 @@ var aeadSuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
-// certStore holds the serving certificate and swaps it on reload, so a
-// renewed certificate takes effect for new connections without a restart.
-type certStore struct {
+// keyPair is a certificate and its key, read from files and swapped on
+// reload, so that a renewed pair takes effect for new connections without a
+// restart. It serves both ends: the API's server certificate and the
+// gateway's client certificate towards an https:// runtime.
+type keyPair struct {
+	what              string // "TLS" or "upstream client", for errors
 	certFile, keyFile string
 	cur               atomic.Pointer[tls.Certificate]
 }
 
-func (c *certStore) load() error {
+// load reads the pair. The key must be readable by its owner alone, as serve
+// demands of token files and the audit key.
+func (c *keyPair) load() error {
+	st, err := os.Stat(c.keyFile)
+	if err != nil {
+		return fmt.Errorf("%s key: %w", c.what, err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s key %s: mode %04o lets others read it; chmod 600 it", c.what, c.keyFile, st.Mode().Perm())
+	}
 	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 	if err != nil {
-		return fmt.Errorf("load TLS certificate %s and key %s: %w", c.certFile, c.keyFile, err)
+		return fmt.Errorf("load %s certificate %s and key %s: %w", c.what, c.certFile, c.keyFile, err)
 	}
 	c.cur.Store(&cert)
 	return nil
 }
 
-func (c *certStore) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+func (c *keyPair) serverCert(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	return c.cur.Load(), nil
 }
 
+func (c *keyPair) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if cert := c.cur.Load(); cert != nil {
+		return cert, nil
+	}
+	return nil, fmt.Errorf("no %s certificate loaded", c.what)
+}
+
 // tlsConfig builds the server's TLS configuration; nil when TLS is off.
-func tlsConfig(o *Options) (*tls.Config, *certStore, error) {
+func tlsConfig(o *Options) (*tls.Config, *keyPair, error) {
 	if o.TLSCert == "" && o.TLSKey == "" {
 		if o.ClientCA != "" {
 			return nil, nil, errors.New("client certificates (--client-ca) need TLS: pass --tls-cert and --tls-key")
@@ -52,14 +71,14 @@ func tlsConfig(o *Options) (*tls.Config, *certStore, error) {
 	if o.TLSCert == "" || o.TLSKey == "" {
 		return nil, nil, errors.New("TLS needs both a certificate and a key")
 	}
-	cs := &certStore{certFile: o.TLSCert, keyFile: o.TLSKey}
+	cs := &keyPair{what: "TLS", certFile: o.TLSCert, keyFile: o.TLSKey}
 	if err := cs.load(); err != nil {
 		return nil, nil, err
 	}
 	cfg := &tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		CipherSuites:   aeadSuites,
-		GetCertificate: cs.get,
+		GetCertificate: cs.serverCert,
 		// HTTP/1.1 only: the server is not set up for HTTP/2, and OpenAI
 		// clients need nothing more.
 		NextProtos: []string{"http/1.1"},

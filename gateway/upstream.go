@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +26,7 @@ type upstream struct {
 	host   string // the Host header sent
 	client *http.Client
 	pool   *connPool
-	cert   *clientCert // the gateway's own certificate for https://; nil otherwise
+	cert   *keyPair // the gateway's own certificate for https://; nil otherwise
 }
 
 // UpstreamError is an upstream setting the gateway refuses before it
@@ -126,7 +124,7 @@ func newUpstream(raw string, o *Options) (*upstream, error) {
 // later with AEAD suites, the runtime's certificate checked against
 // UpstreamCA alone and for UpstreamServerName (else the URL's host), and the
 // gateway's client certificate presented.
-func upstreamTLS(raw, host string, o *Options) (*tls.Config, *clientCert, error) {
+func upstreamTLS(raw, host string, o *Options) (*tls.Config, *keyPair, error) {
 	for _, f := range []struct{ flag, val string }{{"upstream-ca", o.UpstreamCA}, {"upstream-cert", o.UpstreamCert}, {"upstream-key", o.UpstreamKey}} {
 		if f.val == "" {
 			return nil, nil, &UpstreamError{Upstream: raw, Flag: f.flag, Reason: "an https:// upstream needs mutual TLS: pass --upstream-ca (the CA that signed the runtime's certificate), " +
@@ -141,7 +139,7 @@ func upstreamTLS(raw, host string, o *Options) (*tls.Config, *clientCert, error)
 	if !roots.AppendCertsFromPEM(pem) {
 		return nil, nil, fmt.Errorf("upstream CA %s holds no PEM certificate", o.UpstreamCA)
 	}
-	cc := &clientCert{certFile: o.UpstreamCert, keyFile: o.UpstreamKey}
+	cc := &keyPair{what: "upstream client", certFile: o.UpstreamCert, keyFile: o.UpstreamKey}
 	if err := cc.load(); err != nil {
 		return nil, nil, err
 	}
@@ -154,41 +152,9 @@ func upstreamTLS(raw, host string, o *Options) (*tls.Config, *clientCert, error)
 		CipherSuites:         aeadSuites,
 		RootCAs:              roots,
 		ServerName:           name,
-		GetClientCertificate: cc.get,
+		GetClientCertificate: cc.clientCert,
 		NextProtos:           []string{"http/1.1"},
 	}, cc, nil
-}
-
-// clientCert is the gateway's certificate towards the runtime, re-read on
-// Reload so a renewed one takes effect for new connections.
-type clientCert struct {
-	certFile, keyFile string
-	cur               atomic.Pointer[tls.Certificate]
-}
-
-// load reads the pair; the key must be readable by its owner alone, as serve
-// demands of token files and the audit key.
-func (c *clientCert) load() error {
-	st, err := os.Stat(c.keyFile)
-	if err != nil {
-		return fmt.Errorf("upstream client key: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("upstream client key %s: mode %04o lets others read it; chmod 600 it", c.keyFile, st.Mode().Perm())
-	}
-	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
-	if err != nil {
-		return fmt.Errorf("load upstream client certificate %s and key %s: %w", c.certFile, c.keyFile, err)
-	}
-	c.cur.Store(&cert)
-	return nil
-}
-
-func (c *clientCert) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	if cert := c.cur.Load(); cert != nil {
-		return cert, nil
-	}
-	return nil, errors.New("no upstream client certificate loaded")
 }
 
 func (u *upstream) url(path string) string { return u.base + path }
