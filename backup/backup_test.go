@@ -389,10 +389,7 @@ func TestCreateDiskFull(t *testing.T) {
 	}
 	h := newHost(t)
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=32k"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	mountTmpfs(t, dir, "32k")
 	out := filepath.Join(dir, "host.age")
 	_, err := Create(ctx, Options{Root: h.root, Out: out, Key: h.signer, Recipients: []age.Recipient{h.id.Recipient()}, IncludeModel: true})
 	if !errors.Is(err, syscall.ENOSPC) {

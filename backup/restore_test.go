@@ -120,10 +120,7 @@ func TestRestoreDiskFull(t *testing.T) {
 	h := newHost(t)
 	file, _ := h.create(t, Options{IncludeModel: true})
 	root := t.TempDir()
-	if err := syscall.Mount("tmpfs", root, "tmpfs", 0, "size=48k"); err != nil {
-		t.Skipf("mount tmpfs: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(root, syscall.MNT_DETACH) })
+	mountTmpfs(t, root, "48k")
 	_, err := Restore(ctx, RestoreOptions{File: file, Identities: []age.Identity{h.id}, Trusted: []manifests.PublicKey{h.signer.Public()},
 		Bundle: h.bundle, Root: root, install: func(context.Context, provision.Options) (*provision.Result, error) {
 			t.Fatal("install ran")

@@ -14,12 +14,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
 	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight"
+	"github.com/qwen-appliance/qwen-appliance/provision/preflight/gpu"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 	"github.com/qwen-appliance/qwen-appliance/provision/storage"
 )
@@ -85,7 +85,7 @@ type Options struct {
 	// PID 1 and Root is "/".
 	Supervisor string
 
-	NVML         nvml.Interface   // nvml.New() when nil
+	NVML         gpu.NVML         // the system's NVML when nil
 	Netfilter    harden.Netfilter // the kernel in the current network namespace when nil
 	Executable   string           // this program, run detached for the services; os.Executable() when empty
 	ManPage      []byte           // the qwen-appliance(1) page, installed at ManPagePath; none when empty

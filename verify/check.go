@@ -6,8 +6,8 @@ import (
 	"sort"
 	"time"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/preflight/gpu"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
@@ -65,7 +65,7 @@ type Target struct {
 	Trusted []manifests.PublicKey
 	Full    bool // hash every chunk rather than a sample
 	Now     func() time.Time
-	NVML    nvml.Interface // the system's NVML when nil; tests pass go-nvml's mock
+	NVML    gpu.NVML // the system's NVML when nil; tests pass go-nvml's mock
 }
 
 func (t *Target) now() time.Time {

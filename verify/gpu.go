@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight/gpu"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -33,11 +32,7 @@ func init() {
 var hardThrottles = []string{"hw-slowdown", "hw-thermal-slowdown", "hw-power-brake", "sw-thermal-slowdown"}
 
 func checkGPU(_ context.Context, t *Target) Outcome {
-	lib := t.NVML
-	if lib == nil {
-		lib = nvml.New()
-	}
-	inv, err := gpu.Probe(lib)
+	inv, err := gpu.Probe(t.NVML)
 	if errors.Is(err, gpu.ErrNoDriver) {
 		return notApplicable("no NVIDIA driver on this host (" + gpu.Library + " not found)")
 	}
@@ -107,11 +102,7 @@ func checkGPUPlacement(_ context.Context, t *Target) Outcome {
 	}
 	// What NVML sees running: none of the runtime's processes on a GPU
 	// outside the plan.
-	lib := t.NVML
-	if lib == nil {
-		lib = nvml.New()
-	}
-	inv, err := gpu.Probe(lib)
+	inv, err := gpu.Probe(t.NVML)
 	switch {
 	case errors.Is(err, gpu.ErrNoDriver):
 		evs = append(evs, ev("nvml", "no driver: placement shown by the environment only"))

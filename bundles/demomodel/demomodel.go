@@ -17,25 +17,25 @@ const (
 	Heads       = 4
 	KVHeads     = 2
 	HeadDim     = Embedding / Heads
-	FeedForward = 128
+	feedForward = 128
 	Blocks      = 2
 	Context     = 4096
 	ropeBase    = 1000000
 	rmsEpsilon  = 1e-6
 )
 
-// Name is the model's name in its manifest; ServedName is the name clients
+// modelName is the model's name in its manifest; ServedName is the name clients
 // ask the inference server for.
 const (
-	Name       = "qwen-appliance/demo-qwen2-tiny"
+	modelName  = "qwen-appliance/demo-qwen2-tiny"
 	ServedName = "demo"
-	// ModelPath is where the bundle carries the file, relative to its root.
-	ModelPath = "model/demo.gguf"
+	// modelPath is where the bundle carries the file, relative to its root.
+	modelPath = "model/demo.gguf"
 )
 
-// ChatTemplate is Qwen's ChatML template, spelled exactly as Ollama's
+// chatTemplate is Qwen's ChatML template, spelled exactly as Ollama's
 // built-in "chatml" template so that Ollama recognises it.
-const ChatTemplate = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+const chatTemplate = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 
 // Special tokens, appended after the byte tokens and merges as Qwen does.
 var specials = []string{"<|endoftext|>", "<|im_start|>", "<|im_end|>"}
@@ -129,9 +129,9 @@ func tensors(nVocab int, tokens []string) []tensor {
 			tensor{name: p + "attn_v.bias", dims: []uint64{kv}},
 			tensor{name: p + "attn_output.weight", dims: []uint64{Embedding, Embedding}},
 			tensor{name: p + "ffn_norm.weight", dims: []uint64{Embedding}, fill: ones},
-			tensor{name: p + "ffn_gate.weight", dims: []uint64{Embedding, FeedForward}},
-			tensor{name: p + "ffn_up.weight", dims: []uint64{Embedding, FeedForward}},
-			tensor{name: p + "ffn_down.weight", dims: []uint64{FeedForward, Embedding}},
+			tensor{name: p + "ffn_gate.weight", dims: []uint64{Embedding, feedForward}},
+			tensor{name: p + "ffn_up.weight", dims: []uint64{Embedding, feedForward}},
+			tensor{name: p + "ffn_down.weight", dims: []uint64{feedForward, Embedding}},
 		)
 	}
 	// The output projection gets zero rows for everything but printable ASCII
@@ -196,11 +196,11 @@ func Write(w io.Writer) error {
 		{"general.license", "Apache-2.0"},
 		{"general.file_type", uint32(0)}, // all F32
 		{"general.parameter_count", params},
-		{"general.alignment", uint32(DefaultAlignment)},
+		{"general.alignment", uint32(defaultAlignment)},
 		{"qwen2.context_length", uint32(Context)},
 		{"qwen2.embedding_length", uint32(Embedding)},
 		{"qwen2.block_count", uint32(Blocks)},
-		{"qwen2.feed_forward_length", uint32(FeedForward)},
+		{"qwen2.feed_forward_length", uint32(feedForward)},
 		{"qwen2.attention.head_count", uint32(Heads)},
 		{"qwen2.attention.head_count_kv", uint32(KVHeads)},
 		{"qwen2.attention.layer_norm_rms_epsilon", float32(rmsEpsilon)},
@@ -214,11 +214,11 @@ func Write(w io.Writer) error {
 		{"tokenizer.ggml.eos_token_id", uint32(tokenID(tokens, "<|im_end|>"))},
 		{"tokenizer.ggml.padding_token_id", uint32(tokenID(tokens, "<|endoftext|>"))},
 		{"tokenizer.ggml.add_bos_token", false},
-		{"tokenizer.chat_template", ChatTemplate},
+		{"tokenizer.chat_template", chatTemplate},
 	}
 
-	e.bytes([]byte(Magic))
-	e.u32(Version)
+	e.bytes([]byte(ggufMagic))
+	e.u32(ggufVersion)
 	e.u64(uint64(len(ts)))
 	e.u64(uint64(len(meta)))
 	for _, m := range meta {
@@ -231,15 +231,15 @@ func Write(w io.Writer) error {
 		for _, d := range t.dims {
 			e.u64(d)
 		}
-		e.u32(TensorF32)
+		e.u32(tensorF32)
 		e.u64(off)
-		off += alignUp(4*t.elements(), DefaultAlignment)
+		off += alignUp(4*t.elements(), defaultAlignment)
 	}
-	e.pad(DefaultAlignment)
+	e.pad(defaultAlignment)
 
 	r := newRNG()
 	r.p.Seed(seed[1], seed[0]) // a stream apart from the output projection's
-	buf := make([]byte, 0, 4*Embedding*FeedForward)
+	buf := make([]byte, 0, 4*Embedding*feedForward)
 	for _, t := range ts {
 		buf = buf[:0]
 		for i := range int(t.elements()) {
@@ -250,7 +250,7 @@ func Write(w io.Writer) error {
 			buf = appendF32(buf, v)
 		}
 		e.bytes(buf)
-		e.pad(DefaultAlignment)
+		e.pad(defaultAlignment)
 	}
 	if e.err != nil {
 		return fmt.Errorf("write demo model: %w", e.err)
@@ -275,7 +275,7 @@ func Meta() manifests.Meta {
 	}
 	return manifests.Meta{
 		Model: manifests.Model{
-			Name:           Name,
+			Name:           modelName,
 			Architecture:   "qwen2",
 			Format:         "gguf",
 			Parameters:     int64(params),
@@ -301,7 +301,7 @@ func Meta() manifests.Meta {
 			Kind:            "ollama",
 			Version:         "0.6.5",
 			Devices:         []string{"cpu"},
-			ModelPath:       ModelPath,
+			ModelPath:       modelPath,
 			ServedModelName: ServedName,
 			DefaultContext:  2048,
 		},

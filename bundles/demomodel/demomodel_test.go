@@ -44,14 +44,14 @@ func TestHeaderReadsBack(t *testing.T) {
 		"qwen2.context_length":                   uint32(Context),
 		"qwen2.embedding_length":                 uint32(Embedding),
 		"qwen2.block_count":                      uint32(Blocks),
-		"qwen2.feed_forward_length":              uint32(FeedForward),
+		"qwen2.feed_forward_length":              uint32(feedForward),
 		"qwen2.attention.head_count":             uint32(Heads),
 		"qwen2.attention.head_count_kv":          uint32(KVHeads),
 		"qwen2.attention.layer_norm_rms_epsilon": float32(1e-6),
 		"qwen2.rope.freq_base":                   float32(1e6),
 		"tokenizer.ggml.model":                   "gpt2",
 		"tokenizer.ggml.pre":                     "qwen2",
-		"tokenizer.chat_template":                ChatTemplate,
+		"tokenizer.chat_template":                chatTemplate,
 	}
 	for k, v := range want {
 		got, ok := h.Lookup(k)
@@ -142,8 +142,8 @@ func TestStructure(t *testing.T) {
 			"attn_k.weight": {Embedding, kv}, "attn_k.bias": {kv},
 			"attn_v.weight": {Embedding, kv}, "attn_v.bias": {kv},
 			"attn_output.weight": {Embedding, Embedding},
-			"ffn_gate.weight":    {Embedding, FeedForward}, "ffn_up.weight": {Embedding, FeedForward},
-			"ffn_down.weight": {FeedForward, Embedding},
+			"ffn_gate.weight":    {Embedding, feedForward}, "ffn_up.weight": {Embedding, feedForward},
+			"ffn_down.weight": {feedForward, Embedding},
 		} {
 			shapes[p+name] = dims
 		}
@@ -159,7 +159,7 @@ func TestStructure(t *testing.T) {
 		if fmt.Sprint(ti.Dims) != fmt.Sprint(want) {
 			t.Errorf("%s dims %v, want %v", ti.Name, ti.Dims, want)
 		}
-		if ti.Type != TensorF32 {
+		if ti.Type != tensorF32 {
 			t.Errorf("%s type %d, want F32", ti.Name, ti.Type)
 		}
 		if ti.Offset < end {
@@ -170,7 +170,7 @@ func TestStructure(t *testing.T) {
 	for name := range shapes {
 		t.Errorf("tensor %s missing", name)
 	}
-	if got, want := uint64(len(data)), uint64(h.DataOffset)+alignUp(end, DefaultAlignment); got != want {
+	if got, want := uint64(len(data)), uint64(h.DataOffset)+alignUp(end, defaultAlignment); got != want {
 		t.Errorf("file is %d bytes, header and tensors account for %d", got, want)
 	}
 	if len(data) < 400<<10 || len(data) > 480<<10 {
@@ -195,7 +195,7 @@ func TestMetaMatchesFile(t *testing.T) {
 	if m.Model.HeadDim*m.Model.AttentionHeads != m.Model.HiddenSize {
 		t.Errorf("head dim %d × heads %d != hidden %d", m.Model.HeadDim, m.Model.AttentionHeads, m.Model.HiddenSize)
 	}
-	if m.Runtime.Kind != "ollama" || m.Runtime.ModelPath != ModelPath || m.Requirements.Accelerator != "" {
+	if m.Runtime.Kind != "ollama" || m.Runtime.ModelPath != modelPath || m.Requirements.Accelerator != "" {
 		t.Errorf("runtime/requirements: %+v %+v", m.Runtime, m.Requirements)
 	}
 }

@@ -9,15 +9,15 @@ import (
 	"math"
 )
 
-// Magic is the first four bytes of every GGUF file.
-const Magic = "GGUF"
+// ggufMagic is the first four bytes of every GGUF file.
+const ggufMagic = "GGUF"
 
-// Version is the GGUF format version this package writes and reads.
-const Version = 3
+// ggufVersion is the GGUF format version this package writes and reads.
+const ggufVersion = 3
 
-// DefaultAlignment is the alignment of tensor data when general.alignment is
+// defaultAlignment is the alignment of tensor data when general.alignment is
 // absent.
-const DefaultAlignment = 32
+const defaultAlignment = 32
 
 // ValueType is the type tag of a GGUF metadata value.
 type ValueType uint32
@@ -39,8 +39,8 @@ const (
 	TypeFloat64
 )
 
-// TensorF32 is the GGML type number of 32-bit float tensors.
-const TensorF32 = 0
+// tensorF32 is the GGML type number of 32-bit float tensors.
+const tensorF32 = 0
 
 // Limits a reader applies to outside input, so that a hostile header cannot
 // make it allocate without bound.
@@ -96,14 +96,14 @@ func (h *Header) Lookup(key string) (any, bool) {
 	return nil, false
 }
 
-// Alignment is general.alignment, or DefaultAlignment when absent.
+// Alignment is general.alignment, or defaultAlignment when absent.
 func (h *Header) Alignment() uint64 {
 	if v, ok := h.Lookup("general.alignment"); ok {
 		if a, ok := v.(uint32); ok && a > 0 {
 			return uint64(a)
 		}
 	}
-	return DefaultAlignment
+	return defaultAlignment
 }
 
 // ReadHeader decodes the header, metadata and tensor infos of a GGUF v3 file.
@@ -182,15 +182,15 @@ func (d *decoder) header() (*Header, error) {
 	if err != nil {
 		return nil, err
 	}
-	if string(magic) != Magic {
-		return nil, fmt.Errorf("magic: %q is not %q", magic, Magic)
+	if string(magic) != ggufMagic {
+		return nil, fmt.Errorf("magic: %q is not %q", magic, ggufMagic)
 	}
 	h := &Header{}
 	if h.Version, err = d.u32("version"); err != nil {
 		return nil, err
 	}
-	if h.Version != Version {
-		return nil, fmt.Errorf("version: %d is not supported (want %d)", h.Version, Version)
+	if h.Version != ggufVersion {
+		return nil, fmt.Errorf("version: %d is not supported (want %d)", h.Version, ggufVersion)
 	}
 	nt, err := d.u64("tensor count")
 	if err != nil {

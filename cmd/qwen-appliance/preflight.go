@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 	"github.com/urfave/cli/v2"
 
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight"
@@ -66,7 +65,6 @@ func preflightAction(c *cli.Context) error {
 		return openError(err)
 	}
 	rep, err := preflight.Run(c.Context, signed.Manifest, preflight.Options{
-		NVML:        nvml.New(),
 		Store:       c.String("store"),
 		Context:     c.Int("max-context"),
 		Concurrency: c.Int("concurrency"),

@@ -4,6 +4,7 @@ package proc
 
 import (
 	"errors"
+	"fmt"
 	"syscall"
 	"time"
 )
@@ -26,6 +27,21 @@ type Identity struct {
 	Start uint64 `json:"start,omitempty"`
 	Boot  string `json:"boot,omitempty"`
 }
+
+// Mismatch explains why a recorded identity is not the process holding its
+// PID (see the Linux version).
+type Mismatch struct {
+	ID     Identity
+	Reason string
+}
+
+func (e *Mismatch) Error() string {
+	return fmt.Sprintf("pid %d is not the process recorded (%s); not signalled", e.ID.PID, e.Reason)
+}
+
+// ErrGone is matched by the error of Check when the recorded process no
+// longer runs at all.
+var ErrGone = errors.New("process has exited")
 
 // Identify is only implemented on Linux.
 func Identify(int) (Identity, error) { return Identity{}, errors.ErrUnsupported }

@@ -31,9 +31,12 @@ func checkGPUs(r *Report, m *manifests.Manifest, f Facts, model sizing.Model, re
 	}
 	if f.GPUErr != nil {
 		c := Check{Name: "NVIDIA driver", Required: driverReq, Found: f.GPUErr.Error(), Status: Fail}
-		if errors.Is(f.GPUErr, gpu.ErrNoDriver) {
+		switch {
+		case errors.Is(f.GPUErr, gpu.ErrNoDriver):
 			c.Fix = "install the NVIDIA driver (it provides " + gpu.Library + " and the nvidia kernel module), or use a CPU bundle"
-		} else {
+		case errors.Is(f.GPUErr, gpu.ErrUnsupported):
+			c.Fix = "run preflight on the Linux GPU host itself"
+		default:
 			c.Fix = "check the driver with nvidia-smi; preflight needs NVML to answer"
 		}
 		r.add(c)

@@ -12,8 +12,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
-
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight/gpu"
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight/host"
@@ -26,9 +24,9 @@ const DefaultStore = "/var/lib/qwen-appliance"
 // Options tune Run. The zero value checks the real host with the real NVML
 // at the manifest's default context.
 type Options struct {
-	// NVML is the NVIDIA management library; nvml.New() (the system's
-	// libnvidia-ml.so.1) when nil. Tests pass go-nvml's mock.
-	NVML nvml.Interface
+	// NVML is the NVIDIA management library; the system's
+	// (libnvidia-ml.so.1) when nil. Tests pass go-nvml's mock.
+	NVML gpu.NVML
 	// HostRoot is where /proc, /sys, /dev, /boot and /lib/modules are read
 	// from; "/" when empty.
 	HostRoot string
@@ -141,11 +139,7 @@ func Run(ctx context.Context, m *manifests.Manifest, opts Options) (*Report, err
 	}
 	f.Host = hf
 	if needsGPU(m) || canUseGPU(m) {
-		lib := opts.NVML
-		if lib == nil {
-			lib = nvml.New()
-		}
-		f.GPU, f.GPUErr = gpu.Probe(lib)
+		f.GPU, f.GPUErr = gpu.Probe(opts.NVML)
 	}
 	return Evaluate(m, f, opts)
 }

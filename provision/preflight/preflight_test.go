@@ -1,3 +1,5 @@
+//go:build linux
+
 package preflight
 
 import (
@@ -15,7 +17,9 @@ import (
 	"github.com/NVIDIA/go-nvml/pkg/nvml/mock/server"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/preflight/gpu"
 	"github.com/qwen-appliance/qwen-appliance/provision/preflight/gpu/gputest"
+	"github.com/qwen-appliance/qwen-appliance/provision/preflight/host"
 )
 
 // qwen7B is a manifest for Qwen2.5-7B-Instruct in bf16 on vLLM, with the
@@ -357,6 +361,28 @@ func TestFaults(t *testing.T) {
 				t.Fatalf("verdict %s, want %s\n%s", r.Verdict, tc.verdict, table(r))
 			}
 		})
+	}
+}
+
+// TestNoNVMLBuild: a build that cannot read NVML at all (preflight run on a
+// laptop) fails the driver line with that reason and says where to run it,
+// rather than telling the operator to install a driver.
+func TestNoNVMLBuild(t *testing.T) {
+	hf, err := host.Probe(hostTree(t, 1, nil), DefaultStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gpuErr := fmt.Errorf("cannot probe GPUs from a darwin build: %w", gpu.ErrUnsupported)
+	r, err := Evaluate(qwen7B(), Facts{Host: hf, GPUErr: gpuErr}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := check(t, r, "NVIDIA driver")
+	if c.Status != Fail || c.Found != "cannot probe GPUs from a darwin build: NVML needs Linux" || c.Fix != "run preflight on the Linux GPU host itself" {
+		t.Fatalf("%+v", c)
+	}
+	if r.Verdict != Fail {
+		t.Fatalf("verdict %s\n%s", r.Verdict, table(r))
 	}
 }
 

@@ -21,9 +21,9 @@ func newBackend(b Backend, opts Options) (backend, error) {
 		}
 		return &fscryptBackend{k: k, toolMount: tm}, nil
 	case BackendLUKS:
-		cs := opts.Cryptsetup
+		cs := opts.cryptsetup
 		if cs == nil {
-			cs = ExecCryptsetup{}
+			cs = execCryptsetup{}
 		}
 		return &luksBackend{cs: cs}, nil
 	}

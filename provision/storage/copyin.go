@@ -249,7 +249,7 @@ func compare(f manifests.File, check *manifests.StreamCheck) []manifests.FilePro
 	return out
 }
 
-// mkdirs makes each missing directory of rel with DirMode and the owner.
+// mkdirs makes each missing directory of rel with dirMode and the owner.
 func (c *copier) mkdirs(rel string) error {
 	if rel == "." {
 		return nil
@@ -257,7 +257,7 @@ func (c *copier) mkdirs(rel string) error {
 	if err := c.mkdirs(path.Dir(rel)); err != nil {
 		return err
 	}
-	err := c.dst.Mkdir(rel, DirMode)
+	err := c.dst.Mkdir(rel, dirMode)
 	if errors.Is(err, fs.ErrExist) {
 		fi, err := c.dst.Lstat(rel)
 		if err != nil {
@@ -283,7 +283,7 @@ func (c *copier) write(name string, data []byte) error {
 		return err
 	}
 	_, err = f.Write(data)
-	err = errors.Join(err, f.Chmod(FileMode), f.Chown(c.owner.UID, c.owner.GID), f.Sync(), f.Close())
+	err = errors.Join(err, f.Chmod(fileMode), f.Chown(c.owner.UID, c.owner.GID), f.Sync(), f.Close())
 	if err == nil {
 		err = c.dst.Rename(tmp, name)
 	}

@@ -10,21 +10,21 @@ import (
 	"strings"
 )
 
-// Cryptsetup runs the cryptsetup tool. Secrets never go on the command line
+// cryptsetupTool runs the cryptsetup tool. Secrets never go on the command line
 // or to disk: secret i is readable at /dev/fd/(3+i) for the duration of the
 // call, through a pipe.
-type Cryptsetup interface {
+type cryptsetupTool interface {
 	Run(ctx context.Context, secrets [][]byte, args ...string) (stdout []byte, err error)
 }
 
-// CryptsetupError is a failed cryptsetup run with its exit status.
-type CryptsetupError struct {
+// cryptsetupError is a failed cryptsetup run with its exit status.
+type cryptsetupError struct {
 	Args   []string
 	Code   int // 2: no key slot opens with the key given
 	Stderr string
 }
 
-func (e *CryptsetupError) Error() string {
+func (e *cryptsetupError) Error() string {
 	msg := strings.TrimSpace(e.Stderr)
 	if msg == "" {
 		msg = fmt.Sprintf("exit status %d", e.Code)
@@ -32,13 +32,13 @@ func (e *CryptsetupError) Error() string {
 	return fmt.Sprintf("cryptsetup %s: %s", e.Args[0], msg)
 }
 
-// ExecCryptsetup runs the binary at Path ("cryptsetup" from $PATH when empty).
-type ExecCryptsetup struct{ Path string }
+// execCryptsetup runs the binary at Path ("cryptsetup" from $PATH when empty).
+type execCryptsetup struct{ Path string }
 
-var _ Cryptsetup = ExecCryptsetup{}
+var _ cryptsetupTool = execCryptsetup{}
 
-// Run implements Cryptsetup.
-func (c ExecCryptsetup) Run(ctx context.Context, secrets [][]byte, args ...string) ([]byte, error) {
+// Run implements cryptsetupTool.
+func (c execCryptsetup) Run(ctx context.Context, secrets [][]byte, args ...string) ([]byte, error) {
 	bin := c.Path
 	if bin == "" {
 		bin = "cryptsetup"
@@ -80,7 +80,7 @@ func (c ExecCryptsetup) Run(ctx context.Context, secrets [][]byte, args ...strin
 	err := cmd.Wait()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		return stdout.Bytes(), &CryptsetupError{Args: args, Code: ee.ExitCode(), Stderr: stderr.String()}
+		return stdout.Bytes(), &cryptsetupError{Args: args, Code: ee.ExitCode(), Stderr: stderr.String()}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cryptsetup %s: %w", args[0], err)
@@ -90,30 +90,6 @@ func (c ExecCryptsetup) Run(ctx context.Context, secrets [][]byte, args ...strin
 
 // wrongKey reports whether err is cryptsetup's "no key available".
 func wrongKey(err error) bool {
-	var ce *CryptsetupError
+	var ce *cryptsetupError
 	return errors.As(err, &ce) && ce.Code == 2
-}
-
-// FakeCryptsetup records calls and answers from Reply, for tests of the
-// command lines without the tool.
-type FakeCryptsetup struct {
-	Calls   [][]string
-	Secrets [][][]byte
-	Reply   func(args []string, secrets [][]byte) ([]byte, error)
-}
-
-var _ Cryptsetup = (*FakeCryptsetup)(nil)
-
-// Run implements Cryptsetup.
-func (f *FakeCryptsetup) Run(ctx context.Context, secrets [][]byte, args ...string) ([]byte, error) {
-	f.Calls = append(f.Calls, append([]string(nil), args...))
-	var cp [][]byte
-	for _, s := range secrets {
-		cp = append(cp, append([]byte(nil), s...))
-	}
-	f.Secrets = append(f.Secrets, cp)
-	if f.Reply == nil {
-		return nil, nil
-	}
-	return f.Reply(args, secrets)
 }

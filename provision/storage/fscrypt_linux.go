@@ -67,7 +67,7 @@ func (f *fscryptBackend) create(ctx context.Context, s *ModelStore, opts InitOpt
 	}
 	defer parent.Close()
 	made := false
-	if err := os.Mkdir(s.Dir, DirMode); err == nil {
+	if err := os.Mkdir(s.Dir, dirMode); err == nil {
 		made = true
 	} else if !errors.Is(err, os.ErrExist) {
 		return err
@@ -107,7 +107,7 @@ func (f *fscryptBackend) create(ctx context.Context, s *ModelStore, opts InitOpt
 		if err := s.Meta.addProtector(c, key, opts.kdf(), opts.now()); err != nil {
 			return fmt.Errorf("protect with %s: %w", c, err)
 		}
-		if c.Kind() != KindRecovery {
+		if c.kind() != kindRecovery {
 			continue
 		}
 		secret, err := c.secret()
@@ -121,7 +121,7 @@ func (f *fscryptBackend) create(ctx context.Context, s *ModelStore, opts InitOpt
 		}
 		s.Meta.Protectors[len(s.Meta.Protectors)-1].FscryptProtector = desc
 	}
-	if err := d.Chmod(DirMode); err != nil {
+	if err := d.Chmod(dirMode); err != nil {
 		return err
 	}
 	if err := d.Chown(s.Meta.Owner.UID, s.Meta.Owner.GID); err != nil {

@@ -118,7 +118,7 @@ func TestFscryptLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ParseRecoveryKey(recovery); err != nil {
+	if _, err := parseRecoveryKey(recovery); err != nil {
 		t.Fatalf("recovery key %q: %v", recovery, err)
 	}
 	fi, err := os.Stat(MetadataPath(dir))
@@ -142,7 +142,7 @@ func TestFscryptLifecycle(t *testing.T) {
 			}
 		}
 	}
-	if err := CheckPermissions(dir, Owner{}); err != nil {
+	if err := checkTree(dir, Owner{}, nil); err != nil {
 		t.Fatalf("fresh store: %v", err)
 	}
 	before := treeHashes(t, dir)

@@ -74,7 +74,7 @@ func TestToolMetadataLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := s.Meta.Protectors[1]
-	if rec.Kind != KindRecovery || rec.FscryptProtector == "" || s.Meta.Protectors[0].FscryptProtector != "" {
+	if rec.Kind != kindRecovery || rec.FscryptProtector == "" || s.Meta.Protectors[0].FscryptProtector != "" {
 		t.Fatalf("protectors: %+v", s.Meta.Protectors)
 	}
 	for path, want := range map[string]fs.FileMode{
@@ -93,7 +93,7 @@ func TestToolMetadataLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, _ := ParseRecoveryKey(recovery)
+	raw, _ := parseRecoveryKey(recovery)
 	master, err := toolUnwrap(t, d, s.Meta.Fscrypt.KeyIdentifier, rec.FscryptProtector, raw)
 	if err != nil {
 		t.Fatal(err)

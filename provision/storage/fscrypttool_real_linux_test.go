@@ -78,11 +78,11 @@ func TestDebianFscryptUnlocksWithRecoveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Lock(context.Background()) })
-	os.MkdirAll(filepath.Join(dir, "model"), DirMode)
+	os.MkdirAll(filepath.Join(dir, "model"), dirMode)
 	for name, size := range map[string]int{"model/weights.gguf": 3 << 20, "model/config.json": 300, "README": 7, "empty": 0} {
 		data := make([]byte, size)
 		rand.Read(data)
-		if err := os.WriteFile(filepath.Join(dir, name), data, FileMode); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, name), data, fileMode); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -139,7 +139,7 @@ func TestDebianFscryptUnlocksWithRecoveryKey(t *testing.T) {
 		t.Fatalf("fscrypt lock: %v\n%s", err, out)
 	}
 	keyFile := filepath.Join(t.TempDir(), "recovery.key")
-	raw, _ := ParseRecoveryKey(recovery)
+	raw, _ := parseRecoveryKey(recovery)
 	os.WriteFile(keyFile, raw, 0o600)
 	if out, err := tool(nil, `fscrypt unlock --key="$1" "$2"`, keyFile, dir); err != nil {
 		t.Fatalf("fscrypt unlock --key: %v\n%s", err, out)

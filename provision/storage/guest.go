@@ -48,8 +48,8 @@ func (g *Guest) check(path string, fi fs.FileInfo, add func(path, format string,
 	}
 	switch {
 	case mode.IsDir():
-		if mode.Perm()&^DirMode != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky) != 0 {
-			add(path, "directory mode %04o is looser than %04o", mode.Perm(), DirMode)
+		if mode.Perm()&^dirMode != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky) != 0 {
+			add(path, "directory mode %04o is looser than %04o", mode.Perm(), dirMode)
 		}
 	case mode.IsRegular():
 		if mode.Perm()&0o077 != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid) != 0 {
@@ -107,7 +107,7 @@ func same(a, b *Guest) bool {
 // It is SetGuest without metadata, for an unencrypted store; it changes
 // only the root and the guest's directory, whose contents keep their modes.
 func ApplyGuest(dir string, owner Owner, g *Guest) error {
-	gid, mode := owner.GID, DirMode
+	gid, mode := owner.GID, dirMode
 	if g != nil {
 		gid, mode = g.Owner.GID, GuestRootMode
 	}
@@ -121,7 +121,7 @@ func ApplyGuest(dir string, owner Owner, g *Guest) error {
 		return nil
 	}
 	p := filepath.Join(dir, g.Dir)
-	if err := os.Mkdir(p, DirMode); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.Mkdir(p, dirMode); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("store %s: %w", dir, err)
 	}
 	fi, err := os.Lstat(p)
@@ -134,7 +134,7 @@ func ApplyGuest(dir string, owner Owner, g *Guest) error {
 	if err := os.Chown(p, g.Owner.UID, g.Owner.GID); err != nil {
 		return fmt.Errorf("store %s: %w", dir, err)
 	}
-	if err := os.Chmod(p, DirMode); err != nil {
+	if err := os.Chmod(p, dirMode); err != nil {
 		return fmt.Errorf("store %s: %w", dir, err)
 	}
 	return nil

@@ -109,7 +109,7 @@ func TestGuest(t *testing.T) {
 	}
 	// Without the guest recorded, the same tree is refused: the metadata,
 	// root's alone, is what admits it.
-	if err := CheckPermissions(dir, rt); !errors.As(err, &pe) {
+	if err := checkTree(dir, rt, nil); !errors.As(err, &pe) {
 		t.Fatalf("the guest layout without a recorded guest passed: %v", err)
 	}
 	// SetOwner hands the store on, leaving the guest's directory alone.

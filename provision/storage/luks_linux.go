@@ -19,9 +19,9 @@ import (
 
 // LUKS2 parameters every store volume gets.
 const (
-	LUKSCipher  = "aes-xts-plain64"
-	LUKSKeyBits = 512 // two AES-256 keys for XTS
-	LUKSPBKDF   = "argon2id"
+	luksCipher  = "aes-xts-plain64"
+	luksKeyBits = 512 // two AES-256 keys for XTS
+	luksPBKDF   = "argon2id"
 )
 
 // minVolumeSize leaves room for the 16 MiB LUKS2 header area and a small
@@ -36,7 +36,7 @@ var procMisc = "/proc/misc"
 var mapperRE = regexp.MustCompile(`^qwen-store-[0-9a-f]{16}$`)
 
 // luksBackend keeps a store in a LUKS2 volume mounted at the store directory.
-type luksBackend struct{ cs Cryptsetup }
+type luksBackend struct{ cs cryptsetupTool }
 
 var _ backend = (*luksBackend)(nil)
 
@@ -44,8 +44,8 @@ var _ backend = (*luksBackend)(nil)
 // passed in its printed form, so a plain `cryptsetup open` with the printed
 // text works too.
 func luksSecret(c Credential) ([]byte, error) {
-	if c.Kind() == KindRecovery {
-		b, err := ParseRecoveryKey(c.RecoveryKey)
+	if c.kind() == kindRecovery {
+		b, err := parseRecoveryKey(c.RecoveryKey)
 		if err != nil {
 			return nil, err
 		}
@@ -57,22 +57,22 @@ func luksSecret(c Credential) ([]byte, error) {
 // pbkdfArgs sets the argon2id cost of new key slots; cryptsetup refuses
 // fewer than 4 passes.
 func pbkdfArgs(k KDF) []string {
-	return []string{"--pbkdf", LUKSPBKDF, "--pbkdf-force-iterations", strconv.Itoa(int(max(k.Time, 4))),
+	return []string{"--pbkdf", luksPBKDF, "--pbkdf-force-iterations", strconv.Itoa(int(max(k.Time, 4))),
 		"--pbkdf-memory", strconv.Itoa(int(k.MemoryKiB)), "--pbkdf-parallel", strconv.Itoa(int(k.Threads))}
 }
 
-// FormatVolume writes a LUKS2 header to volume: aes-xts-plain64 with a
+// formatVolume writes a LUKS2 header to volume: aes-xts-plain64 with a
 // 512-bit key, argon2id at the cost kdf, the first key slot opened by key.
-func FormatVolume(ctx context.Context, cs Cryptsetup, volume, label string, key []byte, kdf KDF) error {
-	args := append([]string{"luksFormat", "--batch-mode", "--type", "luks2", "--cipher", LUKSCipher,
-		"--key-size", strconv.Itoa(LUKSKeyBits), "--hash", "sha256", "--label", label, "--key-slot", "0"}, pbkdfArgs(kdf)...)
+func formatVolume(ctx context.Context, cs cryptsetupTool, volume, label string, key []byte, kdf KDF) error {
+	args := append([]string{"luksFormat", "--batch-mode", "--type", "luks2", "--cipher", luksCipher,
+		"--key-size", strconv.Itoa(luksKeyBits), "--hash", "sha256", "--label", label, "--key-slot", "0"}, pbkdfArgs(kdf)...)
 	args = append(args, "--key-file", "/dev/fd/3", volume)
 	_, err := cs.Run(ctx, [][]byte{key}, args...)
 	return err
 }
 
-// AddKeySlot adds newKey in slot, authorised by an existing key.
-func AddKeySlot(ctx context.Context, cs Cryptsetup, volume string, key, newKey []byte, slot int, kdf KDF) error {
+// addKeySlot adds newKey in slot, authorised by an existing key.
+func addKeySlot(ctx context.Context, cs cryptsetupTool, volume string, key, newKey []byte, slot int, kdf KDF) error {
 	args := append([]string{"luksAddKey", "--batch-mode", "--new-key-slot", strconv.Itoa(slot)}, pbkdfArgs(kdf)...)
 	args = append(args, "--key-file", "/dev/fd/3", volume, "/dev/fd/4")
 	_, err := cs.Run(ctx, [][]byte{key, newKey}, args...)
@@ -82,8 +82,8 @@ func AddKeySlot(ctx context.Context, cs Cryptsetup, volume string, key, newKey [
 	return err
 }
 
-// KillKeySlot wipes slot, authorised by a key of another slot.
-func KillKeySlot(ctx context.Context, cs Cryptsetup, volume string, key []byte, slot int) error {
+// killKeySlot wipes slot, authorised by a key of another slot.
+func killKeySlot(ctx context.Context, cs cryptsetupTool, volume string, key []byte, slot int) error {
 	_, err := cs.Run(ctx, [][]byte{key}, "luksKillSlot", "--batch-mode", "--key-file", "/dev/fd/3", volume, strconv.Itoa(slot))
 	if wrongKey(err) {
 		return ErrWrongKey
@@ -91,8 +91,8 @@ func KillKeySlot(ctx context.Context, cs Cryptsetup, volume string, key []byte, 
 	return err
 }
 
-// RemoveKey wipes the key slot that key opens.
-func RemoveKey(ctx context.Context, cs Cryptsetup, volume string, key []byte) error {
+// removeLUKSKey wipes the key slot that key opens.
+func removeLUKSKey(ctx context.Context, cs cryptsetupTool, volume string, key []byte) error {
 	_, err := cs.Run(ctx, [][]byte{key}, "luksRemoveKey", "--batch-mode", "--key-file", "/dev/fd/3", volume)
 	if wrongKey(err) {
 		return ErrWrongKey
@@ -100,9 +100,9 @@ func RemoveKey(ctx context.Context, cs Cryptsetup, volume string, key []byte) er
 	return err
 }
 
-// TestKey reports which key slot key opens, or ErrWrongKey; slot -1 tries
+// testKey reports which key slot key opens, or ErrWrongKey; slot -1 tries
 // every slot. It needs no device-mapper.
-func TestKey(ctx context.Context, cs Cryptsetup, volume string, key []byte, slot int) error {
+func testKey(ctx context.Context, cs cryptsetupTool, volume string, key []byte, slot int) error {
 	args := []string{"open", "--test-passphrase", "--type", "luks2", "--key-file", "/dev/fd/3"}
 	if slot >= 0 {
 		args = append(args, "--key-slot", strconv.Itoa(slot))
@@ -114,13 +114,13 @@ func TestKey(ctx context.Context, cs Cryptsetup, volume string, key []byte, slot
 	return err
 }
 
-// ReadHeader inspects a LUKS2 header.
-func ReadHeader(ctx context.Context, cs Cryptsetup, volume string) (*Header, error) {
+// readHeader inspects a LUKS2 header.
+func readHeader(ctx context.Context, cs cryptsetupTool, volume string) (*luksHeader, error) {
 	out, err := cs.Run(ctx, nil, "luksDump", "--dump-json-metadata", volume)
 	if err != nil {
 		return nil, err
 	}
-	return ParseLUKSDump(out)
+	return parseLUKSDump(out)
 }
 
 func (l *luksBackend) create(ctx context.Context, s *ModelStore, opts InitOptions, creds []Credential) (err error) {
@@ -169,19 +169,19 @@ func (l *luksBackend) create(ctx context.Context, s *ModelStore, opts InitOption
 			return fmt.Errorf("protect with %s: %w", c, err)
 		}
 	}
-	if err := FormatVolume(ctx, l.cs, volume, "qwen-"+s.Meta.ID, secrets[0], kdf); err != nil {
+	if err := formatVolume(ctx, l.cs, volume, "qwen-"+s.Meta.ID, secrets[0], kdf); err != nil {
 		return err
 	}
 	now := opts.now().UTC().Truncate(1e9)
 	for i, c := range creds {
 		slot := i
 		if i > 0 {
-			if err := AddKeySlot(ctx, l.cs, volume, secrets[0], secrets[i], slot, kdf); err != nil {
+			if err := addKeySlot(ctx, l.cs, volume, secrets[0], secrets[i], slot, kdf); err != nil {
 				return fmt.Errorf("add key slot %d for %s: %w", slot, c, err)
 			}
 		}
-		p := Protector{ID: newID(), Kind: c.Kind(), KeySlot: &slot, Created: now}
-		if c.Kind() == KindPassphrase {
+		p := Protector{ID: newID(), Kind: c.kind(), KeySlot: &slot, Created: now}
+		if c.kind() == kindPassphrase {
 			p.KDF = &kdf
 		}
 		s.Meta.Protectors = append(s.Meta.Protectors, p)
@@ -204,7 +204,7 @@ func (l *luksBackend) create(ctx context.Context, s *ModelStore, opts InitOption
 		l.close(ctx, s)
 		return err
 	}
-	if err := os.Chmod(s.Dir, DirMode); err != nil {
+	if err := os.Chmod(s.Dir, dirMode); err != nil {
 		return err
 	}
 	os.Remove(filepath.Join(s.Dir, "lost+found"))
@@ -252,7 +252,7 @@ func (l *luksBackend) open(ctx context.Context, s *ModelStore, key []byte) error
 func (l *luksBackend) mount(s *ModelStore) error {
 	old := syscall.Umask(0o077)
 	defer syscall.Umask(old)
-	if err := os.MkdirAll(s.Dir, DirMode); err != nil {
+	if err := os.MkdirAll(s.Dir, dirMode); err != nil {
 		return err
 	}
 	if mounted(s.Dir) {
@@ -289,7 +289,7 @@ func (l *luksBackend) unlock(ctx context.Context, s *ModelStore, cred Credential
 		return err
 	}
 	defer clear(key)
-	if err := TestKey(ctx, l.cs, s.Meta.LUKS.Volume, key, -1); err != nil {
+	if err := testKey(ctx, l.cs, s.Meta.LUKS.Volume, key, -1); err != nil {
 		if errors.Is(err, ErrWrongKey) {
 			return fmt.Errorf("%w: the %s opens no key slot of %s", ErrWrongKey, cred, s.Meta.LUKS.Volume)
 		}
@@ -318,7 +318,7 @@ func (l *luksBackend) lock(ctx context.Context, s *ModelStore) error {
 
 func (l *luksBackend) status(ctx context.Context, s *ModelStore, st *Status) error {
 	st.Volume = s.Meta.LUKS.Volume
-	h, err := ReadHeader(ctx, l.cs, s.Meta.LUKS.Volume)
+	h, err := readHeader(ctx, l.cs, s.Meta.LUKS.Volume)
 	if err != nil {
 		return err
 	}
@@ -344,27 +344,27 @@ func (l *luksBackend) rotate(ctx context.Context, s *ModelStore, old, new Creden
 	used := map[int]bool{}
 	for i, p := range s.Meta.Protectors {
 		used[*p.KeySlot] = true
-		if idx < 0 && p.Kind == old.Kind() && TestKey(ctx, l.cs, s.Meta.LUKS.Volume, oldKey, *p.KeySlot) == nil {
+		if idx < 0 && p.Kind == old.kind() && testKey(ctx, l.cs, s.Meta.LUKS.Volume, oldKey, *p.KeySlot) == nil {
 			idx = i
 		}
 	}
 	if idx < 0 {
-		return fmt.Errorf("%w: the %s opens none of the store's %s key slots", ErrWrongKey, old, old.Kind())
+		return fmt.Errorf("%w: the %s opens none of the store's %s key slots", ErrWrongKey, old, old.kind())
 	}
 	slot := 0
 	for used[slot] {
 		slot++
 	}
-	if err := AddKeySlot(ctx, l.cs, s.Meta.LUKS.Volume, oldKey, newKey, slot, kdf); err != nil {
+	if err := addKeySlot(ctx, l.cs, s.Meta.LUKS.Volume, oldKey, newKey, slot, kdf); err != nil {
 		return fmt.Errorf("add key slot %d: %w", slot, err)
 	}
-	if err := KillKeySlot(ctx, l.cs, s.Meta.LUKS.Volume, newKey, *s.Meta.Protectors[idx].KeySlot); err != nil {
+	if err := killKeySlot(ctx, l.cs, s.Meta.LUKS.Volume, newKey, *s.Meta.Protectors[idx].KeySlot); err != nil {
 		return fmt.Errorf("wipe key slot %d: %w", *s.Meta.Protectors[idx].KeySlot, err)
 	}
 	m := *s.Meta
 	m.Protectors = append(append([]Protector(nil), s.Meta.Protectors[:idx]...), s.Meta.Protectors[idx+1:]...)
-	p := Protector{ID: newID(), Kind: new.Kind(), KeySlot: &slot, Created: (Options{}).now().UTC().Truncate(1e9)}
-	if new.Kind() == KindPassphrase {
+	p := Protector{ID: newID(), Kind: new.kind(), KeySlot: &slot, Created: (Options{}).now().UTC().Truncate(1e9)}
+	if new.kind() == kindPassphrase {
 		p.KDF = &kdf
 	}
 	m.Protectors = append(m.Protectors, p)

@@ -28,7 +28,7 @@ func TestLUKSVolume(t *testing.T) {
 	dir := filepath.Join(base, "models")
 	volume := filepath.Join(base, "models.luks")
 	keyFile := newKeyFile(t)
-	cs := ExecCryptsetup{}
+	cs := execCryptsetup{}
 	opts := Options{KDF: KDF{Time: 4, MemoryKiB: 32, Threads: 1}}
 
 	s, recovery, err := Init(ctx, InitOptions{Options: opts, Dir: dir, Backend: BackendLUKS, Volume: volume, VolumeSize: 40 << 20,
@@ -51,7 +51,7 @@ func TestLUKSVolume(t *testing.T) {
 		t.Fatalf("volume file: %v", err)
 	}
 
-	h, err := ReadHeader(ctx, cs, volume)
+	h, err := readHeader(ctx, cs, volume)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,11 +77,11 @@ func TestLUKSVolume(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := TestKey(ctx, cs, volume, secret, i); err != nil {
+		if err := testKey(ctx, cs, volume, secret, i); err != nil {
 			t.Fatalf("%s in slot %d: %v", cred, i, err)
 		}
 	}
-	if err := TestKey(ctx, cs, volume, []byte("wrong"), -1); !errors.Is(err, ErrWrongKey) {
+	if err := testKey(ctx, cs, volume, []byte("wrong"), -1); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("wrong passphrase: %v", err)
 	}
 	if dmErr != nil {
@@ -95,16 +95,16 @@ func TestLUKSVolume(t *testing.T) {
 
 	// Add and remove a key slot by hand.
 	extra := []byte("an extra passphrase")
-	if err := AddKeySlot(ctx, cs, volume, key, extra, 7, opts.KDF); err != nil {
+	if err := addKeySlot(ctx, cs, volume, key, extra, 7, opts.KDF); err != nil {
 		t.Fatal(err)
 	}
-	if err := TestKey(ctx, cs, volume, extra, 7); err != nil {
+	if err := testKey(ctx, cs, volume, extra, 7); err != nil {
 		t.Fatal(err)
 	}
-	if err := RemoveKey(ctx, cs, volume, extra); err != nil {
+	if err := removeLUKSKey(ctx, cs, volume, extra); err != nil {
 		t.Fatal(err)
 	}
-	if err := TestKey(ctx, cs, volume, extra, -1); !errors.Is(err, ErrWrongKey) {
+	if err := testKey(ctx, cs, volume, extra, -1); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("removed key still opens: %v", err)
 	}
 
@@ -113,14 +113,14 @@ func TestLUKSVolume(t *testing.T) {
 	if err := s.RotateKey(ctx, Credential{Passphrase: []byte("correct horse")}, Credential{KeyFile: newKey}, opts); err != nil {
 		t.Fatal(err)
 	}
-	if err := TestKey(ctx, cs, volume, []byte("correct horse"), -1); !errors.Is(err, ErrWrongKey) {
+	if err := testKey(ctx, cs, volume, []byte("correct horse"), -1); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("rotated passphrase still opens: %v", err)
 	}
 	nk, _ := os.ReadFile(newKey)
-	if err := TestKey(ctx, cs, volume, nk, -1); err != nil {
+	if err := testKey(ctx, cs, volume, nk, -1); err != nil {
 		t.Fatal(err)
 	}
-	h, _ = ReadHeader(ctx, cs, volume)
+	h, _ = readHeader(ctx, cs, volume)
 	var slots []int
 	for _, ks := range h.KeySlots {
 		slots = append(slots, ks.Slot)
@@ -134,7 +134,7 @@ func TestLUKSVolume(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range [][]byte{key, nk, []byte(recovery)} {
-		if err := TestKey(ctx, cs, volume, k, -1); err == nil {
+		if err := testKey(ctx, cs, volume, k, -1); err == nil {
 			t.Fatal("a key opens the erased volume")
 		}
 	}
@@ -151,7 +151,7 @@ func TestLUKSRefusesExistingHeader(t *testing.T) {
 	if err := createVolumeFile(volume, 32<<20); err != nil {
 		t.Fatal(err)
 	}
-	if err := FormatVolume(ctx, ExecCryptsetup{}, volume, "other", []byte("someone else's key"), testKDF); err != nil {
+	if err := formatVolume(ctx, execCryptsetup{}, volume, "other", []byte("someone else's key"), testKDF); err != nil {
 		t.Fatal(err)
 	}
 	_, _, err := Init(ctx, InitOptions{Options: Options{KDF: testKDF}, Dir: filepath.Join(base, "m"), Backend: BackendLUKS, Volume: volume,
@@ -163,9 +163,9 @@ func TestLUKSRefusesExistingHeader(t *testing.T) {
 
 // TestLUKSCommandLines checks what is asked of cryptsetup, without it.
 func TestLUKSCommandLines(t *testing.T) {
-	fake := &FakeCryptsetup{}
+	fake := &fakeCryptsetup{}
 	ctx := context.Background()
-	if err := FormatVolume(ctx, fake, "/dev/sdz", "qwen-x", []byte("k"), KDF{Time: 4, MemoryKiB: 1 << 20, Threads: 4}); err != nil {
+	if err := formatVolume(ctx, fake, "/dev/sdz", "qwen-x", []byte("k"), KDF{Time: 4, MemoryKiB: 1 << 20, Threads: 4}); err != nil {
 		t.Fatal(err)
 	}
 	got := strings.Join(fake.Calls[0], " ")
@@ -179,9 +179,9 @@ func TestLUKSCommandLines(t *testing.T) {
 		t.Error("the key must travel through /dev/fd/3, not the command line")
 	}
 	fake.Reply = func(args []string, _ [][]byte) ([]byte, error) {
-		return nil, &CryptsetupError{Args: args, Code: 2, Stderr: "No key available with this passphrase."}
+		return nil, &cryptsetupError{Args: args, Code: 2, Stderr: "No key available with this passphrase."}
 	}
-	if err := TestKey(ctx, fake, "/dev/sdz", []byte("bad"), -1); !errors.Is(err, ErrWrongKey) {
+	if err := testKey(ctx, fake, "/dev/sdz", []byte("bad"), -1); !errors.Is(err, ErrWrongKey) {
 		t.Fatalf("exit status 2: %v", err)
 	}
 }

@@ -19,16 +19,16 @@ type KeySlot struct {
 	Threads   int    `json:"threads,omitempty"`
 }
 
-// Header is what qwen-appliance reads from a LUKS2 header.
-type Header struct {
+// luksHeader is what qwen-appliance reads from a LUKS2 header.
+type luksHeader struct {
 	Cipher     string    `json:"cipher"` // of the data segment
 	SectorSize int       `json:"sectorSize"`
 	KeyBits    int       `json:"keyBits"` // of the volume key
 	KeySlots   []KeySlot `json:"keySlots"`
 }
 
-// ParseLUKSDump reads the JSON of `cryptsetup luksDump --dump-json-metadata`.
-func ParseLUKSDump(data []byte) (*Header, error) {
+// parseLUKSDump reads the JSON of `cryptsetup luksDump --dump-json-metadata`.
+func parseLUKSDump(data []byte) (*luksHeader, error) {
 	var raw struct {
 		Keyslots map[string]struct {
 			Type    string `json:"type"`
@@ -59,7 +59,7 @@ func ParseLUKSDump(data []byte) (*Header, error) {
 	if !ok || seg.Type != "crypt" {
 		return nil, fmt.Errorf("parse LUKS2 header: no crypt segment 0")
 	}
-	h := &Header{Cipher: seg.Encryption, SectorSize: seg.SectorSize}
+	h := &luksHeader{Cipher: seg.Encryption, SectorSize: seg.SectorSize}
 	for name, ks := range raw.Keyslots {
 		n, err := strconv.Atoi(name)
 		if err != nil || n < 0 || n > 31 {

@@ -96,8 +96,8 @@ func newID() string {
 	return hex.EncodeToString(b)
 }
 
-// ParseMetadata decodes a metadata file strictly and checks every field.
-func ParseMetadata(data []byte) (*Metadata, error) {
+// parseMetadata decodes a metadata file strictly and checks every field.
+func parseMetadata(data []byte) (*Metadata, error) {
 	var m Metadata
 	if err := jsonstrict.Decode(data, &m); err != nil {
 		return nil, fmt.Errorf("parse store metadata: %w", err)
@@ -166,11 +166,11 @@ func (m *Metadata) validate() error {
 		}
 		seen[p.ID] = true
 		switch p.Kind {
-		case KindKeyFile, KindRecovery, KindPassphrase:
+		case kindKeyFile, kindRecovery, kindPassphrase:
 		default:
 			return fmt.Errorf("%s.kind: %q is not key-file, passphrase or recovery", where, p.Kind)
 		}
-		if p.FscryptProtector != "" && (m.Backend != BackendFscrypt || p.Kind != KindRecovery || !idRE.MatchString(p.FscryptProtector)) {
+		if p.FscryptProtector != "" && (m.Backend != BackendFscrypt || p.Kind != kindRecovery || !idRE.MatchString(p.FscryptProtector)) {
 			return fmt.Errorf("%s.fscryptProtector: only an fscrypt recovery protector has one, of 16 hex digits", where)
 		}
 		if m.Backend == BackendLUKS {
@@ -179,7 +179,7 @@ func (m *Metadata) validate() error {
 			}
 			continue
 		}
-		if p.Kind == KindPassphrase {
+		if p.Kind == kindPassphrase {
 			if p.KDF == nil {
 				return fmt.Errorf("%s.kdf: a passphrase protector needs argon2id parameters", where)
 			}
@@ -220,7 +220,7 @@ func readMetadata(dir string) (*Metadata, error) {
 	if len(data) > maxMetadataBytes {
 		return nil, fmt.Errorf("read store metadata %s: larger than %d bytes", path, maxMetadataBytes)
 	}
-	m, err := ParseMetadata(data)
+	m, err := parseMetadata(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -265,9 +265,9 @@ func (m *Metadata) addProtector(cred Credential, key []byte, kdf KDF, now time.T
 		return err
 	}
 	defer clear(secret)
-	p := Protector{ID: newID(), Kind: cred.Kind(), Salt: make([]byte, 32), Created: now.UTC().Truncate(time.Second)}
+	p := Protector{ID: newID(), Kind: cred.kind(), Salt: make([]byte, 32), Created: now.UTC().Truncate(time.Second)}
 	rand.Read(p.Salt)
-	if p.Kind == KindPassphrase {
+	if p.Kind == kindPassphrase {
 		k := kdf
 		p.KDF = &k
 	}
@@ -295,7 +295,7 @@ func (m *Metadata) unwrap(cred Credential) ([]byte, int, error) {
 	tried := 0
 	for i := range m.Protectors {
 		p := &m.Protectors[i]
-		if p.Kind != cred.Kind() {
+		if p.Kind != cred.kind() {
 			continue
 		}
 		tried++
@@ -310,7 +310,7 @@ func (m *Metadata) unwrap(cred Credential) ([]byte, int, error) {
 		}
 	}
 	if tried == 0 {
-		return nil, -1, fmt.Errorf("%w: the store has no %s protector", ErrWrongKey, cred.Kind())
+		return nil, -1, fmt.Errorf("%w: the store has no %s protector", ErrWrongKey, cred.kind())
 	}
-	return nil, -1, fmt.Errorf("%w: the %s opens none of its %d %s protector(s)", ErrWrongKey, cred, tried, cred.Kind())
+	return nil, -1, fmt.Errorf("%w: the %s opens none of its %d %s protector(s)", ErrWrongKey, cred, tried, cred.kind())
 }

@@ -9,7 +9,7 @@ import (
 
 // SetOwner gives the store to owner: every file and directory in it, and
 // the owner its metadata records, which Unlock checks the tree against.
-// Modes stay as they are. The tree must first pass CheckPermissions for the
+// Modes stay as they are. The tree must first pass checkTree for the
 // current owner, so a store someone loosened is refused rather than handed
 // on. Install uses it when the account that owns the store changes (the
 // runtime's own user replacing the one it shared with the gateway).

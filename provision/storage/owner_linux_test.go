@@ -77,7 +77,7 @@ func TestSetOwner(t *testing.T) {
 	}
 	// The old owner's files would now be refused.
 	if err := os.Lchown(filepath.Join(dir, "model"), old.UID, old.GID); err == nil {
-		if err := CheckPermissions(dir, again.Meta.Owner); !errors.As(err, &pe) {
+		if err := checkTree(dir, again.Meta.Owner, nil); !errors.As(err, &pe) {
 			t.Fatalf("a file of the old owner passed: %v", err)
 		}
 	}

@@ -28,7 +28,7 @@ func sampleMetadata(t testing.TB) []byte {
 
 func TestParseMetadata(t *testing.T) {
 	good := sampleMetadata(t)
-	m, err := ParseMetadata(good)
+	m, err := parseMetadata(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,20 +45,20 @@ func TestParseMetadata(t *testing.T) {
 		{`"kind":"passphrase"`, `"kind":"passphrase","fscryptProtector":"0123456789abcdef"`},
 	} {
 		bad := strings.Replace(string(good), tc.edit, tc.want, 1)
-		if _, err := ParseMetadata([]byte(bad)); err == nil {
+		if _, err := parseMetadata([]byte(bad)); err == nil {
 			t.Errorf("accepted %s", tc.want)
 		}
 	}
 	rec := strings.Replace(string(good), `"kind":"passphrase"`, `"kind":"recovery","fscryptProtector":"0123456789abcdef"`, 1)
-	if _, err := ParseMetadata([]byte(rec)); err != nil {
+	if _, err := parseMetadata([]byte(rec)); err != nil {
 		t.Errorf("a recovery protector with an fscrypt tool protector: %v", err)
 	}
 	for _, bad := range []string{"0123456789ABCDEF", "../../etc/passw", "0123"} {
-		if _, err := ParseMetadata([]byte(strings.Replace(rec, `"fscryptProtector":"0123456789abcdef"`, `"fscryptProtector":"`+bad+`"`, 1))); err == nil {
+		if _, err := parseMetadata([]byte(strings.Replace(rec, `"fscryptProtector":"0123456789abcdef"`, `"fscryptProtector":"`+bad+`"`, 1))); err == nil {
 			t.Errorf("accepted fscrypt protector %q", bad)
 		}
 	}
-	if _, err := ParseMetadata(append(good, []byte("{}")...)); err == nil {
+	if _, err := parseMetadata(append(good, []byte("{}")...)); err == nil {
 		t.Error("accepted trailing data")
 	}
 }
@@ -70,7 +70,7 @@ func FuzzParseMetadata(f *testing.F) {
 	f.Add([]byte(`{"schemaVersion":1,"backend":"luks","id":"0123456789abcdef","owner":{"uid":998,"gid":998},"guest":{"dir":"kb","owner":{"uid":999,"gid":999,"name":"qwen-appliance"}},"luks":{"volume":"/v","mapperName":"qwen-store-0123456789abcdef","fsType":"ext4"},"protectors":[{"id":"0123456789abcdef","kind":"key-file","keySlot":0}]}`))
 	f.Add([]byte(`{"schemaVersion":1,"backend":"luks","id":"0123456789abcdef","owner":{"uid":998,"gid":998},"guest":{"dir":"../x","owner":{"uid":998,"gid":0}},"luks":{"volume":"/v","mapperName":"qwen-store-0123456789abcdef","fsType":"ext4"},"protectors":[{"id":"0123456789abcdef","kind":"key-file","keySlot":0}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := ParseMetadata(data)
+		m, err := parseMetadata(data)
 		if err != nil {
 			return
 		}
@@ -89,11 +89,11 @@ func TestRecoveryKeyRoundTrip(t *testing.T) {
 	if len(k) != 71 || strings.Count(k, "-") != 7 {
 		t.Fatalf("recovery key %q", k)
 	}
-	b, err := ParseRecoveryKey(" " + strings.ToUpper(strings.ReplaceAll(k, "-", " ")) + "\n")
+	b, err := parseRecoveryKey(" " + strings.ToUpper(strings.ReplaceAll(k, "-", " ")) + "\n")
 	if err != nil || formatRecoveryKey(b) != k {
 		t.Fatalf("round trip: %v", err)
 	}
-	if _, err := ParseRecoveryKey(k[:70]); err == nil {
+	if _, err := parseRecoveryKey(k[:70]); err == nil {
 		t.Fatal("accepted a short recovery key")
 	}
 }
@@ -102,11 +102,11 @@ func FuzzParseRecoveryKey(f *testing.F) {
 	f.Add(newRecoveryKey())
 	f.Add("zz")
 	f.Fuzz(func(t *testing.T, s string) {
-		b, err := ParseRecoveryKey(s)
+		b, err := parseRecoveryKey(s)
 		if err != nil {
 			return
 		}
-		if again, err := ParseRecoveryKey(formatRecoveryKey(b)); err != nil || !bytes.Equal(again, b) {
+		if again, err := parseRecoveryKey(formatRecoveryKey(b)); err != nil || !bytes.Equal(again, b) {
 			t.Fatalf("printed form does not parse back: %v", err)
 		}
 	})
@@ -119,14 +119,14 @@ const luksDumpSample = `{"keyslots":{"0":{"type":"luks2","key_size":64,"af":{"ty
 "digests":{"0":{"type":"pbkdf2","keyslots":["0"],"segments":["0"]}},"config":{"json_size":"12288","keyslots_size":"16744448"}}`
 
 func TestParseLUKSDump(t *testing.T) {
-	h, err := ParseLUKSDump([]byte(luksDumpSample))
+	h, err := parseLUKSDump([]byte(luksDumpSample))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if h.Cipher != "aes-xts-plain64" || h.KeyBits != 512 || len(h.KeySlots) != 1 || h.KeySlots[0].PBKDF != "argon2id" || h.SectorSize != 4096 {
 		t.Fatalf("header: %+v", h)
 	}
-	if _, err := ParseLUKSDump([]byte(`{"keyslots":{"x":{}},"segments":{"0":{"type":"crypt"}}}`)); err == nil {
+	if _, err := parseLUKSDump([]byte(`{"keyslots":{"x":{}},"segments":{"0":{"type":"crypt"}}}`)); err == nil {
 		t.Fatal("accepted a non-numeric key slot")
 	}
 }
@@ -135,7 +135,7 @@ func FuzzParseLUKSDump(f *testing.F) {
 	f.Add([]byte(luksDumpSample))
 	f.Add([]byte(`{"segments":{"0":{"type":"crypt"}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		h, err := ParseLUKSDump(data)
+		h, err := parseLUKSDump(data)
 		if err != nil {
 			return
 		}

@@ -13,24 +13,19 @@ import (
 // read-only even for the owner, so a compromised server cannot rewrite the
 // weights it serves.
 const (
-	DirMode  fs.FileMode = 0o700
-	FileMode fs.FileMode = 0o400
+	dirMode  fs.FileMode = 0o700
+	fileMode fs.FileMode = 0o400
 )
 
-// CheckPermissions walks the store at dir (locked or not: names may be
+// checkTree walks the store at dir (locked or not: names may be
 // ciphertext) and returns a *PermissionError naming every entry that is not
 // owned by owner, has group or other permission bits, is a writable file, or
-// is not a regular file or directory. It follows no symlinks.
-func CheckPermissions(dir string, owner Owner) error {
-	return checkTree(dir, owner, nil)
-}
-
-// checkTree is CheckPermissions for a store that may have a guest: its root
-// then may give the guest's group search permission (mode 0710, group the
-// guest's), and one top-level directory owned by the guest is checked
-// against the guest's own rules (see Guest). The guest's directory is known
-// by its owner, not its name: a locked fscrypt store shows only ciphertext
-// names.
+// is not a regular file or directory. It follows no symlinks. A store with a
+// guest may give the guest's group search permission on its root (mode 0710,
+// group the guest's), and one top-level directory owned by the guest is
+// checked against the guest's own rules (see Guest). The guest's directory
+// is known by its owner, not its name: a locked fscrypt store shows only
+// ciphertext names.
 func checkTree(dir string, owner Owner, guest *Guest) error {
 	var problems []PermissionProblem
 	guestDir := ""
@@ -61,7 +56,7 @@ func checkTree(dir string, owner Owner, guest *Guest) error {
 				if uid != owner.UID || (gid != owner.GID && gid != guest.Owner.GID) {
 					add(path, "owned by uid %d gid %d, want uid %d and gid %d (%s) or %d (%s)", uid, gid, owner.UID, owner.GID, owner.label(), guest.Owner.GID, guest.Owner.label())
 				}
-				want := DirMode
+				want := dirMode
 				if gid == guest.Owner.GID {
 					want = GuestRootMode
 				}
@@ -89,8 +84,8 @@ func checkTree(dir string, owner Owner, guest *Guest) error {
 		}
 		switch {
 		case mode.IsDir():
-			if mode.Perm()&^DirMode != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky) != 0 {
-				add(path, "directory mode %04o is looser than %04o", mode.Perm(), DirMode)
+			if mode.Perm()&^dirMode != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid|fs.ModeSticky) != 0 {
+				add(path, "directory mode %04o is looser than %04o", mode.Perm(), dirMode)
 			}
 		case mode.IsRegular():
 			// Copied-in data is 0400 (0500 for the runtime's binaries, which
@@ -98,7 +93,7 @@ func checkTree(dir string, owner Owner, guest *Guest) error {
 			// beside it (Ollama's blobs, keys) needs owner write. Group and
 			// others get nothing, ever.
 			if mode.Perm()&0o077 != 0 || mode&(fs.ModeSetgid|fs.ModeSetuid) != 0 {
-				add(path, "file mode %04o is looser than %04o", mode.Perm(), FileMode)
+				add(path, "file mode %04o is looser than %04o", mode.Perm(), fileMode)
 			}
 		default:
 			add(path, "is a %s; a store holds only regular files and directories", typeName(mode))

@@ -18,9 +18,9 @@ import (
 
 // Protector kinds: what an operator holds to unlock a store.
 const (
-	KindKeyFile    = "key-file"
-	KindPassphrase = "passphrase"
-	KindRecovery   = "recovery"
+	kindKeyFile    = "key-file"
+	kindPassphrase = "passphrase"
+	kindRecovery   = "recovery"
 )
 
 // Credential is one secret that may open a store: exactly one field is set.
@@ -30,26 +30,26 @@ type Credential struct {
 	RecoveryKey string // as printed at init, dashes and case ignored
 }
 
-// Kind names the protector kind the credential opens.
-func (c Credential) Kind() string {
+// kind names the protector kind the credential opens.
+func (c Credential) kind() string {
 	switch {
 	case c.KeyFile != "":
-		return KindKeyFile
+		return kindKeyFile
 	case c.Passphrase != nil:
-		return KindPassphrase
+		return kindPassphrase
 	case c.RecoveryKey != "":
-		return KindRecovery
+		return kindRecovery
 	}
 	return ""
 }
 
 func (c Credential) String() string {
-	switch c.Kind() {
-	case KindKeyFile:
+	switch c.kind() {
+	case kindKeyFile:
 		return "key file " + c.KeyFile
-	case KindPassphrase:
+	case kindPassphrase:
 		return "passphrase"
-	case KindRecovery:
+	case kindRecovery:
 		return "recovery key"
 	}
 	return "no key"
@@ -85,9 +85,9 @@ const (
 	maxKeyFile = 8192
 )
 
-// ReadKeyFile reads a key file, refusing one that others can read or that is
+// readKeyFile reads a key file, refusing one that others can read or that is
 // too short to be a key.
-func ReadKeyFile(path string) ([]byte, error) {
+func readKeyFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key file: %w", err)
@@ -152,9 +152,9 @@ func formatRecoveryKey(b []byte) string {
 	return strings.Join(parts, "-")
 }
 
-// ParseRecoveryKey reads a recovery key as printed at init; dashes, spaces
+// parseRecoveryKey reads a recovery key as printed at init; dashes, spaces
 // and letter case do not matter.
-func ParseRecoveryKey(s string) ([]byte, error) {
+func parseRecoveryKey(s string) ([]byte, error) {
 	clean := strings.Map(func(r rune) rune {
 		switch r {
 		case '-', ' ', '\t', '\n', '\r':
@@ -175,16 +175,16 @@ func ParseRecoveryKey(s string) ([]byte, error) {
 // secret returns the bytes a credential contributes: the key file's
 // contents, the passphrase, or the decoded recovery key.
 func (c Credential) secret() ([]byte, error) {
-	switch c.Kind() {
-	case KindKeyFile:
-		return ReadKeyFile(c.KeyFile)
-	case KindPassphrase:
+	switch c.kind() {
+	case kindKeyFile:
+		return readKeyFile(c.KeyFile)
+	case kindPassphrase:
 		if len(c.Passphrase) == 0 {
 			return nil, errors.New("empty passphrase")
 		}
 		return append([]byte(nil), c.Passphrase...), nil
-	case KindRecovery:
-		return ParseRecoveryKey(c.RecoveryKey)
+	case kindRecovery:
+		return parseRecoveryKey(c.RecoveryKey)
 	}
 	return nil, errors.New("no key given")
 }
@@ -194,7 +194,7 @@ func (c Credential) secret() ([]byte, error) {
 // HKDF; passphrases go through argon2id with the protector's cost.
 func wrappingKey(kind string, secret, salt []byte, kdf *KDF) ([]byte, error) {
 	switch kind {
-	case KindPassphrase:
+	case kindPassphrase:
 		if kdf == nil {
 			return nil, errors.New("passphrase protector without argon2id parameters")
 		}
@@ -202,7 +202,7 @@ func wrappingKey(kind string, secret, salt []byte, kdf *KDF) ([]byte, error) {
 			return nil, err
 		}
 		return argon2.IDKey(secret, salt, kdf.Time, kdf.MemoryKiB, kdf.Threads, 32), nil
-	case KindKeyFile, KindRecovery:
+	case kindKeyFile, kindRecovery:
 		return hkdf.Key(sha256.New, secret, salt, "qwen-appliance storage "+kind+" v1", 32)
 	}
 	return nil, fmt.Errorf("unknown protector kind %q", kind)

@@ -61,8 +61,8 @@ type ModelStore struct {
 
 // Options are the seams and costs shared by every operation.
 type Options struct {
-	KDF        KDF        // argon2id cost for new passphrase protectors and LUKS key slots; DefaultKDF when zero
-	Cryptsetup Cryptsetup // the LUKS tool; the cryptsetup binary when nil
+	KDF        KDF            // argon2id cost for new passphrase protectors and LUKS key slots; DefaultKDF when zero
+	cryptsetup cryptsetupTool // the LUKS tool; the cryptsetup binary when nil
 	Now        func() time.Time
 	kernel     fscryptKernel // the fscrypt ioctls; the real kernel when nil
 	// toolMount finds the mount point whose root holds the fscrypt tool's
@@ -110,7 +110,7 @@ func Init(ctx context.Context, opts InitOptions) (s *ModelStore, recoveryKey str
 		return nil, "", errors.New("init store: no key file or passphrase given")
 	}
 	for _, c := range opts.Credentials {
-		if c.Kind() == "" || c.Kind() == KindRecovery {
+		if c.kind() == "" || c.kind() == kindRecovery {
 			return nil, "", fmt.Errorf("init store: %s cannot protect a new store (a recovery key is made for it)", c)
 		}
 	}
@@ -208,7 +208,7 @@ func (s *ModelStore) Unlock(ctx context.Context, cred Credential) error {
 	return nil
 }
 
-// checkPermissions applies CheckPermissions where the tree is reachable (a
+// checkPermissions applies checkTree where the tree is reachable (a
 // closed LUKS volume has nothing mounted to check).
 func (s *ModelStore) checkPermissions() error {
 	if _, err := os.Lstat(s.Dir); errors.Is(err, fs.ErrNotExist) && s.Meta.Backend == BackendLUKS {
@@ -292,7 +292,7 @@ func (s *ModelStore) Status(ctx context.Context) (*Status, error) {
 // and the master key stay. Other protectors (the recovery key among them)
 // are kept.
 func (s *ModelStore) RotateKey(ctx context.Context, old, new Credential, opts Options) error {
-	if new.Kind() == "" || new.Kind() == KindRecovery {
+	if new.kind() == "" || new.kind() == kindRecovery {
 		return fmt.Errorf("rotate key of %s: the new key must be a key file or a passphrase", s.Dir)
 	}
 	if err := s.b.rotate(ctx, s, old, new, opts.kdf()); err != nil {

@@ -93,12 +93,12 @@ func TestInitRefusesNonEmptyDir(t *testing.T) {
 func TestKeyFileModeRefused(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "k")
 	os.WriteFile(p, make([]byte, 32), 0o644)
-	if _, err := ReadKeyFile(p); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "0644") {
+	if _, err := readKeyFile(p); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "0644") {
 		t.Fatalf("world-readable key file: %v", err)
 	}
 	os.Chmod(p, 0o600)
 	os.WriteFile(p, make([]byte, 8), 0o600)
-	if _, err := ReadKeyFile(p); err == nil || !strings.Contains(err.Error(), "8 bytes") {
+	if _, err := readKeyFile(p); err == nil || !strings.Contains(err.Error(), "8 bytes") {
 		t.Fatalf("short key file: %v", err)
 	}
 }

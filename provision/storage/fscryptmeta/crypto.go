@@ -53,7 +53,7 @@ func Wrap(wrappingKey, secret []byte) (WrappedKey, error) {
 	}
 	defer clear(enc)
 	defer clear(auth)
-	w := WrappedKey{IV: make([]byte, IVLen)}
+	w := WrappedKey{IV: make([]byte, ivLen)}
 	rand.Read(w.IV)
 	w.EncryptedKey = ctr(enc, w.IV, secret)
 	w.HMAC = mac(auth, w.IV, w.EncryptedKey)
@@ -69,7 +69,7 @@ func Unwrap(wrappingKey []byte, w WrappedKey) ([]byte, error) {
 	}
 	defer clear(enc)
 	defer clear(auth)
-	if len(w.IV) != IVLen || !hmac.Equal(mac(auth, w.IV, w.EncryptedKey), w.HMAC) {
+	if len(w.IV) != ivLen || !hmac.Equal(mac(auth, w.IV, w.EncryptedKey), w.HMAC) {
 		return nil, ErrBadAuth
 	}
 	return ctr(enc, w.IV, w.EncryptedKey), nil
@@ -80,7 +80,7 @@ func Unwrap(wrappingKey []byte, w WrappedKey) ([]byte, error) {
 func ProtectorDescriptor(protectorKey []byte) string {
 	h1 := sha512.Sum512(protectorKey)
 	h2 := sha512.Sum512(h1[:])
-	return hex.EncodeToString(h2[:ProtectorDescriptorLen/2])
+	return hex.EncodeToString(h2[:protectorDescriptorLen/2])
 }
 
 // keyIdentifier computes the kernel's identifier of a v2 policy key

@@ -187,19 +187,19 @@ func create(base string) error {
 // WritePolicy stores p under its descriptor, replacing any earlier file
 // atomically.
 func (d Dir) WritePolicy(p *Policy) error {
-	if err := p.Check(); err != nil {
+	if err := p.check(); err != nil {
 		return fmt.Errorf("write fscrypt policy: %w", err)
 	}
-	return writeFile(d.PolicyPath(p.KeyDescriptor), p.Marshal())
+	return writeFile(d.PolicyPath(p.KeyDescriptor), p.marshal())
 }
 
 // WriteProtector stores p under its descriptor, replacing any earlier file
 // atomically.
 func (d Dir) WriteProtector(p *Protector) error {
-	if err := p.Check(); err != nil {
+	if err := p.check(); err != nil {
 		return fmt.Errorf("write fscrypt protector: %w", err)
 	}
-	return writeFile(d.ProtectorPath(p.Descriptor), p.Marshal())
+	return writeFile(d.ProtectorPath(p.Descriptor), p.marshal())
 }
 
 // ReadPolicy loads the policy with descriptor desc; the error matches
@@ -209,7 +209,7 @@ func (d Dir) ReadPolicy(desc string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := UnmarshalPolicy(data)
+	p, err := unmarshalPolicy(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.PolicyPath(desc), err)
 	}
@@ -226,7 +226,7 @@ func (d Dir) ReadProtector(desc string) (*Protector, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := UnmarshalProtector(data)
+	p, err := unmarshalProtector(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", d.ProtectorPath(desc), err)
 	}

@@ -28,13 +28,13 @@ const (
 
 // Lengths fscrypt checks (metadata/constants.go).
 const (
-	IVLen                  = 16
-	HMACLen                = 32
-	SaltLen                = 16
+	ivLen                  = 16
+	hmacLen                = 32
+	saltLen                = 16
 	InternalKeyLen         = 32 // protector keys and raw keys
-	PolicyKeyLen           = 64 // FSCRYPT_MAX_KEY_SIZE
-	ProtectorDescriptorLen = 16 // hex digits
-	PolicyDescriptorLenV2  = 32 // hex digits: the kernel's key identifier
+	policyKeyLen           = 64 // FSCRYPT_MAX_KEY_SIZE
+	protectorDescriptorLen = 16 // hex digits
+	policyDescriptorLenV2  = 32 // hex digits: the kernel's key identifier
 )
 
 // HashingCosts are the argon2id costs of a passphrase protector.
@@ -149,8 +149,8 @@ func (o *Options) marshal() []byte {
 	return e
 }
 
-// Marshal encodes the protector as fscrypt stores it.
-func (p *Protector) Marshal() []byte {
+// marshal encodes the protector as fscrypt stores it.
+func (p *Protector) marshal() []byte {
 	var e encoder
 	e.bytes(1, []byte(p.Descriptor))
 	e.varint(2, int64(p.Source))
@@ -164,8 +164,8 @@ func (p *Protector) Marshal() []byte {
 	return e
 }
 
-// Marshal encodes the policy as fscrypt stores it.
-func (p *Policy) Marshal() []byte {
+// marshal encodes the policy as fscrypt stores it.
+func (p *Policy) marshal() []byte {
 	var e encoder
 	e.bytes(1, []byte(p.KeyDescriptor))
 	e.message(2, p.Options.marshal(), true)
@@ -281,9 +281,9 @@ func (c *HashingCosts) unmarshal(data []byte) error {
 	return varints(data, map[int]*int64{2: &c.Time, 3: &c.Memory, 4: &c.Parallelism})
 }
 
-// UnmarshalProtector decodes and checks a protector file as fscrypt does
+// unmarshalProtector decodes and checks a protector file as fscrypt does
 // (ProtectorData.CheckValidity).
-func UnmarshalProtector(data []byte) (*Protector, error) {
+func unmarshalProtector(data []byte) (*Protector, error) {
 	var p Protector
 	err := decode(data, func(num, typ int, v uint64, b []byte) error {
 		switch num {
@@ -329,15 +329,15 @@ func UnmarshalProtector(data []byte) (*Protector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fscrypt protector: %w", err)
 	}
-	if err := p.Check(); err != nil {
+	if err := p.check(); err != nil {
 		return nil, fmt.Errorf("fscrypt protector: %w", err)
 	}
 	return &p, nil
 }
 
-// UnmarshalPolicy decodes and checks a policy file as fscrypt does
+// unmarshalPolicy decodes and checks a policy file as fscrypt does
 // (PolicyData.CheckValidity), for v2 policies.
-func UnmarshalPolicy(data []byte) (*Policy, error) {
+func unmarshalPolicy(data []byte) (*Policy, error) {
 	var p Policy
 	err := decode(data, func(num, typ int, _ uint64, b []byte) error {
 		if num > 3 {
@@ -376,27 +376,27 @@ func UnmarshalPolicy(data []byte) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fscrypt policy: %w", err)
 	}
-	if err := p.Check(); err != nil {
+	if err := p.check(); err != nil {
 		return nil, fmt.Errorf("fscrypt policy: %w", err)
 	}
 	return &p, nil
 }
 
-// Check applies fscrypt's checks to a wrapped key of keyLen bytes.
-func (w *WrappedKey) Check(keyLen int) error {
+// check applies fscrypt's checks to a wrapped key of keyLen bytes.
+func (w *WrappedKey) check(keyLen int) error {
 	switch {
-	case len(w.IV) != IVLen:
-		return fmt.Errorf("IV is %d bytes, want %d", len(w.IV), IVLen)
-	case len(w.HMAC) != HMACLen:
-		return fmt.Errorf("HMAC is %d bytes, want %d", len(w.HMAC), HMACLen)
+	case len(w.IV) != ivLen:
+		return fmt.Errorf("IV is %d bytes, want %d", len(w.IV), ivLen)
+	case len(w.HMAC) != hmacLen:
+		return fmt.Errorf("HMAC is %d bytes, want %d", len(w.HMAC), hmacLen)
 	case len(w.EncryptedKey) != keyLen:
 		return fmt.Errorf("encrypted key is %d bytes, want %d", len(w.EncryptedKey), keyLen)
 	}
 	return nil
 }
 
-// Check applies fscrypt's ProtectorData checks.
-func (p *Protector) Check() error {
+// check applies fscrypt's ProtectorData checks.
+func (p *Protector) check() error {
 	switch p.Source {
 	case SourceRawKey:
 	case SourcePAMPassphrase, SourceCustomPassphrase:
@@ -404,8 +404,8 @@ func (p *Protector) Check() error {
 		if c == nil || c.Time <= 0 || c.Parallelism <= 0 || c.Memory < 8*c.Parallelism {
 			return errors.New("passphrase hashing costs are missing or invalid")
 		}
-		if len(p.Salt) != SaltLen {
-			return fmt.Errorf("salt is %d bytes, want %d", len(p.Salt), SaltLen)
+		if len(p.Salt) != saltLen {
+			return fmt.Errorf("salt is %d bytes, want %d", len(p.Salt), saltLen)
 		}
 		if p.Source == SourcePAMPassphrase && p.UID < 0 {
 			return fmt.Errorf("uid %d is negative", p.UID)
@@ -413,17 +413,17 @@ func (p *Protector) Check() error {
 	default:
 		return fmt.Errorf("source %d is not a passphrase or raw key", p.Source)
 	}
-	if !isHex(p.Descriptor, ProtectorDescriptorLen) {
-		return fmt.Errorf("descriptor %q is not %d hex digits", p.Descriptor, ProtectorDescriptorLen)
+	if !isHex(p.Descriptor, protectorDescriptorLen) {
+		return fmt.Errorf("descriptor %q is not %d hex digits", p.Descriptor, protectorDescriptorLen)
 	}
-	if err := p.WrappedKey.Check(InternalKeyLen); err != nil {
+	if err := p.WrappedKey.check(InternalKeyLen); err != nil {
 		return fmt.Errorf("wrapped protector key: %w", err)
 	}
 	return nil
 }
 
-// Check applies fscrypt's PolicyData checks, for a v2 policy.
-func (p *Policy) Check() error {
+// check applies fscrypt's PolicyData checks, for a v2 policy.
+func (p *Policy) check() error {
 	o := p.Options
 	switch o.Padding {
 	case 4, 8, 16, 32:
@@ -436,14 +436,14 @@ func (p *Policy) Check() error {
 	if o.PolicyVersion != 2 {
 		return fmt.Errorf("policy version %d is not 2", o.PolicyVersion)
 	}
-	if !isHex(p.KeyDescriptor, PolicyDescriptorLenV2) {
-		return fmt.Errorf("key descriptor %q is not %d hex digits", p.KeyDescriptor, PolicyDescriptorLenV2)
+	if !isHex(p.KeyDescriptor, policyDescriptorLenV2) {
+		return fmt.Errorf("key descriptor %q is not %d hex digits", p.KeyDescriptor, policyDescriptorLenV2)
 	}
 	for i, k := range p.WrappedKeys {
-		if !isHex(k.ProtectorDescriptor, ProtectorDescriptorLen) {
-			return fmt.Errorf("wrapped key %d: protector descriptor %q is not %d hex digits", i, k.ProtectorDescriptor, ProtectorDescriptorLen)
+		if !isHex(k.ProtectorDescriptor, protectorDescriptorLen) {
+			return fmt.Errorf("wrapped key %d: protector descriptor %q is not %d hex digits", i, k.ProtectorDescriptor, protectorDescriptorLen)
 		}
-		if err := k.WrappedKey.Check(PolicyKeyLen); err != nil {
+		if err := k.WrappedKey.check(policyKeyLen); err != nil {
 			return fmt.Errorf("wrapped key %d: %w", i, err)
 		}
 	}

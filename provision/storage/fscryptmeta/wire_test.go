@@ -21,14 +21,14 @@ func readTestdata(t testing.TB, name string) []byte {
 // bytes re-encode identically: the encoder writes what fscrypt writes.
 func TestFscryptWrittenFiles(t *testing.T) {
 	polData, protData, raw := readTestdata(t, "policy.pb"), readTestdata(t, "protector.pb"), readTestdata(t, "raw.key")
-	prot, err := UnmarshalProtector(protData)
+	prot, err := unmarshalProtector(protData)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if prot.Descriptor != "e9c7b4ff8991dc8a" || prot.Source != SourceRawKey || prot.Name != "rk" {
 		t.Fatalf("protector = %+v", prot)
 	}
-	pol, err := UnmarshalPolicy(polData)
+	pol, err := unmarshalPolicy(polData)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,10 +37,10 @@ func TestFscryptWrittenFiles(t *testing.T) {
 		pol.WrappedKeys[0].ProtectorDescriptor != prot.Descriptor {
 		t.Fatalf("policy = %+v", pol)
 	}
-	if got := prot.Marshal(); !bytes.Equal(got, protData) {
+	if got := prot.marshal(); !bytes.Equal(got, protData) {
 		t.Errorf("protector re-encodes as\n%x\nwant\n%x", got, protData)
 	}
-	if got := pol.Marshal(); !bytes.Equal(got, polData) {
+	if got := pol.marshal(); !bytes.Equal(got, polData) {
 		t.Errorf("policy re-encodes as\n%x\nwant\n%x", got, polData)
 	}
 
@@ -92,7 +92,7 @@ func TestFieldNumbers(t *testing.T) {
 		0x30, 0xe8, 0x07, // uid = 6
 		0x3a, byte(len(wb))} // wrapped_key = 7
 	want = append(want, wb...)
-	if got := p.Marshal(); !bytes.Equal(got, want) {
+	if got := p.marshal(); !bytes.Equal(got, want) {
 		t.Errorf("protector:\n got %x\nwant %x", got, want)
 	}
 
@@ -109,19 +109,19 @@ func TestFieldNumbers(t *testing.T) {
 		e := entry(d)
 		want = append(append(want, 0x1a, byte(len(e))), e...) // wrapped_policy_keys = 3, repeated
 	}
-	if got := pol.Marshal(); !bytes.Equal(got, want) {
+	if got := pol.marshal(); !bytes.Equal(got, want) {
 		t.Errorf("policy:\n got %x\nwant %x", got, want)
 	}
 }
 
 func TestWrapRoundTrip(t *testing.T) {
 	kek := bytes.Repeat([]byte{7}, InternalKeyLen)
-	secret := bytes.Repeat([]byte{0xaa}, PolicyKeyLen)
+	secret := bytes.Repeat([]byte{0xaa}, policyKeyLen)
 	w, err := Wrap(kek, secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Check(PolicyKeyLen); err != nil {
+	if err := w.check(policyKeyLen); err != nil {
 		t.Fatal(err)
 	}
 	got, err := Unwrap(kek, w)
@@ -148,7 +148,7 @@ func TestUnmarshalRefuses(t *testing.T) {
 		"unterminated varint":  {0x10, 0x80},
 		"fixed64 past the end": {0x09, 1, 2},
 	} {
-		if p, err := UnmarshalProtector(data); err == nil {
+		if p, err := unmarshalProtector(data); err == nil {
 			t.Errorf("protector %s: accepted as %+v", name, p)
 		}
 	}
@@ -159,13 +159,13 @@ func TestUnmarshalRefuses(t *testing.T) {
 		"padding 3":     bytes.Replace(bytes.Clone(pol), []byte{0x08, 0x20}, []byte{0x08, 0x03}, 1),
 		"a protector's": good,
 	} {
-		if p, err := UnmarshalPolicy(data); err == nil {
+		if p, err := unmarshalPolicy(data); err == nil {
 			t.Errorf("policy %s: accepted as %+v", name, p)
 		}
 	}
 	// Unknown fields are skipped, as protobuf readers do.
 	extra := append(bytes.Clone(good), 0x78, 1, 0x7d, 1, 2, 3, 4)
-	if _, err := UnmarshalProtector(extra); err != nil {
+	if _, err := unmarshalProtector(extra); err != nil {
 		t.Errorf("unknown fields: %v", err)
 	}
 }
@@ -177,15 +177,15 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add(readTestdata(f, "protector.pb"))
 	f.Add([]byte{0x0a, 0x80})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if p, err := UnmarshalProtector(data); err == nil {
-			q, err := UnmarshalProtector(p.Marshal())
-			if err != nil || !bytes.Equal(q.Marshal(), p.Marshal()) {
+		if p, err := unmarshalProtector(data); err == nil {
+			q, err := unmarshalProtector(p.marshal())
+			if err != nil || !bytes.Equal(q.marshal(), p.marshal()) {
 				t.Fatalf("protector does not round-trip: %v", err)
 			}
 		}
-		if p, err := UnmarshalPolicy(data); err == nil {
-			q, err := UnmarshalPolicy(p.Marshal())
-			if err != nil || !bytes.Equal(q.Marshal(), p.Marshal()) {
+		if p, err := unmarshalPolicy(data); err == nil {
+			q, err := unmarshalPolicy(p.marshal())
+			if err != nil || !bytes.Equal(q.marshal(), p.marshal()) {
 				t.Fatalf("policy does not round-trip: %v", err)
 			}
 		}

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package gputest builds NVML hosts for tests from go-nvml's mock package:
 // its DGX servers and single cards it does not ship (RTX 3060, RTX 4090, A10),
 // with every query gpu.Probe makes answered as a healthy, idle GPU would,
