@@ -210,9 +210,9 @@ func (in *installer) placeKB(ctx context.Context, path string, gw harden.Identit
 	if err := in.o.KB.Check(ctx, in.o.KBRestore); err != nil {
 		return fmt.Errorf("the backed-up knowledge base %s: %w", in.o.KBRestore, err)
 	}
-	if in.prev != nil && running(in.prev.Gateway.Service) {
+	if in.prev != nil && in.running(in.prev.Gateway.Service) {
 		in.logf("stopping the gateway (%s) to put the backed-up knowledge base in place", describe(in.prev.Gateway.Service))
-		if err := stopService(in.l, in.prev.Gateway.Service, 30*time.Second); err != nil {
+		if err := in.stopService(in.prev.Gateway.Service, 30*time.Second); err != nil {
 			return err
 		}
 		in.gatewayStopped = true
@@ -289,7 +289,7 @@ func (in *installer) storeLayout(gw, rt harden.Identity, fix bool) error {
 		if !fix {
 			return fmt.Errorf("%s: mode %04o, owner %d:%d (want %04o, the runtime's uid %d and the gateway's group %d)", dir, fi.Mode().Perm(), uid, gid, storage.GuestRootMode, rt.UID, gw.GID)
 		}
-		if err := os.Chown(dir, rt.UID, gw.GID); err != nil {
+		if err := in.sys.host.Chown(dir, rt.UID, gw.GID); err != nil {
 			return err
 		}
 		if err := os.Chmod(dir, storage.GuestRootMode); err != nil {

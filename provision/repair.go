@@ -70,7 +70,7 @@ func (in *installer) euid() int {
 // listens on addr's port: it is restarted or kept, so the port is free for
 // this install.
 func (in *installer) heldByGateway(addr string) bool {
-	if in.prev == nil || !running(in.prev.Gateway.Service) {
+	if in.prev == nil || !in.running(in.prev.Gateway.Service) {
 		return false
 	}
 	_, port, err := net.SplitHostPort(addr)
@@ -129,11 +129,11 @@ func (in *installer) drift(prev *state.State) []string {
 	}
 	out = append(out, in.kbDrift(prev)...)
 	for _, svc := range []state.Service{prev.Runtime, prev.Gateway.Service} {
-		if !running(svc) {
+		if !in.running(svc) {
 			out = append(out, fmt.Sprintf("the %s (%s): not running", svc.Name, describe(svc)))
 		}
 	}
-	if running(prev.Gateway.Service) && (prev.Gateway.MetricsURL == "" || !httpOK(prev.Gateway.MetricsURL+"/readyz")()) {
+	if in.running(prev.Gateway.Service) && (prev.Gateway.MetricsURL == "" || !httpOK(prev.Gateway.MetricsURL+"/readyz")()) {
 		out = append(out, "the gateway: not ready ("+prev.Gateway.MetricsURL+"/readyz)")
 	}
 	return out
