@@ -24,7 +24,13 @@ var kinds = []string{SupervisorProcess, SupervisorSystemd}
 // services with the supervisor named kind.
 func fakeInstaller(t *testing.T, f *fakes, kind string) (*installer, *bytes.Buffer) {
 	t.Helper()
-	root := t.TempDir()
+	return fakeInstallerAt(t, f, kind, t.TempDir())
+}
+
+// fakeInstallerAt is fakeInstaller for the sandbox root root: a later run
+// on the same installation.
+func fakeInstallerAt(t *testing.T, f *fakes, kind, root string) (*installer, *bytes.Buffer) {
+	t.Helper()
 	var log bytes.Buffer
 	l := layout{root: harden.Root(root)}
 	in := &installer{o: Options{Root: root, Store: l.path(StoreDir), Now: time.Now, ReadyTimeout: 2 * time.Second, sys: f.sys},
