@@ -192,7 +192,7 @@ func newAppliance(t *testing.T, kind string) *appliance {
 			os.WriteFile(path, []byte("[Unit]\n"), 0o644)
 			id := f.systemd.start(u)
 			svc := state.Service{PID: id.PID, Start: id.Start, Boot: id.Boot, Unit: path}
-			cur.Files[path] = "recorded"
+			cur.Files[path], _ = fileDigest(path)
 			if u == harden.GatewayUnit {
 				cur.Gateway.Service = svc
 			} else {
@@ -432,7 +432,7 @@ func TestSwitchToUnits(t *testing.T) {
 	if a.f.systemd.units[harden.GatewayUnit].pid != gwPID || !slices.Contains(a.f.host.proc(gwPID).signals, syscall.SIGHUP) {
 		t.Error("the gateway unit was restarted instead of repointed")
 	}
-	if st.Gateway.Unit != a.cur.Gateway.Unit || st.Files[st.Gateway.Unit] != "recorded" {
+	if st.Gateway.Unit != a.cur.Gateway.Unit || st.Files[st.Gateway.Unit] != a.cur.Files[a.cur.Gateway.Unit] {
 		t.Errorf("gateway record %q / %q: want the running one's", st.Gateway.Unit, st.Files[st.Gateway.Unit])
 	}
 }
