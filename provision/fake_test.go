@@ -188,6 +188,9 @@ func (h *fakeHost) Chown(path string, uid, gid int) error {
 	return nil
 }
 
+// Lchown records like Chown.
+func (h *fakeHost) Lchown(path string, uid, gid int) error { return h.Chown(path, uid, gid) }
+
 // fakeUnit is one unit the fake systemd knows.
 type fakeUnit struct {
 	enabled, active, failed bool

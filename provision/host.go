@@ -71,6 +71,8 @@ type host interface {
 	Stop(id proc.Identity, grace time.Duration) error
 	// Chown changes the owner of path (following a symlink, as os.Chown).
 	Chown(path string, uid, gid int) error
+	// Lchown changes the owner of path itself, never a symlink's target.
+	Lchown(path string, uid, gid int) error
 }
 
 // systemctl is the host's systemd.
@@ -105,6 +107,7 @@ func (osHost) Identify(pid int) (proc.Identity, error) { return proc.Identify(pi
 func (osHost) Check(id proc.Identity) error            { return id.Check() }
 func (osHost) Alive(pid int) bool                      { return proc.Alive(pid) }
 func (osHost) Chown(path string, uid, gid int) error   { return os.Chown(path, uid, gid) }
+func (osHost) Lchown(path string, uid, gid int) error  { return os.Lchown(path, uid, gid) }
 
 func (osHost) Signal(id proc.Identity, sig syscall.Signal) error { return id.Signal(sig) }
 

@@ -168,7 +168,7 @@ func (in *installer) store(ctx context.Context, st *state.State, ids harden.Iden
 		if g != nil {
 			in.removeIfNew(filepath.Join(in.o.Store, KBDir))
 		}
-		if err := own(in.o.Store, id, g); err != nil {
+		if err := in.own(in.o.Store, id, g); err != nil {
 			return err
 		}
 		return storage.ApplyGuest(in.o.Store, owner, g)
@@ -244,7 +244,7 @@ func (in *installer) store(ctx context.Context, st *state.State, ids harden.Iden
 // leaving modes alone: install's own files are private already, and the
 // store's files must keep the modes their manifest records. The guest's
 // directory (g, when set) is left to the knowledge-base step.
-func own(dir string, id harden.Identity, g *storage.Guest) error {
+func (in *installer) own(dir string, id harden.Identity, g *storage.Guest) error {
 	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -255,7 +255,7 @@ func own(dir string, id harden.Identity, g *storage.Guest) error {
 		if uid, gid := ownerOf(fi); uid == id.UID && gid == id.GID {
 			return nil
 		}
-		if err := os.Lchown(p, id.UID, id.GID); err != nil {
+		if err := in.sys.host.Lchown(p, id.UID, id.GID); err != nil {
 			return fmt.Errorf("give %s to %s: %w", p, id.User, err)
 		}
 		return nil

@@ -379,3 +379,37 @@ func TestProtectSecrets(t *testing.T) {
 		t.Error("a missing token file was given an owner")
 	}
 }
+
+// Repair gives every path of the store's releases back to the runtime's
+// user alone: group and other bits go, each path's owner is set (never
+// through a symlink), and a symlink planted there is refused.
+func TestPrivateReleasesRepair(t *testing.T) {
+	f := newFakes()
+	in, _ := fakeInstaller(t, f, SupervisorProcess)
+	rel := testRelease(t, in.o.Store, 1, mustKey(t)).Dir
+	weights := filepath.Join(rel, "model", "weights.gguf")
+	err := in.privateReleases(testRT, false)
+	if err == nil || !strings.Contains(err.Error(), "the runtime's uid 1002") {
+		t.Fatalf("check = %v, want the drift named", err)
+	}
+	if len(f.host.owners) != 0 {
+		t.Fatal("a check changed owners")
+	}
+	if err := in.privateReleases(testRT, true); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(weights); fi.Mode().Perm() != 0o600 {
+		t.Errorf("weights mode %v after repair", fi.Mode().Perm())
+	}
+	if got := f.host.owners[weights]; got != [2]int{testRT.UID, testRT.GID} {
+		t.Errorf("weights given to %v", got)
+	}
+	if err := os.Symlink("/etc/shadow", filepath.Join(rel, "model", "link")); err != nil {
+		t.Fatal(err)
+	}
+	for _, fix := range []bool{false, true} {
+		if err := in.privateReleases(testRT, fix); err == nil || !strings.Contains(err.Error(), "install never makes there") {
+			t.Errorf("fix=%v with a symlink: %v", fix, err)
+		}
+	}
+}

@@ -453,3 +453,23 @@ func TestLogSays(t *testing.T) {
 		t.Errorf("tail = %q", got)
 	}
 }
+
+// The dry run's plan says how each service would run: a hardened unit
+// (named, under the root) or a detached process.
+func TestPlanNamesTheSupervisor(t *testing.T) {
+	m := &manifests.Manifest{Name: "demo", Version: 4, Runtime: manifests.Runtime{Kind: "ollama"}}
+	for _, kind := range kinds {
+		in, _ := fakeInstaller(t, newFakes(), kind)
+		in.o.Listen, in.o.MetricsListen = DefaultListen, DefaultMetricsListen
+		plan := strings.Join(in.plan(m), "\n")
+		units := []string{"qwen-appliance-runtime-demo-v4.service (enabled)", harden.GatewayUnit + " (enabled)"}
+		for _, u := range units {
+			if strings.Contains(plan, u) != (kind == SupervisorSystemd) {
+				t.Errorf("%s plan mentions %s: %v\n%s", kind, u, kind == SupervisorSystemd, plan)
+			}
+		}
+		if n := strings.Count(plan, "detached process"); (n == 2) != (kind == SupervisorProcess) {
+			t.Errorf("%s plan: %d detached processes\n%s", kind, n, plan)
+		}
+	}
+}
