@@ -15,6 +15,7 @@ import (
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
