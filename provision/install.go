@@ -74,6 +74,7 @@ type Options struct {
 	Repair bool
 
 	euid func() int // os.Geteuid when nil (tests)
+	sys  *system    // the host when nil (tests pass fakes)
 
 	AllowDowngrade bool // install a version lower than the last accepted one (logged)
 	DryRun         bool // print the plan, change nothing
@@ -117,7 +118,9 @@ type installer struct {
 	fresh map[string]bool // paths removeIfNew registered
 	// serviceExe is the installed copy of this executable the services run.
 	serviceExe string
-	supervisor string          // SupervisorSystemd or SupervisorProcess
+	sys        *system         // systemd, processes and ownership on the host
+	sups       supervisors     // both supervisors, for services recorded either way
+	sup        supervisor      // the one this attempt starts services with
 	settings   []settingChange // how the settings differ from in.prev's
 	// volumes is the directory of packed volumes being installed, when
 	// the bundle came packed; they are unpacked inside the store.
@@ -392,10 +395,13 @@ func newInstaller(o Options) (*installer, error) {
 		in.kbRecord = prev.Settings.KB
 	}
 	in.j = &journal{path: l.journal()}
-	if in.supervisor, err = supervisor(o.Supervisor, l.root, in.prev); err != nil {
+	in.sys = orReal(o.sys)
+	in.sups = newSupervisors(in.sys, l)
+	kind, err := chooseSupervisor(o.Supervisor, l.root, in.prev)
+	if err != nil {
 		return nil, err
 	}
-	if in.supervisor == SupervisorSystemd {
+	if in.sup = in.sups.pick(kind); in.sup.sandboxed() {
 		if err := visibleToUnits(o.Store); err != nil {
 			return nil, err
 		}
@@ -479,12 +485,7 @@ func (in *installer) verify(ctx context.Context) (dir string, s *manifests.Signe
 
 // plan lists what install would create, for --dry-run.
 func (in *installer) plan(m *manifests.Manifest) []string {
-	runBy := func(unit string) string {
-		if in.supervisor == SupervisorSystemd {
-			return ", hardened systemd unit " + in.l.path(filepath.Join(harden.UnitDir, unit)) + " (enabled)"
-		}
-		return ", detached process under this program's supervisor"
-	}
+	runBy := in.sup.plan
 	runtimeUnit, _ := harden.RuntimeUnitFor(fmt.Sprintf("%s-v%d", m.Name, m.Version))
 	return []string{
 		"service users " + harden.ServiceUser + " (gateway) and " + harden.RuntimeUser + " (runtime), each with its own group, no login shell, no home, and their directories",

@@ -103,7 +103,7 @@ func (in *installer) recover() error {
 	for _, u := range old.Units {
 		if !keepUnit[u] {
 			in.logf("removing unit %s left by the install interrupted at %s", u, at)
-			if err := removeUnit(context.Background(), in.l, u); err != nil {
+			if err := in.sups.units.removeUnit(context.Background(), u); err != nil {
 				return err
 			}
 		}
@@ -112,13 +112,13 @@ func (in *installer) recover() error {
 		if slices.Contains(keep, id) {
 			continue
 		}
-		switch err := id.Check(); {
+		switch err := in.sys.host.Check(id); {
 		case errors.Is(err, proc.ErrGone):
 		case err != nil:
 			in.logf("not stopping pid %d recorded by the install interrupted at %s: %v", id.PID, at, err)
 		default:
 			in.logf("stopping pid %d left by the install interrupted at %s", id.PID, at)
-			if err := stop(id, 10*time.Second); err != nil {
+			if err := in.sys.host.Stop(id, 10*time.Second); err != nil {
 				return err
 			}
 		}
@@ -161,7 +161,7 @@ func (in *installer) revokeUnshown(id, madeBy string) error {
 	}
 	// Saving replaced the file; the gateway's user must still read it.
 	uid, gid := ownerOf(fi)
-	if err := os.Chown(path, uid, gid); err != nil {
+	if err := in.sys.host.Chown(path, uid, gid); err != nil {
 		return fmt.Errorf("recover: tokens: %w", err)
 	}
 	in.logf("revoked admin token %s, made by %s and never shown", id, madeBy)

@@ -164,7 +164,7 @@ func (in *installer) knowledgeBase(ctx context.Context, gw harden.Identity) erro
 	if err := in.o.KB.Create(ctx, path); err != nil {
 		return fmt.Errorf("knowledge base: %w", err)
 	}
-	if err := ownKB(filepath.Dir(path), gw, true); err != nil {
+	if err := in.ownKB(filepath.Dir(path), gw, true); err != nil {
 		return fmt.Errorf("knowledge base: %w", err)
 	}
 	in.logf("knowledge base %s (the gateway's %s, mode 0600)", path, gw.User)
@@ -190,7 +190,7 @@ func (in *installer) ingestKB(ctx context.Context, gw harden.Identity) error {
 	if err != nil {
 		return fmt.Errorf("knowledge base: ingest %s: %w", in.kb.record.Path, err)
 	}
-	if err := ownKB(filepath.Dir(path), gw, true); err != nil {
+	if err := in.ownKB(filepath.Dir(path), gw, true); err != nil {
 		return fmt.Errorf("knowledge base: %w", err)
 	}
 	rec := in.kb.record
@@ -210,9 +210,9 @@ func (in *installer) placeKB(ctx context.Context, path string, gw harden.Identit
 	if err := in.o.KB.Check(ctx, in.o.KBRestore); err != nil {
 		return fmt.Errorf("the backed-up knowledge base %s: %w", in.o.KBRestore, err)
 	}
-	if in.prev != nil && running(in.prev.Gateway.Service) {
+	if in.prev != nil && in.running(in.prev.Gateway.Service) {
 		in.logf("stopping the gateway (%s) to put the backed-up knowledge base in place", describe(in.prev.Gateway.Service))
-		if err := stopService(in.l, in.prev.Gateway.Service, 30*time.Second); err != nil {
+		if err := in.stopService(in.prev.Gateway.Service, 30*time.Second); err != nil {
 			return err
 		}
 		in.gatewayStopped = true
@@ -266,8 +266,8 @@ func (in *installer) placeKB(ctx context.Context, path string, gw harden.Identit
 // ownKB walks the kb/ directory dir. With fix it gives every entry to the
 // gateway's user (id) and takes group and other bits away; without, it
 // returns an error naming the first entry that is otherwise.
-func ownKB(dir string, id harden.Identity, fix bool) error {
-	return privateTree(dir, id, fix, "the gateway's")
+func (in *installer) ownKB(dir string, id harden.Identity, fix bool) error {
+	return in.privateTree(dir, id, fix, "the gateway's")
 }
 
 // storeLayout checks (or, with fix, restores) the store's shared layout:
@@ -289,7 +289,7 @@ func (in *installer) storeLayout(gw, rt harden.Identity, fix bool) error {
 		if !fix {
 			return fmt.Errorf("%s: mode %04o, owner %d:%d (want %04o, the runtime's uid %d and the gateway's group %d)", dir, fi.Mode().Perm(), uid, gid, storage.GuestRootMode, rt.UID, gw.GID)
 		}
-		if err := os.Chown(dir, rt.UID, gw.GID); err != nil {
+		if err := in.sys.host.Chown(dir, rt.UID, gw.GID); err != nil {
 			return err
 		}
 		if err := os.Chmod(dir, storage.GuestRootMode); err != nil {
@@ -311,7 +311,7 @@ func (in *installer) storeLayout(gw, rt harden.Identity, fix bool) error {
 			return nil
 		}
 	}
-	return ownKB(kbDir, gw, fix)
+	return in.ownKB(kbDir, gw, fix)
 }
 
 // storeHasGuest reports whether the store already has the shared layout to

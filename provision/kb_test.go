@@ -113,7 +113,7 @@ func TestStoreLayout(t *testing.T) {
 	gw := harden.Identity{User: "qwen-appliance", UID: 4242, GID: 4242}
 	rt := harden.Identity{User: "qwen-runtime", UID: 4243, GID: 4243}
 	store := filepath.Join(t.TempDir(), "store")
-	in := &installer{o: Options{Store: store}}
+	in := &installer{o: Options{Store: store}, sys: realSystem()}
 	if err := in.storeLayout(gw, rt, false); err != nil {
 		t.Fatalf("no store yet: %v", err)
 	}

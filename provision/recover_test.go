@@ -29,6 +29,8 @@ func testInstaller(t *testing.T) (*installer, *bytes.Buffer) {
 	var log bytes.Buffer
 	in := &installer{o: Options{Root: root, Now: time.Now}, l: layout{root: harden.Root(root)}, log: &log}
 	in.j = &journal{path: in.l.journal()}
+	in.sys = realSystem()
+	in.sups = newSupervisors(in.sys, in.l)
 	return in, &log
 }
 

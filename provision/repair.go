@@ -70,7 +70,7 @@ func (in *installer) euid() int {
 // listens on addr's port: it is restarted or kept, so the port is free for
 // this install.
 func (in *installer) heldByGateway(addr string) bool {
-	if in.prev == nil || !running(in.prev.Gateway.Service) {
+	if in.prev == nil || !in.running(in.prev.Gateway.Service) {
 		return false
 	}
 	_, port, err := net.SplitHostPort(addr)
@@ -129,11 +129,11 @@ func (in *installer) drift(prev *state.State) []string {
 	}
 	out = append(out, in.kbDrift(prev)...)
 	for _, svc := range []state.Service{prev.Runtime, prev.Gateway.Service} {
-		if !running(svc) {
+		if !in.running(svc) {
 			out = append(out, fmt.Sprintf("the %s (%s): not running", svc.Name, describe(svc)))
 		}
 	}
-	if running(prev.Gateway.Service) && (prev.Gateway.MetricsURL == "" || !httpOK(prev.Gateway.MetricsURL+"/readyz")()) {
+	if in.running(prev.Gateway.Service) && (prev.Gateway.MetricsURL == "" || !httpOK(prev.Gateway.MetricsURL+"/readyz")()) {
 		out = append(out, "the gateway: not ready ("+prev.Gateway.MetricsURL+"/readyz)")
 	}
 	return out
@@ -174,7 +174,7 @@ func shortSum(s string) string {
 // it returns an error that names the first path found otherwise and how
 // many there are.
 func (in *installer) privateReleases(id harden.Identity, fix bool) error {
-	return privateTree(filepath.Join(in.o.Store, ReleasesDir), id, fix, "the runtime's")
+	return in.privateTree(filepath.Join(in.o.Store, ReleasesDir), id, fix, "the runtime's")
 }
 
 // privateTree walks dir, whose every entry must be id's alone: no group or
@@ -183,7 +183,7 @@ func (in *installer) privateReleases(id harden.Identity, fix bool) error {
 // entry that is not and how many are not. Anything but directories and
 // regular files (a symlink, a FIFO) is refused either way: install never
 // makes one there. who names the owner in errors ("the runtime's").
-func privateTree(dir string, id harden.Identity, fix bool, who string) error {
+func (in *installer) privateTree(dir string, id harden.Identity, fix bool, who string) error {
 	bad, first := 0, ""
 	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if errors.Is(err, os.ErrNotExist) && p == dir {
@@ -208,7 +208,7 @@ func privateTree(dir string, id harden.Identity, fix bool, who string) error {
 		if err := os.Chmod(p, fi.Mode().Perm()&^0o077); err != nil {
 			return err
 		}
-		return os.Lchown(p, id.UID, id.GID)
+		return in.sys.host.Lchown(p, id.UID, id.GID)
 	})
 	switch {
 	case err != nil:

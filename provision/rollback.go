@@ -23,6 +23,8 @@ type RollbackOptions struct {
 	Root         string
 	ReadyTimeout time.Duration // 5 minutes when 0
 	Log          io.Writer
+
+	sys *system // the host when nil (tests pass fakes)
 }
 
 // Rollback puts the previous release back into service: its copy in the
@@ -46,7 +48,7 @@ func Rollback(ctx context.Context, o RollbackOptions) (*state.State, error) {
 		return nil, fmt.Errorf("rollback: %w", ErrNoPrevious)
 	}
 	in, err := newInstaller(Options{Bundle: cur.Previous.Dir, TrustedKeys: cur.TrustedKeys, Root: root,
-		Store: cur.Store.Dir, ReadyTimeout: o.ReadyTimeout, Log: o.Log})
+		Store: cur.Store.Dir, ReadyTimeout: o.ReadyTimeout, Log: o.Log, sys: o.sys})
 	if err != nil {
 		return nil, fmt.Errorf("rollback: %w", err)
 	}

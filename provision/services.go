@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/harden"
 	"github.com/qwen-appliance/qwen-appliance/internal/proc"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
 // service is a process install starts detached from itself (its own session,
@@ -28,63 +29,79 @@ type service struct {
 	Unit     harden.Service
 }
 
-// start launches s and returns its identity (PID, start time, boot id),
-// which is recorded and checked before any later signal. The process is not
-// waited for: it belongs to the host now.
-func (s service) start(exe string) (proc.Identity, error) {
-	logf, err := os.OpenFile(s.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return proc.Identity{}, fmt.Errorf("start %s: %w", s.Name, err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(exe, s.Args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = "/"
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/nonexistent", "LANG=C.UTF-8"}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if s.UID > 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(s.UID), Gid: uint32(s.GID), NoSetGroups: true}
-	}
-	// The child inherits the umask: whatever the server writes (Ollama's
-	// blobs, logs, keys) is private to the service user.
-	old := syscall.Umask(0o077)
-	err = cmd.Start()
-	syscall.Umask(old)
-	if err != nil {
-		return proc.Identity{}, fmt.Errorf("start %s: %w", s.Name, err)
-	}
-	// Read before reaping can happen: until Wait, the PID stays ours.
-	id, err := proc.Identify(cmd.Process.Pid)
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return proc.Identity{}, fmt.Errorf("start %s: record its identity: %w", s.Name, err)
-	}
-	// Reap it if it dies while install still runs, so alive() sees the death.
-	go cmd.Wait()
-	return id, nil
+// processes runs services as detached processes under this program's
+// own supervisor (qwen-appliance run and serve).
+type processes struct {
+	sys *system
+	l   layout
 }
 
-// alive reports whether pid is a running (not zombie) process.
-func alive(pid int) bool { return proc.Alive(pid) }
+var _ supervisor = (*processes)(nil)
 
-// stop ends the process id names, with its process group and every process
+func (*processes) sandboxed() bool { return false }
+
+func (*processes) plan(string) string { return ", detached process under this program's supervisor" }
+
+// start launches s detached from install, journals its identity, and
+// waits until ready says it serves.
+func (p *processes) start(ctx context.Context, in *installer, s service, ready func() bool) (string, proc.Identity, error) {
+	var started proc.Identity
+	in.onUndo(func() error {
+		if started.PID <= 0 {
+			return nil
+		}
+		return p.sys.host.Stop(started, 30*time.Second)
+	})
+	id, err := p.sys.host.Start(in.serviceExe, s)
+	if err != nil {
+		return "", id, err
+	}
+	started = id
+	if err := in.j.addProc(id); err != nil {
+		return "", id, err
+	}
+	if err := waitFor(ctx, p.sys.host, s, id.PID, in.o.ReadyTimeout, ready); err != nil {
+		return "", id, err
+	}
+	return "", id, nil
+}
+
+// running reports whether the very process install started still lives (a
+// PID reused by another process does not count).
+func (p *processes) running(svc state.Service) bool { return p.sys.host.Check(identityOf(svc)) == nil }
+
+func (p *processes) mainPID(svc state.Service) int { return svc.PID }
+
+func (p *processes) signal(svc state.Service, sig syscall.Signal) error {
+	return signalChecked(p.sys.host, svc, identityOf(svc), sig)
+}
+
+// stop ends the recorded process, with its process group and every process
 // below it (the runtime supervisor starts the inference server in a group
 // of its own, and a server's workers must not outlive it): SIGTERM first,
 // SIGKILL after grace. A PID now held by another process (after a crash, a
 // power loss, in another PID namespace) is never signalled: it is logged
 // through the returned *proc.Mismatch, which callers treat as "already gone".
-func stop(id proc.Identity, grace time.Duration) error { return proc.Stop(id, grace) }
+func (p *processes) stop(svc state.Service, grace time.Duration) error {
+	return p.sys.host.Stop(identityOf(svc), grace)
+}
+
+// removeUnit deletes a unit file that nothing loaded.
+func (p *processes) removeUnit(_ context.Context, name string) error {
+	return removeIfExists(p.l.path(filepath.Join(harden.UnitDir, name)))
+}
+
+func (*processes) reload(context.Context) error { return nil }
 
 // waitFor polls ready until it returns true, the process dies, or timeout
 // passes; failures carry the last lines of the service's log.
-func waitFor(ctx context.Context, s service, pid int, timeout time.Duration, ready func() bool) error {
+func waitFor(ctx context.Context, h host, s service, pid int, timeout time.Duration, ready func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		if ready() {
 			return nil
 		}
-		if !alive(pid) {
+		if !h.Alive(pid) {
 			return fmt.Errorf("%s exited before it was ready; last log lines:\n%s", s.Name, tail(s.Log, 15))
 		}
 		if time.Now().After(deadline) {

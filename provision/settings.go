@@ -152,7 +152,7 @@ func (in *installer) gatewaySettingsChanged() bool {
 		case "listen", "metrics-listen", "host":
 			return true
 		case "allow-cidr", "admin-cidr":
-			if in.supervisor == SupervisorSystemd {
+			if in.sup.sandboxed() {
 				return true
 			}
 		}

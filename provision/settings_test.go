@@ -84,7 +84,8 @@ func TestResolveSettingsChangesAreListed(t *testing.T) {
 	if len(o.AdminCIDRs) != 0 || len(o.Egress) != 1 {
 		t.Fatalf("a cleared list must stay cleared, an unset one kept: %+v", o)
 	}
-	in := &installer{settings: diff, supervisor: SupervisorProcess}
+	sups := newSupervisors(realSystem(), layout{})
+	in := &installer{settings: diff, sup: sups.procs}
 	if !in.gatewaySettingsChanged() {
 		t.Error("a new --listen must restart the gateway")
 	}
@@ -92,7 +93,7 @@ func TestResolveSettingsChangesAreListed(t *testing.T) {
 	if in.gatewaySettingsChanged() {
 		t.Error("CIDRs are the firewall's business under the process supervisor; the gateway need not restart")
 	}
-	in.supervisor = SupervisorSystemd
+	in.sup = sups.units
 	if !in.gatewaySettingsChanged() {
 		t.Error("under systemd the gateway unit's IP allowlist holds the CIDRs: it must restart")
 	}

@@ -41,7 +41,9 @@ type ServiceStatus struct {
 }
 
 // GetStatus reads the state under root and checks the services it records.
-func GetStatus(root string) (*Status, error) {
+func GetStatus(root string) (*Status, error) { return getStatus(root, realSystem()) }
+
+func getStatus(root string, sys *system) (*Status, error) {
 	st, err := state.Load(root)
 	if errors.Is(err, state.ErrNotInstalled) {
 		return &Status{}, nil
@@ -55,8 +57,10 @@ func GetStatus(root string) (*Status, error) {
 		s.Previous = fmt.Sprintf("%s version %d", p.Name, p.Version)
 	}
 	s.Healthy = true
+	sups := newSupervisors(sys, layout{})
 	for _, svc := range []state.Service{st.Runtime, st.Gateway.Service} {
-		ss := ServiceStatus{Name: svc.Name, PID: mainPID(svc), Unit: svc.Unit, Running: running(svc), Listen: svc.Listen, Log: svc.Log}
+		sup := sups.of(svc)
+		ss := ServiceStatus{Name: svc.Name, PID: sup.mainPID(svc), Unit: svc.Unit, Running: sup.running(svc), Listen: svc.Listen, Log: svc.Log}
 		s.Healthy = s.Healthy && ss.Running
 		s.Services = append(s.Services, ss)
 	}
@@ -71,6 +75,8 @@ type UninstallOptions struct {
 	CryptoErase bool // destroy the store's key material first, so its data is unrecoverable
 	Netfilter   harden.Netfilter
 	Log         func(format string, args ...any)
+
+	sys *system // the host when nil (tests pass fakes)
 }
 
 // Uninstall stops the services, removes the firewall table and its files,
@@ -103,11 +109,15 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	if err != nil {
 		return fmt.Errorf("uninstall: %w", err)
 	}
+	sups := newSupervisors(orReal(o.sys), l)
+	// The supervisor the appliance runs under (its gateway's) removes the
+	// firewall's boot unit and the scheduled jobs' units.
+	sup := sups.of(st.Gateway.Service)
 	var errs []error
 	for _, svc := range []state.Service{st.Gateway.Service, st.Runtime} {
 		if svc.PID > 0 || svc.Unit != "" {
 			logf("stopping %s (%s)", svc.Name, describe(svc))
-			err := stopService(l, svc, 30*time.Second)
+			err := sups.of(svc).stop(svc, 30*time.Second)
 			if m := (*proc.Mismatch)(nil); errors.As(err, &m) {
 				// Not ours: the recorded process is gone (a reboot,
 				// a crash) and another holds its PID now.
@@ -130,16 +140,14 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 		if err := harden.Remove(nf, l.root); err != nil && !errors.Is(err, harden.ErrNotApplied) {
 			errs = append(errs, err)
 		}
-		if st.Gateway.Unit != "" {
-			// The firewall unit stays "active (exited)" until stopped;
-			// it has no ExecStop, the table is already gone.
-			errs = append(errs, removeUnit(ctx, l, harden.FirewallUnit), harden.Systemctl(ctx, "daemon-reload"))
-		}
+		// Under systemd the firewall unit stays "active (exited)" until
+		// stopped; it has no ExecStop, the table is already gone.
+		errs = append(errs, sup.removeUnit(ctx, harden.FirewallUnit), sup.reload(ctx))
 	}
 	if st.Store.Unit != "" {
 		// Stopping it locks the store (its ExecStop).
 		logf("removing the store's boot unlock unit %s", harden.StoreUnit)
-		errs = append(errs, removeUnit(ctx, l, harden.StoreUnit))
+		errs = append(errs, sups.units.removeUnit(ctx, harden.StoreUnit))
 	}
 	// The appliance's scheduled jobs (backup schedule, verify-schedule)
 	// would fail on every run once it is gone: each qwen-appliance-* timer
@@ -148,11 +156,7 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	for _, t := range timers {
 		svc := strings.TrimSuffix(t, ".timer") + ".service"
 		logf("removing the scheduled job %s", filepath.Base(t))
-		if st.Gateway.Unit != "" { // systemd runs the appliance: stop and disable too
-			errs = append(errs, removeUnit(ctx, l, filepath.Base(t)), removeUnit(ctx, l, filepath.Base(svc)))
-		} else {
-			errs = append(errs, removeIfExists(t), removeIfExists(svc))
-		}
+		errs = append(errs, sup.removeUnit(ctx, filepath.Base(t)), sup.removeUnit(ctx, filepath.Base(svc)))
 	}
 	if st.Store.Dir != "" {
 		if o.CryptoErase && st.Store.Backend != string(BackendNone) {

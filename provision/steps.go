@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/qwen-appliance/qwen-appliance/bundles/volume"
@@ -167,7 +168,7 @@ func (in *installer) store(ctx context.Context, st *state.State, ids harden.Iden
 		if g != nil {
 			in.removeIfNew(filepath.Join(in.o.Store, KBDir))
 		}
-		if err := own(in.o.Store, id, g); err != nil {
+		if err := in.own(in.o.Store, id, g); err != nil {
 			return err
 		}
 		return storage.ApplyGuest(in.o.Store, owner, g)
@@ -243,7 +244,7 @@ func (in *installer) store(ctx context.Context, st *state.State, ids harden.Iden
 // leaving modes alone: install's own files are private already, and the
 // store's files must keep the modes their manifest records. The guest's
 // directory (g, when set) is left to the knowledge-base step.
-func own(dir string, id harden.Identity, g *storage.Guest) error {
+func (in *installer) own(dir string, id harden.Identity, g *storage.Guest) error {
 	return filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil {
 			return err
@@ -254,7 +255,7 @@ func own(dir string, id harden.Identity, g *storage.Guest) error {
 		if uid, gid := ownerOf(fi); uid == id.UID && gid == id.GID {
 			return nil
 		}
-		if err := os.Lchown(p, id.UID, id.GID); err != nil {
+		if err := in.sys.host.Lchown(p, id.UID, id.GID); err != nil {
 			return fmt.Errorf("give %s to %s: %w", p, id.User, err)
 		}
 		return nil
@@ -297,14 +298,14 @@ func (in *installer) copyIn(ctx context.Context, st *state.State, bundleDir stri
 	if err := os.MkdirAll(filepath.Dir(rel), 0o700); err != nil {
 		return "", err
 	}
-	os.Chown(filepath.Dir(rel), id.UID, id.GID)
+	in.sys.host.Chown(filepath.Dir(rel), id.UID, id.GID)
 	if err := os.RemoveAll(rel); err != nil {
 		return "", err
 	}
 	if err := os.Mkdir(rel, 0o700); err != nil {
 		return "", err
 	}
-	if err := os.Chown(rel, id.UID, id.GID); err != nil {
+	if err := in.sys.host.Chown(rel, id.UID, id.GID); err != nil {
 		return "", err
 	}
 	owner := storage.Owner{UID: id.UID, GID: id.GID, Name: id.User}
@@ -400,33 +401,22 @@ func (in *installer) startService(ctx context.Context, s service, ready func() b
 	if err := os.MkdirAll(filepath.Dir(s.Log), 0o750); err != nil {
 		return "", id, err
 	}
-	if in.supervisor == SupervisorSystemd {
-		unit, pid, err := in.startUnit(ctx, s, ready)
-		if err != nil {
-			return "", id, err
-		}
-		id, err = proc.Identify(pid)
-		return unit, id, err
-	}
-	var started proc.Identity
-	in.onUndo(func() error {
-		if started.PID <= 0 {
-			return nil
-		}
-		return stop(started, 30*time.Second)
-	})
-	id, err = s.start(in.serviceExe)
-	if err != nil {
-		return "", id, err
-	}
-	started = id
-	if err := in.j.addProc(id); err != nil {
-		return "", id, err
-	}
-	if err := waitFor(ctx, s, id.PID, in.o.ReadyTimeout, ready); err != nil {
-		return "", id, err
-	}
-	return "", id, nil
+	return in.sup.start(ctx, in, s, ready)
+}
+
+// running reports whether a recorded service is up: its unit is active, or
+// the very process install started still lives.
+func (in *installer) running(svc state.Service) bool { return in.sups.of(svc).running(svc) }
+
+// signal sends sig to a recorded service's main process, only while its
+// identity still matches.
+func (in *installer) signal(svc state.Service, sig syscall.Signal) error {
+	return in.sups.of(svc).signal(svc, sig)
+}
+
+// stopService stops a recorded service under the supervisor that runs it.
+func (in *installer) stopService(svc state.Service, grace time.Duration) error {
+	return in.sups.of(svc).stop(svc, grace)
 }
 
 // runtime starts the release's inference server as the runtime's user, on
@@ -461,7 +451,7 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 		}
 	}
 	svc := service{Name: "runtime", Args: args, Log: in.l.log("runtime"), UID: id.UID, GID: id.GID}
-	if in.supervisor == SupervisorSystemd {
+	if in.sup.sandboxed() {
 		// The release is read-only to the server; only its state
 		// directory (Ollama's imported model, say) is writable.
 		stateDir := runtime.Config{Store: st.Bundle.Dir}.StateDir(m.Runtime.Kind)
@@ -469,7 +459,7 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 			return fmt.Errorf("runtime: %w", err)
 		}
 		for _, d := range []string{filepath.Dir(stateDir), stateDir} {
-			if err := os.Chown(d, id.UID, id.GID); err != nil {
+			if err := in.sys.host.Chown(d, id.UID, id.GID); err != nil {
 				return fmt.Errorf("runtime: %w", err)
 			}
 		}
@@ -537,11 +527,11 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 	// key stays root's.
 	serverKey := filepath.Join(tlsDir, "server.key")
 	for _, p := range []string{tlsDir, serverKey} {
-		if err := os.Chown(p, 0, id.GID); err != nil {
+		if err := in.sys.host.Chown(p, 0, id.GID); err != nil {
 			return err
 		}
 	}
-	if err := private(serverKey, id); err != nil {
+	if err := in.private(serverKey, id); err != nil {
 		return err
 	}
 	if err := os.Chmod(tlsDir, 0o750); err != nil {
@@ -559,14 +549,14 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 			return err
 		}
 	}
-	if err := private(auditKey+".key", id); err != nil {
+	if err := in.private(auditKey+".key", id); err != nil {
 		return err
 	}
 	logDir := filepath.Dir(in.l.auditLog())
 	if err := os.MkdirAll(logDir, 0o750); err != nil {
 		return err
 	}
-	if err := os.Chown(logDir, id.UID, id.GID); err != nil {
+	if err := in.sys.host.Chown(logDir, id.UID, id.GID); err != nil {
 		return err
 	}
 	args := []string{"serve", "--upstream-file", in.l.upstream(), "--listen", in.o.Listen,
@@ -584,7 +574,7 @@ func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Ide
 		}
 	}
 	svc := service{Name: "gateway", Args: args, Log: in.l.log("gateway"), UID: id.UID, GID: id.GID}
-	if in.supervisor == SupervisorSystemd {
+	if in.sup.sandboxed() {
 		svc.UnitName = harden.GatewayUnit
 		svc.Unit = harden.Service{
 			Description:    "qwen-appliance API gateway",
@@ -637,7 +627,7 @@ func (in *installer) adminToken(id harden.Identity) error {
 	}
 	for _, t := range store.Tokens {
 		if t.Role == tokens.RoleAdmin && t.State(in.o.Now()) == "active" {
-			return private(path, id)
+			return in.private(path, id)
 		}
 	}
 	secret, tok, err := store.Create(tokens.CreateOptions{Name: "install-admin", Role: tokens.RoleAdmin, Now: in.o.Now()})
@@ -652,7 +642,7 @@ func (in *installer) adminToken(id harden.Identity) error {
 		return fmt.Errorf("tokens: %w", err)
 	}
 	in.res.AdminToken = secret
-	return private(path, id)
+	return in.private(path, id)
 }
 
 // private makes a secret file the gateway's (id) alone: owner id, mode
@@ -670,15 +660,15 @@ func (in *installer) protectSecrets(id harden.Identity) error {
 		if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		if err := private(p, id); err != nil {
+		if err := in.private(p, id); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func private(path string, id harden.Identity) error {
-	if err := os.Chown(path, id.UID, id.GID); err != nil {
+func (in *installer) private(path string, id harden.Identity) error {
+	if err := in.sys.host.Chown(path, id.UID, id.GID); err != nil {
 		return err
 	}
 	return os.Chmod(path, 0o600)
@@ -770,15 +760,15 @@ func (in *installer) storeUnit(ctx context.Context, st *state.State) error {
 		if err := in.j.addUnit(harden.StoreUnit); err != nil {
 			return err
 		}
-		in.onUndo(func() error { return removeUnit(context.Background(), in.l, harden.StoreUnit) })
+		in.onUndo(func() error { return in.sups.units.removeUnit(context.Background(), harden.StoreUnit) })
 	}
 	if err := atomicfile.WriteFile(path, []byte(text), 0o644); err != nil {
 		return fmt.Errorf("unit %s: %w", harden.StoreUnit, err)
 	}
-	if err := harden.Systemctl(ctx, "daemon-reload"); err != nil {
+	if err := in.sys.systemd.Systemctl(ctx, "daemon-reload"); err != nil {
 		return err
 	}
-	if err := harden.Systemctl(ctx, "enable", harden.StoreUnit); err != nil {
+	if err := in.sys.systemd.Systemctl(ctx, "enable", harden.StoreUnit); err != nil {
 		return err
 	}
 	st.Store.Unit = path

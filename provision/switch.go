@@ -31,12 +31,12 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 		return err
 	}
 	upstream := "http://" + st.Runtime.Listen[0]
-	live := in.prev != nil && running(in.prev.Gateway.Service) && !in.gatewayStopped
+	live := in.prev != nil && in.running(in.prev.Gateway.Service) && !in.gatewayStopped
 	if live && (in.gatewaySettingsChanged() || in.gatewayKBChanged()) {
 		// The gateway's own flags (or, under systemd, its unit's IP
 		// allowlist) changed: it is started again with them below.
 		in.logf("restarting the gateway (%s) with the changed settings", describe(in.prev.Gateway.Service))
-		if err := stopService(in.l, in.prev.Gateway.Service, 30*time.Second); err != nil {
+		if err := in.stopService(in.prev.Gateway.Service, 30*time.Second); err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
 		live = false
@@ -76,7 +76,7 @@ func (in *installer) switchTo(ctx context.Context, st *state.State, m *manifests
 	}
 	if old := in.prevRuntime(st); old != nil {
 		in.logf("stopping the previous runtime (%s)", describe(*old))
-		if err := stopService(in.l, *old, 30*time.Second); err != nil {
+		if err := in.stopService(*old, 30*time.Second); err != nil {
 			in.logf("warning: %v", err)
 		}
 		if old.Unit != "" {
@@ -102,7 +102,7 @@ func (in *installer) prevRuntime(st *state.State) *state.Service {
 		if _, err := os.Stat(old.Unit); err != nil {
 			return nil
 		}
-	case old.PID <= 0 || old.PID == st.Runtime.PID || !identityOf(old).Ours():
+	case old.PID <= 0 || old.PID == st.Runtime.PID || in.sys.host.Check(identityOf(old)) != nil:
 		return nil
 	}
 	return &old
@@ -151,7 +151,7 @@ func (in *installer) writeUpstream(upstream string, id harden.Identity) error {
 	if err := atomicfile.WriteFile(p, []byte(upstream+"\n"), 0o640); err != nil {
 		return fmt.Errorf("upstream file: %w", err)
 	}
-	return os.Chown(p, 0, id.GID)
+	return in.sys.host.Chown(p, 0, id.GID)
 }
 
 // repoint switches the running gateway to upstream: the upstream file is
@@ -166,18 +166,18 @@ func (in *installer) repoint(ctx context.Context, prev *state.State, upstream st
 	gw := prev.Gateway
 	in.onUndo(func() error {
 		err := in.writeUpstream(strings.TrimSpace(string(old)), id)
-		return errors.Join(err, signal(gw.Service, syscall.SIGHUP))
+		return errors.Join(err, in.signal(gw.Service, syscall.SIGHUP))
 	})
 	from := logSize(gw.Log)
 	if err := in.writeUpstream(upstream, id); err != nil {
 		return err
 	}
-	if err := signal(gw.Service, syscall.SIGHUP); err != nil {
+	if err := in.signal(gw.Service, syscall.SIGHUP); err != nil {
 		return err
 	}
 	in.logf("gateway (%s) switching to %s", describe(gw.Service), upstream)
 	s := service{Name: "gateway", Log: gw.Log}
-	return waitFor(ctx, s, mainPID(gw.Service), 30*time.Second, logSays(gw.Log, from, "", "upstream switched", "to="+upstream))
+	return waitFor(ctx, in.sys.host, s, in.sups.of(gw.Service).mainPID(gw.Service), 30*time.Second, logSays(gw.Log, from, "", "upstream switched", "to="+upstream))
 }
 
 // smokeToken makes a short-lived token for the smoke test, so that every
@@ -196,21 +196,21 @@ func (in *installer) smokeToken(st *state.State, id harden.Identity) (secret str
 	if err := store.Save(path); err != nil {
 		return "", nil, err
 	}
-	if err := private(path, id); err != nil {
+	if err := in.private(path, id); err != nil {
 		return "", nil, err
 	}
 	revoke = func() {
 		if s, err := tokens.Load(path); err == nil {
 			if _, err := s.Revoke(tok.ID, in.o.Now()); err == nil {
 				s.Save(path)
-				private(path, id)
+				in.private(path, id)
 			}
 		}
-		signal(st.Gateway.Service, syscall.SIGHUP)
+		in.signal(st.Gateway.Service, syscall.SIGHUP)
 	}
 	// The gateway re-reads its token file on SIGHUP; give it a moment, so
 	// the first try is not a failed authentication.
-	signal(st.Gateway.Service, syscall.SIGHUP)
+	in.signal(st.Gateway.Service, syscall.SIGHUP)
 	time.Sleep(300 * time.Millisecond)
 	return secret, revoke, nil
 }
