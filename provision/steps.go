@@ -645,8 +645,6 @@ func (in *installer) adminToken(id harden.Identity) error {
 	return in.private(path, id)
 }
 
-// private makes a secret file the gateway's (id) alone: owner id, mode
-// 0600, so neither the runtime's user nor anyone else but root reads it.
 // secretFiles are the gateway's own secrets: its token file, its TLS key
 // and the audit log's signing key. Only the gateway's user may read them.
 func (in *installer) secretFiles() []string {
@@ -667,6 +665,8 @@ func (in *installer) protectSecrets(id harden.Identity) error {
 	return nil
 }
 
+// private makes a secret file the gateway's (id) alone: owner id, mode
+// 0600, so neither the runtime's user nor anyone else but root reads it.
 func (in *installer) private(path string, id harden.Identity) error {
 	if err := in.sys.host.Chown(path, id.UID, id.GID); err != nil {
 		return err
