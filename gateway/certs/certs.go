@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -45,8 +44,22 @@ const (
 // DIR/server.crt and DIR/server.key (0600): an ECDSA P-256 CA and a server
 // certificate for the hosts. It refuses to overwrite any of them.
 func Init(o Options) error {
+	return o.write("tls init", []leaf{{KeyFile, CertFile, o.Hosts, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}})
+}
+
+// leaf is one certificate a CA of write's issues, with its files.
+type leaf struct {
+	keyFile, certFile string
+	hosts             []string // the subject first, all in the alternative names
+	usage             []x509.ExtKeyUsage
+}
+
+// write makes a new CA (DIR/ca.crt, DIR/ca.key) and the leaves it signs,
+// keys 0600 and certificates 0644, refusing to overwrite any file. op
+// names the command in errors.
+func (o Options) write(op string, leaves []leaf) error {
 	if len(o.Hosts) == 0 {
-		return errors.New("tls init: no host name given")
+		return fmt.Errorf("%s: no host name given", op)
 	}
 	if o.Validity <= 0 {
 		o.Validity = 397 * 24 * time.Hour
@@ -55,34 +68,40 @@ func Init(o Options) error {
 	if now.IsZero() {
 		now = time.Now()
 	}
-	for _, f := range []string{CAFile, CAKeyFile, CertFile, KeyFile} {
+	names := []string{CAFile, CAKeyFile}
+	for _, l := range leaves {
+		names = append(names, l.keyFile, l.certFile)
+	}
+	for _, f := range names {
 		if _, err := os.Lstat(filepath.Join(o.Dir, f)); err == nil {
-			return fmt.Errorf("tls init: %s already exists; refusing to overwrite", filepath.Join(o.Dir, f))
+			return fmt.Errorf("%s: %s already exists; refusing to overwrite", op, filepath.Join(o.Dir, f))
 		}
 	}
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-		return fmt.Errorf("tls init: %w", err)
+		return fmt.Errorf("%s: %w", op, err)
 	}
 	caKey, caCert, caDER, err := newCA(now, 10*o.Validity)
 	if err != nil {
 		return err
 	}
-	srvKey, srvDER, err := Issue(caCert, caKey, o.Hosts, false, now, o.Validity)
-	if err != nil {
-		return err
-	}
-	for _, w := range []struct {
+	type file struct {
 		name string
 		data []byte
 		perm os.FileMode
-	}{
-		{CAKeyFile, keyPEM(caKey), 0o600},
-		{KeyFile, keyPEM(srvKey), 0o600},
-		{CAFile, certPEM(caDER), 0o644},
-		{CertFile, certPEM(srvDER), 0o644},
-	} {
+	}
+	keys := []file{{CAKeyFile, keyPEM(caKey), 0o600}}
+	certs := []file{{CAFile, certPEM(caDER), 0o644}}
+	for _, l := range leaves {
+		key, der, err := issue(caCert, caKey, l.hosts, l.usage, now, o.Validity)
+		if err != nil {
+			return err
+		}
+		keys = append(keys, file{l.keyFile, keyPEM(key), 0o600})
+		certs = append(certs, file{l.certFile, certPEM(der), 0o644})
+	}
+	for _, w := range append(keys, certs...) {
 		if err := atomicfile.WriteFile(filepath.Join(o.Dir, w.name), w.data, w.perm); err != nil {
-			return fmt.Errorf("tls init: %w", err)
+			return fmt.Errorf("%s: %w", op, err)
 		}
 	}
 	return nil
