@@ -4,7 +4,6 @@ package proc
 
 import (
 	"errors"
-	"fmt"
 	"syscall"
 	"time"
 )
@@ -20,28 +19,6 @@ func Descendants(int) []int { return nil }
 
 // GroupMembers is only implemented on Linux.
 func GroupMembers(int) []int { return nil }
-
-// Identity names one process for its whole life (see the Linux version).
-type Identity struct {
-	PID   int    `json:"pid"`
-	Start uint64 `json:"start,omitempty"`
-	Boot  string `json:"boot,omitempty"`
-}
-
-// Mismatch explains why a recorded identity is not the process holding its
-// PID (see the Linux version).
-type Mismatch struct {
-	ID     Identity
-	Reason string
-}
-
-func (e *Mismatch) Error() string {
-	return fmt.Sprintf("pid %d is not the process recorded (%s); not signalled", e.ID.PID, e.Reason)
-}
-
-// ErrGone is matched by the error of Check when the recorded process no
-// longer runs at all.
-var ErrGone = errors.New("process has exited")
 
 // Identify is only implemented on Linux.
 func Identify(int) (Identity, error) { return Identity{}, errors.ErrUnsupported }
