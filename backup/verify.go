@@ -92,7 +92,9 @@ func open(ctx context.Context, file string, ids []age.Identity, trusted []manife
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	defer f.Close()
-	m, err := Extract(ctx, f, ids, trusted, dir)
+	chain := &auditStream{dir: dir}
+	defer chain.stop()
+	m, err := extract(ctx, f, ids, trusted, dir, chain)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", file, err)
 	}
@@ -100,7 +102,7 @@ func open(ctx context.Context, file string, ids []age.Identity, trusted []manife
 	for _, k := range trusted {
 		rep.Signers = append(rep.Signers, k.ID)
 	}
-	ar, err := checkAudit(dir, m)
+	ar, err := checkAudit(dir, m, chain)
 	rep.Audit = ar
 	if err != nil {
 		return rep, fmt.Errorf("backup %s: %w", file, err)
@@ -113,8 +115,10 @@ func open(ctx context.Context, file string, ids []age.Identity, trusted []manife
 const auditPubMember = "root/etc/qwen-appliance/audit.pub"
 
 // checkAudit verifies the extracted audit log files, oldest first, against
-// the backed-up audit key, up to the recorded head.
-func checkAudit(dir string, m *Manifest) (*audit.Report, error) {
+// the backed-up audit key, up to the recorded head. When chain checked
+// exactly those files as they were extracted, its result stands for
+// reading them again.
+func checkAudit(dir string, m *Manifest, chain *auditStream) (*audit.Report, error) {
 	var paths []string
 	for _, mb := range m.Members {
 		if mb.Kind == KindAudit {
@@ -135,7 +139,10 @@ func checkAudit(dir string, m *Manifest) (*audit.Report, error) {
 		}
 		o.Trusted = keys
 	}
-	rep, err := audit.Verify(paths, o)
+	rep, err, streamed := chain.result(dir, m, paths)
+	if !streamed {
+		rep, err = audit.Verify(paths, o)
+	}
 	if err != nil {
 		if errors.Is(err, audit.ErrTampered) {
 			return rep, verificationf("audit log: %v", err)
