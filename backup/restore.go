@@ -182,7 +182,7 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 	if err := fault.After(os.Stderr, "restore", "restore-config"); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	if err := restoreAudit(root, stage, m, res.Backup, id.Gateway); err != nil {
+	if err := restoreAudit(root, stage, m, res.Backup, &id.Gateway); err != nil {
 		return nil, fmt.Errorf("restore: audit log: %w", err)
 	}
 	if err := fault.After(os.Stderr, "restore", "restore-audit"); err != nil {
@@ -319,7 +319,8 @@ func sameFile(a, b string, mode os.FileMode) (bool, error) {
 // restoreAudit puts the audit files back and appends a signed restore
 // record naming the backup after the recorded head. A current log that
 // already continues the backed-up one (a re-run, or the same host) is kept.
-func restoreAudit(root, stage string, m *Manifest, backup string, id harden.Identity) error {
+// The files are given to id, unless nil (a drill's scratch root).
+func restoreAudit(root, stage string, m *Manifest, backup string, id *harden.Identity) error {
 	var head string
 	for _, mb := range m.Members {
 		if mb.Kind != KindAudit {
@@ -359,6 +360,9 @@ func restoreAudit(root, stage string, m *Manifest, backup string, id harden.Iden
 		if err := l.Close(); err != nil {
 			return err
 		}
+	}
+	if id == nil {
+		return nil
 	}
 	dir := filepath.Dir(head)
 	entries, err := os.ReadDir(dir)
