@@ -72,7 +72,7 @@ func drill(ctx context.Context, stage, root string, m *Manifest, o VerifyOptions
 func restoreScratch(stage, root string, m *Manifest, file string) (*state.State, int, error) {
 	n := 0
 	place := func(mb Member, dst string) error {
-		if err := placeFile(filepath.Join(stage, filepath.FromSlash(mb.Name)), dst, os.FileMode(mb.Mode)); err != nil {
+		if err := placeFile(filepath.Join(stage, filepath.FromSlash(mb.Name)), dst, os.FileMode(mb.Mode), false); err != nil {
 			return fmt.Errorf("restore %s: %w", mb.Name, err)
 		}
 		n++
@@ -216,7 +216,7 @@ func drillAuditChain(root string, m *Manifest) (string, error, string) {
 	if rep.LastSeq <= m.AuditHead.Seq {
 		return "audit-chain", fmt.Errorf("the restored log ends at seq %d, without a restore record after head seq %d", rep.LastSeq, m.AuditHead.Seq), ""
 	}
-	return "audit-chain", nil, fmt.Sprintf("%d lines in %d files verified against audit.pub, through the restore record after head seq %d", rep.Lines, len(files), m.AuditHead.Seq)
+	return "audit-chain", nil, fmt.Sprintf("%d lines in %d file(s) verified against audit.pub, through the restore record after head seq %d", rep.Lines, len(files), m.AuditHead.Seq)
 }
 
 // drillHarden checks that the restored harden record's policy renders to
