@@ -98,7 +98,7 @@ func TestDrill(t *testing.T) {
 			t.Errorf("the program, which no backup holds, is still a recorded file: %s", p)
 		}
 	}
-	if !strings.Contains(got["audit-chain"].Detail, "restore record after head seq") {
+	if !strings.Contains(got["audit-chain"].Detail, "restore record included, continue the chain") {
 		t.Errorf("audit-chain: %s", got["audit-chain"].Detail)
 	}
 	// The host's own log is untouched: no restore record.
@@ -164,6 +164,11 @@ func TestDrillFailures(t *testing.T) {
 			}
 			if c := got[tc.check]; c.OK || c.Status != Fail {
 				t.Errorf("%s: %+v", tc.check, c)
+			}
+			// The restore record signed with that other key does not
+			// continue the chain audit.pub vouches for.
+			if c := got["audit-chain"]; tc.check == "audit-key" && (c.OK || !strings.Contains(c.Detail, "not trusted")) {
+				t.Errorf("audit-chain with another signing key: %+v", c)
 			}
 			if ents, _ := os.ReadDir(scratch); len(ents) != 0 {
 				t.Errorf("scratch root left behind: %v", ents)

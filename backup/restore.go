@@ -384,6 +384,7 @@ func sameFile(a, b string, mode os.FileMode) (bool, error) {
 // scratch root).
 func restoreAudit(root, stage string, m *Manifest, backup string, id *harden.Identity) error {
 	var head string
+	var headSize int64
 	for _, mb := range m.Members {
 		if mb.Kind != KindAudit {
 			continue
@@ -393,7 +394,7 @@ func restoreAudit(root, stage string, m *Manifest, backup string, id *harden.Ide
 			return err
 		}
 		if mb.Name == m.AuditHead.Member {
-			head = dst
+			head, headSize = dst, mb.Size
 			if ok, _ := continues(dst, src); ok {
 				continue
 			}
@@ -405,7 +406,7 @@ func restoreAudit(root, stage string, m *Manifest, backup string, id *harden.Ide
 	if head == "" {
 		return nil
 	}
-	done, err := hasRestoreRecord(head, backup)
+	done, err := hasRestoreRecord(head, headSize, backup)
 	if err != nil {
 		return err
 	}
@@ -467,13 +468,18 @@ func continues(cur, backed string) (bool, error) {
 }
 
 // hasRestoreRecord reports whether the log already has a restore record
-// naming backup (a re-run after a crash).
-func hasRestoreRecord(path, backup string) (bool, error) {
+// naming backup (a re-run after a crash). Only what follows the backed-up
+// part (from off) can hold one: the record names the backup's manifest,
+// whose hashes cover that part.
+func hasRestoreRecord(path string, off int64, backup string) (bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return false, err
+	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	want := []byte(`"kind":"` + audit.KindRestore + `"`)

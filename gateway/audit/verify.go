@@ -40,6 +40,17 @@ type VerifyOptions struct {
 	// Live accepts a last file that does not end with a checkpoint or stop
 	// record (the gateway is still writing it).
 	Live bool
+	// From, when set, continues a chain verified before up to that line:
+	// the first file given is the rest of that line's file, from the line
+	// after it, which must follow it (seq and prev).
+	From *Head
+}
+
+// Head is one line of the chain: its seq and its chain hash, which the
+// next line's prev must be.
+type Head struct {
+	Seq  int64
+	Hash string
 }
 
 // Report summarises a verified log.
@@ -67,6 +78,7 @@ type verifier struct {
 	last    string // kind of the last record
 	keyID   string // the key the last start or rotate record named ("": none)
 	lineNo  int    // lines read from the current file
+	cont    bool   // the current file continues VerifyOptions.From's line
 	trusted map[string]manifests.PublicKey
 	keyIDs  map[string]bool
 }
@@ -105,6 +117,11 @@ func newVerifier(o VerifyOptions) *verifier {
 		v.trusted[k.ID] = k
 	}
 	v.rep.SelfKeyed = len(o.Trusted) == 0
+	if o.From != nil {
+		v.started, v.cont = true, true
+		v.seq, v.prev = o.From.Seq, o.From.Hash
+		v.rep.FirstSeq = o.From.Seq + 1
+	}
 	return v
 }
 
@@ -189,6 +206,7 @@ func (b *block) parse() {
 // into the chain here, in order: only that comparison is sequential. The
 // first failing line, in file order, is the error.
 func (v *verifier) file(name string, r io.Reader) error {
+	defer func() { v.cont = false }()
 	v.rep.Files = append(v.rep.Files, name)
 	v.lineNo = 0
 	window := 2*runtime.GOMAXPROCS(0) + 1
@@ -301,7 +319,7 @@ func (v *verifier) link(name string, n int, l *parsed) error {
 		r = &Record{Seq: l.seq, Kind: l.kind, Prev: l.prev}
 	}
 	hash := l.hash
-	first := n == 1
+	first := n == 1 && !v.cont
 	switch {
 	case first && !v.started && r.Seq == 0:
 		if r.Kind != KindStart || r.Prev != "" {

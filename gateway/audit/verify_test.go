@@ -2,6 +2,7 @@ package audit
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -148,3 +149,37 @@ func TestVerifyReadError(t *testing.T) {
 type errReader struct{ err error }
 
 func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// From continues a chain verified before: the rest of the file must follow
+// the given line, and nothing else is accepted.
+func TestVerifyFrom(t *testing.T) {
+	path, key := writeLog(t, 9)
+	l := lines(t, path)
+	k := 4 // lines 0..k verified before
+	var head Record
+	if err := json.Unmarshal([]byte(strings.TrimSuffix(l[k], "\n")), &head); err != nil {
+		t.Fatal(err)
+	}
+	rest := strings.Join(l[k+1:], "") + "\n"
+	trust := []manifests.PublicKey{key.Public()}
+	good := &Head{Seq: head.Seq, Hash: lineHash([]byte(strings.TrimSuffix(l[k], "\n")))}
+	rep, err := VerifyReader("rest", strings.NewReader(rest), VerifyOptions{Trusted: trust, From: good})
+	if err != nil || rep.Lines != len(l)-k-1 || rep.FirstSeq != head.Seq+1 {
+		t.Fatalf("%v, %+v", err, rep)
+	}
+	for _, tc := range []struct {
+		name string
+		from *Head
+		data string
+		want string
+	}{
+		{"another line's hash", &Head{Seq: head.Seq, Hash: lineHash([]byte("x"))}, rest, "prev does not match"},
+		{"a line left out", good, strings.Join(l[k+2:], "") + "\n", "sequence goes from"},
+		{"no From: not a chain's start", nil, rest, "not at the start of a chain"},
+	} {
+		_, err := VerifyReader("rest", strings.NewReader(tc.data), VerifyOptions{Trusted: trust, From: tc.from})
+		if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
