@@ -91,6 +91,11 @@ func restoreScratch(stage, root string, m *Manifest, file string) (*state.State,
 	if err := restoreAudit(root, stage, m, filepath.Base(file)+" sha256:"+hex.EncodeToString(sum[:]), nil); err != nil {
 		return nil, n, fmt.Errorf("restore the audit log: %w", err)
 	}
+	for _, mb := range m.Members {
+		if mb.Kind == KindAudit {
+			n++
+		}
+	}
 	st, err := state.Load(root)
 	if errors.Is(err, state.ErrNotInstalled) {
 		return nil, n, nil
