@@ -2,6 +2,8 @@ package audit
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,11 +76,11 @@ type verifier struct {
 	rep     *Report
 	started bool
 	seq     int64
-	prev    string
-	last    string // kind of the last record
-	keyID   string // the key the last start or rotate record named ("": none)
-	lineNo  int    // lines read from the current file
-	cont    bool   // the current file continues VerifyOptions.From's line
+	prev    [2 * sha256.Size]byte // the last line's chain hash, in hex
+	last    string                // kind of the last record
+	keyID   string                // the key the last start or rotate record named ("": none)
+	lineNo  int                   // lines read from the current file
+	cont    bool                  // the current file continues VerifyOptions.From's line
 	trusted map[string]manifests.PublicKey
 	keyIDs  map[string]bool
 }
@@ -119,7 +121,11 @@ func newVerifier(o VerifyOptions) *verifier {
 	v.rep.SelfKeyed = len(o.Trusted) == 0
 	if o.From != nil {
 		v.started, v.cont = true, true
-		v.seq, v.prev = o.From.Seq, o.From.Hash
+		v.seq = o.From.Seq
+		// Not 64 characters: left zero, which no prev equals.
+		if len(o.From.Hash) == len(v.prev) {
+			copy(v.prev[:], o.From.Hash)
+		}
 		v.rep.FirstSeq = o.From.Seq + 1
 	}
 	return v
@@ -169,9 +175,9 @@ type parsed struct {
 	seq  int64
 	kind string
 	prev string
-	hash string  // its chain hash (the next line's prev)
-	bad  string  // why the line is not an audit record as the gateway writes it
-	rec  *Record // the whole record, for the kinds whose other fields count
+	hash [sha256.Size]byte // its chain hash (the next line's prev), not in hex: no pointer for the collector
+	bad  string            // why the line is not an audit record as the gateway writes it
+	rec  *Record           // the whole record, for the kinds whose other fields count
 }
 
 // blockPool holds the buffers blocks are read into.
@@ -187,7 +193,7 @@ func (b *block) parse() {
 		r = Record{}
 		l.bad, buf = parseLine(p[:i], &r, buf)
 		if l.bad == "" {
-			l.seq, l.kind, l.prev, l.hash = r.Seq, r.Kind, r.Prev, lineHash(p[:i])
+			l.seq, l.kind, l.prev, l.hash = r.Seq, r.Kind, r.Prev, sha256.Sum256(p[:i])
 			switch r.Kind {
 			case KindRequest:
 				l.kind = KindRequest // the decoded copy is garbage now
@@ -318,7 +324,6 @@ func (v *verifier) link(name string, n int, l *parsed) error {
 	if r == nil {
 		r = &Record{Seq: l.seq, Kind: l.kind, Prev: l.prev}
 	}
-	hash := l.hash
 	first := n == 1 && !v.cont
 	switch {
 	case first && !v.started && r.Seq == 0:
@@ -339,7 +344,7 @@ func (v *verifier) link(name string, n int, l *parsed) error {
 		if r.Seq != v.seq+1 {
 			return fail("sequence goes from %d to %d: lines were removed, added or reordered", v.seq, r.Seq)
 		}
-		if r.Prev != v.prev {
+		if r.Prev != string(v.prev[:]) {
 			return fail("prev does not match the hash of the line before: that line (seq %d) was edited, or lines were reordered", v.seq)
 		}
 	}
@@ -347,7 +352,8 @@ func (v *verifier) link(name string, n int, l *parsed) error {
 		v.rep.FirstSeq = r.Seq
 	}
 	v.started = true
-	v.seq, v.prev, v.last = r.Seq, hash, r.Kind
+	v.seq, v.last = r.Seq, r.Kind
+	hex.Encode(v.prev[:], l.hash[:])
 	v.rep.Lines++
 	v.rep.LastSeq = r.Seq
 	v.rep.UnsignedTail++
