@@ -155,8 +155,13 @@ func (x *Verifier) File(name string, r io.Reader) error {
 // report.
 func (x *Verifier) End() (*Report, error) { return x.v.rep, x.v.end(x.last) }
 
-// blockSize is how much of a file each parsing goroutine takes at a time.
-const blockSize = 4 << 20
+// blockSize is how much of a file each parsing goroutine takes at a time,
+// once the file has proved long: its first block is firstBlock, and each
+// next one twice the one before, so a short file costs little.
+const (
+	blockSize  = 4 << 20
+	firstBlock = 64 << 10
+)
 
 // block is a run of whole lines of one file, parsed on its own goroutine.
 type block struct {
@@ -181,7 +186,7 @@ type parsed struct {
 }
 
 // blockPool holds the buffers blocks are read into.
-var blockPool = sync.Pool{New: func() any { b := make([]byte, 0, 2*blockSize); return &b }}
+var blockPool = sync.Pool{New: func() any { return new([]byte) }}
 
 func (b *block) parse() {
 	defer close(b.done)
@@ -218,13 +223,19 @@ func (v *verifier) file(name string, r io.Reader) error {
 	window := 2*runtime.GOMAXPROCS(0) + 1
 	var queue []*block
 	var carry []byte
-	lines, eof := 0, false
+	lines, eof, size := 0, false, firstBlock
 	for !eof || len(queue) > 0 {
 		if !eof && len(queue) < window {
 			b := &block{done: make(chan struct{}), buf: blockPool.Get().(*[]byte)}
 			// carry lies in a buffer that is not back in the pool yet: the
 			// block it came from is at most the newest one queued.
-			buf := append(append((*b.buf)[:0], carry...), make([]byte, blockSize)...)
+			need := len(carry) + size
+			if cap(*b.buf) < need {
+				*b.buf = make([]byte, need)
+			}
+			buf := (*b.buf)[:need]
+			copy(buf, carry)
+			size = min(2*size, blockSize)
 			n, err := io.ReadFull(r, buf[len(carry):])
 			buf = buf[:len(carry)+n]
 			*b.buf = buf
