@@ -81,9 +81,9 @@ func (s *auditStream) stop() error {
 // result returns the stream's report for the members m lists as the audit
 // log, or ok false when the stream did not check exactly those (with the
 // audit.pub now in dir).
-func (s *auditStream) result(dir string, m *Manifest, paths []string) (rep *audit.Report, err error, ok bool) {
+func (s *auditStream) result(dir string, m *Manifest, paths []string) (rep *audit.Report, ok bool, err error) {
 	if s == nil || s.v == nil || s.pubErr != nil {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	ferr := s.stop()
 	var want []string
@@ -94,13 +94,13 @@ func (s *auditStream) result(dir string, m *Manifest, paths []string) (rep *audi
 	}
 	pub, _ := os.ReadFile(filepath.Join(dir, filepath.FromSlash(auditPubMember)))
 	if !slices.Equal(want, s.names) || !bytes.Equal(pub, s.pub) || len(paths) != len(want) {
-		return nil, nil, false
+		return nil, false, nil
 	}
 	if ferr != nil {
-		return nil, ferr, true
+		return nil, true, ferr
 	}
 	rep, err = s.v.End()
-	return rep, err, true
+	return rep, true, err
 }
 
 // chunkReader hands one member's bytes from the extracting goroutine to

@@ -48,11 +48,9 @@ func drill(ctx context.Context, stage, root string, m *Manifest, o VerifyOptions
 	add("restore", nil, detail)
 	now := o.Now()
 	cfg := filepath.Join(root, provision.ConfigDir)
-	add(drillTokens(cfg, now))
-	add(drillTLS(cfg, now))
-	add(drillAuditKey(cfg))
+	out = append(out, drillTokens(cfg, now), drillTLS(cfg, now), drillAuditKey(cfg))
 	if m.AuditHead.Member != "" {
-		add(drillAuditChain(root, m))
+		out = append(out, drillAuditChain(root, m))
 	}
 	if c, ok := drillHarden(root, st); ok {
 		out = append(out, c)
@@ -158,10 +156,10 @@ func rebase(st *state.State, from, root string) *state.State {
 	return &c
 }
 
-func drillTokens(cfg string, now time.Time) (string, error, string) {
+func drillTokens(cfg string, now time.Time) Check {
 	st, err := tokens.Load(filepath.Join(cfg, "tokens.json"))
 	if err != nil {
-		return "tokens", err, ""
+		return check("tokens", "", err)
 	}
 	n := 0
 	for _, t := range st.Tokens {
@@ -172,46 +170,46 @@ func drillTokens(cfg string, now time.Time) (string, error, string) {
 	if n == 0 {
 		err = errors.New("no active token: no client could authenticate after a restore")
 	}
-	return "tokens", err, fmt.Sprintf("%d tokens, %d active", len(st.Tokens), n)
+	return check("tokens", fmt.Sprintf("%d tokens, %d active", len(st.Tokens), n), err)
 }
 
-func drillTLS(cfg string, now time.Time) (string, error, string) {
+func drillTLS(cfg string, now time.Time) Check {
 	tlsDir := filepath.Join(cfg, "tls")
 	ca, _, err := certs.LoadCA(tlsDir)
 	if err != nil {
-		return "tls", err, ""
+		return check("tls", "", err)
 	}
 	pair, err := tls.LoadX509KeyPair(filepath.Join(tlsDir, "server.crt"), filepath.Join(tlsDir, "server.key"))
 	if err != nil {
-		return "tls", err, ""
+		return check("tls", "", err)
 	}
 	leaf := pair.Leaf
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	_, err = leaf.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now})
-	return "tls", err, fmt.Sprintf("server certificate valid until %s, CA until %s", leaf.NotAfter.UTC().Format(time.DateOnly), ca.NotAfter.UTC().Format(time.DateOnly))
+	return check("tls", fmt.Sprintf("server certificate valid until %s, CA until %s", leaf.NotAfter.UTC().Format(time.DateOnly), ca.NotAfter.UTC().Format(time.DateOnly)), err)
 }
 
-func drillAuditKey(cfg string) (string, error, string) {
+func drillAuditKey(cfg string) Check {
 	k, err := manifests.LoadPrivateKey(filepath.Join(cfg, "audit.key"))
 	if err != nil {
-		return "audit-key", err, ""
+		return check("audit-key", "", err)
 	}
 	pubs, err := manifests.LoadPublicKeys(filepath.Join(cfg, "audit.pub"))
 	if err == nil && (len(pubs) != 1 || pubs[0].ID != k.ID) {
 		err = fmt.Errorf("audit.key (%s) and audit.pub do not match", k.ID)
 	}
-	return "audit-key", err, "audit key " + k.ID
+	return check("audit-key", "audit key "+k.ID, err)
 }
 
 // drillAuditChain verifies what the restore appended to the restored log
 // (its restore record) against the restored audit.pub, from the backed-up
 // head on: the chain continues. The part before it is the member verify
 // checked, moved into place within the private scratch directory.
-func drillAuditChain(root string, m *Manifest) (string, error, string) {
+func drillAuditChain(root string, m *Manifest) Check {
 	keys, err := manifests.LoadPublicKeys(filepath.Join(root, provision.ConfigDir, "audit.pub"))
 	if err != nil {
-		return "audit-chain", err, ""
+		return check("audit-chain", "", err)
 	}
 	var size int64
 	for _, mb := range m.Members {
@@ -222,26 +220,34 @@ func drillAuditChain(root string, m *Manifest) (string, error, string) {
 	p := rootPath(root, m.AuditHead.Member)
 	f, err := os.Open(p)
 	if err != nil {
-		return "audit-chain", err, ""
+		return check("audit-chain", "", err)
 	}
 	defer f.Close()
 	if _, err := f.Seek(size, io.SeekStart); err != nil {
-		return "audit-chain", err, ""
+		return check("audit-chain", "", err)
 	}
 	rep, err := audit.VerifyReader(p, f, audit.VerifyOptions{Trusted: keys, Live: true,
 		From: &audit.Head{Seq: m.AuditHead.Seq, Hash: m.AuditHead.LineSHA256}})
 	if err != nil {
-		return "audit-chain", err, ""
+		return check("audit-chain", "", err)
 	}
 	// What was appended is a few lines.
 	tail, err := io.ReadAll(io.NewSectionReader(f, size, 16<<20))
 	if err != nil {
-		return "audit-chain", err, ""
+		return check("audit-chain", "", err)
 	}
 	if !strings.Contains(string(tail), `"kind":"`+audit.KindRestore+`"`) {
-		return "audit-chain", fmt.Errorf("the restored log has no restore record after head seq %d", m.AuditHead.Seq), ""
+		return check("audit-chain", "", fmt.Errorf("the restored log has no restore record after head seq %d", m.AuditHead.Seq))
 	}
-	return "audit-chain", nil, fmt.Sprintf("%d lines appended after head seq %d, restore record included, continue the chain, signed by audit.pub", rep.Lines, m.AuditHead.Seq)
+	return check("audit-chain", fmt.Sprintf("%d lines appended after head seq %d, restore record included, continue the chain, signed by audit.pub", rep.Lines, m.AuditHead.Seq), nil)
+}
+
+// check is a drill check that passed with detail, or failed with err.
+func check(name, detail string, err error) Check {
+	if err != nil {
+		return Check{Name: name, Status: Fail, Detail: err.Error()}
+	}
+	return Check{Name: name, OK: true, Status: Pass, Detail: detail}
 }
 
 // drillHarden checks that the restored harden record's policy renders to

@@ -158,7 +158,7 @@ func checkAudit(dir string, m *Manifest, chain *auditStream) (*audit.Report, err
 		}
 		o.Trusted = keys
 	}
-	rep, err, streamed := chain.result(dir, m, paths)
+	rep, streamed, err := chain.result(dir, m, paths)
 	if !streamed {
 		rep, err = audit.Verify(paths, o)
 	}
