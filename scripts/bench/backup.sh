@@ -49,41 +49,50 @@ fi
 . scripts/bench/lib/common.bash
 fake_install "$bin" "$work" "$mib"
 
-# t CMD...: run CMD (stdout discarded) and print its wall time; exit on failure.
+# t LABEL CMD...: run CMD (stdout discarded), appending LABEL, its wall
+# time and its CPU time (user + system, children included) to
+# $work/times; exit on failure. CPU time barely depends on what else the
+# machine runs; wall time does.
+command -v /usr/bin/time >/dev/null || { echo "backup.sh: /usr/bin/time not found; skipping"; exit 0; }
 t() {
-  local s e
-  s=$(date +%s.%N)
-  if ! "$@" >/dev/null; then echo "backup.sh: failed: $*" >&2; exit 1; fi
-  e=$(date +%s.%N)
-  python3 -c "print(f'{$e-$s:.2f}')"
+  local label=$1; shift
+  if ! /usr/bin/time -o "$work/t.out" -f '%e %U %S' "$@" >/dev/null; then echo "backup.sh: failed: $*" >&2; exit 1; fi
+  echo "$label $(tail -1 "$work/t.out")" >> "$work/times"
 }
 # Each pair runs BENCH_REPS times (default 3), alternating, and the median
 # of each is reported: on a shared machine the load changes from one
 # second to the next.
 reps=${BENCH_REPS:-3}
-median() { python3 -c "import statistics,sys; print(f'{statistics.median(map(float, sys.argv[1:])):.2f}')" "$@"; }
-c=() ta=() v=() u=() d=()
+: > "$work/times"
 for i in $(seq "$reps"); do
   rm -f "$work/a.age" "$work/b.age"
   sync
-  c+=("$(t "$bin" backup create --out "$work/a.age" --recipient "$recipient" --key "$work/sig.key" --root "$root" --metrics-textfile none)")
+  t create "$bin" backup create --out "$work/a.age" --recipient "$recipient" --key "$work/sig.key" --root "$root" --metrics-textfile none
   sync
-  ta+=("$(t sh -c "tar -C '$root' -cf - etc var | age -r '$recipient' > '$work/b.age'")")
+  t tar-age sh -c "tar -C '$root' -cf - etc var | age -r '$recipient' > '$work/b.age'"
   sync
-  v+=("$(t "$bin" backup verify "$work/a.age" --identity "$work/id.txt" --trust "$work/sig.pub")")
+  t verify "$bin" backup verify "$work/a.age" --identity "$work/id.txt" --trust "$work/sig.pub"
   rm -rf "$work/x"; mkdir "$work/x"
-  u+=("$(t sh -c "age -d -i '$work/id.txt' '$work/b.age' | tar -C '$work/x' -xf -")")
+  sync
+  t age-untar sh -c "age -d -i '$work/id.txt' '$work/b.age' | tar -C '$work/x' -xf -"
   rm -rf "$work/x"
   sync
-  d+=("$(t "$bin" backup verify "$work/a.age" --identity "$work/id.txt" --trust "$work/sig.pub" --drill --scratch "$work")")
+  t drill "$bin" backup verify "$work/a.age" --identity "$work/id.txt" --trust "$work/sig.pub" --drill --scratch "$work"
 done
-t_create=$(median "${c[@]}") t_tar=$(median "${ta[@]}") t_verify=$(median "${v[@]}") t_untar=$(median "${u[@]}") t_drill=$(median "${d[@]}")
-
-ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
-echo "audit log ${mib} MiB, median of ${reps} runs each (create ${c[*]}; tar|age ${ta[*]}; verify ${v[*]}; age|tar ${u[*]}; drill ${d[*]})"
-echo "backup create      ${t_create}s   tar -c | age -r   ${t_tar}s     ratio $(ratio "$t_tar" "$t_create") (target >= 0.90)"
-echo "backup verify      ${t_verify}s   age -d | tar -x   ${t_untar}s   ratio $(ratio "$t_untar" "$t_verify") (target >= 0.90)"
-echo "verify --drill     ${t_drill}s   age -d | tar -x   ${t_untar}s   ratio $(ratio "$t_untar" "$t_drill") (restore into a scratch root; target >= 0.90)"
+python3 - "$work/times" "$mib" "$reps" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    label, wall, user, sys_ = line.split()
+    runs.setdefault(label, []).append((float(wall), float(user) + float(sys_)))
+med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in runs.items()}
+print(f"audit log {sys.argv[2]} MiB, median of {sys.argv[3]} alternating runs; wall s (CPU s); ratio = tar's / ours, target >= 0.90")
+for ours, theirs, name, tname in [("create", "tar-age", "backup create", "tar -c | age -r"),
+                                  ("verify", "age-untar", "backup verify", "age -d | tar -x"),
+                                  ("drill", "age-untar", "verify --drill", "age -d | tar -x")]:
+    (w, c), (tw, tc) = med[ours], med[theirs]
+    print(f"{name:15} {w:6.2f} ({c:5.2f})   {tname:16} {tw:6.2f} ({tc:5.2f})   ratio wall {tw / w:.2f}, CPU {tc / c:.2f}")
+PY
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
 rm -rf "$work/root" "$work"/*.age
 
