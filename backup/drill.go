@@ -28,24 +28,15 @@ import (
 // checks what it restored. A check fails (OK false) when the restored tree
 // would not serve; checks that need the running host are not applicable.
 func drill(ctx context.Context, stage, root string, m *Manifest, o VerifyOptions) []Check {
-	var out []Check
-	add := func(name string, err error, ok string) {
-		c := Check{Name: name, OK: err == nil, Status: Pass, Detail: ok}
-		if err != nil {
-			c.Status, c.Detail = Fail, err.Error()
-		}
-		out = append(out, c)
-	}
 	st, n, err := restoreScratch(stage, root, m, o.File)
 	if err != nil {
-		add("restore", err, "")
-		return out
+		return []Check{check("restore", "", err)}
 	}
 	detail := fmt.Sprintf("%d files into a scratch root (no service identity, install or running services)", n)
 	if st == nil {
 		detail += "; the backup holds no install record"
 	}
-	add("restore", nil, detail)
+	out := []Check{check("restore", detail, nil)}
 	now := o.Now()
 	cfg := filepath.Join(root, provision.ConfigDir)
 	out = append(out, drillTokens(cfg, now), drillTLS(cfg, now), drillAuditKey(cfg))
@@ -84,9 +75,7 @@ func restoreScratch(stage, root string, m *Manifest, file string) (*state.State,
 			}
 		}
 	}
-	raw, _ := Marshal(m)
-	sum := sha256.Sum256(raw)
-	if err := restoreAudit(root, stage, m, filepath.Base(file)+" sha256:"+hex.EncodeToString(sum[:]), nil); err != nil {
+	if err := restoreAudit(root, stage, m, recordName(file, m), nil); err != nil {
 		return nil, n, fmt.Errorf("restore the audit log: %w", err)
 	}
 	for _, mb := range m.Members {

@@ -152,9 +152,7 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 	if m.Bundle.Version > bv {
 		return nil, fmt.Errorf("restore: %w (backup: %s version %d; bundle %s: version %d)", ErrNewerBackup, m.Bundle.Name, m.Bundle.Version, bundle, bv)
 	}
-	raw, _ := Marshal(m)
-	sum := sha256.Sum256(raw)
-	res := &RestoreResult{Manifest: m, Backup: filepath.Base(o.File) + " sha256:" + hex.EncodeToString(sum[:])}
+	res := &RestoreResult{Manifest: m, Backup: recordName(o.File, m)}
 
 	// 2. From here the host changes; the marker lets a re-run continue.
 	if err := os.MkdirAll(filepath.Dir(marker), 0o700); err != nil {
@@ -220,6 +218,14 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 		return res, fmt.Errorf("restore: %w", err)
 	}
 	return res, nil
+}
+
+// recordName is how the audit log's restore record names a backup: its
+// file name and its manifest's hash.
+func recordName(file string, m *Manifest) string {
+	raw, _ := Marshal(m)
+	sum := sha256.Sum256(raw)
+	return filepath.Base(file) + " sha256:" + hex.EncodeToString(sum[:])
 }
 
 // rootPath maps a "root/…" member name to its path under root.
