@@ -300,15 +300,24 @@ func TestVerifyRefusals(t *testing.T) {
 // recorded head (a bug, or a signer that lies) fails.
 func TestVerifyAuditHead(t *testing.T) {
 	h := newHost(t)
-	file, m := h.create(t, Options{})
-	dir := t.TempDir()
-	f, _ := os.Open(file)
-	defer f.Close()
-	_, err := Extract(ctx, f, []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}, dir)
-	must(t, err)
-	m.AuditHead.Seq++
-	if _, err := checkAudit(dir, m); !errors.Is(err, ErrVerification) {
-		t.Errorf("head beyond the log: %v", err)
+	file, _ := h.create(t, Options{})
+	for _, streamed := range []bool{false, true} {
+		dir := t.TempDir()
+		f, _ := os.Open(file)
+		defer f.Close()
+		var s *auditStream
+		if streamed {
+			s = &auditStream{dir: dir}
+		}
+		m2, err := extract(ctx, f, []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}, dir, s)
+		must(t, err)
+		m2.AuditHead.Seq++
+		if _, err := checkAudit(dir, m2, s); !errors.Is(err, ErrVerification) {
+			t.Errorf("streamed %v: head beyond the log: %v", streamed, err)
+		}
+		if streamed && (len(s.names) < 2 || s.v == nil) {
+			t.Errorf("the audit log was not checked while extracting: %v", s.names)
+		}
 	}
 }
 
@@ -397,5 +406,52 @@ func TestCreateDiskFull(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Errorf("left behind on the full disk: %v", ents)
+	}
+}
+
+// An audit log edited on the host before the backup (so every member
+// matches its signed hash) fails verify, whether the chain is checked while
+// extracting (the log's usual name) or read again afterwards (another
+// name), and names the edited line.
+func TestVerifyEditedAuditLog(t *testing.T) {
+	for _, name := range []string{"audit.log", "gateway-events.log"} {
+		t.Run(name, func(t *testing.T) {
+			h := newHost(t)
+			must(t, h.log.Close())
+			dir := filepath.Join(h.root, provision.LogDir)
+			files, err := audit.Files(filepath.Join(dir, "audit.log"))
+			must(t, err)
+			if len(files) < 2 {
+				t.Fatalf("want rotated files, got %v", files)
+			}
+			var renamed []string
+			for _, p := range files {
+				np := filepath.Join(dir, name+strings.TrimPrefix(filepath.Base(p), "audit.log"))
+				if np != p {
+					must(t, os.Rename(p, np))
+				}
+				renamed = append(renamed, np)
+			}
+			st, err := state.Load(h.root)
+			must(t, err)
+			st.Gateway.AuditLog = renamed[len(renamed)-1]
+			must(t, state.Save(h.root, st))
+			file, _ := h.create(t, Options{})
+			_, err = h.verify(file)
+			must(t, err)
+
+			data, err := os.ReadFile(renamed[0])
+			must(t, err)
+			edited := bytes.Replace(data, []byte(`"status":200`), []byte(`"status":503`), 1)
+			if bytes.Equal(edited, data) {
+				t.Fatal("nothing to edit")
+			}
+			must(t, os.WriteFile(renamed[0], edited, 0o600))
+			file, _ = h.create(t, Options{})
+			_, err = h.verify(file)
+			if !errors.Is(err, ErrVerification) || !strings.Contains(err.Error(), filepath.Base(renamed[0])) || !strings.Contains(err.Error(), "prev does not match") {
+				t.Fatalf("edited audit line: %v", err)
+			}
+		})
 	}
 }

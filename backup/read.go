@@ -39,6 +39,12 @@ func verificationf(format string, a ...any) error {
 // member's hash, and returns the signed manifest. On error dir may hold
 // partial, unverified files: the caller removes it.
 func Extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []manifests.PublicKey, dir string) (*Manifest, error) {
+	return extract(ctx, r, ids, trusted, dir, nil)
+}
+
+// extract is Extract, feeding the audit log's members to s as they are
+// written (s may be nil).
+func extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []manifests.PublicKey, dir string, s *auditStream) (*Manifest, error) {
 	dr, err := age.Decrypt(r, ids...)
 	if err != nil {
 		var nm *age.NoIdentityMatchError
@@ -47,12 +53,18 @@ func Extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []man
 		}
 		return nil, verificationf("decrypt: %v (not an age file, or its header was changed)", err)
 	}
-	return extractTar(ctx, dr, trusted, dir)
+	return extractTar(ctx, dr, trusted, dir, s)
 }
 
 // extractTar reads the decrypted tar stream; it is the parser that faces
-// whatever a signer (or a bug) put inside, and is fuzzed.
-func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey, dir string) (*Manifest, error) {
+// whatever a signer (or a bug) put inside, and is fuzzed. Members named
+// like the audit log also go to s, when not nil.
+func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey, dir string, s *auditStream) (_ *Manifest, err error) {
+	defer func() {
+		if err != nil {
+			s.stop()
+		}
+	}()
 	cr := &countingReader{r: r}
 	tr := tar.NewReader(cr)
 	type got struct {
@@ -118,7 +130,16 @@ func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey,
 		if _, dup := members[h.Name]; dup {
 			return nil, verificationf("member %q appears twice", h.Name)
 		}
-		sum, err := extractFile(dir, h.Name, os.FileMode(h.Mode)&0o777, &boundedReader{r: tr, in: cr})
+		var mr io.Reader = &boundedReader{r: tr, in: cr}
+		var chain *chunkReader
+		if s != nil && isAuditName(h.Name) {
+			chain = s.file(h.Name)
+			mr = io.TeeReader(mr, chain)
+		}
+		sum, err := extractFile(dir, h.Name, os.FileMode(h.Mode)&0o777, mr)
+		if chain != nil {
+			chain.end()
+		}
 		if err != nil {
 			return nil, err
 		}

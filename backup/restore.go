@@ -152,9 +152,7 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 	if m.Bundle.Version > bv {
 		return nil, fmt.Errorf("restore: %w (backup: %s version %d; bundle %s: version %d)", ErrNewerBackup, m.Bundle.Name, m.Bundle.Version, bundle, bv)
 	}
-	raw, _ := Marshal(m)
-	sum := sha256.Sum256(raw)
-	res := &RestoreResult{Manifest: m, Backup: filepath.Base(o.File) + " sha256:" + hex.EncodeToString(sum[:])}
+	res := &RestoreResult{Manifest: m, Backup: recordName(o.File, m)}
 
 	// 2. From here the host changes; the marker lets a re-run continue.
 	if err := os.MkdirAll(filepath.Dir(marker), 0o700); err != nil {
@@ -175,14 +173,14 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 		if mb.Kind != KindConfig {
 			continue
 		}
-		if err := placeFile(filepath.Join(stage, filepath.FromSlash(mb.Name)), rootPath(root, mb.Name), os.FileMode(mb.Mode)); err != nil {
+		if err := placeFile(filepath.Join(stage, filepath.FromSlash(mb.Name)), rootPath(root, mb.Name), os.FileMode(mb.Mode), true); err != nil {
 			return nil, fmt.Errorf("restore %s: %w", mb.Name, err)
 		}
 	}
 	if err := fault.After(os.Stderr, "restore", "restore-config"); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	if err := restoreAudit(root, stage, m, res.Backup, id.Gateway); err != nil {
+	if err := restoreAudit(root, stage, m, res.Backup, &id.Gateway); err != nil {
 		return nil, fmt.Errorf("restore: audit log: %w", err)
 	}
 	if err := fault.After(os.Stderr, "restore", "restore-audit"); err != nil {
@@ -220,6 +218,14 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 		return res, fmt.Errorf("restore: %w", err)
 	}
 	return res, nil
+}
+
+// recordName is how the audit log's restore record names a backup: its
+// file name and its manifest's hash.
+func recordName(file string, m *Manifest) string {
+	raw, _ := Marshal(m)
+	sum := sha256.Sum256(raw)
+	return filepath.Base(file) + " sha256:" + hex.EncodeToString(sum[:])
 }
 
 // rootPath maps a "root/…" member name to its path under root.
@@ -272,13 +278,19 @@ func bundleVersion(dir string) (uint64, error) {
 	return x.Version, nil
 }
 
-// placeFile copies src to dst atomically with mode, unless dst already
-// has the same content and mode.
-func placeFile(src, dst string, mode os.FileMode) error {
+// placeFile puts the staged file src at dst atomically with mode, unless
+// dst already has the same content and mode. The staged copy is not needed
+// afterwards: it is moved when it lies on dst's filesystem (restore stages
+// under ROOT/var/lib), copied otherwise. durable syncs the file and its
+// directory first; a drill's scratch root needs no durability.
+func placeFile(src, dst string, mode os.FileMode, durable bool) error {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return err
 	}
 	if same, _ := sameFile(src, dst, mode); same {
+		return nil
+	}
+	if err := moveFile(src, dst, mode, durable); err == nil {
 		return nil
 	}
 	in, err := os.Open(src)
@@ -291,7 +303,11 @@ func placeFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	_, err = tmp.ReadFrom(in)
-	err = errors.Join(err, tmp.Chmod(mode), tmp.Sync(), tmp.Close())
+	err = errors.Join(err, tmp.Chmod(mode))
+	if durable {
+		err = errors.Join(err, tmp.Sync())
+	}
+	err = errors.Join(err, tmp.Close())
 	if err == nil {
 		err = os.Rename(tmp.Name(), dst)
 	}
@@ -299,28 +315,82 @@ func placeFile(src, dst string, mode os.FileMode) error {
 		os.Remove(tmp.Name())
 		return err
 	}
-	syncDir(filepath.Dir(dst))
+	if durable {
+		syncDir(filepath.Dir(dst))
+	}
 	return nil
 }
 
+// moveFile renames src to dst with mode; it fails, changing nothing at
+// dst, when the two lie on different filesystems.
+func moveFile(src, dst string, mode os.FileMode, durable bool) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	err = f.Chmod(mode)
+	if durable {
+		err = errors.Join(err, f.Sync())
+	}
+	if err = errors.Join(err, f.Close()); err != nil {
+		return err
+	}
+	if err := os.Rename(src, dst); err != nil {
+		return err
+	}
+	if durable {
+		syncDir(filepath.Dir(dst))
+	}
+	return nil
+}
+
+// sameFile reports whether b is a regular file with mode and a's content,
+// reading both a chunk at a time (an audit log can be gigabytes).
 func sameFile(a, b string, mode os.FileMode) (bool, error) {
 	fb, err := os.Lstat(b)
 	if err != nil || !fb.Mode().IsRegular() || fb.Mode().Perm() != mode.Perm() {
 		return false, err
 	}
-	da, err := os.ReadFile(a)
+	fa, err := os.Stat(a)
+	if err != nil || fa.Size() != fb.Size() {
+		return false, err
+	}
+	ra, err := os.Open(a)
 	if err != nil {
 		return false, err
 	}
-	db, err := os.ReadFile(b)
-	return err == nil && bytes.Equal(da, db), err
+	defer ra.Close()
+	rb, err := os.Open(b)
+	if err != nil {
+		return false, err
+	}
+	defer rb.Close()
+	end := func(err error) bool { return err == io.EOF || err == io.ErrUnexpectedEOF }
+	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
+	for {
+		na, erra := io.ReadFull(ra, ba)
+		nb, errb := io.ReadFull(rb, bb)
+		switch {
+		case !bytes.Equal(ba[:na], bb[:nb]):
+			return false, nil
+		case end(erra) && end(errb):
+			return true, nil
+		case (erra != nil && !end(erra)) || (errb != nil && !end(errb)):
+			return false, errors.Join(erra, errb)
+		case erra != nil || errb != nil:
+			return false, nil // one ended first: it changed while read
+		}
+	}
 }
 
 // restoreAudit puts the audit files back and appends a signed restore
 // record naming the backup after the recorded head. A current log that
 // already continues the backed-up one (a re-run, or the same host) is kept.
-func restoreAudit(root, stage string, m *Manifest, backup string, id harden.Identity) error {
+// The files are given to id, and made durable, unless id is nil (a drill's
+// scratch root).
+func restoreAudit(root, stage string, m *Manifest, backup string, id *harden.Identity) error {
 	var head string
+	var headSize int64
 	for _, mb := range m.Members {
 		if mb.Kind != KindAudit {
 			continue
@@ -330,19 +400,19 @@ func restoreAudit(root, stage string, m *Manifest, backup string, id harden.Iden
 			return err
 		}
 		if mb.Name == m.AuditHead.Member {
-			head = dst
+			head, headSize = dst, mb.Size
 			if ok, _ := continues(dst, src); ok {
 				continue
 			}
 		}
-		if err := placeFile(src, dst, 0o600); err != nil {
+		if err := placeFile(src, dst, 0o600, id != nil); err != nil {
 			return err
 		}
 	}
 	if head == "" {
 		return nil
 	}
-	done, err := hasRestoreRecord(head, backup)
+	done, err := hasRestoreRecord(head, headSize, backup)
 	if err != nil {
 		return err
 	}
@@ -359,6 +429,9 @@ func restoreAudit(root, stage string, m *Manifest, backup string, id harden.Iden
 		if err := l.Close(); err != nil {
 			return err
 		}
+	}
+	if id == nil {
+		return nil
 	}
 	dir := filepath.Dir(head)
 	entries, err := os.ReadDir(dir)
@@ -401,13 +474,18 @@ func continues(cur, backed string) (bool, error) {
 }
 
 // hasRestoreRecord reports whether the log already has a restore record
-// naming backup (a re-run after a crash).
-func hasRestoreRecord(path, backup string) (bool, error) {
+// naming backup (a re-run after a crash). Only what follows the backed-up
+// part (from off) can hold one: the record names the backup's manifest,
+// whose hashes cover that part.
+func hasRestoreRecord(path string, off int64, backup string) (bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return false, err
+	}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	want := []byte(`"kind":"` + audit.KindRestore + `"`)

@@ -2,8 +2,6 @@ package backup
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -13,9 +11,8 @@ import (
 	"filippo.io/age"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
-	"github.com/qwen-appliance/qwen-appliance/gateway/certs"
-	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
 )
 
 // VerifyOptions say which archive to check and with what.
@@ -23,11 +20,19 @@ type VerifyOptions struct {
 	File       string
 	Identities []age.Identity
 	Trusted    []manifests.PublicKey // keys the backup manifest must be signed by
-	// Drill also checks that the restored configuration would work: the
-	// token file loads, the TLS server certificate chains to the CA and
-	// matches its key, the audit key pair matches.
-	Drill   bool
-	Scratch string // where to extract (a private temporary directory inside it); os.TempDir() when empty
+	// Drill also restores the archive into a scratch root (Restore's own
+	// steps, less those that change the host: no service identity, no
+	// chown, no install) and checks what it restored: the token file has an
+	// active token, the TLS server certificate chains to the CA, the audit
+	// key pair matches, the audit log verifies across its new restore
+	// record, the harden record matches its rules file, and HostChecks.
+	Drill bool
+	// HostChecks, with Drill, runs the verify package's checks against the
+	// scratch root, given the backed-up install record with its paths moved
+	// under that root. The CLI passes one backed by package verify, which
+	// backup must not link (verify links kb); nil runs none.
+	HostChecks func(ctx context.Context, root string, st *state.State, m *Manifest) []Check
+	Scratch    string // where to extract (a private temporary directory inside it); os.TempDir() when empty
 	// CheckKB checks the knowledge-base snapshot (KBMember), when the
 	// archive holds one: SQLite's integrity check and the stored chunks'
 	// hashes. The CLI passes one backed by package kb, which backup must
@@ -47,22 +52,36 @@ type Report struct {
 	Warnings []string      `json:"warnings,omitempty"`
 }
 
-// Check is one drill check.
+// Check is one drill check. OK is false only when it failed: a check that
+// needs the running host is reported with Status NotApplicable.
 type Check struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
+	Status string `json:"status"` // Pass, Fail or NotApplicable
 	Detail string `json:"detail"`
 }
+
+// Check statuses.
+const (
+	Pass          = "pass"
+	Fail          = "fail"
+	NotApplicable = "not-applicable"
+)
 
 // Verify decrypts and checks the archive in a private scratch directory
 // that it removes afterwards. Errors match ErrVerification when the archive
 // or its audit log fails a check (ErrIdentity for a wrong identity).
 func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
-	dir, err := os.MkdirTemp(o.Scratch, "qwen-backup-verify-")
+	base, err := os.MkdirTemp(o.Scratch, "qwen-backup-verify-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer os.RemoveAll(base)
+	// The archive's members, and beside them the drill's scratch root.
+	dir := filepath.Join(base, "archive")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, err
+	}
 	rep, err := open(ctx, o.File, o.Identities, o.Trusted, dir)
 	if err != nil {
 		return rep, err
@@ -74,7 +93,7 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 		if o.Now == nil {
 			o.Now = time.Now
 		}
-		rep.Drill = drill(dir, o.Now())
+		rep.Drill = drill(ctx, dir, filepath.Join(base, "root"), rep.Manifest, o)
 		for _, c := range rep.Drill {
 			if !c.OK {
 				return rep, verificationf("drill: %s: %s", c.Name, c.Detail)
@@ -92,7 +111,9 @@ func open(ctx context.Context, file string, ids []age.Identity, trusted []manife
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	defer f.Close()
-	m, err := Extract(ctx, f, ids, trusted, dir)
+	chain := &auditStream{dir: dir}
+	defer chain.stop()
+	m, err := extract(ctx, f, ids, trusted, dir, chain)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", file, err)
 	}
@@ -100,7 +121,7 @@ func open(ctx context.Context, file string, ids []age.Identity, trusted []manife
 	for _, k := range trusted {
 		rep.Signers = append(rep.Signers, k.ID)
 	}
-	ar, err := checkAudit(dir, m)
+	ar, err := checkAudit(dir, m, chain)
 	rep.Audit = ar
 	if err != nil {
 		return rep, fmt.Errorf("backup %s: %w", file, err)
@@ -113,8 +134,10 @@ func open(ctx context.Context, file string, ids []age.Identity, trusted []manife
 const auditPubMember = "root/etc/qwen-appliance/audit.pub"
 
 // checkAudit verifies the extracted audit log files, oldest first, against
-// the backed-up audit key, up to the recorded head.
-func checkAudit(dir string, m *Manifest) (*audit.Report, error) {
+// the backed-up audit key, up to the recorded head. When chain checked
+// exactly those files as they were extracted, its result stands for
+// reading them again.
+func checkAudit(dir string, m *Manifest, chain *auditStream) (*audit.Report, error) {
 	var paths []string
 	for _, mb := range m.Members {
 		if mb.Kind == KindAudit {
@@ -135,7 +158,10 @@ func checkAudit(dir string, m *Manifest) (*audit.Report, error) {
 		}
 		o.Trusted = keys
 	}
-	rep, err := audit.Verify(paths, o)
+	rep, streamed, err := chain.result(dir, m, paths)
+	if !streamed {
+		rep, err = audit.Verify(paths, o)
+	}
 	if err != nil {
 		if errors.Is(err, audit.ErrTampered) {
 			return rep, verificationf("audit log: %v", err)
@@ -156,63 +182,6 @@ func checkAudit(dir string, m *Manifest) (*audit.Report, error) {
 		return rep, verificationf("audit log's last line hashes to %s; the manifest records %s", sum, m.AuditHead.LineSHA256)
 	}
 	return rep, nil
-}
-
-// drill checks that the backed-up configuration would serve.
-func drill(dir string, now time.Time) []Check {
-	cfg := filepath.Join(dir, "root", "etc", "qwen-appliance")
-	var out []Check
-	add := func(name string, err error, ok string) {
-		c := Check{Name: name, OK: err == nil, Detail: ok}
-		if err != nil {
-			c.Detail = err.Error()
-		}
-		out = append(out, c)
-	}
-	st, err := tokens.Load(filepath.Join(cfg, "tokens.json"))
-	detail := ""
-	if err == nil {
-		n := 0
-		for _, t := range st.Tokens {
-			if t.State(now) == "active" {
-				n++
-			}
-		}
-		if n == 0 {
-			err = errors.New("no active token: no client could authenticate after a restore")
-		}
-		detail = fmt.Sprintf("%d tokens, %d active", len(st.Tokens), n)
-	}
-	add("tokens", err, detail)
-
-	tlsDir := filepath.Join(cfg, "tls")
-	ca, _, err := certs.LoadCA(tlsDir)
-	detail = ""
-	if err == nil {
-		var pair tls.Certificate
-		pair, err = tls.LoadX509KeyPair(filepath.Join(tlsDir, "server.crt"), filepath.Join(tlsDir, "server.key"))
-		if err == nil {
-			leaf := pair.Leaf
-			pool := x509.NewCertPool()
-			pool.AddCert(ca)
-			_, err = leaf.Verify(x509.VerifyOptions{Roots: pool, CurrentTime: now})
-			detail = fmt.Sprintf("server certificate valid until %s, CA until %s", leaf.NotAfter.UTC().Format(time.DateOnly), ca.NotAfter.UTC().Format(time.DateOnly))
-		}
-	}
-	add("tls", err, detail)
-
-	k, err := manifests.LoadPrivateKey(filepath.Join(cfg, "audit.key"))
-	detail = ""
-	if err == nil {
-		var pubs []manifests.PublicKey
-		pubs, err = manifests.LoadPublicKeys(filepath.Join(cfg, "audit.pub"))
-		if err == nil && (len(pubs) != 1 || pubs[0].ID != k.ID) {
-			err = fmt.Errorf("audit.key (%s) and audit.pub do not match", k.ID)
-		}
-		detail = "audit key " + k.ID
-	}
-	add("audit-key", err, detail)
-	return out
 }
 
 // KBExtra is the name the knowledge base's snapshot is added under

@@ -1,13 +1,16 @@
 package audit
 
 import (
-	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"sync"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
@@ -39,6 +42,17 @@ type VerifyOptions struct {
 	// Live accepts a last file that does not end with a checkpoint or stop
 	// record (the gateway is still writing it).
 	Live bool
+	// From, when set, continues a chain verified before up to that line:
+	// the first file given is the rest of that line's file, from the line
+	// after it, which must follow it (seq and prev).
+	From *Head
+}
+
+// Head is one line of the chain: its seq and its chain hash, which the
+// next line's prev must be.
+type Head struct {
+	Seq  int64
+	Hash string
 }
 
 // Report summarises a verified log.
@@ -62,13 +76,13 @@ type verifier struct {
 	rep     *Report
 	started bool
 	seq     int64
-	prev    string
-	last    string // kind of the last record
-	keyID   string // the key the last start or rotate record named ("": none)
-	lineNo  int    // lines read from the current file
+	prev    [2 * sha256.Size]byte // the last line's chain hash, in hex
+	last    string                // kind of the last record
+	keyID   string                // the key the last start or rotate record named ("": none)
+	lineNo  int                   // lines read from the current file
+	cont    bool                  // the current file continues VerifyOptions.From's line
 	trusted map[string]manifests.PublicKey
 	keyIDs  map[string]bool
-	buf     []byte // reused to re-encode each line
 }
 
 // Verify checks the files of one log, oldest first (rotated files before the
@@ -105,74 +119,223 @@ func newVerifier(o VerifyOptions) *verifier {
 		v.trusted[k.ID] = k
 	}
 	v.rep.SelfKeyed = len(o.Trusted) == 0
+	if o.From != nil {
+		v.started, v.cont = true, true
+		v.seq = o.From.Seq
+		// Not 64 characters: left zero, which no prev equals.
+		if len(o.From.Hash) == len(v.prev) {
+			copy(v.prev[:], o.From.Hash)
+		}
+		v.rep.FirstSeq = o.From.Seq + 1
+	}
 	return v
 }
 
 const maxLine = 16 << 20
 
-func (v *verifier) file(name string, r io.Reader) error {
-	v.rep.Files = append(v.rep.Files, name)
-	v.lineNo = 0
-	br := bufio.NewReaderSize(r, 64<<10)
-	for n := 1; ; n++ {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) {
-			long := append([]byte(nil), line...)
-			for errors.Is(err, bufio.ErrBufferFull) && len(long) < maxLine {
-				line, err = br.ReadSlice('\n')
-				long = append(long, line...)
+// Verifier checks one log handed to it file by file, oldest first, as
+// streams: backup verify checks the chain while it decrypts the archive.
+// Verify and VerifyReader check the same way.
+type Verifier struct {
+	v    *verifier
+	last string
+}
+
+// NewVerifier starts checking a log with o.
+func NewVerifier(o VerifyOptions) *Verifier { return &Verifier{v: newVerifier(o)} }
+
+// File checks the next file of the log, read from r to its end (or to the
+// first failing line); name is used in errors. Errors are as Verify's.
+func (x *Verifier) File(name string, r io.Reader) error {
+	x.last = name
+	return x.v.file(name, r)
+}
+
+// End checks how the chain ends, after the last file, and returns the
+// report.
+func (x *Verifier) End() (*Report, error) { return x.v.rep, x.v.end(x.last) }
+
+// blockSize is how much of a file each parsing goroutine takes at a time,
+// once the file has proved long: its first block is firstBlock, and each
+// next one twice the one before, so a short file costs little.
+const (
+	blockSize  = 4 << 20
+	firstBlock = 64 << 10
+)
+
+// block is a run of whole lines of one file, parsed on its own goroutine.
+type block struct {
+	first int     // the line number of its first line
+	data  []byte  // whole lines, each ending with a newline
+	buf   *[]byte // what data lies in, from blockPool
+	lines []parsed
+	fatal error // instead of lines: what ended the file here
+	done  chan struct{}
+}
+
+// parsed is what the chain needs of a line that was checked on its own:
+// few pointers, so that the blocks waiting to be linked cost the garbage
+// collector little.
+type parsed struct {
+	seq  int64
+	kind string
+	prev string
+	hash [sha256.Size]byte // its chain hash (the next line's prev), not in hex: no pointer for the collector
+	bad  string            // why the line is not an audit record as the gateway writes it
+	rec  *Record           // the whole record, for the kinds whose other fields count
+}
+
+// blockPool holds the buffers blocks are read into.
+var blockPool = sync.Pool{New: func() any { return new([]byte) }}
+
+func (b *block) parse() {
+	defer close(b.done)
+	var buf []byte
+	var r Record
+	for p := b.data; len(p) > 0; {
+		i := bytes.IndexByte(p, '\n')
+		var l parsed
+		r = Record{}
+		l.bad, buf = parseLine(p[:i], &r, buf)
+		if l.bad == "" {
+			l.seq, l.kind, l.prev, l.hash = r.Seq, r.Kind, r.Prev, sha256.Sum256(p[:i])
+			switch r.Kind {
+			case KindRequest:
+				l.kind = KindRequest // the decoded copy is garbage now
+			case KindStart, KindRotate, KindCheckpoint, KindStop:
+				rc := r
+				l.rec = &rc
 			}
-			line = long
 		}
-		if len(line) == 0 && err == io.EOF {
-			if n == 1 {
-				return &LineError{name, 0, "the file is empty"}
-			}
-			return nil
-		}
-		if err == io.EOF {
-			return &LineError{name, n, "the last line is incomplete: the file was truncated"}
-		}
-		if err != nil {
-			if errors.Is(err, bufio.ErrBufferFull) {
-				return &LineError{name, n, "line is longer than 16 MiB"}
-			}
-			return fmt.Errorf("verify audit log %s: %w", name, err)
-		}
-		if err := v.line(name, n, line[:len(line)-1]); err != nil {
-			return err
-		}
-		v.lineNo = n
+		b.lines = append(b.lines, l)
+		p = p[i+1:]
 	}
 }
 
-func (v *verifier) line(name string, n int, line []byte) error {
-	fail := func(format string, a ...any) error { return &LineError{name, n, fmt.Sprintf(format, a...)} }
+// file reads r in blocks of whole lines that goroutines parse, hash and
+// re-encode side by side (each line's check stands alone), and links them
+// into the chain here, in order: only that comparison is sequential. The
+// first failing line, in file order, is the error.
+func (v *verifier) file(name string, r io.Reader) error {
+	defer func() { v.cont = false }()
+	v.rep.Files = append(v.rep.Files, name)
+	v.lineNo = 0
+	window := 2*runtime.GOMAXPROCS(0) + 1
+	var queue []*block
+	var carry []byte
+	lines, eof, size := 0, false, firstBlock
+	for !eof || len(queue) > 0 {
+		if !eof && len(queue) < window {
+			b := &block{done: make(chan struct{}), buf: blockPool.Get().(*[]byte)}
+			// carry lies in a buffer that is not back in the pool yet: the
+			// block it came from is at most the newest one queued.
+			need := len(carry) + size
+			if cap(*b.buf) < need {
+				*b.buf = make([]byte, need)
+			}
+			buf := (*b.buf)[:need]
+			copy(buf, carry)
+			size = min(2*size, blockSize)
+			n, err := io.ReadFull(r, buf[len(carry):])
+			buf = buf[:len(carry)+n]
+			*b.buf = buf
+			switch {
+			case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
+				eof = true
+			case err != nil:
+				eof, b.fatal = true, fmt.Errorf("verify audit log %s: %w", name, err)
+			}
+			if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+				b.data, carry = buf[:i+1], buf[i+1:]
+			} else {
+				carry = buf
+			}
+			b.first = lines + 1
+			nl := bytes.Count(b.data, []byte{'\n'})
+			b.lines = make([]parsed, 0, nl)
+			lines += nl
+			switch {
+			case b.fatal != nil:
+			case eof && len(carry) > 0:
+				b.fatal = &LineError{name, lines + 1, "the last line is incomplete: the file was truncated"}
+			case eof && lines == 0:
+				b.fatal = &LineError{name, 0, "the file is empty"}
+			case len(carry) > maxLine:
+				eof, b.fatal = true, &LineError{name, lines + 1, "line is longer than 16 MiB"}
+			}
+			if len(b.data) == 0 && b.fatal == nil {
+				continue // a long line still being read
+			}
+			if len(b.data) > 0 {
+				go b.parse()
+			} else {
+				close(b.done)
+			}
+			queue = append(queue, b)
+			continue
+		}
+		b := queue[0]
+		queue = queue[1:]
+		<-b.done
+		for i := range b.lines {
+			n := b.first + i
+			l := &b.lines[i]
+			if l.bad != "" {
+				return &LineError{name, n, l.bad}
+			}
+			if err := v.link(name, n, l); err != nil {
+				return err
+			}
+			v.lineNo = n
+		}
+		if len(carry) == 0 || len(queue) > 0 {
+			blockPool.Put(b.buf)
+		}
+		if b.fatal != nil {
+			return b.fatal
+		}
+	}
+	return nil
+}
+
+// parseLine decodes one line (without its newline) into r and checks that
+// it re-encodes to itself, byte for byte; it returns why not, and buf for
+// reuse.
+func parseLine(line []byte, r *Record, buf []byte) (string, []byte) {
 	// A line must re-encode to itself, byte for byte. That also refuses
 	// unknown fields (dropped in decoding), so the plain Unmarshal serves;
 	// the strict decoder runs only to name what is wrong with a bad line.
-	var r Record
-	if !decodeRequest(line, &r) {
-		r = Record{}
-		if err := json.Unmarshal(line, &r); err != nil {
-			return fail("not an audit record: %v", err)
+	if !decodeRequest(line, r) {
+		*r = Record{}
+		if err := json.Unmarshal(line, r); err != nil {
+			return fmt.Sprintf("not an audit record: %v", err), buf
 		}
 	}
-	canon, ok := appendRequest(v.buf[:0], &r)
+	canon, ok := appendRequest(buf[:0], r)
 	if ok {
-		v.buf = canon
+		buf = canon
 	} else {
-		canon, _ = json.Marshal(&r)
+		canon, _ = json.Marshal(r)
 	}
 	if !bytes.Equal(canon, line) {
 		dec := json.NewDecoder(bytes.NewReader(line))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&Record{}); err != nil {
-			return fail("not an audit record: %v", err)
+			return fmt.Sprintf("not an audit record: %v", err), buf
 		}
-		return fail("the line is not as the gateway wrote it (edited)")
+		return "the line is not as the gateway wrote it (edited)", buf
 	}
-	first := n == 1
+	return "", buf
+}
+
+// link checks a parsed line's place in the chain and what its kind means.
+func (v *verifier) link(name string, n int, l *parsed) error {
+	fail := func(format string, a ...any) error { return &LineError{name, n, fmt.Sprintf(format, a...)} }
+	r := l.rec
+	if r == nil {
+		r = &Record{Seq: l.seq, Kind: l.kind, Prev: l.prev}
+	}
+	first := n == 1 && !v.cont
 	switch {
 	case first && !v.started && r.Seq == 0:
 		if r.Kind != KindStart || r.Prev != "" {
@@ -192,7 +355,7 @@ func (v *verifier) line(name string, n int, line []byte) error {
 		if r.Seq != v.seq+1 {
 			return fail("sequence goes from %d to %d: lines were removed, added or reordered", v.seq, r.Seq)
 		}
-		if r.Prev != v.prev {
+		if r.Prev != string(v.prev[:]) {
 			return fail("prev does not match the hash of the line before: that line (seq %d) was edited, or lines were reordered", v.seq)
 		}
 	}
@@ -200,7 +363,8 @@ func (v *verifier) line(name string, n int, line []byte) error {
 		v.rep.FirstSeq = r.Seq
 	}
 	v.started = true
-	v.seq, v.prev, v.last = r.Seq, lineHash(line), r.Kind
+	v.seq, v.last = r.Seq, r.Kind
+	hex.Encode(v.prev[:], l.hash[:])
 	v.rep.Lines++
 	v.rep.LastSeq = r.Seq
 	v.rep.UnsignedTail++
@@ -238,7 +402,7 @@ func (v *verifier) line(name string, n int, line []byte) error {
 			return fail("checkpoint signed by key %s, which is not trusted", r.Signature.KeyID)
 		}
 		sigs := &manifests.Signatures{Signatures: []manifests.Signature{*r.Signature}}
-		if _, err := manifests.Check(sigs, Purpose, signedText(&r), []manifests.PublicKey{k}, 1); err != nil {
+		if _, err := manifests.Check(sigs, Purpose, signedText(r), []manifests.PublicKey{k}, 1); err != nil {
 			return fail("checkpoint signature does not verify: %v", err)
 		}
 		v.rep.Checkpoints++

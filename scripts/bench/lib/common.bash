@@ -10,9 +10,9 @@ wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/n
 # fake_install BIN WORK MIB: a fake installation under WORK/root for backup
 # create: a state record, the audit key, and a real signed hash chain of MIB
 # MiB written by scripts/bench/auditgen with the gateway's audit package, so
-# verify checks it. Sets root, cfg, logdir (the installation), recipient (an
-# age recipient whose identity is WORK/id.txt) and WORK/sig.key, the backup
-# signing key.
+# verify checks it, and a TLS CA and token file, which a drill checks. Sets
+# root, cfg, logdir (the installation), recipient (an age recipient whose
+# identity is WORK/id.txt) and WORK/sig.key, the backup signing key.
 fake_install() {
   local bin=$1 work=$2 mib=$3
   root=$work/root
@@ -21,6 +21,8 @@ fake_install() {
   mkdir -p "$cfg" "$logdir" "$root/var/lib/qwen-appliance"
   "$bin" keys generate --out "$cfg/audit" >/dev/null
   "$bin" keys generate --out "$work/sig" >/dev/null
+  "$bin" tls init --dir "$cfg/tls" --host qwen.local >/dev/null
+  "$bin" tokens create --file "$cfg/tokens.json" --name bench --role admin >/dev/null 2>&1
   age-keygen -o "$work/id.txt" 2>/dev/null
   recipient=$(age-keygen -y "$work/id.txt")
   cat > "$root/var/lib/qwen-appliance/state.json" <<JSON

@@ -1,0 +1,180 @@
+package backup
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"testing"
+
+	"filippo.io/age"
+
+	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
+	"github.com/qwen-appliance/qwen-appliance/gateway/certs"
+	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
+	"github.com/qwen-appliance/qwen-appliance/manifests"
+	"github.com/qwen-appliance/qwen-appliance/provision"
+	"github.com/qwen-appliance/qwen-appliance/provision/state"
+)
+
+// benchArchive writes a fake installation with a signed audit log of about
+// QWA_BENCH_MIB MiB (default 32) and a backup of it, as
+// scripts/bench/backup.sh does with auditgen.
+func benchArchive(b *testing.B) (file string, id *age.X25519Identity, signer manifests.PrivateKey) {
+	b.Helper()
+	mib := int64(32)
+	if s := os.Getenv("QWA_BENCH_MIB"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		mib = n
+	}
+	base := b.TempDir()
+	root := filepath.Join(base, "root")
+	cfg := filepath.Join(root, provision.ConfigDir)
+	logDir := filepath.Join(root, provision.LogDir)
+	for _, d := range []string{cfg, logDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ak, err := manifests.GenerateKey(nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if signer, err = manifests.GenerateKey(nil); err != nil {
+		b.Fatal(err)
+	}
+	if err := manifests.WriteKeyPair(filepath.Join(cfg, "audit"), ak, "audit"); err != nil {
+		b.Fatal(err)
+	}
+	// What a drill checks besides the log.
+	if err := certs.Init(certs.Options{Dir: filepath.Join(cfg, "tls"), Hosts: []string{"qwen.local"}}); err != nil {
+		b.Fatal(err)
+	}
+	ts, err := tokens.Load(filepath.Join(cfg, "tokens.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := ts.Create(tokens.CreateOptions{Name: "admin", Role: tokens.RoleAdmin}); err != nil {
+		b.Fatal(err)
+	}
+	if err := ts.Save(filepath.Join(cfg, "tokens.json")); err != nil {
+		b.Fatal(err)
+	}
+	logPath := filepath.Join(logDir, "audit.log")
+	l, err := audit.Open(audit.Options{Path: logPath, Key: &ak})
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := audit.Record{RequestID: "0123456789abcdef0123456789abcdef", TokenID: "0123456789abcdef", Client: "10.20.0.7:51234",
+		Method: "POST", Route: "/v1/chat/completions", Model: "qwen2.5-7b-instruct", Status: 200, LatencyMs: 812.5, TTFTMs: 95.25,
+		PromptTokens: 412, CompletionTokens: 233}
+	for i := 0; ; i++ {
+		if i%65536 == 0 {
+			if err := l.Flush(); err != nil {
+				b.Fatal(err)
+			}
+			if st, err := os.Stat(logPath); err == nil && st.Size() >= mib<<20 {
+				break
+			}
+		}
+		l.Append(r)
+	}
+	if err := l.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if err := state.Save(root, &state.State{Root: root, Bundle: state.Bundle{Name: "bench", Version: 1},
+		Store: state.Store{Backend: "none"}, Gateway: state.Gateway{AuditLog: logPath}}); err != nil {
+		b.Fatal(err)
+	}
+	if id, err = age.GenerateX25519Identity(); err != nil {
+		b.Fatal(err)
+	}
+	file = filepath.Join(base, "bench.age")
+	if _, err := Create(ctx, Options{Root: root, Out: file, Recipients: []age.Recipient{id.Recipient()}, Key: signer}); err != nil {
+		b.Fatal(err)
+	}
+	return file, id, signer
+}
+
+// BenchmarkVerify times, on one archive (QWA_BENCH_MIB sizes its audit
+// log): Debian's age -d | tar -x (when installed), Extract (decrypt,
+// write and hash every member, check the signature: what tar does, and
+// the hashes), Verify (that and the audit chain, checked while
+// extracting), and Verify with Drill (that, a restore into a scratch root
+// and its checks). scripts/bench/backup.sh runs it.
+func BenchmarkVerify(b *testing.B) {
+	// As the CLI's backup verify runs it.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	file, id, signer := benchArchive(b)
+	st, err := os.Stat(file)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ids, trusted := []age.Identity{id}, []manifests.PublicKey{signer.Public()}
+	scratch := b.TempDir()
+	b.Run("age-tar", func(b *testing.B) {
+		if _, err := exec.LookPath("age"); err != nil {
+			b.Skip("needs Debian's age")
+		}
+		idFile := filepath.Join(scratch, "id.txt")
+		if err := os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(st.Size())
+		for i := 0; i < b.N; i++ {
+			dir, err := os.MkdirTemp(scratch, "x")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if out, err := exec.Command("sh", "-c", `age -d -i "$0" "$1" | tar -x -C "$2"`, idFile, file, dir).CombinedOutput(); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+			b.StopTimer()
+			os.RemoveAll(dir)
+			b.StartTimer()
+		}
+	})
+	b.Run("extract", func(b *testing.B) {
+		b.SetBytes(st.Size())
+		for i := 0; i < b.N; i++ {
+			dir, err := os.MkdirTemp(scratch, "x")
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, err := os.Open(file)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, err = Extract(ctx, f, ids, trusted, dir)
+			f.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			os.RemoveAll(dir)
+			b.StartTimer()
+		}
+	})
+	for _, drill := range []bool{false, true} {
+		name := "verify"
+		if drill {
+			name = "drill"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(st.Size())
+			for i := 0; i < b.N; i++ {
+				rep, err := Verify(ctx, VerifyOptions{File: file, Identities: ids, Trusted: trusted, Drill: drill, Scratch: scratch})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if drill && len(rep.Drill) < 5 {
+					b.Fatalf("drill ran %d checks", len(rep.Drill))
+				}
+			}
+		})
+	}
+}
