@@ -31,7 +31,7 @@ func init() {
 			Action: tlsInit,
 		}, {
 			Name:      "pair",
-			Usage:     "create a CA, a runtime server certificate and a gateway client certificate for mutual TLS between them",
+			Usage:     "create a CA, the runtime's server and the gateway's client certificate (mutual TLS)",
 			UsageText: "qwen-appliance tls pair --dir DIR --host NAME [--host NAME|IP ...] [--days N]",
 			Description: "For a runtime on another host or pod (the Helm chart's vLLM Deployment), which\n" +
 				"the gateway reaches only over mutual TLS. Writes DIR/ca.crt and DIR/ca.key\n" +
