@@ -134,6 +134,12 @@ func persist(root Root, rs Ruleset, p EgressPolicy, now time.Time) error {
 		return err
 	}
 	link := root.wantsLink()
+	// Made by this Apply, or by an earlier one whose record says so.
+	_, err := os.Lstat(filepath.Dir(link))
+	made := errors.Is(err, fs.ErrNotExist)
+	if prev, err := LoadRecord(root); err == nil && prev.WantsDirMade {
+		made = true
+	}
 	if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
 		return err
 	}
@@ -143,7 +149,7 @@ func persist(root Root, rs Ruleset, p EgressPolicy, now time.Time) error {
 	if err := os.Symlink(filepath.Join(UnitDir, FirewallUnit), link); err != nil {
 		return fmt.Errorf("enable %s: %w", FirewallUnit, err)
 	}
-	rec, err := json.MarshalIndent(Record{Version: 1, Policy: p, SHA256: rs.Hash(), RulesFile: RulesPath, AppliedAt: now.UTC()}, "", "  ")
+	rec, err := json.MarshalIndent(Record{Version: 1, Policy: p, SHA256: rs.Hash(), RulesFile: RulesPath, AppliedAt: now.UTC(), WantsDirMade: made}, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -151,15 +157,26 @@ func persist(root Root, rs Ruleset, p EgressPolicy, now time.Time) error {
 }
 
 // Remove deletes our table (only ours) and the files Apply wrote, which
-// restores the host's firewall to what it was before harden.
+// restores the host's firewall to what it was before harden. The
+// sysinit.target.wants directory goes too when Apply made it (its record
+// says so) and nothing else is in it.
 func Remove(nf Netfilter, root Root) error {
 	if _, _, err := swap(nf, nil); err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
+	rec, _ := LoadRecord(root) // none, or unreadable: no directory is ours
 	var errs []error
 	for _, p := range []string{root.Path(RulesPath), root.wantsLink(), root.unitPath(), root.Path(StatePath)} {
 		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, fmt.Errorf("remove: %w", err))
+		}
+	}
+	if rec.WantsDirMade {
+		dir := filepath.Dir(root.wantsLink())
+		if entries, err := os.ReadDir(dir); err == nil && len(entries) == 0 {
+			if err := os.Remove(dir); err != nil {
+				errs = append(errs, fmt.Errorf("remove: %w", err))
+			}
 		}
 	}
 	return errors.Join(errs...)

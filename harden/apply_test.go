@@ -3,8 +3,10 @@ package harden
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -207,4 +209,61 @@ func TestApplyRestoresWhenBatchFails(t *testing.T) {
 	if d := Diff(nf.table, Build(simplePolicy()).Table()); len(d) > 0 {
 		t.Fatalf("failed batch changed the table: %v", d)
 	}
+}
+
+// Remove takes away the sysinit.target.wants directory Apply made once it
+// is empty, and never one that existed before or holds another unit.
+func TestRemoveWantsDir(t *testing.T) {
+	ctx := context.Background()
+	apply := func(t *testing.T, root Root) {
+		t.Helper()
+		if _, err := Apply(ctx, &fakeNetfilter{}, Options{Policy: simplePolicy(), Root: root}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	remove := func(t *testing.T, root Root) {
+		t.Helper()
+		if err := Remove(&fakeNetfilter{}, root); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wants := func(root Root) string { return filepath.Dir(root.wantsLink()) }
+	t.Run("made", func(t *testing.T) {
+		root := Root(t.TempDir())
+		apply(t, root)
+		apply(t, root) // applied again: still the one that made it
+		remove(t, root)
+		if _, err := os.Lstat(wants(root)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s left after remove: %v", wants(root), err)
+		}
+		if _, err := os.Stat(root.Path(UnitDir)); err != nil {
+			t.Errorf("remove took more than the wants directory: %v", err)
+		}
+	})
+	t.Run("existed", func(t *testing.T) {
+		root := Root(t.TempDir())
+		if err := os.MkdirAll(wants(root), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		apply(t, root)
+		remove(t, root)
+		if _, err := os.Stat(wants(root)); err != nil {
+			t.Errorf("the wants directory that was there before went: %v", err)
+		}
+	})
+	t.Run("holds another unit", func(t *testing.T) {
+		root := Root(t.TempDir())
+		apply(t, root)
+		other := filepath.Join(wants(root), "other.service")
+		if err := os.Symlink("/etc/systemd/system/other.service", other); err != nil {
+			t.Fatal(err)
+		}
+		remove(t, root)
+		if _, err := os.Lstat(other); err != nil {
+			t.Errorf("another unit's link went: %v", err)
+		}
+		if _, err := os.Lstat(root.wantsLink()); err == nil {
+			t.Error("the firewall's link stayed")
+		}
+	})
 }

@@ -17,6 +17,10 @@ type Record struct {
 	SHA256    string       `json:"sha256"`
 	RulesFile string       `json:"rulesFile"`
 	AppliedAt time.Time    `json:"appliedAt"`
+	// WantsDirMade says Apply created UnitDir/sysinit.target.wants for the
+	// boot unit's link, so Remove takes it away again once it is empty. A
+	// directory the host had before is never removed.
+	WantsDirMade bool `json:"wantsDirMade,omitempty"`
 }
 
 // ErrNotApplied means no harden state is recorded under the root.

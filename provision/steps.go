@@ -508,7 +508,9 @@ func (in *installer) runtime(ctx context.Context, st *state.State, m *manifests.
 func (in *installer) gateway(ctx context.Context, st *state.State, id harden.Identity) error {
 	tlsDir := in.l.tlsDir()
 	auditKey := in.l.auditKey()
-	in.removeIfNew(tlsDir, in.l.tokens(), auditKey+".key", auditKey+".pub", in.l.auditLog())
+	// The token file's lock appears when this attempt's undo revokes the
+	// admin token it made (tokens.Update), after the file itself.
+	in.removeIfNew(tlsDir, in.l.tokens(), tokens.LockPath(in.l.tokens()), auditKey+".key", auditKey+".pub", in.l.auditLog())
 	host, _, _ := net.SplitHostPort(in.o.Listen)
 	hosts := []string{in.o.Host, "127.0.0.1"}
 	if host != "" && host != "127.0.0.1" && host != "0.0.0.0" && host != "::" {

@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/urfave/cli/v2"
 )
@@ -170,17 +169,37 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	}
 }
 
-// copyCommand copies c and its subcommands, so that every app newApp builds
-// starts from the definitions: urfave/cli changes the commands it runs (it
-// adds a "help" subcommand, sets HelpName), and prepare wraps their actions.
-// Flags stay shared; they keep no state of their own between runs.
+// copyCommand copies c, its flags and its subcommands, so that every app
+// newApp builds starts from the definitions: urfave/cli changes the commands
+// it runs (it adds a "help" subcommand and the help flag, sets HelpName) and
+// the flags it parses (Value and HasBeenSet from the environment), and
+// prepare wraps actions, takes required flags over and moves defaults out of
+// usages. A flag value shared by several commands (storage's --dir) becomes
+// one copy per command.
 func copyCommand(c *cli.Command) *cli.Command {
 	cp := *c
+	cp.Flags = make([]cli.Flag, 0, len(c.Flags))
+	for _, f := range c.Flags {
+		cp.Flags = append(cp.Flags, copyFlag(f))
+	}
 	cp.Subcommands = nil
 	for _, s := range c.Subcommands {
 		cp.Subcommands = append(cp.Subcommands, copyCommand(s))
 	}
 	return &cp
+}
+
+// copyFlag copies the struct a flag points to (every urfave/cli flag type
+// is one); what its fields point to (a default StringSlice) is shared, and
+// urfave/cli copies that before parsing into it.
+func copyFlag(f cli.Flag) cli.Flag {
+	v := reflect.ValueOf(f)
+	if v.Kind() != reflect.Pointer || v.IsNil() || v.Elem().Kind() != reflect.Struct {
+		return f
+	}
+	cp := reflect.New(v.Elem().Type())
+	cp.Elem().Set(v.Elem())
+	return cp.Interface().(cli.Flag)
 }
 
 // workflowOrder is the order of the commands in the top-level help: the order
@@ -337,32 +356,23 @@ func oneDefault(f cli.Flag) {
 	text.SetString(def)
 }
 
-// required remembers the flags checkRequired took over: one flag value is
-// often shared by several commands (storage's --dir), and every app newApp
-// builds must still treat it as required.
-var (
-	requiredMu sync.Mutex
-	required   = map[cli.Flag]bool{}
-)
-
 // checkRequired moves the check for c's required flags from urfave/cli, which
 // prints the whole help on stdout and exits 1, into c.Before, which reports a
 // missing flag as a one-line usage error (exit status 2). It runs after
-// --help is handled, so "CMD --help" still works without the flags.
+// --help is handled, so "CMD --help" still works without the flags. It
+// changes c's flags: c must be a copy (copyCommand).
 func checkRequired(c *cli.Command) {
-	requiredMu.Lock()
-	defer requiredMu.Unlock()
 	var names []string
 	for _, f := range c.Flags {
 		switch f := f.(type) {
 		case *cli.StringFlag:
-			if f.Required || required[f] {
-				f.Required, required[f] = false, true
+			if f.Required {
+				f.Required = false
 				names = append(names, f.Name)
 			}
 		case *cli.StringSliceFlag:
-			if f.Required || required[f] {
-				f.Required, required[f] = false, true
+			if f.Required {
+				f.Required = false
 				names = append(names, f.Name)
 			}
 		default:

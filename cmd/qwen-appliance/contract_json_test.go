@@ -276,10 +276,27 @@ func TestTablesFit(t *testing.T) {
 	must("kb", "ingest", "--db", p("kb/kb.db"), "--audit-log", p("audit.log"), docs, "--allow", "role:hr,role:finance,role:legal,role:engineering", "--class", "internal",
 		"--collection", "human-resources-policies-and-procedures")
 
+	// An installation under a long root (as in the sandbox scripts), under
+	// systemd: long store and log paths, the longest unit names.
+	installed := p(strings.Repeat("a-very-long-install-root/", 3))
+	longLog := filepath.Join(installed, "var/log/qwen-appliance")
+	if err := state.Save(installed, &state.State{
+		Bundle:  state.Bundle{Name: "qwen2.5-7b-instruct-gguf-q4-k-m", Version: 12},
+		Store:   state.Store{Dir: filepath.Join(longStore, "models"), Backend: "fscrypt"},
+		Runtime: state.Service{Name: "runtime", Unit: "/etc/systemd/system/qwen-appliance-runtime-qwen2.5-7b-instruct-gguf-q4-k-m-v12.service", Listen: []string{"127.0.0.1:11434"}, Log: filepath.Join(longLog, "runtime.log")},
+		Gateway: state.Gateway{Service: state.Service{Name: "gateway", Unit: "/etc/systemd/system/qwen-appliance-gateway.service",
+			Listen: []string{"[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:8443", "127.0.0.1:9464"}, Log: filepath.Join(longLog, "gateway.log")},
+			URL: "https://[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:8443"},
+		Previous: &state.Bundle{Name: "qwen2.5-7b-instruct-gguf-q4-k-m", Version: 11},
+	}); err != nil {
+		t.Fatal(err)
+	}
+
 	for _, tc := range []struct {
 		name string
 		out  string
 	}{
+		{"status (installed)", may("status", "--root", installed)},
 		{"preflight", may("preflight", "--bundle", p("bundle"), "--trust", p("k.pub"), "--store", longStore)},
 		{"tokens list", must("tokens", "list", "--file", toks)},
 		{"kb list", must("kb", "list", "--db", p("kb/kb.db"))},

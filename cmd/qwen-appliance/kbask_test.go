@@ -51,12 +51,12 @@ func TestKBAsk(t *testing.T) {
 		t.Fatal(err)
 	}
 	k.Close()
-	// Flags first: after TestCLIContract has run every --help in this
-	// process, urfave/cli has given each command a help subcommand and no
-	// longer takes flags after the question.
+	// The question (the last of args) first, the flags after it, as in
+	// kb ask's example.
 	ask := func(args ...string) (int, string, string) {
 		var out, errb bytes.Buffer
-		code := run(t.Context(), append([]string{"qwen-appliance", "kb", "ask", "--db", db, "--audit-log", "", "--upstream", srv.URL}, args...), &out, &errb)
+		q, flags := args[len(args)-1], args[:len(args)-1]
+		code := run(t.Context(), append([]string{"qwen-appliance", "kb", "ask", q, "--db", db, "--audit-log", "", "--upstream", srv.URL}, flags...), &out, &errb)
 		return code, out.String(), errb.String()
 	}
 	code, out, stderr := ask("--as", "role:hr", "--clearance", "internal", "--json", "年假有多少天？")

@@ -3,9 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 
+	texttable "github.com/qwen-appliance/qwen-appliance/internal/table"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/urfave/cli/v2"
 )
@@ -35,19 +37,8 @@ Example:
 				}
 			} else if !s.Installed {
 				fmt.Fprintln(c.App.Writer, "nothing installed")
-			} else {
-				fmt.Fprintf(c.App.Writer, "%s version %d, installed %s\ngateway %s ready=%v\nstore %s (%s)\n",
-					s.Bundle, s.Version, s.Updated.Format("2006-01-02 15:04:05Z07:00"), s.Gateway, s.Ready, s.Store, s.Backend)
-				if s.Previous != "" {
-					fmt.Fprintf(c.App.Writer, "previous %s (qwen-appliance rollback serves it again)\n", s.Previous)
-				}
-				for _, svc := range s.Services {
-					unit := ""
-					if svc.Unit != "" {
-						unit = "  unit " + filepath.Base(svc.Unit)
-					}
-					fmt.Fprintf(c.App.Writer, "%-8s pid %-7d running=%-5v %s  log %s%s\n", svc.Name, svc.PID, svc.Running, strings.Join(svc.Listen, ","), svc.Log, unit)
-				}
+			} else if err := printStatus(c.App.Writer, s); err != nil {
+				return err
 			}
 			if s.Installed && !s.Healthy {
 				return reportedError(exitError, fmt.Errorf("installed but not healthy"), "see the service logs named above; re-run install to restart the services")
@@ -85,4 +76,46 @@ Example:
 			return report(c, map[string]any{"uninstalled": true, "root": c.String("root"), "cryptoErase": c.Bool("crypto-erase")}, "uninstalled\n")
 		},
 	})
+}
+
+// printStatus writes an installation's status in lines no wider than
+// texttable.Width: each service on a line of its own with its unit and log
+// on indented lines below, and the store's path moved below its line when
+// it does not fit there. A path too long even so keeps its end (the file's
+// name) and starts with "…"; --json has it whole.
+func printStatus(w io.Writer, s *provision.Status) error {
+	const indent = "    "
+	var lines []string
+	add := func(l ...string) {
+		for _, x := range l {
+			lines = append(lines, texttable.Truncate(x, texttable.Width))
+		}
+	}
+	path := func(label, p string) string {
+		return indent + label + texttable.TruncateStart(p, texttable.Width-texttable.StringWidth(indent+label))
+	}
+	add(fmt.Sprintf("%s version %d, installed %s", s.Bundle, s.Version, s.Updated.Format("2006-01-02 15:04:05Z07:00")),
+		fmt.Sprintf("gateway %s ready=%v", s.Gateway, s.Ready))
+	if store := fmt.Sprintf("store %s (%s)", s.Store, s.Backend); texttable.StringWidth(store) <= texttable.Width {
+		add(store)
+	} else {
+		add(fmt.Sprintf("store (%s)", s.Backend), path("", s.Store))
+	}
+	if s.Previous != "" {
+		add(fmt.Sprintf("previous %s (qwen-appliance rollback serves it again)", s.Previous))
+	}
+	for _, svc := range s.Services {
+		add(fmt.Sprintf("%-8s pid %-7d running=%-5v %s", svc.Name, svc.PID, svc.Running, strings.Join(svc.Listen, ",")))
+		if svc.Unit != "" {
+			add(path("unit ", filepath.Base(svc.Unit)))
+		}
+		if svc.Log != "" {
+			add(path("log ", svc.Log))
+		}
+	}
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	_, err := io.WriteString(w, strings.Join(lines, "\n")+"\n")
+	return err
 }

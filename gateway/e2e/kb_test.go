@@ -78,53 +78,22 @@ func TestKBAnswersThroughOllama(t *testing.T) {
 	}
 
 	tokFile, auditFile := filepath.Join(dir, "tokens.json"), filepath.Join(dir, "audit.log")
-	store := &tokens.Store{}
-	tok := map[string]string{}
-	for _, c := range []tokens.CreateOptions{
-		{Name: "hr", Role: tokens.RoleUser, Roles: []string{"hr"}, Clearance: "internal"},
-		{Name: "staff", Role: tokens.RoleUser, Roles: []string{"staff"}, Clearance: "internal"},
-	} {
-		secret, _, err := store.Create(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok[c.Name] = secret
-	}
-	if err := store.Save(tokFile); err != nil {
-		t.Fatal(err)
-	}
+	secrets := writeTokens(t, tokFile,
+		tokens.CreateOptions{Name: "hr", Role: tokens.RoleUser, Roles: []string{"hr"}, Clearance: "internal"},
+		tokens.CreateOptions{Name: "staff", Role: tokens.RoleUser, Roles: []string{"staff"}, Clearance: "internal"})
+	tok := map[string]string{"hr": secrets[0], "staff": secrets[1]}
 	tlsDir := filepath.Join(dir, "tls")
 	if err := certs.Init(certs.Options{Dir: tlsDir, Hosts: []string{"127.0.0.1"}}); err != nil {
 		t.Fatal(err)
 	}
-	g, err := gateway.New(gateway.Options{Upstream: up, TokensFile: tokFile, AuditLog: auditFile, MaxTokens: 16,
+	addr, stop := startGateway(t, gateway.Options{Upstream: up, TokensFile: tokFile, AuditLog: auditFile, MaxTokens: 16,
 		TLSCert: filepath.Join(tlsDir, certs.CertFile), TLSKey: filepath.Join(tlsDir, certs.KeyFile),
 		KB: kbPath, KBContextTokens: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Serve(ctx, ln, nil) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			<-done
-			g.Close()
-		}
-	}
-	defer stop()
 	caPEM, _ := os.ReadFile(filepath.Join(tlsDir, certs.CAFile))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
 	client := &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	base := "https://" + ln.Addr().String()
+	base := "https://" + addr
 	question := "年假有多少天？"
 	post := func(token string, stream bool) (*http.Response, string) {
 		body, _ := json.Marshal(map[string]any{"model": s.Model, "stream": stream, "max_tokens": 8,
@@ -213,7 +182,9 @@ func TestKBAnswersThroughOllama(t *testing.T) {
 		t.Logf("openai client: %s", out)
 	}
 
-	stop()
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := audit.Verify([]string{auditFile}, audit.VerifyOptions{}); err != nil {
 		t.Fatal(err)
 	}

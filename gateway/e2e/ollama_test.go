@@ -87,27 +87,10 @@ func TestGatewayInFrontOfOllama(t *testing.T) {
 	s := startOllama(t)
 	dir := t.TempDir()
 	tokFile, auditFile := filepath.Join(dir, "tokens.json"), filepath.Join(dir, "audit.log")
-	store := &tokens.Store{}
-	tok, _, err := store.Create(tokens.CreateOptions{Name: "e2e", Role: tokens.RoleUser})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Save(tokFile); err != nil {
-		t.Fatal(err)
-	}
+	tok := writeTokens(t, tokFile, tokens.CreateOptions{Name: "e2e", Role: tokens.RoleUser})[0]
 	key, _ := manifests.GenerateKey(nil)
-	g, err := gateway.New(gateway.Options{Upstream: s.BaseURL, TokensFile: tokFile, AuditLog: auditFile, AuditKey: &key, MaxTokens: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Serve(ctx, ln, nil) }()
-	base := "http://" + ln.Addr().String()
+	addr, stop := startGateway(t, gateway.Options{Upstream: s.BaseURL, TokensFile: tokFile, AuditLog: auditFile, AuditKey: &key, MaxTokens: 16})
+	base := "http://" + addr
 	do := func(method, path, body string) (int, []byte) {
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -159,11 +142,7 @@ func TestGatewayInFrontOfOllama(t *testing.T) {
 			t.Errorf("%s through the gateway: %d %s", p, code, body)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Close(); err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	rep, err := audit.Verify([]string{auditFile}, audit.VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}})
@@ -193,34 +172,10 @@ func TestCanonicalRequestAgainstOllama(t *testing.T) {
 	s := startOllama(t)
 	dir := t.TempDir()
 	tokFile, auditFile := filepath.Join(dir, "tokens.json"), filepath.Join(dir, "audit.log")
-	store := &tokens.Store{}
-	tok, _, err := store.Create(tokens.CreateOptions{Name: "e2e", Role: tokens.RoleUser})
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, _, err := store.Create(tokens.CreateOptions{Name: "other-only", Role: tokens.RoleUser, Models: []string{"other"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.Save(tokFile); err != nil {
-		t.Fatal(err)
-	}
-	g, err := gateway.New(gateway.Options{Upstream: s.BaseURL, TokensFile: tokFile, AuditLog: auditFile, MaxTokens: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- g.Serve(ctx, ln, nil) }()
-	defer func() {
-		cancel()
-		<-done
-		g.Close()
-	}()
+	secrets := writeTokens(t, tokFile, tokens.CreateOptions{Name: "e2e", Role: tokens.RoleUser},
+		tokens.CreateOptions{Name: "other-only", Role: tokens.RoleUser, Models: []string{"other"}})
+	tok, other := secrets[0], secrets[1]
+	addr, _ := startGateway(t, gateway.Options{Upstream: s.BaseURL, TokensFile: tokFile, AuditLog: auditFile, MaxTokens: 5})
 	post := func(base, token, body string) (int, []byte) {
 		req, _ := http.NewRequest("POST", base+"/v1/chat/completions", strings.NewReader(body))
 		if token != "" {
@@ -248,7 +203,7 @@ func TestCanonicalRequestAgainstOllama(t *testing.T) {
 		}
 		return r.Model, r.Usage.CompletionTokens
 	}
-	gw := "http://" + ln.Addr().String()
+	gw := "http://" + addr
 	msgs := `"messages":[{"role":"user","content":"count to one hundred"}],"seed":1,"temperature":0`
 	m := `"model":"` + s.Model + `"`
 

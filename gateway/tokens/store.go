@@ -156,11 +156,15 @@ func (s *Store) Save(path string) error {
 	return nil
 }
 
+// LockPath is the lock file Update creates beside the token file at path
+// and leaves there: whoever removes a token file it made removes this too.
+func LockPath(path string) string { return path + ".lock" }
+
 // Update loads the token file, lets fn change it and saves it, holding a
-// lock (PATH.lock) so that concurrent updates do not lose each other's
+// lock (LockPath) so that concurrent updates do not lose each other's
 // changes. Nothing is saved when fn fails.
 func Update(path string, fn func(*Store) error) error {
-	lf, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE, 0o600)
+	lf, err := os.OpenFile(LockPath(path), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("lock token file: %w", err)
 	}

@@ -63,6 +63,24 @@ func Truncate(s string, w int) string {
 	return b.String() + "…"
 }
 
+// TruncateStart cuts s to at most w columns from its start, beginning it
+// with "…" when cut: for paths, whose end names the file.
+func TruncateStart(s string, w int) string {
+	if StringWidth(s) <= w {
+		return s
+	}
+	if w <= 0 {
+		return ""
+	}
+	rs := []rune(s)
+	n, i := 0, len(rs)
+	for i > 0 && n+RuneWidth(rs[i-1]) <= w-1 {
+		i--
+		n += RuneWidth(rs[i])
+	}
+	return "…" + string(rs[i:])
+}
+
 // Wrap breaks s into lines of at most w columns at spaces, the first keeping
 // s's leading spaces and every later one starting with indent. A word longer than a line is cut with "…"
 // rather than overflow.

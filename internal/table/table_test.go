@@ -32,6 +32,22 @@ func TestTruncate(t *testing.T) {
 	}
 }
 
+func TestTruncateStart(t *testing.T) {
+	for _, tc := range []struct {
+		s    string
+		w    int
+		want string
+	}{{"/a/b/c.log", 10, "/a/b/c.log"}, {"/a/b/c.log", 6, "…c.log"}, {"/模型/服务器", 6, "…务器"}, {"/模型/服务器", 5, "…务器"}, {"/模型/服务器", 4, "…器"}, {"abc", 0, ""}} {
+		got := TruncateStart(tc.s, tc.w)
+		if got != tc.want {
+			t.Errorf("TruncateStart(%q, %d) = %q, want %q", tc.s, tc.w, got, tc.want)
+		}
+		if StringWidth(got) > max(tc.w, 0) {
+			t.Errorf("TruncateStart(%q, %d) = %q is %d wide", tc.s, tc.w, got, StringWidth(got))
+		}
+	}
+}
+
 func TestWrap(t *testing.T) {
 	s := "fail NVIDIA driver: install the NVIDIA driver (it provides libnvidia-ml.so.1 and the nvidia kernel module), or use a CPU bundle"
 	lines := Wrap(s, 40, "    ")
