@@ -46,6 +46,10 @@ type VerifyOptions struct {
 	// the first file given is the rest of that line's file, from the line
 	// after it, which must follow it (seq and prev).
 	From *Head
+
+	// fullCheck checks every line in full, covered or not (covered.go):
+	// tests compare the two ways.
+	fullCheck bool
 }
 
 // Head is one line of the chain: its seq and its chain hash, which the
@@ -256,7 +260,7 @@ func (v *verifier) read(name string, r io.Reader) error {
 	lines, eof, size := 0, false, firstBlock
 	for !eof || len(queue) > 0 {
 		if !eof && len(queue) < window {
-			b := &block{done: make(chan struct{}), buf: blockPool.Get().(*[]byte), scan: len(v.o.Trusted) > 0}
+			b := &block{done: make(chan struct{}), buf: blockPool.Get().(*[]byte), scan: len(v.o.Trusted) > 0 && !v.o.fullCheck}
 			// carry lies in a buffer that is not back in the pool yet: the
 			// block it came from is at most the newest one queued.
 			need := len(carry) + size
