@@ -30,7 +30,9 @@ import (
 // reported as it was without the shortcut (same line, same reason). Without
 // Trusted keys (a log checked against its own keys, or --no-trust) every
 // line gets the full check at once, and so do the rare kinds other than
-// request, whose fields the verifier reads.
+// request, whose fields the verifier reads (the checkpoint itself among
+// them). FuzzVerifyTrusted holds the two ways to the same result and the
+// same error on any input.
 
 // Bounds on the lines held back: past either they are checked at once, so
 // memory stays bounded whatever the log does between checkpoints.
