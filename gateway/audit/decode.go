@@ -9,9 +9,10 @@ import (
 // decodeRequest reads a line that appendRequest could have written (a flat
 // object of strings without escapes, integers, floats and true) into r, and
 // reports false for anything else, which then goes through encoding/json.
-// It needs no care beyond that: the verifier re-encodes every record and
-// refuses a line that differs from its re-encoding by a byte, so a record
-// this decoder read wrongly cannot pass. It exists because encoding/json's
+// It needs no care beyond that: the verifier re-encodes every record it
+// decodes and refuses a line that differs from its re-encoding by a byte,
+// so a record this decoder read wrongly cannot pass. (Request lines a
+// trusted checkpoint covers are not decoded at all: see covered.go.) It exists because encoding/json's
 // reflection was most of the time "audit verify" and "backup verify" spent.
 func decodeRequest(line []byte, r *Record) bool {
 	p := line

@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -121,6 +122,48 @@ func FuzzDecodeRequest(f *testing.F) {
 		fast.Time, slow.Time = time.Time{}, time.Time{}
 		if !reflect.DeepEqual(fast, slow) {
 			t.Fatalf("fast %+v\nslow %+v\n%s", fast, slow, line)
+		}
+	})
+}
+
+// FuzzVerifyTrusted holds the shortcut for lines a trusted checkpoint covers
+// (covered.go) to the full check: on any input, with the trusted key, both
+// accept or both refuse with the same error.
+func FuzzVerifyTrusted(f *testing.F) {
+	key, err := manifests.GenerateKey(bytes.NewReader(make([]byte, 64)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	path := filepath.Join(f.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path, Key: &key, CheckpointLines: 3, CheckpointEvery: time.Hour})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i := range 8 {
+		l.Append(Record{RequestID: "r" + string(rune('a'+i)), Route: "/v1/chat/completions", Status: 200, LatencyMs: 2.5})
+	}
+	if err := l.Flush(); err != nil {
+		f.Fatal(err)
+	}
+	live, _ := os.ReadFile(path)
+	l.Close()
+	closed, _ := os.ReadFile(path)
+	f.Add(live)
+	f.Add(closed)
+	f.Add(bytes.Replace(live, []byte(`"status":200`), []byte(`"status": 200`), 1))
+	f.Add(bytes.Replace(closed, []byte(`"status":200`), []byte(`"status":201`), 2))
+	f.Add(bytes.Replace(live, []byte(`"seq":5,`), []byte(`"seq":05,`), 1))
+	trust := []manifests.PublicKey{key.Public()}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, live := range []bool{false, true} {
+			rep, err := VerifyReader("fuzz", bytes.NewReader(data), VerifyOptions{Trusted: trust, Live: live})
+			rep2, err2 := VerifyReader("fuzz", bytes.NewReader(data), VerifyOptions{Trusted: trust, Live: live, fullCheck: true})
+			if fmt.Sprint(err) != fmt.Sprint(err2) {
+				t.Fatalf("live %v: scanned %v, full check %v\n%s", live, err, err2, data)
+			}
+			if err == nil && !reflect.DeepEqual(rep, rep2) {
+				t.Fatalf("live %v: scanned %+v, full check %+v", live, rep, rep2)
+			}
 		}
 	})
 }

@@ -46,6 +46,10 @@ type VerifyOptions struct {
 	// the first file given is the rest of that line's file, from the line
 	// after it, which must follow it (seq and prev).
 	From *Head
+
+	// fullCheck checks every line in full, covered or not (covered.go):
+	// tests compare the two ways.
+	fullCheck bool
 }
 
 // Head is one line of the chain: its seq and its chain hash, which the
@@ -83,6 +87,7 @@ type verifier struct {
 	cont    bool                  // the current file continues VerifyOptions.From's line
 	trusted map[string]manifests.PublicKey
 	keyIDs  map[string]bool
+	pending pendingLines // request lines not covered by a trusted checkpoint yet (covered.go)
 }
 
 // Verify checks the files of one log, oldest first (rotated files before the
@@ -166,6 +171,7 @@ const (
 // block is a run of whole lines of one file, parsed on its own goroutine.
 type block struct {
 	first int     // the line number of its first line
+	scan  bool    // read request lines with scanRequest (covered.go)
 	data  []byte  // whole lines, each ending with a newline
 	buf   *[]byte // what data lies in, from blockPool
 	lines []parsed
@@ -183,6 +189,11 @@ type parsed struct {
 	hash [sha256.Size]byte // its chain hash (the next line's prev), not in hex: no pointer for the collector
 	bad  string            // why the line is not an audit record as the gateway writes it
 	rec  *Record           // the whole record, for the kinds whose other fields count
+	// scanned: read by scanRequest, not checked yet; prev is in prevHex
+	// and the line lies in the block's data from start to end.
+	scanned    bool
+	prevHex    [hexHash]byte
+	start, end int
 }
 
 // blockPool holds the buffers blocks are read into.
@@ -195,6 +206,16 @@ func (b *block) parse() {
 	for p := b.data; len(p) > 0; {
 		i := bytes.IndexByte(p, '\n')
 		var l parsed
+		if b.scan {
+			if l.seq, l.prevHex, l.scanned = scanRequest(p[:i]); l.scanned {
+				l.kind, l.hash = KindRequest, sha256.Sum256(p[:i])
+				l.start = len(b.data) - len(p)
+				l.end = l.start + i
+				b.lines = append(b.lines, l)
+				p = p[i+1:]
+				continue
+			}
+		}
 		r = Record{}
 		l.bad, buf = parseLine(p[:i], &r, buf)
 		if l.bad == "" {
@@ -215,9 +236,22 @@ func (b *block) parse() {
 // file reads r in blocks of whole lines that goroutines parse, hash and
 // re-encode side by side (each line's check stands alone), and links them
 // into the chain here, in order: only that comparison is sequential. The
-// first failing line, in file order, is the error.
+// first failing line, in file order, is the error. Request lines a trusted
+// checkpoint covers are not re-encoded (covered.go); those it does not are
+// checked at the end of the file, or before a failure is reported.
 func (v *verifier) file(name string, r io.Reader) error {
 	defer func() { v.cont = false }()
+	v.pending.reset()
+	err := v.read(name, r)
+	// Pending lines come before whatever failed: theirs is the error.
+	if perr := v.pending.check(name); perr != nil {
+		return perr
+	}
+	return err
+}
+
+// read does file's work but for the lines still pending at its end.
+func (v *verifier) read(name string, r io.Reader) error {
 	v.rep.Files = append(v.rep.Files, name)
 	v.lineNo = 0
 	window := 2*runtime.GOMAXPROCS(0) + 1
@@ -226,7 +260,7 @@ func (v *verifier) file(name string, r io.Reader) error {
 	lines, eof, size := 0, false, firstBlock
 	for !eof || len(queue) > 0 {
 		if !eof && len(queue) < window {
-			b := &block{done: make(chan struct{}), buf: blockPool.Get().(*[]byte)}
+			b := &block{done: make(chan struct{}), buf: blockPool.Get().(*[]byte), scan: len(v.o.Trusted) > 0 && !v.o.fullCheck}
 			// carry lies in a buffer that is not back in the pool yet: the
 			// block it came from is at most the newest one queued.
 			need := len(carry) + size
@@ -283,10 +317,20 @@ func (v *verifier) file(name string, r io.Reader) error {
 			if l.bad != "" {
 				return &LineError{name, n, l.bad}
 			}
+			if l.scanned {
+				// Before the link: if it fails, this line's own check
+				// comes first.
+				v.pending.add(n, b.data[l.start:l.end])
+			}
 			if err := v.link(name, n, l); err != nil {
 				return err
 			}
 			v.lineNo = n
+			if v.pending.full() {
+				if err := v.pending.check(name); err != nil {
+					return err
+				}
+			}
 		}
 		if len(carry) == 0 || len(queue) > 0 {
 			blockPool.Put(b.buf)
@@ -355,7 +399,7 @@ func (v *verifier) link(name string, n int, l *parsed) error {
 		if r.Seq != v.seq+1 {
 			return fail("sequence goes from %d to %d: lines were removed, added or reordered", v.seq, r.Seq)
 		}
-		if r.Prev != string(v.prev[:]) {
+		if l.scanned && l.prevHex != v.prev || !l.scanned && r.Prev != string(v.prev[:]) {
 			return fail("prev does not match the hash of the line before: that line (seq %d) was edited, or lines were reordered", v.seq)
 		}
 	}
@@ -407,6 +451,8 @@ func (v *verifier) link(name string, n int, l *parsed) error {
 		}
 		v.rep.Checkpoints++
 		v.rep.LastSignedSeq = r.Seq
+		// Every line before it is authenticated byte for byte (covered.go).
+		v.pending.reset()
 		v.rep.UnsignedTail = 0
 		if !v.keyIDs[k.ID] {
 			v.keyIDs[k.ID] = true
