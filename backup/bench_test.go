@@ -10,7 +10,7 @@ import (
 
 	"filippo.io/age"
 
-	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
+	"github.com/qwen-appliance/qwen-appliance/gateway/audit/audittest"
 	"github.com/qwen-appliance/qwen-appliance/gateway/certs"
 	"github.com/qwen-appliance/qwen-appliance/gateway/tokens"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
@@ -65,25 +65,7 @@ func benchArchive(b *testing.B) (file string, id *age.X25519Identity, signer man
 		b.Fatal(err)
 	}
 	logPath := filepath.Join(logDir, "audit.log")
-	l, err := audit.Open(audit.Options{Path: logPath, Key: &ak})
-	if err != nil {
-		b.Fatal(err)
-	}
-	r := audit.Record{RequestID: "0123456789abcdef0123456789abcdef", TokenID: "0123456789abcdef", Client: "10.20.0.7:51234",
-		Method: "POST", Route: "/v1/chat/completions", Model: "qwen2.5-7b-instruct", Status: 200, LatencyMs: 812.5, TTFTMs: 95.25,
-		PromptTokens: 412, CompletionTokens: 233}
-	for i := 0; ; i++ {
-		if i%65536 == 0 {
-			if err := l.Flush(); err != nil {
-				b.Fatal(err)
-			}
-			if st, err := os.Stat(logPath); err == nil && st.Size() >= mib<<20 {
-				break
-			}
-		}
-		l.Append(r)
-	}
-	if err := l.Close(); err != nil {
+	if err := audittest.Fill(logPath, &ak, mib<<20); err != nil {
 		b.Fatal(err)
 	}
 	if err := state.Save(root, &state.State{Root: root, Bundle: state.Bundle{Name: "bench", Version: 1},
