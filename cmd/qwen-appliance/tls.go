@@ -56,38 +56,32 @@ func init() {
 }
 
 func tlsInit(c *cli.Context) error {
-	if c.Int("days") < 1 {
-		return usagef("pass --days 1 or more", "--days %d is not a positive number of days", c.Int("days"))
-	}
-	dir := c.String("dir")
-	err := certs.Init(certs.Options{Dir: dir, Hosts: c.StringSlice("host"), Validity: time.Duration(c.Int("days")) * 24 * time.Hour})
-	if err != nil {
-		return withCode(exitError, err, "choose an empty --dir")
-	}
-	files := map[string]string{"caCert": certs.CAFile, "caKey": certs.CAKeyFile, "cert": certs.CertFile, "key": certs.KeyFile}
-	var text strings.Builder
-	for _, k := range []string{"caCert", "caKey", "cert", "key"} {
-		files[k] = filepath.Join(dir, files[k])
-		text.WriteString(files[k] + "\n")
-	}
-	return report(c, files, "%s", text.String())
+	return writeCerts(c, certs.Init, []string{"caCert", certs.CAFile, "caKey", certs.CAKeyFile, "cert", certs.CertFile, "key", certs.KeyFile})
 }
 
 func tlsPair(c *cli.Context) error {
+	return writeCerts(c, certs.Pair, []string{"caCert", certs.CAFile, "caKey", certs.CAKeyFile,
+		"runtimeCert", certs.RuntimeCertFile, "runtimeKey", certs.RuntimeKeyFile,
+		"clientCert", certs.ClientCertFile, "clientKey", certs.ClientKeyFile})
+}
+
+// writeCerts runs write (certs.Init or certs.Pair) with the command's flags
+// and reports the files it wrote, given as JSON key and file name pairs in
+// the order they are listed.
+func writeCerts(c *cli.Context, write func(certs.Options) error, files []string) error {
 	if c.Int("days") < 1 {
 		return usagef("pass --days 1 or more", "--days %d is not a positive number of days", c.Int("days"))
 	}
 	dir := c.String("dir")
-	err := certs.Pair(certs.Options{Dir: dir, Hosts: c.StringSlice("host"), Validity: time.Duration(c.Int("days")) * 24 * time.Hour})
+	err := write(certs.Options{Dir: dir, Hosts: c.StringSlice("host"), Validity: time.Duration(c.Int("days")) * 24 * time.Hour})
 	if err != nil {
 		return withCode(exitError, err, "choose an empty --dir")
 	}
-	files := map[string]string{"caCert": certs.CAFile, "caKey": certs.CAKeyFile, "runtimeCert": certs.RuntimeCertFile,
-		"runtimeKey": certs.RuntimeKeyFile, "clientCert": certs.ClientCertFile, "clientKey": certs.ClientKeyFile}
+	paths := map[string]string{}
 	var text strings.Builder
-	for _, k := range []string{"caCert", "caKey", "runtimeCert", "runtimeKey", "clientCert", "clientKey"} {
-		files[k] = filepath.Join(dir, files[k])
-		text.WriteString(files[k] + "\n")
+	for i := 0; i < len(files); i += 2 {
+		paths[files[i]] = filepath.Join(dir, files[i+1])
+		text.WriteString(paths[files[i]] + "\n")
 	}
-	return report(c, files, "%s", text.String())
+	return report(c, paths, "%s", text.String())
 }
