@@ -45,14 +45,7 @@ func TestAppsIndependent(t *testing.T) {
 	TestCLIContract(t)
 	dir := t.TempDir()
 	toks := filepath.Join(dir, "tokens.json")
-	must := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		if code := run(t.Context(), append([]string{"qwen-appliance"}, args...), &out, &errb); code != exitOK {
-			t.Fatalf("%v: exit %d: %s", args, code, errb.String())
-		}
-		return out.String()
-	}
+	must := func(args ...string) string { t.Helper(); return runOK(t, args...) }
 	must("tokens", "create", "--file", toks, "--name", "alice")
 	// The flag after the positional argument: without it, revoke reads the
 	// default token file and fails.

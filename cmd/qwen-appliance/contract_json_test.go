@@ -230,20 +230,24 @@ func TestRoffText(t *testing.T) {
 	}
 }
 
+// runOK runs qwen-appliance ARGS in this process and returns its stdout,
+// failing the test on any exit status but 0.
+func runOK(t *testing.T, args ...string) string {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := run(t.Context(), append([]string{"qwen-appliance"}, args...), &out, &errb); code != exitOK {
+		t.Fatalf("%v: exit %d: %s", args, code, errb.String())
+	}
+	return out.String()
+}
+
 // TestTablesFit runs the commands that print tables, with long and CJK
 // cells, and checks every line fits 100 terminal columns, and that their
 // --json keys are camelCase.
 func TestTablesFit(t *testing.T) {
 	dir := t.TempDir()
 	p := func(n string) string { return filepath.Join(dir, n) }
-	must := func(args ...string) string {
-		t.Helper()
-		var out, errb bytes.Buffer
-		if code := run(t.Context(), append([]string{"qwen-appliance"}, args...), &out, &errb); code != exitOK {
-			t.Fatalf("%v: exit %d: %s", args, code, errb.String())
-		}
-		return out.String()
-	}
+	must := func(args ...string) string { t.Helper(); return runOK(t, args...) }
 	// may runs a command whose exit status depends on the host (preflight).
 	may := func(args ...string) string {
 		var out bytes.Buffer
