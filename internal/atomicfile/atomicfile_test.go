@@ -1,6 +1,7 @@
 package atomicfile
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -134,6 +135,37 @@ func TestReplaceFileKeepsOwner(t *testing.T) {
 	// A new file: nothing to keep.
 	q := filepath.Join(filepath.Dir(p), "fresh")
 	if err := ReplaceFile(q, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The version WriteFileShredding replaces is overwritten: a second link to
+// the old inode (standing in for the free blocks it leaves) reads junk.
+func TestWriteFileShreddingOverwritesOld(t *testing.T) {
+	dir := t.TempDir()
+	p, peek := filepath.Join(dir, "meta"), filepath.Join(dir, "peek")
+	old := []byte(`{"wrappedKey":"OLD-SECRET"}`)
+	if err := WriteFile(p, old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Link(p, peek); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileShredding(p, []byte(`{"wrappedKey":"NEW"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := os.ReadFile(p); string(got) != `{"wrappedKey":"NEW"}` {
+		t.Fatalf("new content %q", got)
+	}
+	left, err := os.ReadFile(peek)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != len(old) || bytes.Contains(left, []byte("OLD-SECRET")) {
+		t.Fatalf("the replaced version still reads %q", left)
+	}
+	// A first write has nothing to overwrite.
+	if err := WriteFileShredding(filepath.Join(dir, "fresh"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -236,7 +236,10 @@ func writeMetadata(dir string, m *Metadata) error {
 	if err != nil {
 		return fmt.Errorf("write store metadata: %w", err)
 	}
-	if err := atomicfile.WriteFile(MetadataPath(dir), append(data, '\n'), 0o600); err != nil {
+	// Each version holds wrapped keys: the one replaced is overwritten, so
+	// that rotate-key and remove-protector leave no old wrapped key in free
+	// blocks for erase to miss where the disk cannot discard them.
+	if err := atomicfile.WriteFileShredding(MetadataPath(dir), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write store metadata: %w", err)
 	}
 	return nil

@@ -259,35 +259,13 @@ func readFile(path string) ([]byte, error) {
 	return data, nil
 }
 
-// writeFile writes data to a new 0600 file beside path, fsyncs it, renames
-// it over path and fsyncs the directory.
-func writeFile(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".tmp")
-	if err != nil {
-		return fmt.Errorf("write fscrypt metadata: %w", err)
+// writeFile replaces path with data (0600), and overwrites the version it
+// replaced, which held wrapped keys too (atomicfile.WriteFileShredding).
+func writeFile(path string, data []byte) error {
+	if err := atomicfile.WriteFileShredding(path, data, fileMode); err != nil {
+		return fmt.Errorf("write fscrypt metadata %s: %w", path, err)
 	}
-	defer func() {
-		if err != nil {
-			os.Remove(tmp.Name())
-			err = fmt.Errorf("write fscrypt metadata %s: %w", path, err)
-		}
-	}()
-	if err := tmp.Chmod(fileMode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := errors.Join(tmp.Sync(), tmp.Close()); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	return atomicfile.SyncDir(dir)
+	return nil
 }
 
 // Destroy overwrites a metadata file with random bytes, syncs and removes
