@@ -202,12 +202,13 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 	var touched []uint32
 	denied := make([]bool, len(x.chunkID)) // chunks matched but unreadable, counted once each
 	nDenied := 0
+	var post, dpost []uint32 // the current term's postings, unpacked
 	for _, t := range terms {
 		n, found := x.lookup(t)
 		if !found {
 			continue
 		}
-		post := x.chunkPost[n]
+		post = x.chunkPost.unpack(post[:0], n)
 		df := 0
 		for _, p := range post {
 			if c := p >> 8; ok[x.chunkDoc[c]] {
@@ -235,7 +236,7 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 			}
 			chunkScore[c] += float32(idf * bm25TF(float64(p&0xff), float64(x.chunkLen[c]), avgC))
 		}
-		dpost := x.docPost[n]
+		dpost = x.docPost.unpack(dpost[:0], n)
 		df = 0
 		for _, p := range dpost {
 			if ok[p>>8] {
