@@ -57,12 +57,18 @@ func (p *postings) size() int {
 	return n
 }
 
-// unpack appends term t's postings to dst, each as n<<8 | tf (numbers
-// below maxDense fit in the high 24 bits), and returns dst: search walks a
-// list twice, so it decodes it once into a buffer it reuses.
-func (p *postings) unpack(dst []uint32, t uint32) []uint32 {
+// split decodes term t's list into buf, which must hold len(p.lists[t])
+// values (a posting takes a byte or more), each posting as n<<8 | tf
+// (numbers below maxDense fit in the high 24 bits). It returns the
+// postings whose number n has ok[owner[n]] (ok[n] when owner is nil), in
+// list order, and the others, in reverse order. Search walks a list more than once, so it
+// decodes it once, and sorting out what the caller may read while
+// decoding spares it a pass.
+func (p *postings) split(buf []uint32, t uint32, ok []bool, owner []uint32) (in, out []uint32) {
 	l := p.lists[t]
+	buf = buf[:len(l)]
 	var n uint32
+	k, j := 0, len(buf) // in fills buf from the front, out from the back
 	for i := 0; i < len(l); {
 		v := uint32(l[i])
 		i++
@@ -83,7 +89,27 @@ func (p *postings) unpack(dst []uint32, t uint32) []uint32 {
 			tf = uint32(l[i])
 			i++
 		}
-		dst = append(dst, n<<8|tf)
+		o := n
+		if owner != nil {
+			o = owner[n]
+		}
+		if ok[o] {
+			buf[k] = n<<8 | tf
+			k++
+		} else {
+			j--
+			buf[j] = n<<8 | tf
+		}
 	}
-	return dst
+	return buf[:k], buf[j:]
+}
+
+// longest returns the length in bytes of the longest of the lists of
+// terms: no list among them unpacks to more postings.
+func (p *postings) longest(terms []uint32) int {
+	n := 0
+	for _, t := range terms {
+		n = max(n, len(p.lists[t]))
+	}
+	return n
 }

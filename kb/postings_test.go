@@ -7,8 +7,9 @@ import (
 )
 
 // TestPostingsRoundTrip builds lists the way loadIndex does (ascending
-// numbers, any term frequency) and checks each unpacks to exactly what
-// the packed uint32 form holds: the number, and tf capped at 255.
+// numbers, any term frequency) and checks each decodes to exactly what
+// the packed uint32 form holds: the number, and tf capped at 255; and that
+// split sorts the postings by their owner's ok exactly.
 func TestPostingsRoundTrip(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	var p postings
@@ -41,12 +42,39 @@ func TestPostingsRoundTrip(t *testing.T) {
 	want[4] = []uint32{0<<8 | 1, 1<<8 | 7}
 	p.done()
 
-	var buf []uint32
+	all := make([]bool, maxDense)
+	for i := range all {
+		all[i] = true
+	}
 	for term, w := range want {
-		buf = p.unpack(buf[:0], uint32(term))
-		if !slices.Equal(buf, w) {
-			t.Errorf("term %d: unpacked %d postings, want %d; first difference at %d", term, len(buf), len(w), firstDiff(buf, w))
+		buf := make([]uint32, len(p.lists[term]))
+		in, out := p.split(buf, uint32(term), all, nil)
+		if !slices.Equal(in, w) || len(out) != 0 {
+			t.Errorf("term %d: decoded %d postings and %d others, want %d and 0; first difference at %d", term, len(in), len(out), len(w), firstDiff(in, w))
 		}
+	}
+
+	// Split by owner: postings whose owner is odd are the others.
+	owner := make([]uint32, 5000)
+	for n := range owner {
+		owner[n] = uint32(n / 3)
+	}
+	odd := make([]bool, len(owner))
+	for i := range odd {
+		odd[i] = i%2 == 0
+	}
+	var wantIn, wantOut []uint32
+	for _, pk := range want[0] {
+		if odd[owner[pk>>8]] {
+			wantIn = append(wantIn, pk)
+		} else {
+			wantOut = append(wantOut, pk)
+		}
+	}
+	slices.Reverse(wantOut)
+	in, out := p.split(make([]uint32, len(p.lists[0])), 0, odd, owner)
+	if !slices.Equal(in, wantIn) || !slices.Equal(out, wantOut) {
+		t.Errorf("split by owner: %d and %d postings, want %d and %d", len(in), len(out), len(wantIn), len(wantOut))
 	}
 	// One byte for a gap below 64 with tf 1: the common posting.
 	if got := len(p.lists[0]); got > 5000*2 {
