@@ -6,9 +6,9 @@ package kb
 // previous number (the first number is its own gap), followed, when
 // tf > 1, by one byte of min(tf, 255).
 //
-// Why: a packed uint32 per posting cost 4 bytes and, grown by append, 5–6
-// with the slack; most gaps fit in one or two bytes and most terms occur
-// once in a 200-character chunk, so a posting here costs 1–3 bytes. The
+// Why: a packed uint32 per posting cost 4 bytes, plus what append left
+// spare; most gaps fit in one or two bytes and most terms occur once in a
+// 200-character chunk, so a posting here costs 1.5 bytes on average. The
 // lists are built in this form as the chunks stream past in ascending
 // order (no second copy, so the build's peak memory falls with the index's
 // size), and decoded by search one list at a time.
