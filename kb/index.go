@@ -11,16 +11,16 @@ import (
 // moves on, and only its access part (class, access list) is reloaded when
 // only the acl_generation does. SQLite stays the one durable copy.
 //
-// Postings are packed into uint32s: the dense chunk (or document) number in
-// the high 24 bits, the term frequency (capped at 255) in the low 8.
+// Postings are compressed lists of dense chunk (or document) numbers and
+// term frequencies (see postings).
 type index struct {
 	gen, aclGen int64
 
 	uni       []uint32          // CJK character below maxUni -> term number + 1 (0: none)
 	cjkTerms  map[cjkKey]uint32 // other CJK characters, and pairs
 	words     map[string]uint32 // Latin words and numbers
-	chunkPost [][]uint32        // term -> chunks holding it
-	docPost   [][]uint32        // term -> documents holding it
+	chunkPost postings          // term -> chunks holding it
+	docPost   postings          // term -> documents holding it
 
 	chunkID  []int64
 	chunkDoc []uint32 // dense document number
@@ -40,10 +40,11 @@ type index struct {
 // CJK blocks of the Basic Multilingual Plane, where nearly all text is.
 const maxUni = 0x10000
 
-// maxDense is the number of chunks (and documents) a posting can address.
+// maxDense bounds the chunks (and documents) of one index: 16.7 million,
+// about 6 GiB of Chinese text, far beyond what the index is sized for. It
+// keeps every posting's varint within 4 bytes and the arithmetic on dense
+// numbers within uint32.
 const maxDense = 1 << 24
-
-func pack(n uint32, tf int) uint32 { return n<<8 | uint32(min(tf, 255)) }
 
 // load builds the index from the database.
 func (k *DB) loadIndex(ctx context.Context) (*index, error) {
@@ -98,7 +99,7 @@ func (k *DB) loadIndex(ctx context.Context) (*index, error) {
 	cur := -1
 	flushDoc := func() {
 		if cur >= 0 {
-			postCounts(x.docPost, docTerms, uint32(cur), &count)
+			postCounts(&x.docPost, docTerms, uint32(cur), &count)
 		}
 		docTerms = docTerms[:0]
 	}
@@ -138,7 +139,7 @@ func (k *DB) loadIndex(ctx context.Context) (*index, error) {
 		chunkTerms = x.appendTerms(chunkTerms, text)
 		docTerms = append(docTerms, chunkTerms[body:]...)
 		l := min(len(chunkTerms), 65535)
-		postCounts(x.chunkPost, chunkTerms, c, &count)
+		postCounts(&x.chunkPost, chunkTerms, c, &count)
 		x.chunkID = append(x.chunkID, id)
 		x.chunkDoc = append(x.chunkDoc, d)
 		x.chunkLen = append(x.chunkLen, uint16(l))
@@ -151,6 +152,8 @@ func (k *DB) loadIndex(ctx context.Context) (*index, error) {
 	}
 	flushDoc()
 	// Chunk and document numbers only grow, so each list is sorted.
+	x.chunkPost.done()
+	x.docPost.done()
 	return x, nil
 }
 
@@ -184,10 +187,8 @@ func (x *index) appendTerms(ids []uint32, text string) []uint32 {
 }
 
 func (x *index) newTerm() uint32 {
-	n := uint32(len(x.chunkPost))
-	x.chunkPost = append(x.chunkPost, nil)
-	x.docPost = append(x.docPost, nil)
-	return n
+	x.docPost.newTerm()
+	return x.chunkPost.newTerm()
 }
 
 // lookup returns the number of query term t.
@@ -207,8 +208,8 @@ func (x *index) lookup(t string) (uint32, bool) {
 // postCounts appends to post, for each distinct term in ids, one posting
 // for unit with the term's count. count is scratch space, all zero on entry
 // and on return, grown as terms are added.
-func postCounts(post [][]uint32, ids []uint32, unit uint32, count *[]uint16) {
-	if n := len(post); len(*count) < n {
+func postCounts(post *postings, ids []uint32, unit uint32, count *[]uint16) {
+	if n := len(post.lists); len(*count) < n {
 		*count = append(*count, make([]uint16, n-len(*count))...)
 	}
 	cnt := *count
@@ -219,7 +220,7 @@ func postCounts(post [][]uint32, ids []uint32, unit uint32, count *[]uint16) {
 	}
 	for _, id := range ids {
 		if c := cnt[id]; c > 0 {
-			post[id] = append(post[id], pack(unit, int(c)))
+			post.add(id, unit, int(c))
 			cnt[id] = 0
 		}
 	}

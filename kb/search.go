@@ -8,6 +8,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -202,21 +203,33 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 	var touched []uint32
 	denied := make([]bool, len(x.chunkID)) // chunks matched but unreadable, counted once each
 	nDenied := 0
+	var found []string
+	var nums []uint32
 	for _, t := range terms {
-		n, found := x.lookup(t)
-		if !found {
-			continue
+		if n, ok := x.lookup(t); ok {
+			found = append(found, t)
+			nums = append(nums, n)
 		}
-		post := x.chunkPost[n]
-		df := 0
-		for _, p := range post {
-			if c := p >> 8; ok[x.chunkDoc[c]] {
-				df++
-			} else if !denied[c] {
+	}
+	// One buffer for every list of the query, decoded in turn, kept for
+	// the next search: it can be as large as chunkScore.
+	bp, _ := postBufs.Get().(*[]uint32)
+	if bp == nil {
+		bp = new([]uint32)
+	}
+	defer postBufs.Put(bp)
+	buf := slices.Grow((*bp)[:0], max(x.chunkPost.longest(nums), x.docPost.longest(nums)))
+	*bp = buf
+	for i, t := range found {
+		n := nums[i]
+		post, skipped := x.chunkPost.split(buf, n, ok, x.chunkDoc)
+		for _, p := range skipped {
+			if c := p >> 8; !denied[c] {
 				denied[c] = true
 				nDenied++
 			}
 		}
+		df := len(post)
 		if df == 0 {
 			continue
 		}
@@ -227,26 +240,16 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 		idf := w * bm25IDF(nc, df)
 		for _, p := range post {
 			c := p >> 8
-			if !ok[x.chunkDoc[c]] {
-				continue
-			}
 			if chunkScore[c] == 0 {
 				touched = append(touched, c)
 			}
 			chunkScore[c] += float32(idf * bm25TF(float64(p&0xff), float64(x.chunkLen[c]), avgC))
 		}
-		dpost := x.docPost[n]
-		df = 0
+		dpost, _ := x.docPost.split(buf, n, ok, nil)
+		idf = w * bm25IDF(nd, len(dpost))
 		for _, p := range dpost {
-			if ok[p>>8] {
-				df++
-			}
-		}
-		idf = w * bm25IDF(nd, df)
-		for _, p := range dpost {
-			if d := p >> 8; ok[d] {
-				docScore[d] += float32(idf * bm25TF(float64(p&0xff), float64(x.docLen[d]), avgD))
-			}
+			d := p >> 8
+			docScore[d] += float32(idf * bm25TF(float64(p&0xff), float64(x.docLen[d]), avgD))
 		}
 	}
 	// Keep the best q.K in a min-heap: one pass over the touched chunks,
@@ -270,6 +273,9 @@ func (x *index) search(terms []string, q Query) ([]candidate, int) {
 	})
 	return cands, nDenied
 }
+
+// postBufs holds the buffers search decodes posting lists into.
+var postBufs sync.Pool
 
 // better orders candidates: higher score first, then lower chunk number,
 // so that results are stable.
