@@ -100,12 +100,7 @@ func (g *Gateway) relayKBBody(w http.ResponseWriter, resp *http.Response, ex *ex
 			ex.response = capContent(body)
 		}
 	}
-	copyHeaders(w, resp)
-	w.Header()["Content-Length"] = []string{strconv.Itoa(len(body))}
-	w.WriteHeader(resp.StatusCode)
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(g.o.WriteTimeout))
-	_, err = w.Write(body)
-	return err
+	return g.writeBody(w, resp, body)
 }
 
 // citeBody filters each choice's message content and adds the citations.

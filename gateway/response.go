@@ -155,12 +155,18 @@ func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exch
 			ex.response = capContent(body)
 		}
 	}
+	return g.writeBody(w, resp, body)
+}
+
+// writeBody sends a whole (possibly rewritten) upstream body to the client,
+// with the upstream's status and headers and its own length.
+func (g *Gateway) writeBody(w http.ResponseWriter, resp *http.Response, body []byte) error {
 	copyHeaders(w, resp)
 	w.Header()["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(resp.StatusCode)
 	// A client that reads slowly gets the write timeout, not a handler forever.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(g.o.WriteTimeout))
-	_, err = w.Write(body)
+	_, err := w.Write(body)
 	return err
 }
 
