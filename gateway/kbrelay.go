@@ -77,14 +77,10 @@ func includeUsage(req *apiRequest) bool {
 
 // relayKBBody relays a whole answer with its citations checked and listed.
 func (g *Gateway) relayKBBody(w http.ResponseWriter, resp *http.Response, ex *exchange, p *kb.Prompt) error {
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	body, err := readBody(resp, ex)
 	if err != nil {
 		return err
 	}
-	if len(body) > maxResponseBytes {
-		return errors.New("upstream answer larger than 64 MiB")
-	}
-	ex.ttft = time.Since(ex.start)
 	if resp.StatusCode == http.StatusOK {
 		if u := usageOf(body); u != nil {
 			ex.promptTokens, ex.completionTokens = u.PromptTokens, u.CompletionTokens

@@ -136,14 +136,10 @@ func (g *Gateway) relayStream(w http.ResponseWriter, resp *http.Response, ex *ex
 // relayBody passes a whole JSON response through, reading usage from it and
 // narrowing a model list to the models the token may use.
 func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exchange, rt route, tok *tokens.Token) error {
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	body, err := readBody(resp, ex)
 	if err != nil {
 		return err
 	}
-	if len(body) > maxResponseBytes {
-		return errors.New("upstream answer larger than 64 MiB")
-	}
-	ex.ttft = time.Since(ex.start)
 	if u := usageOf(body); resp.StatusCode == http.StatusOK && u != nil {
 		ex.promptTokens, ex.completionTokens = u.PromptTokens, u.CompletionTokens
 	}
@@ -156,6 +152,20 @@ func (g *Gateway) relayBody(w http.ResponseWriter, resp *http.Response, ex *exch
 		}
 	}
 	return g.writeBody(w, resp, body)
+}
+
+// readBody reads a whole upstream answer, up to maxResponseBytes, and
+// notes when it arrived as the exchange's time to first token.
+func readBody(resp *http.Response, ex *exchange) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxResponseBytes {
+		return nil, errors.New("upstream answer larger than 64 MiB")
+	}
+	ex.ttft = time.Since(ex.start)
+	return body, nil
 }
 
 // writeBody sends a whole (possibly rewritten) upstream body to the client,
