@@ -13,7 +13,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS = -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(BUILD_DATE)
 
-.PHONY: build appliance man test bench fuzz lint demo clean
+.PHONY: build appliance device-gpu man test bench fuzz lint demo clean
 
 # The full build, for the connected side (bundle create fetches through
 # go-getter: s3::, gcs::, git::).
@@ -31,6 +31,13 @@ appliance:
 	@if $(GO) version -m $(APPLIANCE_BIN) | grep -E 'hashicorp/go-getter|aws/aws-sdk|cloud.google.com|google.golang.org/grpc|opentelemetry|go-containerregistry|k8s.io/'; then \
 	  echo "appliance build links connected-side modules (above)"; exit 1; fi
 	@echo "$(APPLIANCE_BIN): $$(stat -c %s $(APPLIANCE_BIN)) bytes, $$($(GO) version -m $(APPLIANCE_BIN) | grep -c '^\s*dep') modules"
+
+# What scripts/device/real-gpu.sh runs on a GPU host that has no Go: the
+# appliance binary and the gpu package's tests, which hold the real NVML
+# against nvidia-smi.
+device-gpu:
+	$(GO) build -tags appliance -ldflags "-s -w $(LDFLAGS)" -o bin/device/qwen-appliance ./cmd/qwen-appliance
+	$(GO) test -c -o bin/device/gpu.test ./provision/preflight/gpu
 
 # The qwen-appliance(1) manual page, generated from the commands' own
 # definitions; install puts the same page in /usr/share/man/man1.

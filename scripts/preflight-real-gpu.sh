@@ -20,8 +20,9 @@ fi
 export CGO_CFLAGS="${CGO_CFLAGS:--Wno-deprecated-declarations}"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-bin="$work/qwen-appliance"
-go build -o "$bin" ./cmd/qwen-appliance
+# QWA_BIN: a binary built elsewhere, for a GPU host without Go.
+bin="${QWA_BIN:-$work/qwen-appliance}"
+[[ -n "${QWA_BIN:-}" ]] || go build -o "$bin" ./cmd/qwen-appliance
 
 args=("$@")
 if [[ " $* " != *" --bundle "* ]]; then
