@@ -118,7 +118,11 @@ func Create(ctx context.Context, o Options) (_ *Manifest, err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	enc, err := age.Encrypt(tmp, o.Recipients...)
+	// age writes each 64 KiB chunk on its own; out gathers them, and starts
+	// the disk's writeback as it goes so that the final sync has little
+	// left to wait for.
+	out := bufio.NewWriterSize(&writeback{f: tmp}, chunkSize)
+	enc, err := age.Encrypt(out, o.Recipients...)
 	if err != nil {
 		return nil, fmt.Errorf("backup: encrypt: %w", err)
 	}
@@ -127,9 +131,9 @@ func Create(ctx context.Context, o Options) (_ *Manifest, err error) {
 	pr, pw := io.Pipe()
 	encDone := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(enc, pr)
+		_, err := io.CopyBuffer(enc, pr, make([]byte, chunkSize))
 		pr.CloseWithError(err)
-		encDone <- errors.Join(err, enc.Close())
+		encDone <- errors.Join(err, enc.Close(), out.Flush())
 	}()
 	encWaited := false
 	defer func() {
@@ -138,14 +142,15 @@ func Create(ctx context.Context, o Options) (_ *Manifest, err error) {
 			<-encDone
 		}
 	}()
-	bw := bufio.NewWriterSize(pw, 1<<20)
+	bw := bufio.NewWriterSize(pw, chunkSize)
 	tw := tar.NewWriter(bw)
+	buf := make([]byte, chunkSize)
 	var total int64
 	for _, s := range srcs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		mb, err := writeMember(ctx, tw, s, m.Created)
+		mb, err := writeMember(ctx, tw, s, m.Created, buf)
 		if err != nil {
 			return nil, fmt.Errorf("backup %s: %w", s.name, err)
 		}
@@ -315,8 +320,9 @@ func walkFiles(dir string, skip map[string]bool, fn func(string) error) error {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
-// writeMember copies one source into the archive, hashing what it writes.
-func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time) (Member, error) {
+// writeMember copies one source into the archive through buf, hashing what
+// it writes.
+func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time, buf []byte) (Member, error) {
 	mb := Member{Name: s.name, Kind: s.kind}
 	var r io.Reader
 	switch {
@@ -353,7 +359,7 @@ func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time)
 		return mb, err
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(tw, h), r)
+	n, err := io.CopyBuffer(io.MultiWriter(tw, h), r, buf)
 	if err != nil {
 		return mb, err
 	}

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"sync"
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
@@ -88,6 +87,7 @@ type verifier struct {
 	trusted map[string]manifests.PublicKey
 	keyIDs  map[string]bool
 	pending pendingLines // request lines not covered by a trusted checkpoint yet (covered.go)
+	free    []*blockMem  // blocks' memory, for reuse
 }
 
 // Verify checks the files of one log, oldest first (rotated files before the
@@ -170,10 +170,10 @@ const (
 
 // block is a run of whole lines of one file, parsed on its own goroutine.
 type block struct {
-	first int     // the line number of its first line
-	scan  bool    // read request lines with scanRequest (covered.go)
-	data  []byte  // whole lines, each ending with a newline
-	buf   *[]byte // what data lies in, from blockPool
+	first int       // the line number of its first line
+	scan  bool      // read request lines with scanRequest (covered.go)
+	data  []byte    // whole lines, each ending with a newline
+	mem   *blockMem // what data and lines lie in, from the verifier's free list
 	lines []parsed
 	fatal error // instead of lines: what ended the file here
 	done  chan struct{}
@@ -196,8 +196,24 @@ type parsed struct {
 	start, end int
 }
 
-// blockPool holds the buffers blocks are read into.
-var blockPool = sync.Pool{New: func() any { return new([]byte) }}
+// blockMem is the memory of a block, kept for the next one: a whole log
+// passes through a few of them. (A sync.Pool would lose them at every
+// collection, and fresh memory costs page faults: they were a fifth of a
+// backup verify's time.)
+type blockMem struct {
+	buf   []byte
+	lines []parsed
+}
+
+// getMem returns a blockMem from the free list, or a new one.
+func (v *verifier) getMem() *blockMem {
+	if n := len(v.free); n > 0 {
+		m := v.free[n-1]
+		v.free = v.free[:n-1]
+		return m
+	}
+	return &blockMem{}
+}
 
 func (b *block) parse() {
 	defer close(b.done)
@@ -260,19 +276,21 @@ func (v *verifier) read(name string, r io.Reader) error {
 	lines, eof, size := 0, false, firstBlock
 	for !eof || len(queue) > 0 {
 		if !eof && len(queue) < window {
-			b := &block{done: make(chan struct{}), buf: blockPool.Get().(*[]byte), scan: len(v.o.Trusted) > 0 && !v.o.fullCheck}
+			b := &block{done: make(chan struct{}), mem: v.getMem(), scan: len(v.o.Trusted) > 0 && !v.o.fullCheck}
 			// carry lies in a buffer that is not back in the pool yet: the
 			// block it came from is at most the newest one queued.
 			need := len(carry) + size
-			if cap(*b.buf) < need {
-				*b.buf = make([]byte, need)
+			if cap(b.mem.buf) < need {
+				// Room for a carried line, so that a full-size buffer
+				// serves every later block.
+				b.mem.buf = make([]byte, need, max(need, blockSize)+64<<10)
 			}
-			buf := (*b.buf)[:need]
+			buf := b.mem.buf[:need]
 			copy(buf, carry)
 			size = min(2*size, blockSize)
 			n, err := io.ReadFull(r, buf[len(carry):])
 			buf = buf[:len(carry)+n]
-			*b.buf = buf
+			b.mem.buf = buf
 			switch {
 			case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
 				eof = true
@@ -286,7 +304,10 @@ func (v *verifier) read(name string, r io.Reader) error {
 			}
 			b.first = lines + 1
 			nl := bytes.Count(b.data, []byte{'\n'})
-			b.lines = make([]parsed, 0, nl)
+			if cap(b.mem.lines) < nl {
+				b.mem.lines = make([]parsed, 0, nl)
+			}
+			b.lines = b.mem.lines[:0]
 			lines += nl
 			switch {
 			case b.fatal != nil:
@@ -333,7 +354,7 @@ func (v *verifier) read(name string, r io.Reader) error {
 			}
 		}
 		if len(carry) == 0 || len(queue) > 0 {
-			blockPool.Put(b.buf)
+			v.free = append(v.free, b.mem)
 		}
 		if b.fatal != nil {
 			return b.fatal
