@@ -26,7 +26,7 @@ import (
 
 var ctx = context.Background()
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ type host struct {
 	secret                        string // an admin token
 }
 
-func signedBundle(t *testing.T, dir string, version uint64, k manifests.PrivateKey) {
+func signedBundle(t testing.TB, dir string, version uint64, k manifests.PrivateKey) {
 	must(t, os.MkdirAll(filepath.Join(dir, "model"), 0o755))
 	must(t, os.WriteFile(filepath.Join(dir, "model", "weights.bin"), bytes.Repeat([]byte("w"), 50000), 0o644))
 	t0 := time.Now().UTC().Truncate(time.Second)
@@ -309,7 +309,7 @@ func TestVerifyAuditHead(t *testing.T) {
 		if streamed {
 			s = &auditStream{dir: dir}
 		}
-		m2, err := extract(ctx, f, []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}, dir, s)
+		m2, err := extract(ctx, f, []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}, dir, false, s)
 		must(t, err)
 		m2.AuditHead.Seq++
 		if _, err := checkAudit(dir, m2, s); !errors.Is(err, ErrVerification) {

@@ -39,7 +39,7 @@ func FuzzExtractTar(f *testing.F) {
 		return b.Bytes()
 	}
 	good := mk(map[string]string{"root/etc/a": "hello", "root/etc/b/c": "world"}, []string{"root/etc/a", "root/etc/b/c"})
-	if _, err := extractTar(ctx, bytes.NewReader(good), []manifests.PublicKey{k.Public()}, f.TempDir(), nil); err != nil {
+	if _, err := extractTar(ctx, bytes.NewReader(good), []manifests.PublicKey{k.Public()}, f.TempDir(), false, nil); err != nil {
 		f.Fatalf("the good seed is refused: %v", err)
 	}
 	f.Add(good)
@@ -72,7 +72,7 @@ func FuzzExtractTar(f *testing.F) {
 		done := make(chan result, 1)
 		go func() {
 			s := &auditStream{dir: dir}
-			m, err := extractTar(ctx, bytes.NewReader(data), trusted, dir, s)
+			m, err := extractTar(ctx, bytes.NewReader(data), trusted, dir, false, s)
 			s.stop()
 			done <- result{m, err}
 		}()
@@ -104,7 +104,7 @@ func TestSparseMemberRefused(t *testing.T) {
 	b := sparseTar(t)
 	done := make(chan error, 1)
 	go func() {
-		_, err := extractTar(ctx, bytes.NewReader(b), nil, t.TempDir(), nil)
+		_, err := extractTar(ctx, bytes.NewReader(b), nil, t.TempDir(), false, nil)
 		done <- err
 	}()
 	select {

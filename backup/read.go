@@ -39,12 +39,13 @@ func verificationf(format string, a ...any) error {
 // member's hash, and returns the signed manifest. On error dir may hold
 // partial, unverified files: the caller removes it.
 func Extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []manifests.PublicKey, dir string) (*Manifest, error) {
-	return extract(ctx, r, ids, trusted, dir, nil)
+	return extract(ctx, r, ids, trusted, dir, false, nil)
 }
 
 // extract is Extract, feeding the audit log's members to s as they are
-// written (s may be nil).
-func extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []manifests.PublicKey, dir string, s *auditStream) (*Manifest, error) {
+// written (s may be nil). durable starts writing the members to the disk
+// as they come, for a caller that will sync them (restore).
+func extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []manifests.PublicKey, dir string, durable bool, s *auditStream) (*Manifest, error) {
 	dr, err := decrypt(r, ids)
 	if err != nil {
 		var nm *age.NoIdentityMatchError
@@ -53,7 +54,7 @@ func extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []man
 		}
 		return nil, verificationf("decrypt: %v (not an age file, or its header was changed)", err)
 	}
-	return extractTar(ctx, dr, trusted, dir, s)
+	return extractTar(ctx, dr, trusted, dir, durable, s)
 }
 
 // decrypt returns the plaintext of the age file r. A regular file is read
@@ -79,7 +80,7 @@ func decrypt(r io.Reader, ids []age.Identity) (io.Reader, error) {
 // extractTar reads the decrypted tar stream; it is the parser that faces
 // whatever a signer (or a bug) put inside, and is fuzzed. Members named
 // like the audit log also go to s, when not nil.
-func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey, dir string, s *auditStream) (_ *Manifest, err error) {
+func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey, dir string, durable bool, s *auditStream) (_ *Manifest, err error) {
 	defer func() {
 		if err != nil {
 			s.stop()
@@ -155,7 +156,7 @@ func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey,
 		if s != nil && isAuditName(h.Name) {
 			chain = s.file(h.Name)
 		}
-		sum, err := extractFile(dir, h.Name, os.FileMode(h.Mode)&0o777, &boundedReader{r: tr, in: cr}, chain, pool)
+		sum, err := extractFile(dir, h.Name, os.FileMode(h.Mode)&0o777, &boundedReader{r: tr, in: cr}, durable, chain, pool)
 		if err != nil {
 			return nil, err
 		}
@@ -226,12 +227,12 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 // extractFile writes one member under dir with mode, creating parents; it never
 // follows a symlink (dir holds only what this function creates) and never
 // replaces a file. It returns the member's SHA-256. When chain is not nil,
-// the member's bytes also go to it, and it is ended.
+// the member's bytes also go to it, and it is ended. durable: see extract.
 //
 // Reading (decryption) and writing overlap, as the two processes of
 // age -d | tar -x do: this goroutine fills chunks, another writes and hashes
 // them, and the audit chain's goroutines read the same chunks.
-func extractFile(dir, name string, mode os.FileMode, r io.Reader, chain *chunkReader, pool *chunkPool) (_ string, err error) {
+func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, chain *chunkReader, pool *chunkPool) (_ string, err error) {
 	if chain != nil {
 		defer chain.end()
 	}
@@ -243,6 +244,10 @@ func extractFile(dir, name string, mode os.FileMode, r io.Reader, chain *chunkRe
 	if err != nil {
 		return "", fmt.Errorf("extract %s: %w", name, err)
 	}
+	var w io.Writer = f
+	if durable {
+		w = &writeback{f: f}
+	}
 	h := sha256.New()
 	chunks := make(chan *chunk, chunkCount/4)
 	written := make(chan error, 1)
@@ -250,7 +255,7 @@ func extractFile(dir, name string, mode os.FileMode, r io.Reader, chain *chunkRe
 		var werr error
 		for c := range chunks {
 			if werr == nil {
-				_, werr = f.Write(c.b)
+				_, werr = w.Write(c.b)
 				h.Write(c.b)
 			}
 			c.release()

@@ -82,7 +82,7 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 	if err := os.Mkdir(dir, 0o700); err != nil {
 		return nil, err
 	}
-	rep, err := open(ctx, o.File, o.Identities, o.Trusted, dir)
+	rep, err := open(ctx, o.File, o.Identities, o.Trusted, dir, false)
 	if err != nil {
 		return rep, err
 	}
@@ -104,7 +104,8 @@ func Verify(ctx context.Context, o VerifyOptions) (*Report, error) {
 }
 
 // open extracts and checks the archive into dir, then checks its audit log.
-func open(ctx context.Context, file string, ids []age.Identity, trusted []manifests.PublicKey, dir string) (*Report, error) {
+// durable: see extract.
+func open(ctx context.Context, file string, ids []age.Identity, trusted []manifests.PublicKey, dir string, durable bool) (*Report, error) {
 	rep := &Report{File: file}
 	f, err := os.Open(file)
 	if err != nil {
@@ -113,7 +114,7 @@ func open(ctx context.Context, file string, ids []age.Identity, trusted []manife
 	defer f.Close()
 	chain := &auditStream{dir: dir}
 	defer chain.stop()
-	m, err := extract(ctx, f, ids, trusted, dir, chain)
+	m, err := extract(ctx, f, ids, trusted, dir, durable, chain)
 	if err != nil {
 		return nil, fmt.Errorf("backup %s: %w", file, err)
 	}
