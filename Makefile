@@ -13,7 +13,7 @@ COMMIT ?= $(shell git rev-parse HEAD 2>/dev/null)
 BUILD_DATE ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS = -X main.version=$(VERSION) -X main.commit=$(COMMIT) -X main.date=$(BUILD_DATE)
 
-.PHONY: build appliance device-gpu man test bench fuzz lint demo clean
+.PHONY: build appliance device-gpu device-bench man test bench fuzz lint demo clean
 
 # The full build, for the connected side (bundle create fetches through
 # go-getter: s3::, gcs::, git::).
@@ -38,6 +38,12 @@ appliance:
 device-gpu:
 	$(GO) build -tags appliance -ldflags "-s -w $(LDFLAGS)" -o bin/device/qwen-appliance ./cmd/qwen-appliance
 	$(GO) test -c -o bin/device/gpu.test ./provision/preflight/gpu
+
+# What scripts/device/backup-bench.sh runs on a host without Go: the backup
+# benchmarks, with Debian's age (the reference) beside them.
+device-bench:
+	$(GO) test -c -o bin/device-bench/backup.test ./backup
+	cp "$$(command -v age)" bin/device-bench/age
 
 # The qwen-appliance(1) manual page, generated from the commands' own
 # definitions; install puts the same page in /usr/share/man/man1.

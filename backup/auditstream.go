@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync/atomic"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
@@ -102,51 +101,6 @@ func (s *auditStream) result(dir string, m *Manifest, paths []string) (rep *audi
 	}
 	rep, err = s.v.End()
 	return rep, true, err
-}
-
-// chunk is a piece of a member on its way from the decrypting goroutine to
-// the writing one and the audit chain's; the last of them to be done with
-// it returns it to its pool.
-type chunk struct {
-	b    []byte
-	refs atomic.Int32
-	pool *chunkPool
-}
-
-// chunkSize is how much is read, written and hashed at a time, and
-// chunkCount how many chunks are on their way at once.
-const (
-	chunkSize  = 1 << 20
-	chunkCount = 24
-)
-
-// chunkPool recycles one extraction's chunks. Not a sync.Pool: that one
-// drops its buffers at every collection, and each new megabyte costs page
-// faults, which were a sixth of verify's time.
-type chunkPool struct{ free chan *chunk }
-
-func newChunkPool() *chunkPool { return &chunkPool{free: make(chan *chunk, chunkCount+4)} }
-
-// get returns a chunk of chunkSize bytes held once.
-func (p *chunkPool) get() *chunk {
-	var c *chunk
-	select {
-	case c = <-p.free:
-		c.b = c.b[:chunkSize]
-	default:
-		c = &chunk{b: make([]byte, chunkSize), pool: p}
-	}
-	c.refs.Store(1)
-	return c
-}
-
-func (c *chunk) release() {
-	if c.refs.Add(-1) == 0 {
-		select {
-		case c.pool.free <- c:
-		default:
-		}
-	}
 }
 
 // chunkReader hands one member's bytes from the extracting goroutine to

@@ -4,8 +4,6 @@ import (
 	"archive/tar"
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -121,19 +119,21 @@ func Create(ctx context.Context, o Options) (_ *Manifest, err error) {
 	// age writes each 64 KiB chunk on its own; out gathers them, and starts
 	// the disk's writeback as it goes so that the final sync has little
 	// left to wait for.
-	out := bufio.NewWriterSize(&writeback{f: tmp}, chunkSize)
+	pool := newChunkPool()
+	out := newAsyncWriter(&writeback{f: tmp}, pool)
 	enc, err := age.Encrypt(out, o.Recipients...)
 	if err != nil {
+		out.Close()
 		return nil, fmt.Errorf("backup: encrypt: %w", err)
 	}
-	// Hashing (this goroutine) and encryption (another) overlap, as the
-	// two processes of tar | age do.
+	// Reading and hashing (this goroutine and a hasher), encryption
+	// (another) and writing (out's) overlap: see chunks.go.
 	pr, pw := io.Pipe()
 	encDone := make(chan error, 1)
 	go func() {
 		_, err := io.CopyBuffer(enc, pr, make([]byte, chunkSize))
 		pr.CloseWithError(err)
-		encDone <- errors.Join(err, enc.Close(), out.Flush())
+		encDone <- errors.Join(err, enc.Close(), out.Close())
 	}()
 	encWaited := false
 	defer func() {
@@ -144,13 +144,12 @@ func Create(ctx context.Context, o Options) (_ *Manifest, err error) {
 	}()
 	bw := bufio.NewWriterSize(pw, chunkSize)
 	tw := tar.NewWriter(bw)
-	buf := make([]byte, chunkSize)
 	var total int64
 	for _, s := range srcs {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		mb, err := writeMember(ctx, tw, s, m.Created, buf)
+		mb, err := writeMember(ctx, tw, s, m.Created, pool)
 		if err != nil {
 			return nil, fmt.Errorf("backup %s: %w", s.name, err)
 		}
@@ -320,10 +319,10 @@ func walkFiles(dir string, skip map[string]bool, fn func(string) error) error {
 
 func exists(p string) bool { _, err := os.Lstat(p); return err == nil }
 
-// writeMember copies one source into the archive through buf, hashing what
-// it writes.
-func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time, buf []byte) (Member, error) {
-	mb := Member{Name: s.name, Kind: s.kind}
+// writeMember copies one source into the archive in chunks from pool,
+// hashing what it writes.
+func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time, pool *chunkPool) (mb Member, err error) {
+	mb = Member{Name: s.name, Kind: s.kind}
 	var r io.Reader
 	switch {
 	case s.extra != nil:
@@ -358,15 +357,36 @@ func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time,
 	if err := tw.WriteHeader(&tar.Header{Name: s.name, Mode: int64(mb.Mode), Size: mb.Size, ModTime: mtime, Typeflag: tar.TypeReg, Format: tar.FormatPAX}); err != nil {
 		return mb, err
 	}
-	h := sha256.New()
-	n, err := io.CopyBuffer(io.MultiWriter(tw, h), r, buf)
-	if err != nil {
-		return mb, err
+	h := newHasher()
+	defer func() {
+		if sum := h.end(); err == nil {
+			mb.SHA256 = sum
+		}
+	}()
+	var n int64
+	for {
+		c := pool.get()
+		k, rerr := io.ReadFull(r, c.b)
+		c.b = c.b[:k]
+		n += int64(k)
+		if k > 0 {
+			h.add(c)
+			if _, err := tw.Write(c.b); err != nil {
+				c.release()
+				return mb, err
+			}
+		}
+		c.release()
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return mb, rerr
+		}
 	}
 	if n != mb.Size {
 		return mb, fmt.Errorf("changed while being copied (%d of %d bytes)", n, mb.Size)
 	}
-	mb.SHA256 = hex.EncodeToString(h.Sum(nil))
 	return mb, nil
 }
 

@@ -229,9 +229,9 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 // replaces a file. It returns the member's SHA-256. When chain is not nil,
 // the member's bytes also go to it, and it is ended. durable: see extract.
 //
-// Reading (decryption) and writing overlap, as the two processes of
-// age -d | tar -x do: this goroutine fills chunks, another writes and hashes
-// them, and the audit chain's goroutines read the same chunks.
+// Reading (decryption), hashing and writing overlap (chunks.go): this
+// goroutine fills chunks, a hasher and a writer take them, and the audit
+// chain's goroutines read the same chunks.
 func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, chain *chunkReader, pool *chunkPool) (_ string, err error) {
 	if chain != nil {
 		defer chain.end()
@@ -248,20 +248,7 @@ func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, 
 	if durable {
 		w = &writeback{f: f}
 	}
-	h := sha256.New()
-	chunks := make(chan *chunk, chunkCount/4)
-	written := make(chan error, 1)
-	go func() {
-		var werr error
-		for c := range chunks {
-			if werr == nil {
-				_, werr = w.Write(c.b)
-				h.Write(c.b)
-			}
-			c.release()
-		}
-		written <- werr
-	}()
+	h, aw := newHasher(), newAsyncWriter(w, pool)
 	var rerr error
 	for rerr == nil {
 		c := pool.get()
@@ -272,14 +259,15 @@ func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, 
 			break
 		}
 		c.b = c.b[:n]
+		h.add(c)
 		if chain != nil {
 			c.refs.Add(1)
 			chain.send(c)
 		}
-		chunks <- c
+		aw.put(c)
 	}
-	close(chunks)
-	err = <-written
+	err = aw.Close()
+	sum := h.end()
 	if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
 		rerr = nil
 	}
@@ -292,7 +280,7 @@ func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, 
 	if rerr != nil {
 		return "", verificationf("read member %s: %v (changed or truncated)", name, rerr)
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return sum, nil
 }
 
 // lastLineHash returns the chain hash and seq-less bytes of a file's last
