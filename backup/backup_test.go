@@ -270,6 +270,17 @@ func TestVerifyRefusals(t *testing.T) {
 		return err
 	}
 	ids, trust := []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}
+	// A file is decrypted with age's DecryptReaderAt, anything else (a
+	// pipe) with its streaming reader: both must refuse the same damage.
+	fileTry := try
+	try = func(data []byte, ids []age.Identity, trusted []manifests.PublicKey) error {
+		err := fileTry(data, ids, trusted)
+		_, serr := Extract(ctx, bytes.NewReader(data), ids, trusted, t.TempDir())
+		if errors.Is(err, ErrVerification) != errors.Is(serr, ErrVerification) || (err == nil) != (serr == nil) {
+			t.Errorf("from a file: %v; streamed: %v", err, serr)
+		}
+		return err
+	}
 	if err := try(good, ids, trust); err != nil {
 		t.Fatalf("the intact archive: %v", err)
 	}
