@@ -19,22 +19,11 @@ mib=${BENCH_MIB:-256}
 RATE=${RATE:-500}
 DUR=${DUR:-10}
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/qwa-bench-pause.XXXXXX")
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-go build -o "$work/qwen-appliance" ./cmd/qwen-appliance
-go build -o "$work/upstream" ./gateway/internal/testupstream
-go build -o "$work/loadgen" ./gateway/internal/loadgen
-Q=$work/qwen-appliance
-
 # shellcheck source=lib/common.bash
 . scripts/bench/lib/common.bash
+start_work qwa-bench-pause
+build_gateway_tools
+Q=$work/qwen-appliance
 fake_install "$Q" "$work" "$mib"
 
 UP=$(port); "$work/upstream" -listen 127.0.0.1:"$UP" >/dev/null & pids+=($!)

@@ -20,21 +20,10 @@ DUR=${DUR:-3}           # seconds per run
 ROUNDS=${ROUNDS:-3}     # runs per target; medians are reported
 CONNS=${CONNS:-16}      # wrk connections
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-go build -o "$work/qwen-appliance" ./cmd/qwen-appliance
-go build -o "$work/upstream" ./gateway/internal/testupstream
-go build -o "$work/loadgen" ./gateway/internal/loadgen
-
 # shellcheck source=lib/common.bash
 . scripts/bench/lib/common.bash
+start_work qwa-bench-gateway
+build_gateway_tools
 
 UP=$(port); "$work/upstream" -listen 127.0.0.1:"$UP" >/dev/null & pids+=($!)
 wait_port "$UP"

@@ -1,6 +1,28 @@
 # Shared by the benchmark scripts (sourced, not run: make bench runs only
 # scripts/bench/*.sh).
 
+# start_work NAME: a new temporary directory $work, removed when the script
+# exits, after every process whose PID the script added to the array pids
+# is killed.
+start_work() {
+  work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+  pids=()
+  trap stop_work EXIT
+}
+stop_work() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+
+# build_gateway_tools: qwen-appliance, the test upstream and loadgen, built
+# into $work.
+build_gateway_tools() {
+  go build -o "$work/qwen-appliance" ./cmd/qwen-appliance
+  go build -o "$work/upstream" ./gateway/internal/testupstream
+  go build -o "$work/loadgen" ./gateway/internal/loadgen
+}
+
 # port: a free TCP port on loopback.
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
