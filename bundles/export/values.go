@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -214,10 +215,14 @@ func renderValues(facts valuesFacts, overrides map[string][]byte, order []string
 	return out.Bytes(), nil
 }
 
+// ErrSharedClaim is matched by a ValuesError whose audit.existingClaim
+// several gateway replicas could not all mount.
+var ErrSharedClaim = errors.New("shared audit claim not ReadWriteMany")
+
 // checkSharedClaim refuses at export what the gateway's template refuses at
 // install (with the same words): one existing audit claim shared by several
-// gateway replicas but not ReadWriteMany, which replicas on other nodes
-// could not mount. Without an existing claim each replica has its own.
+// gateway replicas but not ReadWriteMany, which the other replicas could
+// not mount. Without an existing claim each replica has its own.
 func checkSharedClaim(data []byte) error {
 	var v struct {
 		Gateway struct {
@@ -233,9 +238,9 @@ func checkSharedClaim(data []byte) error {
 	}
 	a := v.Audit
 	if a.ExistingClaim != "" && v.Gateway.Replicas > 1 && a.AccessMode != "ReadWriteMany" {
-		return fmt.Errorf("audit.existingClaim %q is one claim shared by all %d gateway replicas, and audit.accessMode is %s: "+
-			"replicas on other nodes could not mount it. Use a ReadWriteMany claim (and set audit.accessMode=ReadWriteMany), "+
-			"gateway.replicas=1, or leave audit.existingClaim empty for one claim per replica", a.ExistingClaim, v.Gateway.Replicas, a.AccessMode)
+		return fmt.Errorf("%w: audit.existingClaim %q is one claim shared by all %d gateway replicas, and audit.accessMode is %s: "+
+			"the other replicas could not mount it. Use a ReadWriteMany claim (and set audit.accessMode=ReadWriteMany), "+
+			"gateway.replicas=1, or leave audit.existingClaim empty for one claim per replica", ErrSharedClaim, a.ExistingClaim, v.Gateway.Replicas, a.AccessMode)
 	}
 	return nil
 }

@@ -162,6 +162,8 @@ func exportError(err error) error {
 	switch {
 	case errors.Is(err, manifests.ErrVerification):
 		return withCode(exitVerification, err, verificationHint(err))
+	case errors.As(err, &ve) && errors.Is(err, export.ErrSharedClaim):
+		return withCode(exitError, err, "see 'The audit logs' in docs/kubernetes.md")
 	case errors.As(err, &ve):
 		return withCode(exitError, err, "fix "+ve.File+": its keys must be settings of the chart's values.yaml (see values.schema.json)")
 	case errors.Is(err, export.ErrOption):
