@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -69,6 +71,7 @@ func TestChartRendersStrictAndRestricted(t *testing.T) {
 			"--set-file", "secrets.auditKey.content=" + filepath.Join(secrets, "audit.key"),
 		}},
 		{"a pinned runtime address (IPv6)", "runtime:\n  serviceClusterIP: \"fd00:10:96::a\"\n", nil},
+		{"one existing ReadWriteMany claim for two replicas", "gateway:\n  replicas: 2\naudit:\n  existingClaim: site-audit\n  accessMode: ReadWriteMany\n", nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			res, stream := renderChart(t, helm, c.values, c.args...)
@@ -79,7 +82,7 @@ func TestChartRendersStrictAndRestricted(t *testing.T) {
 			for _, p := range chartProblems(res, objs, c.values != "" && strings.Contains(c.values, "clientCIDRs")) {
 				t.Error(p)
 			}
-			gw, rt := deployment(objs, "gateway"), deployment(objs, "runtime")
+			gw, rt := gatewaySet(objs), runtimeDeployment(objs)
 			if c.args != nil {
 				if *gw.Spec.Replicas != 2 || *rt.Spec.Replicas != 3 {
 					t.Errorf("replicas: gateway %d, runtime %d", *gw.Spec.Replicas, *rt.Spec.Replicas)
@@ -91,6 +94,9 @@ func TestChartRendersStrictAndRestricted(t *testing.T) {
 			if c.args == nil && len(objs.secrets) != 0 {
 				t.Errorf("secrets rendered without secrets.create")
 			}
+			if claim := strings.Contains(c.values, "existingClaim"); claim != (len(gw.Spec.VolumeClaimTemplates) == 0) {
+				t.Errorf("existing claim %v, but %d claim templates", claim, len(gw.Spec.VolumeClaimTemplates))
+			}
 			if strings.Contains(c.values, "fd00") {
 				env := envOf(gw.Spec.Template.Spec.Containers[0])
 				if env["RUNTIME_HOST"] != "[fd00:10:96::a]" || *gw.Spec.Template.Spec.EnableServiceLinks {
@@ -101,38 +107,64 @@ func TestChartRendersStrictAndRestricted(t *testing.T) {
 	}
 }
 
-// deployment returns the Deployment of a component (gateway, runtime), or nil.
-func deployment(objs *objects, component string) *appsv1.Deployment {
+// gatewaySet returns the gateway's StatefulSet, or nil.
+func gatewaySet(objs *objects) *appsv1.StatefulSet {
+	for _, st := range objs.statefulSets {
+		if st.Spec.Template.Labels["app.kubernetes.io/component"] == "gateway" {
+			return st
+		}
+	}
+	return nil
+}
+
+// runtimeDeployment returns the runtime's Deployment, or nil.
+func runtimeDeployment(objs *objects) *appsv1.Deployment {
 	for _, d := range objs.deployments {
-		if d.Spec.Template.Labels["app.kubernetes.io/component"] == component {
+		if d.Spec.Template.Labels["app.kubernetes.io/component"] == "runtime" {
 			return d
 		}
 	}
 	return nil
 }
 
+// podTemplate returns the pods of a component: the gateway's StatefulSet's
+// or the runtime's Deployment's.
+func podTemplate(objs *objects, component string) *corev1.PodTemplateSpec {
+	if component == "gateway" {
+		return &gatewaySet(objs).Spec.Template
+	}
+	return &runtimeDeployment(objs).Spec.Template
+}
+
 // chartProblems checks everything the chart promises about a rendered
-// release and returns what is wrong: two Deployments whose pods pass Pod
-// Security "restricted", the runtime (runtimeProblems), the gateway
-// (gatewayProblems), the Services and the NetworkPolicies (policyProblems).
+// release and returns what is wrong: a runtime Deployment and a gateway
+// StatefulSet whose pods pass Pod Security "restricted", the runtime
+// (runtimeProblems), the gateway (gatewayProblems) and its audit log
+// (auditProblems), the Services and the NetworkPolicies (policyProblems).
 func chartProblems(res *Result, objs *objects, withClients bool) []string {
-	gw, rt := deployment(objs, "gateway"), deployment(objs, "runtime")
-	if len(objs.deployments) != 2 || gw == nil || rt == nil {
-		return []string{fmt.Sprintf("%d deployments, want a gateway and a runtime", len(objs.deployments))}
+	gw, rt := gatewaySet(objs), runtimeDeployment(objs)
+	if len(objs.deployments) != 1 || len(objs.statefulSets) != 1 || gw == nil || rt == nil {
+		return []string{fmt.Sprintf("%d deployments and %d stateful sets, want a runtime Deployment and a gateway StatefulSet", len(objs.deployments), len(objs.statefulSets))}
 	}
 	var p []string
-	for _, d := range []*appsv1.Deployment{gw, rt} {
-		if v, err := restrictedViolations(&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec); err != nil || len(v) > 0 {
-			p = append(p, fmt.Sprintf("%s pod is not restricted: %v %v", d.Name, v, err))
+	for _, w := range []struct {
+		name     string
+		selector *metav1.LabelSelector
+		pods     *corev1.PodTemplateSpec
+	}{{gw.Name, gw.Spec.Selector, &gw.Spec.Template}, {rt.Name, rt.Spec.Selector, &rt.Spec.Template}} {
+		if v, err := restrictedViolations(&w.pods.ObjectMeta, &w.pods.Spec); err != nil || len(v) > 0 {
+			p = append(p, fmt.Sprintf("%s pod is not restricted: %v %v", w.name, v, err))
 		}
-		if sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector); err != nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
-			p = append(p, fmt.Sprintf("%s selects other pods than its own: %v", d.Name, err))
+		if sel, err := metav1.LabelSelectorAsSelector(w.selector); err != nil || !sel.Matches(labels.Set(w.pods.Labels)) {
+			p = append(p, fmt.Sprintf("%s selects other pods than its own: %v", w.name, err))
 		}
 	}
+	gwLabels, rtLabels := labels.Set(gw.Spec.Template.Labels), labels.Set(rt.Spec.Template.Labels)
 	p = append(p, runtimeProblems(res, rt)...)
-	p = append(p, gatewayProblems(res, gw, rt, objs.services)...)
-	p = append(p, serviceProblems(objs.services, gw, rt)...)
-	p = append(p, policyProblems(objs.networkPolicies, gw, rt, withClients)...)
+	p = append(p, gatewayProblems(res, gw, objs.services)...)
+	p = append(p, auditProblems(gw)...)
+	p = append(p, serviceProblems(objs.services, gwLabels, rtLabels)...)
+	p = append(p, policyProblems(objs.networkPolicies, gwLabels, rtLabels, withClients)...)
 	return p
 }
 
@@ -238,7 +270,7 @@ func runtimeProblems(res *Result, d *appsv1.Deployment) []string {
 // client certificate and key staged from the upstream Secret, the server
 // name the runtime Service's), the runtime's address from service links;
 // Secrets seen only by the staging init container; no GPU, no bundle.
-func gatewayProblems(res *Result, gw, rt *appsv1.Deployment, services []*corev1.Service) []string {
+func gatewayProblems(res *Result, gw *appsv1.StatefulSet, services []*corev1.Service) []string {
 	var p []string
 	spec := &gw.Spec.Template.Spec
 	images := pinnedImages(res)
@@ -317,11 +349,85 @@ func gatewayProblems(res *Result, gw, rt *appsv1.Deployment, services []*corev1.
 	return p
 }
 
+// auditLogPath is the gateway's --audit-log: a file named after the pod
+// (POD_NAME), in the directory the audit volume is mounted on.
+const auditLogPath = "/var/lib/qwen-appliance/audit/$(POD_NAME).log"
+
+// auditProblems checks that each gateway replica's audit chain continues
+// across restarts and outlives the release: the log is named after the
+// pod (POD_NAME from metadata.name, stable in a StatefulSet) and lies on
+// the replica's own claim from the StatefulSet's claim template, or, with
+// audit.existingClaim, on that claim; claims are retained when the set is
+// deleted or scaled down. The claim template carries only the selector's
+// labels: the API refuses changes to it after install, so a label that
+// follows the bundle's version would fail every upgrade.
+func auditProblems(gw *appsv1.StatefulSet) []string {
+	var p []string
+	spec := &gw.Spec.Template.Spec
+	c := spec.Containers[0]
+	path, _ := argValue(c.Args, "--audit-log")
+	if path != auditLogPath {
+		p = append(p, fmt.Sprintf("gateway --audit-log %q, want %s: named after the stable pod name", path, auditLogPath))
+	}
+	var podName *corev1.EnvVar
+	for i := range c.Env {
+		if c.Env[i].Name == "POD_NAME" {
+			podName = &c.Env[i]
+		}
+	}
+	if podName == nil || podName.Value != "" || podName.ValueFrom == nil || podName.ValueFrom.FieldRef == nil || podName.ValueFrom.FieldRef.FieldPath != "metadata.name" {
+		p = append(p, fmt.Sprintf("gateway POD_NAME %+v is not the pod's name", podName))
+	}
+	if r := gw.Spec.PersistentVolumeClaimRetentionPolicy; r == nil || r.WhenDeleted != appsv1.RetainPersistentVolumeClaimRetentionPolicyType || r.WhenScaled != appsv1.RetainPersistentVolumeClaimRetentionPolicyType {
+		p = append(p, fmt.Sprintf("audit claims not retained on delete and scale-down: %+v", r))
+	}
+	if gw.Spec.ServiceName != "" {
+		p = append(p, fmt.Sprintf("gateway serviceName %q: the chart makes no headless Service", gw.Spec.ServiceName))
+	}
+
+	var mount *corev1.VolumeMount
+	for i, m := range c.VolumeMounts {
+		if strings.HasPrefix(path, strings.TrimSuffix(m.MountPath, "/")+"/") {
+			mount = &c.VolumeMounts[i]
+		}
+	}
+	if mount == nil || mount.ReadOnly {
+		return append(p, fmt.Sprintf("the audit log %q is on no writable volume: %+v", path, mount))
+	}
+	var claim *corev1.PersistentVolumeClaim
+	for i := range gw.Spec.VolumeClaimTemplates {
+		if gw.Spec.VolumeClaimTemplates[i].Name == mount.Name {
+			claim = &gw.Spec.VolumeClaimTemplates[i]
+		}
+	}
+	var vol *corev1.Volume
+	for i := range spec.Volumes {
+		if spec.Volumes[i].Name == mount.Name {
+			vol = &spec.Volumes[i]
+		}
+	}
+	switch {
+	case claim != nil && vol == nil: // one claim per replica
+		if len(claim.Spec.AccessModes) != 1 || claim.Spec.Resources.Requests.Storage().IsZero() {
+			p = append(p, fmt.Sprintf("audit claim template %+v", claim.Spec))
+		}
+		for k, v := range claim.Labels {
+			if gw.Spec.Selector.MatchLabels[k] != v {
+				p = append(p, fmt.Sprintf("audit claim template label %s=%s is not the selector's: the API refuses changes to claim templates", k, v))
+			}
+		}
+	case claim == nil && vol != nil && vol.PersistentVolumeClaim != nil && vol.PersistentVolumeClaim.ClaimName != "" && len(gw.Spec.VolumeClaimTemplates) == 0:
+		// audit.existingClaim, shared by the replicas
+	default:
+		p = append(p, fmt.Sprintf("the audit log's volume %q is neither the replica's own claim nor an existing claim: template %v, volume %+v", mount.Name, claim != nil, vol))
+	}
+	return p
+}
+
 // serviceProblems checks that the API and metrics Services lead to the
 // gateway's pods and the runtime Service to the runtime's, each on its port.
-func serviceProblems(services []*corev1.Service, gw, rt *appsv1.Deployment) []string {
+func serviceProblems(services []*corev1.Service, gwLabels, rtLabels labels.Set) []string {
 	var p []string
-	gwLabels, rtLabels := labels.Set(gw.Spec.Template.Labels), labels.Set(rt.Spec.Template.Labels)
 	want := map[string]struct {
 		pods labels.Set
 		port int
@@ -371,12 +477,11 @@ func onlyPort(ports []networkingv1.NetworkPolicyPort, port int) bool {
 // namespace), egress only to the runtime's pods on the runtime port; for
 // the runtime's pods ingress only from the gateway's pods on that port and
 // no egress. It returns what is wrong.
-func policyProblems(nps []*networkingv1.NetworkPolicy, gw, rt *appsv1.Deployment, withClients bool) []string {
+func policyProblems(nps []*networkingv1.NetworkPolicy, gwLabels, rtLabels labels.Set, withClients bool) []string {
 	var p []string
 	if len(nps) != 3 {
 		return []string{fmt.Sprintf("%d network policies, want a namespace default deny, the gateway's and the runtime's", len(nps))}
 	}
-	gwLabels, rtLabels := labels.Set(gw.Spec.Template.Labels), labels.Set(rt.Spec.Template.Labels)
 	var deny, gwPol, rtPol *networkingv1.NetworkPolicy
 	for _, np := range nps {
 		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
@@ -466,7 +571,8 @@ func TestCheckersRefuseBadObjects(t *testing.T) {
 	if p := chartProblems(res, objs, false); len(p) != 0 {
 		t.Fatalf("the chart as rendered: %v", p)
 	}
-	for _, d := range objs.deployments {
+	for _, component := range []string{"gateway", "runtime"} {
+		pods := podTemplate(objs, component)
 		for name, edit := range map[string]func(s *corev1.PodSpec){
 			"a privileged container": func(s *corev1.PodSpec) { t := true; s.Containers[0].SecurityContext.Privileged = &t },
 			"a container run as root": func(s *corev1.PodSpec) {
@@ -485,10 +591,10 @@ func TestCheckersRefuseBadObjects(t *testing.T) {
 			},
 			"the host network": func(s *corev1.PodSpec) { s.HostNetwork = true },
 		} {
-			spec := d.Spec.Template.Spec.DeepCopy()
+			spec := pods.Spec.DeepCopy()
 			edit(spec)
-			if v, err := restrictedViolations(&d.Spec.Template.ObjectMeta, spec); err != nil || len(v) == 0 {
-				t.Errorf("%s: %s passed Pod Security restricted (%v)", d.Name, name, err)
+			if v, err := restrictedViolations(&pods.ObjectMeta, spec); err != nil || len(v) == 0 {
+				t.Errorf("%s: %s passed Pod Security restricted (%v)", component, name, err)
 			}
 		}
 	}
@@ -515,7 +621,7 @@ func TestCheckersRefuseBadObjects(t *testing.T) {
 	}
 	runtimePolicy, gatewayPolicy := policy("runtime"), policy("gateway")
 	container := func(o *objects, component string) *corev1.Container {
-		return &deployment(o, component).Spec.Template.Spec.Containers[0]
+		return &podTemplate(o, component).Spec.Containers[0]
 	}
 	setArg := func(c *corev1.Container, flag, value string) {
 		i := slices.Index(c.Args, flag)
@@ -573,9 +679,45 @@ func TestCheckersRefuseBadObjects(t *testing.T) {
 			o.services[2].Spec.Selector["app.kubernetes.io/component"] = "gateway"
 		},
 		"the runtime pod mounting the token Secret": func(o *objects) {
-			s := &deployment(o, "runtime").Spec.Template.Spec
+			s := &podTemplate(o, "runtime").Spec
 			s.Volumes = append(s.Volumes, corev1.Volume{Name: "tokens", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "rel-qwen-appliance-tokens"}}})
 		},
+		"audit claims deleted with the StatefulSet": func(o *objects) {
+			gatewaySet(o).Spec.PersistentVolumeClaimRetentionPolicy.WhenDeleted = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+		},
+		"audit claims deleted on scale-down": func(o *objects) {
+			gatewaySet(o).Spec.PersistentVolumeClaimRetentionPolicy.WhenScaled = appsv1.DeletePersistentVolumeClaimRetentionPolicyType
+		},
+		"the audit log on an emptyDir": func(o *objects) {
+			st := gatewaySet(o)
+			st.Spec.VolumeClaimTemplates = nil
+			st.Spec.Template.Spec.Volumes = append(st.Spec.Template.Spec.Volumes, corev1.Volume{Name: "audit", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}})
+		},
+		"the audit log on the memory volume": func(o *objects) {
+			c := container(o, "gateway")
+			for i := range c.VolumeMounts {
+				if c.VolumeMounts[i].Name == "audit" {
+					c.VolumeMounts[i].Name = "run"
+				}
+			}
+		},
+		"the audit log outside the audit volume": func(o *objects) {
+			setArg(container(o, "gateway"), "--audit-log", "/tmp/$(POD_NAME).log")
+		},
+		"an audit log not named after the pod": func(o *objects) {
+			setArg(container(o, "gateway"), "--audit-log", "/var/lib/qwen-appliance/audit/gateway.log")
+		},
+		"POD_NAME from the pod's UID": func(o *objects) {
+			for _, e := range container(o, "gateway").Env {
+				if e.Name == "POD_NAME" {
+					e.ValueFrom.FieldRef.FieldPath = "metadata.uid"
+				}
+			}
+		},
+		"an audit claim template labelled with the version": func(o *objects) {
+			gatewaySet(o).Spec.VolumeClaimTemplates[0].Labels["app.kubernetes.io/version"] = "1"
+		},
+		"a serviceName without its Service": func(o *objects) { gatewaySet(o).Spec.ServiceName = "rel-qwen-appliance-gateway" },
 		"a runtime probe over plain HTTP": func(o *objects) {
 			c := container(o, "runtime")
 			c.LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/health"}}}
@@ -588,6 +730,120 @@ func TestCheckersRefuseBadObjects(t *testing.T) {
 		edit(bad)
 		if p := chartProblems(res, bad, false); len(p) == 0 {
 			t.Errorf("%s passed the chart's checks", name)
+		}
+	}
+}
+
+// The gateway's template refuses at lint, template and install what could
+// not run, in the words export uses for the same values: one ReadWriteOnce
+// (or ReadWriteOncePod) existing claim shared by several replicas, and a
+// release name too long for a StatefulSet's pod labels. A ReadWriteMany
+// claim, one replica, and a name of 29 characters pass.
+func TestChartRefusesUnmountableAuditClaims(t *testing.T) {
+	helm := helmPath(t)
+	bundle, v := testBundle(t)
+	res, err := Helm(context.Background(), testOptions(t, bundle, v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := func(release string, set ...string) (string, error) {
+		args := []string{"template", release, res.Chart, "--namespace", "llm", "--kube-version", kubeVersion}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		return runHelm(t, helm, args...)
+	}
+	shared := "audit.existingClaim %q is one claim shared by all %d gateway replicas, and audit.accessMode is %s"
+	refusal := "" // the whole message of the first refusal
+	for _, c := range []struct {
+		set  []string
+		want string // in the refusal; empty: renders
+	}{
+		{[]string{"audit.existingClaim=site-audit", "gateway.replicas=2"}, fmt.Sprintf(shared, "site-audit", 2, "ReadWriteOnce")},
+		{[]string{"audit.existingClaim=site-audit", "gateway.replicas=3", "audit.accessMode=ReadWriteOncePod"}, fmt.Sprintf(shared, "site-audit", 3, "ReadWriteOncePod")},
+		{[]string{"audit.existingClaim=site-audit", "gateway.replicas=2", "audit.accessMode=ReadWriteMany"}, ""},
+		{[]string{"audit.existingClaim=site-audit", "gateway.replicas=1"}, ""},
+		{[]string{"gateway.replicas=4"}, ""},
+	} {
+		out, err := template("rel", c.set...)
+		if c.want == "" && err != nil {
+			t.Errorf("%v: %v\n%s", c.set, err, out)
+		}
+		if c.want != "" && (err == nil || !strings.Contains(out, c.want)) {
+			t.Errorf("%v rendered (%v), want a refusal saying %q:\n%s", c.set, err, c.want, out)
+		}
+		if i := strings.Index(out, c.want); c.want != "" && i >= 0 && refusal == "" {
+			refusal, _, _ = strings.Cut(out[i:], "\n")
+		}
+	}
+	// export refuses the same values with the same words.
+	if !strings.HasSuffix(refusal, "or leave audit.existingClaim empty for one claim per replica") {
+		t.Fatalf("helm's refusal %q is not the whole message", refusal)
+	}
+	o := testOptions(t, bundle, v)
+	o.Values = []ValuesFile{{Name: "site.yaml", Data: []byte("gateway:\n  replicas: 2\naudit:\n  existingClaim: site-audit\n")}}
+	var ve *ValuesError
+	if _, err := Helm(context.Background(), o); !errors.As(err, &ve) || !errors.Is(err, ErrSharedClaim) || !strings.Contains(err.Error(), refusal) {
+		t.Errorf("export with a shared ReadWriteOnce claim: %v", err)
+	}
+
+	if out, err := template(strings.Repeat("r", 30)); err == nil || !strings.Contains(out, "more than the 52") {
+		t.Errorf("a 30-character release name rendered (%v):\n%s", err, out)
+	}
+	if out, err := template(strings.Repeat("r", 29)); err != nil {
+		t.Errorf("a 29-character release name: %v\n%s", err, out)
+	}
+}
+
+// An upgrade to another bundle's chart (another chart version, version
+// label and gateway image) with more replicas changes only what the API
+// lets a StatefulSet change: its selector, claim templates, serviceName and
+// pod management policy stay as they are, or 'helm upgrade' would be
+// refused.
+func TestGatewayUpgradeKeepsImmutableFields(t *testing.T) {
+	helm := helmPath(t)
+	bundle, v := testBundle(t)
+	res, err := Helm(context.Background(), testOptions(t, bundle, v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	render := func(set ...string) *appsv1.StatefulSet {
+		t.Helper()
+		args := []string{"template", "rel", res.Chart, "--namespace", "llm", "--kube-version", kubeVersion}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		out, err := runHelm(t, helm, args...)
+		if err != nil {
+			t.Fatalf("helm template: %v\n%s", err, out)
+		}
+		objs, err := decodeStrict([]byte(out))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return gatewaySet(objs)
+	}
+	before := render()
+	chartYAML := filepath.Join(res.Chart, "Chart.yaml")
+	data, _ := os.ReadFile(chartYAML)
+	next := res.Version + 1
+	data = []byte(strings.Replace(string(data), fmt.Sprintf("\nversion: %d.0.0\n", res.Version), fmt.Sprintf("\nversion: %d.0.0\n", next), 1))
+	if err := os.WriteFile(chartYAML, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	after := render(fmt.Sprintf("bundle.version=%d", next), "gateway.replicas=3", "images.gateway=r/g:v2@sha256:"+strings.Repeat("e", 64))
+	if after.Labels["helm.sh/chart"] != fmt.Sprintf("qwen-appliance-%d.0.0", next) || after.Labels["app.kubernetes.io/version"] != fmt.Sprint(next) ||
+		*after.Spec.Replicas != 3 || after.Spec.Template.Spec.Containers[0].Image == before.Spec.Template.Spec.Containers[0].Image {
+		t.Fatalf("the upgrade rendered the same release: %v", after.Labels)
+	}
+	for field, same := range map[string]bool{
+		"selector":             equality.Semantic.DeepEqual(before.Spec.Selector, after.Spec.Selector),
+		"volumeClaimTemplates": equality.Semantic.DeepEqual(before.Spec.VolumeClaimTemplates, after.Spec.VolumeClaimTemplates),
+		"serviceName":          before.Spec.ServiceName == after.Spec.ServiceName,
+		"podManagementPolicy":  before.Spec.PodManagementPolicy == after.Spec.PodManagementPolicy,
+	} {
+		if !same {
+			t.Errorf("the upgrade changes the gateway StatefulSet's %s, which the API refuses", field)
 		}
 	}
 }

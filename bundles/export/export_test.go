@@ -91,7 +91,7 @@ func TestHelmWritesChartAndImages(t *testing.T) {
 	if res.Bundle != "tiny-qwen" || res.Version != 3 || len(res.Images) != 2 || res.TensorParallel != 1 {
 		t.Fatalf("result %+v", res)
 	}
-	for _, f := range []string{"Chart.yaml", "values.yaml", "values.schema.json", ".helmignore", "templates/gateway-deployment.yaml", "templates/runtime-deployment.yaml", "templates/_helpers.tpl", "images/index.json"} {
+	for _, f := range []string{"Chart.yaml", "values.yaml", "values.schema.json", ".helmignore", "templates/gateway-statefulset.yaml", "templates/runtime-deployment.yaml", "templates/_helpers.tpl", "images/index.json"} {
 		if _, err := os.Stat(filepath.Join(o.Out, f)); err != nil {
 			t.Errorf("chart lacks %s: %v", f, err)
 		}

@@ -40,6 +40,7 @@ type serviceMonitor struct {
 type objects struct {
 	all             []any
 	deployments     []*appsv1.Deployment
+	statefulSets    []*appsv1.StatefulSet
 	services        []*corev1.Service
 	networkPolicies []*networkingv1.NetworkPolicy
 	secrets         []*corev1.Secret
@@ -68,6 +69,9 @@ func decodeStrict(stream []byte) (*objects, error) {
 		case "apps/v1 Deployment":
 			d := &appsv1.Deployment{}
 			out.deployments, obj = append(out.deployments, d), d
+		case "apps/v1 StatefulSet":
+			st := &appsv1.StatefulSet{}
+			out.statefulSets, obj = append(out.statefulSets, st), st
 		case "v1 Service":
 			s := &corev1.Service{}
 			out.services, obj = append(out.services, s), s

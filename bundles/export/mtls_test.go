@@ -102,8 +102,8 @@ func TestRenderedMutualTLSWithUvicorn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt := deployment(objs, "runtime").Spec.Template.Spec
-	gw := deployment(objs, "gateway").Spec.Template.Spec
+	rt := podTemplate(objs, "runtime").Spec
+	gw := podTemplate(objs, "gateway").Spec
 	vllm, serve := rt.Containers[0], gw.Containers[0]
 
 	work := t.TempDir()

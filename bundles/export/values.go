@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -115,8 +116,13 @@ trust:
   allowExpired: false
 
 audit:
-  # A claim of your own (the pods' fsGroup 65532 must be able to write
-  # it); empty makes one.
+  # Empty: each gateway replica gets its own claim of this class, size and
+  # access mode (audit-RELEASE-qwen-appliance-gateway-N), fixed at install
+  # (the API refuses changes to a StatefulSet's claim templates), kept on
+  # scale-down and 'helm uninstall'. Or one claim of your own, shared by
+  # all replicas, each writing its own file (the pods' fsGroup 65532 must
+  # be able to write it); more than one replica then needs ReadWriteMany,
+  # and accessMode must say so.
   existingClaim: ""
   storageClassName: ""
   size: 10Gi
@@ -203,7 +209,40 @@ func renderValues(facts valuesFacts, overrides map[string][]byte, order []string
 	if err := checkValues(out.Bytes()); err != nil {
 		return nil, &ValuesError{File: strings.Join(append([]string{"(merged)"}, order...), ", "), Err: err}
 	}
+	if err := checkSharedClaim(out.Bytes()); err != nil {
+		return nil, &ValuesError{File: strings.Join(append([]string{"(merged)"}, order...), ", "), Err: err}
+	}
 	return out.Bytes(), nil
+}
+
+// ErrSharedClaim is matched by a ValuesError whose audit.existingClaim
+// several gateway replicas could not all mount.
+var ErrSharedClaim = errors.New("shared audit claim not ReadWriteMany")
+
+// checkSharedClaim refuses at export what the gateway's template refuses at
+// install (with the same words): one existing audit claim shared by several
+// gateway replicas but not ReadWriteMany, which the other replicas could
+// not mount. Without an existing claim each replica has its own.
+func checkSharedClaim(data []byte) error {
+	var v struct {
+		Gateway struct {
+			Replicas int `yaml:"replicas"`
+		} `yaml:"gateway"`
+		Audit struct {
+			ExistingClaim string `yaml:"existingClaim"`
+			AccessMode    string `yaml:"accessMode"`
+		} `yaml:"audit"`
+	}
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	a := v.Audit
+	if a.ExistingClaim != "" && v.Gateway.Replicas > 1 && a.AccessMode != "ReadWriteMany" {
+		return fmt.Errorf("%w: audit.existingClaim %q is one claim shared by all %d gateway replicas, and audit.accessMode is %s: "+
+			"the other replicas could not mount it. Use a ReadWriteMany claim (and set audit.accessMode=ReadWriteMany), "+
+			"gateway.replicas=1, or leave audit.existingClaim empty for one claim per replica", ErrSharedClaim, a.ExistingClaim, v.Gateway.Replicas, a.AccessMode)
+	}
+	return nil
 }
 
 // mergeNode merges the mapping over into dst: mappings merge key by key,

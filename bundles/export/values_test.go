@@ -33,6 +33,7 @@ func TestValuesOverridesAndRefusals(t *testing.T) {
 		"zero GPUs":                        "runtime:\n  tensorParallel: 0\n",
 		"an alias":                         "a: &x 1\nreplicas: *x\n",
 		"a CIDR that is a name":            "gateway:\n  clientCIDRs: [intranet]\n",
+		"one ReadWriteOnce claim for two":  "gateway:\n  replicas: 2\naudit:\n  existingClaim: site-audit\n",
 	} {
 		o := testOptions(t, bundle, v)
 		o.Values = []ValuesFile{{Name: "bad.yaml", Data: []byte(doc)}}
@@ -51,6 +52,7 @@ func FuzzValues(f *testing.F) {
 	f.Add([]byte("gateway:\n  clientCIDRs: [10.0.0.0/8]\n  replicas: 2\nruntime: {replicas: 4}\n"))
 	f.Add([]byte("runtime: {tensorParallel: 8, nodeSelector: {gpu: h100}}\n"))
 	f.Add([]byte("a: &x 1\nb: *x\n"))
+	f.Add([]byte("gateway: {replicas: 3}\naudit: {existingClaim: c, accessMode: ReadWriteMany}\n"))
 	f.Add([]byte("- list\n"))
 	f.Add([]byte(""))
 	facts := valuesFacts{Name: "b", Version: 1, ManifestSHA256: strings.Repeat("a", 64), ModelPath: "m.gguf", ServedModelName: "b",
@@ -63,6 +65,9 @@ func FuzzValues(f *testing.F) {
 		}
 		if err := checkValues(out); err != nil {
 			t.Fatalf("accepted values fail the schema: %v", err)
+		}
+		if err := checkSharedClaim(out); err != nil {
+			t.Fatalf("accepted values share a claim the chart refuses: %v", err)
 		}
 	})
 }

@@ -39,10 +39,12 @@ and writes the chart: a runtime Deployment of vLLM pods (--runtime-image, by
 digest; runtime.replicas for throughput; GPUs per pod and --tensor-parallel-size
 from --tensor-parallel or the preflight plan, --plan), the model mounted
 read-only as an image volume and checked against the signed manifest by an init
-container ('manifest verify') before vLLM starts; a gateway Deployment running
-'serve' (gateway.replicas), which reaches the runtime Service only over mutual
-TLS: vLLM requires a client certificate (--ssl-cert-reqs 2) and the gateway
-checks the runtime's, both from a CA of their own made with 'qwen-appliance tls
+container ('manifest verify') before vLLM starts; a gateway StatefulSet running
+'serve' (gateway.replicas, each replica writing its audit log to a claim of its
+own that outlives restarts, scale-down and uninstall, so its hash chain
+continues), which reaches the runtime Service only over mutual TLS: vLLM
+requires a client certificate (--ssl-cert-reqs 2) and the gateway checks the
+runtime's, both from a CA of their own made with 'qwen-appliance tls
 pair' and given as two Secrets the chart never makes; NetworkPolicies: a
 default deny, the gateway reachable only on the API port from
 gateway.clientCIDRs and on the metrics port from the monitoring namespace and
@@ -160,6 +162,8 @@ func exportError(err error) error {
 	switch {
 	case errors.Is(err, manifests.ErrVerification):
 		return withCode(exitVerification, err, verificationHint(err))
+	case errors.As(err, &ve) && errors.Is(err, export.ErrSharedClaim):
+		return withCode(exitError, err, "see 'The audit logs' in docs/kubernetes.md")
 	case errors.As(err, &ve):
 		return withCode(exitError, err, "fix "+ve.File+": its keys must be settings of the chart's values.yaml (see values.schema.json)")
 	case errors.Is(err, export.ErrOption):

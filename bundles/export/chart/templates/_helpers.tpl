@@ -57,7 +57,6 @@ seccompProfile:
 {{- define "qwa.auditKeySecret" -}}{{ .Values.secrets.auditKey.name | default (printf "%s-audit-key" (include "qwa.fullname" .)) }}{{- end -}}
 {{- define "qwa.runtimeTLSSecret" -}}{{ .Values.secrets.runtimeTLS.name | default (printf "%s-runtime-tls" (include "qwa.fullname" .)) }}{{- end -}}
 {{- define "qwa.upstreamTLSSecret" -}}{{ .Values.secrets.upstreamTLS.name | default (printf "%s-upstream-tls" (include "qwa.fullname" .)) }}{{- end -}}
-{{- define "qwa.auditClaim" -}}{{ .Values.audit.existingClaim | default (printf "%s-audit" (include "qwa.fullname" .)) }}{{- end -}}
 
 {{/* The runtime's Service, and the name its certificate must carry. */}}
 {{- define "qwa.runtimeService" -}}{{ printf "%s-runtime" (include "qwa.fullname" .) | trunc 63 | trimSuffix "-" }}{{- end -}}
