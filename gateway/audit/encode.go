@@ -12,7 +12,7 @@ import (
 // encoding/json's reflection a sizable part of the gateway's CPU per
 // request; FuzzAppendRequest holds the two encoders to the same output.
 func appendRequest(b []byte, r *Record) (_ []byte, ok bool) {
-	if r.Content != nil || r.KB != nil || r.KeyID != "" || r.PublicKey != "" || r.Previous != "" || r.Backup != "" || r.Signature != nil ||
+	if r.Content != nil || r.KB != nil || r.KeyID != "" || r.PublicKey != "" || r.Previous != "" || r.Backup != "" || r.Torn != nil || r.Signature != nil ||
 		r.Time.Year() < 0 || r.Time.Year() > 9999 || !finite(r.LatencyMs) || !finite(r.TTFTMs) {
 		return b, false
 	}

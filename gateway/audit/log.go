@@ -3,6 +3,8 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/internal/flock"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
@@ -189,20 +192,91 @@ func (l *Log) refresh(size int64) error {
 		return fmt.Errorf("audit log %s was removed or emptied while in use (this writer's last seq was %d)", l.o.Path, l.seq)
 	}
 	last, size, err := lastLine(l.f)
+	var torn *Torn
+	if errors.Is(err, errTorn) {
+		if torn, err = l.moveTornTail(); err == nil {
+			last, size, err = lastLine(l.f)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("audit log %s: %w; check it with 'qwen-appliance audit verify' and move it aside", l.o.Path, err)
 	}
+	if size == 0 && l.seq >= 0 {
+		return fmt.Errorf("audit log %s was emptied while in use (this writer's last seq was %d)", l.o.Path, l.seq)
+	}
 	l.size = size
-	if last == nil {
-		return nil
+	if last != nil {
+		var r Record
+		if err := json.Unmarshal(last, &r); err != nil {
+			return fmt.Errorf("audit log %s: last line is not a record: %v; move it aside", l.o.Path, err)
+		}
+		l.seq, l.prev = r.Seq, lineHash(last)
 	}
-	var r Record
-	if err := json.Unmarshal(last, &r); err != nil {
-		return fmt.Errorf("audit log %s: last line is not a record: %v; move it aside", l.o.Path, err)
+	if torn != nil {
+		return l.write(&Record{Kind: KindRepair, Torn: torn})
 	}
-	l.seq, l.prev = r.Seq, lineHash(last)
 	return nil
 }
+
+// moveTornTail moves the bytes after the file's last newline to a file of
+// their own beside the log (PATH.torn-STAMP), synced, and cuts the log back
+// to its last complete line. Every writer writes only while it holds the
+// file's lock, which its death releases, and this runs under that lock: the
+// bytes are what a writer killed in the middle of a write (or a power loss)
+// left, never a line still being written, and never a line that counted,
+// since a line ends with its newline. Serving resumes instead of failing
+// until someone moves the file aside, and nothing is lost: the record that
+// follows names the file and its hash. A tail longer than a line can be is
+// not a torn line, and is refused.
+func (l *Log) moveTornTail() (*Torn, error) {
+	st, err := l.f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := st.Size()
+	const chunk = 64 << 10
+	cut := int64(0) // the offset after the last newline
+	for end := size; end > 0 && size-end <= maxLine; {
+		start := max(end-chunk, 0)
+		b := make([]byte, end-start)
+		if _, err := l.f.ReadAt(b, start); err != nil && err != io.EOF {
+			return nil, err
+		}
+		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
+			cut = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	if size-cut > maxLine {
+		return nil, fmt.Errorf("%w, and its last %d bytes hold no newline: more than a line can be", errTorn, size-cut)
+	}
+	tail := make([]byte, size-cut)
+	if _, err := l.f.ReadAt(tail, cut); err != nil && err != io.EOF {
+		return nil, err
+	}
+	name := l.o.Path + ".torn-" + l.o.Now().UTC().Format(rotatedStamp)
+	f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("move the incomplete last line aside: %w", err)
+	}
+	_, err = f.Write(tail)
+	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		os.Remove(name)
+		return nil, fmt.Errorf("move the incomplete last line aside: %w", err)
+	}
+	if err := atomicfile.SyncDir(filepath.Dir(name)); err != nil {
+		return nil, err
+	}
+	if err := errors.Join(l.f.Truncate(cut), l.f.Sync()); err != nil {
+		return nil, fmt.Errorf("cut the incomplete last line: %w", err)
+	}
+	sum := sha256.Sum256(tail)
+	return &Torn{File: filepath.Base(name), Bytes: int64(len(tail)), SHA256: hex.EncodeToString(sum[:])}, nil
+}
+
+// errTorn is lastLine's error for a file that does not end with a newline.
+var errTorn = errors.New("ends with an incomplete line (crash during a write, or truncated)")
 
 // lastLine returns the last line of f (nil when f is empty) and f's size.
 func lastLine(f *os.File) ([]byte, int64, error) {
@@ -228,7 +302,7 @@ func lastLine(f *os.File) ([]byte, int64, error) {
 		}
 		buf = append(b, buf...)
 		if buf[len(buf)-1] != '\n' {
-			return nil, 0, errors.New("ends with an incomplete line (crash during a write, or truncated)")
+			return nil, 0, errTorn
 		}
 		if i := bytes.LastIndexByte(buf[:len(buf)-1], '\n'); i >= 0 {
 			return buf[i+1 : len(buf)-1], size, nil

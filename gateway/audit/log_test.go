@@ -2,6 +2,9 @@ package audit
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +16,13 @@ import (
 
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 )
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
 
 // writeLog makes a closed log of n requests with checkpoints every 3 lines.
 func writeLog(t *testing.T, n int) (string, manifests.PrivateKey) {
@@ -222,12 +232,123 @@ func TestRotationKeepsChain(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesPartialLine(t *testing.T) {
+// A file that ends in an incomplete line (its writer killed in the middle
+// of a write, or the power lost) is repaired by the next writer: the
+// incomplete bytes move to a file of their own, a repair record names them,
+// and the chain goes on and verifies.
+func TestOpenMovesTornLineAside(t *testing.T) {
 	path, key := writeLog(t, 2)
 	data, _ := os.ReadFile(path)
-	os.WriteFile(path, data[:len(data)-5], 0o600)
+	cut := len(data) - 5
+	torn := data[bytes.LastIndexByte(data[:cut], '\n')+1 : cut]
+	os.WriteFile(path, data[:cut], 0o600)
+	if _, err := Verify([]string{path}, VerifyOptions{Live: true}); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "incomplete") {
+		t.Fatalf("verify before the repair: %v", err)
+	}
+
+	l, err := Open(Options{Path: path, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Append(Record{RequestID: "after", Status: 200})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := lines(t, path)
+	var r Record
+	for _, line := range got {
+		if strings.Contains(line, `"kind":"repair"`) {
+			must(t, json.Unmarshal([]byte(line), &r))
+		}
+	}
+	if r.Torn == nil {
+		t.Fatalf("no repair record in\n%s", strings.Join(got, ""))
+	}
+	sum := sha256.Sum256(torn)
+	if r.Torn.Bytes != int64(len(torn)) || r.Torn.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("repair record %+v, want %d bytes with SHA-256 %x", r.Torn, len(torn), sum)
+	}
+	aside, err := os.ReadFile(filepath.Join(filepath.Dir(path), r.Torn.File))
+	if err != nil || !bytes.Equal(aside, torn) {
+		t.Errorf("moved aside: %q %v, want %q", aside, err, torn)
+	}
+	if st, err := os.Stat(filepath.Join(filepath.Dir(path), r.Torn.File)); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("the torn file's mode: %v %v", st, err)
+	}
+	if files, err := Files(path); err != nil || len(files) != 1 {
+		t.Errorf("Files lists the torn file: %v %v", files, err)
+	}
+	rep, err := Verify([]string{path}, VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}})
+	if err != nil || len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], r.Torn.File) {
+		t.Fatalf("verify after the repair: %+v %v", rep, err)
+	}
+	if !bytes.HasPrefix(readFile(t, path), data[:cut-len(torn)]) {
+		t.Error("the complete lines before the torn one changed")
+	}
+}
+
+// A writer that keeps the log open repairs a torn line another writer left
+// (a "kb ingest" killed while the gateway serves), instead of failing every
+// later write.
+func TestLiveWriterMovesTornLineAside(t *testing.T) {
+	key, err := manifests.GenerateKey(nil)
+	must(t, err)
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := Open(Options{Path: path, Key: &key})
+	must(t, err)
+	l.Append(Record{RequestID: "a", Status: 200})
+	must(t, l.Flush())
+	// What a killed writer leaves: the first half of a line, no lock held.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.WriteString(`{"seq":9,"kind":"kb.ingest","ti`)
+	must(t, errors.Join(err, f.Close()))
+	l.Append(Record{RequestID: "b", Status: 200})
+	if err := l.Flush(); err != nil {
+		t.Fatalf("write after another writer's torn line: %v", err)
+	}
+	must(t, l.Close())
+	rep, err := Verify([]string{path}, VerifyOptions{Trusted: []manifests.PublicKey{key.Public()}})
+	if err != nil || rep.Requests != 2 || len(rep.Warnings) != 1 {
+		t.Fatalf("verify: %+v %v", rep, err)
+	}
+}
+
+// More bytes without a newline than a line can hold are no torn line: the
+// log is refused and left as it is.
+func TestOpenRefusesLongIncompleteTail(t *testing.T) {
+	path, key := writeLog(t, 2)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.Write(bytes.Repeat([]byte("x"), maxLine+1))
+	must(t, errors.Join(err, f.Close()))
+	before := readFile(t, path)
 	if _, err := Open(Options{Path: path, Key: &key}); err == nil || !strings.Contains(err.Error(), "incomplete line") {
 		t.Fatalf("Open = %v", err)
+	}
+	if after := readFile(t, path); !bytes.Equal(after, before) {
+		t.Error("the refused log was changed")
+	}
+	if torn, _ := filepath.Glob(path + ".torn-*"); len(torn) != 0 {
+		t.Errorf("left %v", torn)
+	}
+}
+
+// A repair record must name what it moved aside.
+func TestVerifyRefusesEmptyRepair(t *testing.T) {
+	path, _ := writeLog(t, 1)
+	ls := lines(t, path)
+	last := ls[len(ls)-1]
+	var prev Record
+	must(t, json.Unmarshal([]byte(last), &prev))
+	line, err := json.Marshal(&Record{Seq: prev.Seq + 1, Kind: KindRepair, Time: prev.Time, Prev: lineHash([]byte(strings.TrimSuffix(last, "\n")))})
+	must(t, err)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	must(t, err)
+	_, err = f.Write(append(line, '\n'))
+	must(t, errors.Join(err, f.Close()))
+	if _, err := Verify([]string{path}, VerifyOptions{Live: true}); !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "repair record") {
+		t.Fatalf("verify: %v", err)
 	}
 }
 

@@ -29,6 +29,7 @@ const (
 	KindRotate     = "rotate"     // first line of a file after rotation
 	KindStop       = "stop"       // the gateway closed the log cleanly
 	KindRestore    = "restore"    // backup restore put this log back; Backup names the archive
+	KindRepair     = "repair"     // the file ended in an incomplete line, now moved aside; Torn says where
 )
 
 // Record is one line of the audit log. Request fields are empty for the
@@ -62,7 +63,17 @@ type Record struct {
 	PublicKey string               `json:"publicKey,omitempty"` // start, rotate: its public key text
 	Previous  string               `json:"previous,omitempty"`  // rotate: the file this one follows
 	Backup    string               `json:"backup,omitempty"`    // restore: the archive and its manifest hash
+	Torn      *Torn                `json:"torn,omitempty"`      // repair: the incomplete line moved aside
 	Signature *manifests.Signature `json:"signature,omitempty"` // checkpoint, stop
+}
+
+// Torn describes the incomplete last line a writer found and moved aside
+// (Log.refresh): what a writer killed in the middle of a write, or a power
+// loss, left. Its bytes stay in File, beside the log.
+type Torn struct {
+	File   string `json:"file"`   // its name, in the log's directory
+	Bytes  int64  `json:"bytes"`  // its length
+	SHA256 string `json:"sha256"` // the SHA-256 of its bytes, in hex
 }
 
 // Content is prompt and completion text, logged only on request.
@@ -77,8 +88,12 @@ type Content struct {
 // never verify. Checking costs a scan of each string, which the encoder does
 // anyway.
 func (r *Record) validUTF8() {
+	torn := new(string)
+	if r.Torn != nil {
+		torn = &r.Torn.File
+	}
 	for _, p := range [...]*string{&r.Kind, &r.Prev, &r.RequestID, &r.TokenID, &r.Client, &r.Method,
-		&r.Route, &r.Model, &r.Error, &r.KeyID, &r.PublicKey, &r.Previous} {
+		&r.Route, &r.Model, &r.Error, &r.KeyID, &r.PublicKey, &r.Previous, &r.Backup, torn} {
 		if !utf8.ValidString(*p) {
 			*p = strings.ToValidUTF8(*p, "\uFFFD")
 		}

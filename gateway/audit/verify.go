@@ -239,7 +239,7 @@ func (b *block) parse() {
 			switch r.Kind {
 			case KindRequest:
 				l.kind = KindRequest // the decoded copy is garbage now
-			case KindStart, KindRotate, KindCheckpoint, KindStop:
+			case KindStart, KindRotate, KindCheckpoint, KindStop, KindRepair:
 				rc := r
 				l.rec = &rc
 			}
@@ -438,6 +438,12 @@ func (v *verifier) link(name string, n int, l *parsed) error {
 	case KindRequest:
 		v.rep.Requests++
 	case KindRestore:
+	case KindRepair:
+		if r.Torn == nil {
+			return fail("a repair record that names no incomplete line")
+		}
+		v.rep.Warnings = append(v.rep.Warnings, fmt.Sprintf("%s:%d: a writer found the file ending in an incomplete line (a writer killed mid-write, or a power loss) and moved its %d bytes to %s (SHA-256 %s)",
+			name, n, r.Torn.Bytes, r.Torn.File, r.Torn.SHA256))
 	case KindKBIngest, KindKBACL, KindKBQuery, KindKBRemove:
 		// knowledge-base events: chained like requests
 	case KindStart, KindRotate:
