@@ -16,6 +16,7 @@ import (
 
 	"filippo.io/age"
 
+	"github.com/qwen-appliance/qwen-appliance/internal/atomicfile"
 	"github.com/qwen-appliance/qwen-appliance/manifests"
 	"github.com/qwen-appliance/qwen-appliance/provision"
 	"github.com/qwen-appliance/qwen-appliance/provision/state"
@@ -185,7 +186,9 @@ func Create(ctx context.Context, o Options) (_ *Manifest, err error) {
 		return nil, fmt.Errorf("backup: %w", err)
 	}
 	os.Remove(tmp.Name())
-	syncDir(filepath.Dir(o.Out))
+	// The archive is complete at o.Out; a directory that cannot be synced
+	// only leaves its name less durable, which is not worth failing for.
+	_ = atomicfile.SyncDir(filepath.Dir(o.Out))
 	fmt.Fprintf(logw, "qwen-appliance: backup: %d members, %d bytes before encryption, audit head seq %d\n", len(m.Members), total, m.AuditHead.Seq)
 	if o.Textfile != "" {
 		if err := writeTextfile(o.Textfile, o.Now(), total); err != nil {
@@ -388,11 +391,4 @@ func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time,
 		return mb, fmt.Errorf("changed while being copied (%d of %d bytes)", n, mb.Size)
 	}
 	return mb, nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

@@ -316,7 +316,7 @@ func placeFile(src, dst string, mode os.FileMode, durable bool) error {
 		return err
 	}
 	if durable {
-		syncDir(filepath.Dir(dst))
+		return atomicfile.SyncDir(filepath.Dir(dst))
 	}
 	return nil
 }
@@ -339,7 +339,7 @@ func moveFile(src, dst string, mode os.FileMode, durable bool) error {
 		return err
 	}
 	if durable {
-		syncDir(filepath.Dir(dst))
+		return atomicfile.SyncDir(filepath.Dir(dst))
 	}
 	return nil
 }
