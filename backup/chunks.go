@@ -29,9 +29,9 @@ const (
 	chunkCount = 24
 )
 
-// chunkPool recycles one archive's chunks. Not a sync.Pool: that one
-// drops its buffers at every collection, and each new megabyte costs page
-// faults, which were a sixth of verify's time.
+// chunkPool recycles one archive's chunks. Not a sync.Pool: that one may
+// drop its buffers at any collection, and every fresh megabyte costs page
+// faults.
 type chunkPool struct{ free chan *chunk }
 
 func newChunkPool() *chunkPool { return &chunkPool{free: make(chan *chunk, chunkCount+4)} }

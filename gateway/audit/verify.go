@@ -197,9 +197,9 @@ type parsed struct {
 }
 
 // blockMem is the memory of a block, kept for the next one: a whole log
-// passes through a few of them. (A sync.Pool would lose them at every
-// collection, and fresh memory costs page faults: they were a fifth of a
-// backup verify's time.)
+// passes through a few of them. (A sync.Pool may lose them at any
+// collection, and fresh memory costs page faults: a backup verify of
+// 256 MiB allocated 200 MB of blocks and line slices before.)
 type blockMem struct {
 	buf   []byte
 	lines []parsed
