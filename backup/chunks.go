@@ -58,6 +58,22 @@ func (c *chunk) release() {
 	}
 }
 
+// fill reads from r into b until b is full or r ends, and returns what r
+// said at its end: io.EOF at a clean end, where io.ReadFull would turn a
+// reader's own io.ErrUnexpectedEOF (a tar member cut short) and a clean
+// end alike into ErrUnexpectedEOF.
+func fill(r io.Reader, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := r.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
 // hasher computes one member's SHA-256 on its own goroutine.
 type hasher struct {
 	c   chan *chunk

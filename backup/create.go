@@ -369,7 +369,7 @@ func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time,
 	var n int64
 	for {
 		c := pool.get()
-		k, rerr := io.ReadFull(r, c.b)
+		k, rerr := fill(r, c.b)
 		c.b = c.b[:k]
 		n += int64(k)
 		if k > 0 {
@@ -380,7 +380,7 @@ func writeMember(ctx context.Context, tw *tar.Writer, s source, mtime time.Time,
 			}
 		}
 		c.release()
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr == io.EOF {
 			break
 		}
 		if rerr != nil {

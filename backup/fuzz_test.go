@@ -3,6 +3,7 @@ package backup
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -150,4 +151,21 @@ func sparseTar(t testing.TB) []byte {
 	}
 	copy(out[148:156], fmt.Sprintf("%06o\x00 ", sum))
 	return out
+}
+
+// A member cut short (the tar stream ends inside it) is named as such, on
+// either side of a chunk boundary, and nothing after it is read.
+func TestExtractTarMemberCutShort(t *testing.T) {
+	for _, have := range []int{10, chunkSize, chunkSize + 10} {
+		var b bytes.Buffer
+		tw := tar.NewWriter(&b)
+		if err := tw.WriteHeader(&tar.Header{Name: "root/etc/big", Mode: 0o600, Size: 3 * chunkSize, Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(bytes.Repeat([]byte{'x'}, have)) // the rest never comes
+		_, err := extractTar(ctx, bytes.NewReader(b.Bytes()), nil, t.TempDir(), false, nil)
+		if !errors.Is(err, ErrVerification) || !strings.Contains(err.Error(), "read member root/etc/big") {
+			t.Errorf("%d of %d bytes: %v", have, 3*chunkSize, err)
+		}
+	}
 }

@@ -253,7 +253,7 @@ func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, 
 	for rerr == nil {
 		c := pool.get()
 		var n int
-		n, rerr = io.ReadFull(r, c.b)
+		n, rerr = fill(r, c.b)
 		if n == 0 {
 			c.release()
 			break
@@ -268,7 +268,7 @@ func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, 
 	}
 	err = aw.Close()
 	sum := h.end()
-	if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+	if rerr == io.EOF {
 		rerr = nil
 	}
 	// The member's own permission bits (checked against the signed manifest
