@@ -320,7 +320,7 @@ func TestVerifyAuditHead(t *testing.T) {
 		if streamed {
 			s = &auditStream{dir: dir}
 		}
-		m2, err := extract(ctx, f, []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}, dir, false, s)
+		m2, err := extract(ctx, f, []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}, dir, keepAll, s)
 		must(t, err)
 		m2.AuditHead.Seq++
 		if _, err := checkAudit(dir, m2, s); !errors.Is(err, ErrVerification) {
@@ -464,5 +464,66 @@ func TestVerifyEditedAuditLog(t *testing.T) {
 				t.Fatalf("edited audit line: %v", err)
 			}
 		})
+	}
+}
+
+// A plain verify writes only what it reads after the signature check: the
+// audit log is checked as it streams past and the model's files are only
+// hashed, so verifying needs no scratch space for them. Its head check then
+// rests on the stream; a manifest naming other audit members than the ones
+// that streamed past is refused, not looked up in files that were never
+// written.
+func TestVerifyWritesOnlyWhatItReads(t *testing.T) {
+	h := newHost(t)
+	file, m := h.create(t, Options{IncludeModel: true})
+	dir := t.TempDir()
+	rep, err := open(ctx, file, []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}, dir, keepChecked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Audit == nil || rep.Audit.LastSeq != m.AuditHead.Seq || rep.Audit.LastLineSHA256 != m.AuditHead.LineSHA256 {
+		t.Fatalf("audit report %+v, head %+v", rep.Audit, m.AuditHead)
+	}
+	var audits, models, kept int
+	for _, mb := range m.Members {
+		_, err := os.Lstat(filepath.Join(dir, filepath.FromSlash(mb.Name)))
+		written := err == nil
+		switch {
+		case mb.Kind == KindAudit:
+			audits++
+			if written {
+				t.Errorf("audit member %s written", mb.Name)
+			}
+		case mb.Kind == KindModel:
+			models++
+			if written {
+				t.Errorf("model member %s written", mb.Name)
+			}
+		case !written:
+			t.Errorf("%s member %s not written", mb.Kind, mb.Name)
+		default:
+			kept++
+		}
+	}
+	if audits == 0 || models == 0 || kept == 0 {
+		t.Fatalf("%d audit, %d model and %d other members: the test proves nothing", audits, models, kept)
+	}
+
+	// The manifest (as if signed so) calls one audit member something else.
+	dir = t.TempDir()
+	s := &auditStream{dir: dir}
+	f, err := os.Open(file)
+	must(t, err)
+	defer f.Close()
+	m2, err := extract(ctx, f, []age.Identity{h.id}, []manifests.PublicKey{h.signer.Public()}, dir, keepChecked, s)
+	must(t, err)
+	for i := range m2.Members {
+		if m2.Members[i].Kind == KindAudit {
+			m2.Members[i].Kind = KindState
+			break
+		}
+	}
+	if _, err := checkAudit(dir, m2, s); !errors.Is(err, ErrVerification) || !strings.Contains(err.Error(), "named like an audit log") {
+		t.Fatalf("audit members other than the streamed ones: %v", err)
 	}
 }

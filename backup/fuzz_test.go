@@ -40,7 +40,7 @@ func FuzzExtractTar(f *testing.F) {
 		return b.Bytes()
 	}
 	good := mk(map[string]string{"root/etc/a": "hello", "root/etc/b/c": "world"}, []string{"root/etc/a", "root/etc/b/c"})
-	if _, err := extractTar(ctx, bytes.NewReader(good), []manifests.PublicKey{k.Public()}, f.TempDir(), false, nil); err != nil {
+	if _, err := extractTar(ctx, bytes.NewReader(good), []manifests.PublicKey{k.Public()}, f.TempDir(), keepAll, nil); err != nil {
 		f.Fatalf("the good seed is refused: %v", err)
 	}
 	f.Add(good)
@@ -73,7 +73,7 @@ func FuzzExtractTar(f *testing.F) {
 		done := make(chan result, 1)
 		go func() {
 			s := &auditStream{dir: dir}
-			m, err := extractTar(ctx, bytes.NewReader(data), trusted, dir, false, s)
+			m, err := extractTar(ctx, bytes.NewReader(data), trusted, dir, keepAll, s)
 			s.stop()
 			done <- result{m, err}
 		}()
@@ -105,7 +105,7 @@ func TestSparseMemberRefused(t *testing.T) {
 	b := sparseTar(t)
 	done := make(chan error, 1)
 	go func() {
-		_, err := extractTar(ctx, bytes.NewReader(b), nil, t.TempDir(), false, nil)
+		_, err := extractTar(ctx, bytes.NewReader(b), nil, t.TempDir(), keepAll, nil)
 		done <- err
 	}()
 	select {
@@ -163,7 +163,7 @@ func TestExtractTarMemberCutShort(t *testing.T) {
 			t.Fatal(err)
 		}
 		tw.Write(bytes.Repeat([]byte{'x'}, have)) // the rest never comes
-		_, err := extractTar(ctx, bytes.NewReader(b.Bytes()), nil, t.TempDir(), false, nil)
+		_, err := extractTar(ctx, bytes.NewReader(b.Bytes()), nil, t.TempDir(), keepAll, nil)
 		if !errors.Is(err, ErrVerification) || !strings.Contains(err.Error(), "read member root/etc/big") {
 			t.Errorf("%d of %d bytes: %v", have, 3*chunkSize, err)
 		}

@@ -2,10 +2,7 @@ package backup
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,13 +36,39 @@ func verificationf(format string, a ...any) error {
 // member's hash, and returns the signed manifest. On error dir may hold
 // partial, unverified files: the caller removes it.
 func Extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []manifests.PublicKey, dir string) (*Manifest, error) {
-	return extract(ctx, r, ids, trusted, dir, false, nil)
+	return extract(ctx, r, ids, trusted, dir, keepAll, nil)
+}
+
+// keep says which members extract writes into its directory, and how.
+type keep int
+
+const (
+	keepAll     keep = iota // every member
+	keepDurable             // every member, written to the disk as it comes, for a caller that syncs them (restore)
+	// keepChecked writes only what is read after the signature check
+	// (configuration, state, the bundle's manifest, the knowledge base):
+	// the audit log's members are checked as they stream past (s) and the
+	// model's files only hashed, so verifying an archive needs no scratch
+	// space for either.
+	keepChecked
+)
+
+// writes reports whether member name is written under k, with s checking
+// the audit log's members as they pass.
+func (k keep) writes(name string, s *auditStream) bool {
+	if k != keepChecked {
+		return true
+	}
+	if s != nil && isAuditName(name) {
+		return false
+	}
+	rest, model := strings.CutPrefix(name, "bundle/")
+	return !model || rest == manifests.ManifestFile || rest == manifests.SignatureFile
 }
 
 // extract is Extract, feeding the audit log's members to s as they are
-// written (s may be nil). durable starts writing the members to the disk
-// as they come, for a caller that will sync them (restore).
-func extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []manifests.PublicKey, dir string, durable bool, s *auditStream) (*Manifest, error) {
+// written (s may be nil), and writing what k says.
+func extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []manifests.PublicKey, dir string, k keep, s *auditStream) (*Manifest, error) {
 	dr, err := decrypt(r, ids)
 	if err != nil {
 		var nm *age.NoIdentityMatchError
@@ -54,7 +77,7 @@ func extract(ctx context.Context, r io.Reader, ids []age.Identity, trusted []man
 		}
 		return nil, verificationf("decrypt: %v (not an age file, or its header was changed)", err)
 	}
-	return extractTar(ctx, dr, trusted, dir, durable, s)
+	return extractTar(ctx, dr, trusted, dir, k, s)
 }
 
 // decrypt returns the plaintext of the age file r. A regular file is read
@@ -80,7 +103,7 @@ func decrypt(r io.Reader, ids []age.Identity) (io.Reader, error) {
 // extractTar reads the decrypted tar stream; it is the parser that faces
 // whatever a signer (or a bug) put inside, and is fuzzed. Members named
 // like the audit log also go to s, when not nil.
-func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey, dir string, durable bool, s *auditStream) (_ *Manifest, err error) {
+func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey, dir string, k keep, s *auditStream) (_ *Manifest, err error) {
 	defer func() {
 		if err != nil {
 			s.stop()
@@ -156,7 +179,7 @@ func extractTar(ctx context.Context, r io.Reader, trusted []manifests.PublicKey,
 		if s != nil && isAuditName(h.Name) {
 			chain = s.file(h.Name)
 		}
-		sum, err := extractFile(dir, h.Name, os.FileMode(h.Mode)&0o777, &boundedReader{r: tr, in: cr}, durable, chain, pool)
+		sum, err := extractFile(dir, h.Name, os.FileMode(h.Mode)&0o777, &boundedReader{r: tr, in: cr}, k, k.writes(h.Name, s), chain, pool)
 		if err != nil {
 			return nil, err
 		}
@@ -224,29 +247,33 @@ func (b *boundedReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// extractFile writes one member under dir with mode, creating parents; it never
-// follows a symlink (dir holds only what this function creates) and never
-// replaces a file. It returns the member's SHA-256. When chain is not nil,
-// the member's bytes also go to it, and it is ended. durable: see extract.
+// extractFile writes one member under dir with mode, creating parents, or
+// only reads it when write is false; it never follows a symlink (dir holds
+// only what this function creates) and never replaces a file. It returns
+// the member's SHA-256. When chain is not nil, the member's bytes also go
+// to it, and it is ended.
 //
 // Reading (decryption), hashing and writing overlap (chunks.go): this
 // goroutine fills chunks, a hasher and a writer take them, and the audit
 // chain's goroutines read the same chunks.
-func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, chain *chunkReader, pool *chunkPool) (_ string, err error) {
+func extractFile(dir, name string, mode os.FileMode, r io.Reader, k keep, write bool, chain *chunkReader, pool *chunkPool) (_ string, err error) {
 	if chain != nil {
 		defer chain.end()
 	}
-	p := filepath.Join(dir, filepath.FromSlash(name))
-	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-		return "", fmt.Errorf("extract %s: %w", name, err)
-	}
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("extract %s: %w", name, err)
-	}
-	var w io.Writer = f
-	if durable {
-		w = &writeback{f: f}
+	var f *os.File
+	w := io.Discard
+	if write {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return "", fmt.Errorf("extract %s: %w", name, err)
+		}
+		if f, err = os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscallNoFollow, 0o600); err != nil {
+			return "", fmt.Errorf("extract %s: %w", name, err)
+		}
+		w = f
+		if k == keepDurable {
+			w = &writeback{f: f}
+		}
 	}
 	h, aw := newHasher(), newAsyncWriter(w, pool)
 	var rerr error
@@ -271,30 +298,17 @@ func extractFile(dir, name string, mode os.FileMode, r io.Reader, durable bool, 
 	if rerr == io.EOF {
 		rerr = nil
 	}
-	// The member's own permission bits (checked against the signed manifest
-	// afterwards), so that an extracted bundle is as it was signed; the
-	// scratch directory itself stays private.
-	if cerr := errors.Join(err, f.Chmod(mode), f.Close()); cerr != nil {
-		return "", fmt.Errorf("extract %s: %w", name, cerr)
+	if f != nil {
+		// The member's own permission bits (checked against the signed
+		// manifest afterwards), so that an extracted bundle is as it was
+		// signed; the scratch directory itself stays private.
+		err = errors.Join(err, f.Chmod(mode), f.Close())
+	}
+	if err != nil {
+		return "", fmt.Errorf("extract %s: %w", name, err)
 	}
 	if rerr != nil {
 		return "", verificationf("read member %s: %v (changed or truncated)", name, rerr)
 	}
 	return sum, nil
-}
-
-// lastLineHash returns the chain hash and seq-less bytes of a file's last
-// line, for checking the recorded audit head.
-func lastLineHash(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	_, last, err := completePrefix(f)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256(bytes.TrimSuffix(last, []byte("\n")))
-	return hex.EncodeToString(sum[:]), nil
 }

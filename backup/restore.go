@@ -123,7 +123,7 @@ func Restore(ctx context.Context, o RestoreOptions) (_ *RestoreResult, err error
 		return nil, err
 	}
 	defer os.RemoveAll(stage)
-	rep, err := open(ctx, o.File, o.Identities, o.Trusted, stage, true)
+	rep, err := open(ctx, o.File, o.Identities, o.Trusted, stage, keepDurable)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}

@@ -70,7 +70,10 @@ type Report struct {
 	UnsignedTail  int      `json:"unsignedTail"`  // lines after the last signed record
 	KeyIDs        []string `json:"keyIds"`
 	SelfKeyed     bool     `json:"selfKeyed"` // checked against the log's own keys (no --trust)
-	Warnings      []string `json:"warnings,omitempty"`
+	// LastLineSHA256 is the chain hash of the last line (without its
+	// newline), in hex: what the next line's prev must be.
+	LastLineSHA256 string   `json:"lastLineSha256"`
+	Warnings       []string `json:"warnings,omitempty"`
 }
 
 // verifier carries the chain across files.
@@ -496,6 +499,7 @@ func (v *verifier) end(name string) error {
 	if !v.started {
 		return &LineError{name, 0, "no records"}
 	}
+	v.rep.LastLineSHA256 = string(v.prev[:])
 	if len(v.o.Trusted) > 0 && v.rep.Checkpoints == 0 {
 		return &LineError{name, 0, "no signed checkpoint: nothing in the log is covered by the trusted key"}
 	}
