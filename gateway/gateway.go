@@ -298,9 +298,11 @@ func (g *Gateway) Serve(ctx context.Context, ln, mln net.Listener) error {
 	return err
 }
 
-// housekeeping picks up token file changes and forgets idle rate buckets.
+// housekeeping picks up token file changes within a second (a revoked
+// token stops working then; a new one works at once, see authenticate) and
+// forgets idle rate buckets.
 func (g *Gateway) housekeeping(ctx context.Context) {
-	t := time.NewTicker(2 * time.Second)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for n := 0; ; n++ {
 		select {
@@ -310,7 +312,7 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 			if err := g.reloadTokens(false); err != nil {
 				g.o.Log.Warn("token file not reloaded; the previous tokens stay in force", "err", err)
 			}
-			if n%30 == 0 {
+			if n%60 == 0 {
 				g.failures.forget(float64(g.o.AuthFailures), now)
 			}
 		}

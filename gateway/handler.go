@@ -179,6 +179,13 @@ func (g *Gateway) authenticate(r *http.Request, ex *exchange) (*tokens.Token, *a
 		return fail("malformed", errBadToken)
 	}
 	t, err := g.tokens.Load().Authenticate(strings.TrimSpace(tok), now)
+	if errors.Is(err, tokens.ErrUnknown) {
+		// A token created a moment ago works at once: look at the file
+		// before refusing (a stat, and a parse only when it changed).
+		if rerr := g.reloadTokens(false); rerr == nil {
+			t, err = g.tokens.Load().Authenticate(strings.TrimSpace(tok), now)
+		}
+	}
 	if t != nil {
 		ex.tokenID = t.ID
 	}

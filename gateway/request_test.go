@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,5 +56,31 @@ func TestTokenFileReloadedWhileRunning(t *testing.T) {
 			t.Fatalf("after changing the token file: new token %d, revoked token %d", newCode, oldCode)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// A token created while the gateway runs works on its first request, not
+// only after the next housekeeping pass: an unknown token makes the gateway
+// look at the token file before refusing.
+func TestNewTokenWorksAtOnce(t *testing.T) {
+	h := newHarness(t, nil)
+	s, err := tokens.Load(h.tokensFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := s.Create(tokens.CreateOptions{Name: "fresh", Role: tokens.RoleUser})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Save(h.tokensFile); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := h.do("GET", "/v1/models", tok, nil); code != 200 {
+		t.Fatalf("a token saved a moment ago: %d %s", code, body)
+	}
+	// A token the file does not hold is still refused (and the file is not
+	// parsed again: it did not change).
+	if code, _, _ := h.do("GET", "/v1/models", "qwa_0123456789abcdef_"+strings.Repeat("0", 64), nil); code != 401 {
+		t.Fatalf("an unknown token: %d", code)
 	}
 }
