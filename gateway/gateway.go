@@ -129,12 +129,6 @@ type Gateway struct {
 	slots    chan struct{}
 	active   sync.WaitGroup // requests being handled, so Serve can wait for their audit lines
 	kb       *kb.Shared     // nil: no knowledge base
-
-	// The token file as the knowledge-base route last read it (see
-	// currentTokens), apart from the store that authenticates.
-	kbTokMu   sync.Mutex
-	kbTok     *tokens.Store
-	kbTokStat os.FileInfo
 }
 
 // New checks the options, loads tokens and certificates and opens the audit

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -45,12 +44,13 @@ var (
 // kbCaller reads what token id may read from the token file as it is now.
 // A token the file no longer lists as active is refused like a bad token.
 func (g *Gateway) kbCaller(id string, now time.Time) (*tokens.Token, kb.Caller, *apiError) {
-	s, err := g.currentTokens()
-	if err != nil {
+	// The file as it is now: one stat, and a parse only when it changed
+	// (tokens.Update replaces the file, so every change is a new file).
+	if err := g.reloadTokens(false); err != nil {
 		g.o.Log.Warn("token file unreadable for a knowledge-base request", "err", err)
 		return nil, kb.Caller{}, errKBUnavail
 	}
-	t := s.Find(id)
+	t := g.tokens.Load().Find(id)
 	if t == nil || t.State(now) != "active" {
 		return nil, kb.Caller{}, errBadToken
 	}
@@ -62,28 +62,6 @@ func (g *Gateway) kbCaller(id string, now time.Time) (*tokens.Token, kb.Caller, 
 		return nil, kb.Caller{}, errNoKBRole
 	}
 	return t, c, nil
-}
-
-// currentTokens returns the token file as it is now: parsed again
-// whenever its identity, size or modification time differ from the copy
-// held (tokens.Update replaces the file, so every change is a new file).
-// One stat per question instead of a parse.
-func (g *Gateway) currentTokens() (*tokens.Store, error) {
-	st, err := os.Stat(g.o.TokensFile)
-	if err != nil {
-		return nil, err
-	}
-	g.kbTokMu.Lock()
-	defer g.kbTokMu.Unlock()
-	if old := g.kbTokStat; old != nil && os.SameFile(old, st) && old.Size() == st.Size() && old.ModTime().Equal(st.ModTime()) {
-		return g.kbTok, nil
-	}
-	s, err := tokens.Load(g.o.TokensFile)
-	if err != nil {
-		return nil, err
-	}
-	g.kbTok, g.kbTokStat = s, st
-	return s, nil
 }
 
 // kbMessage is a chat message as the route reads it for retrieval.
