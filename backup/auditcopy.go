@@ -1,13 +1,11 @@
 package backup
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	"github.com/qwen-appliance/qwen-appliance/gateway/audit"
@@ -44,7 +42,7 @@ func snapshotAudit(path string) (files []auditFile, head AuditHead, err error) {
 			}
 		}
 	}()
-	size, last, err := completePrefix(cur)
+	size, last, err := audit.CompletePrefix(cur)
 	if err != nil {
 		cur.Close()
 		return nil, head, fmt.Errorf("audit log %s: %w", path, err)
@@ -81,7 +79,7 @@ func snapshotAudit(path string) (files []auditFile, head AuditHead, err error) {
 		// the head is the last line of the file before.
 		cur.Close()
 		if len(files) > 0 {
-			if _, last, err = completePrefix(files[len(files)-1].f); err != nil {
+			if _, last, err = audit.CompletePrefix(files[len(files)-1].f); err != nil {
 				return nil, head, err
 			}
 		}
@@ -98,52 +96,4 @@ func snapshotAudit(path string) (files []auditFile, head AuditHead, err error) {
 		head = AuditHead{Seq: r.Seq, LineSHA256: hex.EncodeToString(sum[:])}
 	}
 	return files, head, nil
-}
-
-// completePrefix returns how many bytes of f end with its last newline, and
-// that last complete line (without the newline).
-func completePrefix(f *os.File) (int64, []byte, error) {
-	st, err := f.Stat()
-	if err != nil {
-		return 0, nil, err
-	}
-	end := st.Size()
-	const chunk = 64 << 10
-	var tail []byte
-	for off := end; off > 0; {
-		n := min(int64(chunk), off)
-		off -= n
-		b := make([]byte, n)
-		if _, err := f.ReadAt(b, off); err != nil && err != io.EOF {
-			return 0, nil, err
-		}
-		tail = append(b, tail...)
-		i := bytes.LastIndexByte(tail, '\n')
-		if i < 0 {
-			continue
-		}
-		size := off + int64(i) + 1
-		line := tail[:i]
-		if j := bytes.LastIndexByte(line, '\n'); j >= 0 {
-			return size, line[j+1:], nil
-		}
-		if off == 0 {
-			return size, line, nil
-		}
-		// The last complete line starts before tail: read further back.
-		for off > 0 {
-			n := min(int64(chunk), off)
-			off -= n
-			b := make([]byte, n)
-			if _, err := f.ReadAt(b, off); err != nil && err != io.EOF {
-				return 0, nil, err
-			}
-			line = append(b, line...)
-			if j := bytes.LastIndexByte(line[:n], '\n'); j >= 0 {
-				return size, line[j+1:], nil
-			}
-		}
-		return size, line, nil
-	}
-	return 0, nil, nil
 }

@@ -191,11 +191,11 @@ func (l *Log) refresh(size int64) error {
 	if size == 0 && l.seq >= 0 {
 		return fmt.Errorf("audit log %s was removed or emptied while in use (this writer's last seq was %d)", l.o.Path, l.seq)
 	}
-	last, size, err := lastLine(l.f)
+	cut, last, err := CompletePrefix(l.f)
 	var torn *Torn
-	if errors.Is(err, errTorn) {
-		if torn, err = l.moveTornTail(); err == nil {
-			last, size, err = lastLine(l.f)
+	if err == nil && cut < size {
+		if torn, err = l.moveTornTail(cut, size); err == nil {
+			size = cut
 		}
 	}
 	if err != nil {
@@ -218,39 +218,18 @@ func (l *Log) refresh(size int64) error {
 	return nil
 }
 
-// moveTornTail moves the bytes after the file's last newline to a file of
-// their own beside the log (PATH.torn-STAMP), synced, and cuts the log back
-// to its last complete line. Every writer writes only while it holds the
-// file's lock, which its death releases, and this runs under that lock: the
-// bytes are what a writer killed in the middle of a write (or a power loss)
-// left, never a line still being written, and never a line that counted,
-// since a line ends with its newline. Serving resumes instead of failing
-// until someone moves the file aside, and nothing is lost: the record that
-// follows names the file and its hash. A tail longer than a line can be is
-// not a torn line, and is refused.
-func (l *Log) moveTornTail() (*Torn, error) {
-	st, err := l.f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	size := st.Size()
-	const chunk = 64 << 10
-	cut := int64(0) // the offset after the last newline
-	for end := size; end > 0 && size-end <= maxLine; {
-		start := max(end-chunk, 0)
-		b := make([]byte, end-start)
-		if _, err := l.f.ReadAt(b, start); err != nil && err != io.EOF {
-			return nil, err
-		}
-		if i := bytes.LastIndexByte(b, '\n'); i >= 0 {
-			cut = start + int64(i) + 1
-			break
-		}
-		end = start
-	}
-	if size-cut > maxLine {
-		return nil, fmt.Errorf("%w, and its last %d bytes hold no newline: more than a line can be", errTorn, size-cut)
-	}
+// moveTornTail moves the bytes of the file from cut (just after its last
+// newline) to size to a file of their own beside the log
+// (PATH.torn-STAMP), synced, and cuts the log back to its last complete
+// line. Every writer writes only while it holds the file's lock, which its
+// death releases, and this runs under that lock: the bytes are what a
+// writer killed in the middle of a write (or a power loss) left, never a
+// line still being written, and never a line that counted, since a line
+// ends with its newline. Serving resumes instead of failing until someone
+// moves the file aside, and nothing is lost: the record that follows names
+// the file and its hash. (CompletePrefix has refused a tail longer than a
+// line can be.)
+func (l *Log) moveTornTail(cut, size int64) (*Torn, error) {
 	tail := make([]byte, size-cut)
 	if _, err := l.f.ReadAt(tail, cut); err != nil && err != io.EOF {
 		return nil, err
@@ -275,42 +254,57 @@ func (l *Log) moveTornTail() (*Torn, error) {
 	return &Torn{File: filepath.Base(name), Bytes: int64(len(tail)), SHA256: hex.EncodeToString(sum[:])}, nil
 }
 
-// errTorn is lastLine's error for a file that does not end with a newline.
+// errTorn is CompletePrefix's error for a file ending in more than a line
+// can be without a newline.
 var errTorn = errors.New("ends with an incomplete line (crash during a write, or truncated)")
 
-// lastLine returns the last line of f (nil when f is empty) and f's size.
-func lastLine(f *os.File) ([]byte, int64, error) {
+// CompletePrefix returns how many bytes of f end with its last newline
+// (what of a log file counts: a writer, or a crash, may have left part of
+// a line after it) and the last complete line, without its newline (nil
+// when there is none). It reads f from its end, a chunk at a time, and
+// refuses a tail or a last line longer than a line can be.
+func CompletePrefix(f *os.File) (int64, []byte, error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, 0, err
+		return 0, nil, err
 	}
-	size := st.Size()
-	if size == 0 {
-		return nil, 0, nil
-	}
+	end := st.Size()
 	const chunk = 64 << 10
-	var buf []byte
-	for off := size; ; {
-		n := int64(chunk)
-		if off < n {
-			n = off
-		}
+	var buf []byte // f from off to end
+	prefix := int64(-1)
+	for off := end; off > 0; {
+		n := min(int64(chunk), off)
 		off -= n
 		b := make([]byte, n)
 		if _, err := f.ReadAt(b, off); err != nil && err != io.EOF {
-			return nil, 0, err
+			return 0, nil, err
 		}
 		buf = append(b, buf...)
-		if buf[len(buf)-1] != '\n' {
-			return nil, 0, errTorn
+		if prefix < 0 {
+			i := bytes.LastIndexByte(buf, '\n')
+			if i < 0 {
+				if int64(len(buf)) > maxLine {
+					return 0, nil, fmt.Errorf("%w, and its last %d bytes hold no newline: more than a line can be", errTorn, len(buf))
+				}
+				continue
+			}
+			prefix = off + int64(i) + 1
+			if end-prefix > maxLine {
+				return 0, nil, fmt.Errorf("%w, and its last %d bytes hold no newline: more than a line can be", errTorn, end-prefix)
+			}
+			buf = buf[:i] // the last complete line, and what is before it
 		}
-		if i := bytes.LastIndexByte(buf[:len(buf)-1], '\n'); i >= 0 {
-			return buf[i+1 : len(buf)-1], size, nil
+		if j := bytes.LastIndexByte(buf, '\n'); j >= 0 {
+			return prefix, buf[j+1:], nil
 		}
-		if off == 0 {
-			return buf[:len(buf)-1], size, nil
+		if int64(len(buf)) > maxLine {
+			return 0, nil, fmt.Errorf("the last line is longer than 16 MiB")
 		}
 	}
+	if prefix < 0 {
+		return 0, nil, nil
+	}
+	return prefix, buf, nil
 }
 
 // Append queues r; the log fills in Seq, Time (when zero), Kind and Prev.

@@ -574,3 +574,32 @@ func TestForgedUnsignedTail(t *testing.T) {
 		t.Errorf("keyless log: %v", err)
 	}
 }
+
+// CompletePrefix finds what of a file ends with its last newline, and the
+// last complete line, also when either spans several of its reads.
+func TestCompletePrefix(t *testing.T) {
+	long := strings.Repeat("x", 200<<10)
+	for _, tc := range []struct {
+		data, last string
+		prefix     int
+	}{
+		{"", "", 0},
+		{"torn", "", 0},
+		{"a\n", "a", 2},
+		{"a\nb", "a", 2},
+		{"a\nb\n", "b", 4},
+		{"a\n" + long + "\n" + long, long, len(long) + 3},
+		{long + "\n", long, len(long) + 1},
+		{"a\n" + long, "a", 2},
+	} {
+		p := filepath.Join(t.TempDir(), "f")
+		must(t, os.WriteFile(p, []byte(tc.data), 0o600))
+		f, err := os.Open(p)
+		must(t, err)
+		prefix, last, err := CompletePrefix(f)
+		f.Close()
+		if err != nil || prefix != int64(tc.prefix) || string(last) != tc.last {
+			t.Errorf("%.20q (%d bytes): %d, %.20q, %v; want %d, %.20q", tc.data, len(tc.data), prefix, last, err, tc.prefix, tc.last)
+		}
+	}
+}
