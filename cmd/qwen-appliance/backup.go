@@ -86,7 +86,8 @@ manifest's signature against --trust, every member's SHA-256, size and mode,
 that nothing is missing or added, and that the audit log verifies (signed
 checkpoints by the backed-up audit key) up to the recorded head. The audit log
 and the model's files are checked as they stream past and never written, so
-only the configuration needs scratch space; --drill writes everything. --drill also
+only configuration, state and the knowledge-base snapshot need scratch space;
+--drill writes everything. --drill also
 restores the archive into a scratch root beside it (restore's own steps, less
 those that change the host: no users, chown, install or services) and checks
 the restored tree: the token file has an active token, the TLS server

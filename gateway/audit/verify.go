@@ -202,7 +202,7 @@ type parsed struct {
 // blockMem is the memory of a block, kept for the next one: a whole log
 // passes through a few of them. (A sync.Pool may lose them at any
 // collection, and fresh memory costs page faults: a backup verify of
-// 256 MiB allocated 200 MB of blocks and line slices before.)
+// 256 MiB allocated about 125 MB of blocks and line slices before.)
 type blockMem struct {
 	buf   []byte
 	lines []parsed
